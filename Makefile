@@ -1,0 +1,68 @@
+# One place for what CI runs. `make test` works on a fresh machine: it builds the virtual
+# environment from the pinned constraints, starts PostgreSQL and Kafka on loopback, and runs
+# every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+SA14_VENV ?= .venv-sa14
+BIN := $(VENV)/bin
+SERVICES := deploy/local/services.sh
+WITH_SERVICES := eval "$$($(SERVICES) env)" &&
+
+.PHONY: venv venv-sa14 services-up services-down services-status lint typecheck unit pytest \
+	pytest-sa14 check test demo bench clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+# SQLAlchemy 1.4 (with psycopg2) for the ingest core, in an environment of its own.
+venv-sa14: $(SA14_VENV)/.installed
+$(SA14_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(SA14_VENV)
+	$(SA14_VENV)/bin/pip install -q --upgrade pip
+	sed 's/^SQLAlchemy==.*/SQLAlchemy==1.4.54/' constraints.txt > $(SA14_VENV)/constraints.txt
+	$(SA14_VENV)/bin/pip install -q -c $(SA14_VENV)/constraints.txt -e '.[dev]'
+	touch $@
+
+services-up: venv
+	PYTHON=$(BIN)/python $(SERVICES) up
+
+services-down:
+	$(SERVICES) down
+
+services-status:
+	$(SERVICES) status
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+pytest: venv services-up
+	$(WITH_SERVICES) $(BIN)/pytest -q
+
+pytest-sa14: venv-sa14 services-up
+	$(WITH_SERVICES) $(SA14_VENV)/bin/pytest -q -p no:cacheprovider \
+		tests/unit/pg_bulk_ingest tests/integration/pg_bulk_ingest
+
+check: lint typecheck pytest
+
+test: check pytest-sa14
+
+demo: venv services-up
+	$(WITH_SERVICES) $(BIN)/python -m tests.demo
+
+bench: venv services-up
+	$(WITH_SERVICES) $(BIN)/python -m tests.benchmarks
+
+clean:
+	rm -rf $(VENV) $(SA14_VENV) .mypy_cache .ruff_cache .pytest_cache
