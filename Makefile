@@ -10,7 +10,7 @@ SERVICES := deploy/local/services.sh
 WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 
 .PHONY: venv venv-sa14 services-up services-down services-status lint typecheck unit pytest \
-	pytest-sa14 check test demo bench clean
+	pytest-sa14 validate-deploy rehearse-image check test demo bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -54,9 +54,17 @@ pytest-sa14: venv-sa14 services-up
 	$(WITH_SERVICES) $(SA14_VENV)/bin/pytest -q -p no:cacheprovider \
 		tests/unit/pg_bulk_ingest tests/integration/pg_bulk_ingest
 
-check: lint typecheck pytest
+# Manifests, Dockerfile and scripts under deploy/, checked offline (no cluster, no Docker).
+validate-deploy: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH deploy/validate.sh
 
-test: check pytest-sa14
+# The container image's install steps, rehearsed without Docker, then --help and check.
+rehearse-image: venv services-up
+	$(WITH_SERVICES) deploy/rehearse-image.sh
+
+check: lint typecheck validate-deploy pytest
+
+test: check pytest-sa14 rehearse-image
 
 demo: venv services-up
 	$(WITH_SERVICES) $(BIN)/python -m tests.demo

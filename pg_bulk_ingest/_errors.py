@@ -1,0 +1,28 @@
+"""The exceptions `ingest` raises: one root, one class per failure family."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Root of every error raised by pg_bulk_ingest itself (database errors pass through)."""
+
+
+class SchemaError(IngestError):
+    """A table definition that cannot be created, matched or migrated."""
+
+
+class WatermarkError(IngestError):
+    """A table COMMENT that should hold the high watermark but cannot be parsed."""
+
+
+class DataError(IngestError):
+    """A value that cannot be written to its column."""
+
+    def __init__(self, table: str, column: str | None, row: int | None, reason: str) -> None:
+        where = f"{table}.{column}" if column is not None else table
+        at = f" at row {row} of the batch" if row is not None else ""
+        super().__init__(f"{where}{at}: {reason}")
+        self.table = table
+        self.column = column
+        self.row = row
+        self.reason = reason

@@ -1,0 +1,87 @@
+"""Rebuilds: a new table filled in the first batch, swapped in under a short ACCESS EXCLUSIVE.
+
+Grants, dependent views (plain, materialized, views of views) and the comment are carried
+over to the new table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, ContextManager
+
+import sqlalchemy as sa
+
+from . import _catalog
+from ._db import Db
+from ._migrate import create_table_sql, primary_key_name
+from ._schema import TableSpec, identifier
+from ._sql import ident, idents, literal, qualified
+
+ForceExecute = Callable[[sa.Connection, logging.Logger], ContextManager[Any]]
+
+
+def new_table_name(table: TableSpec) -> str:
+    return identifier(table.name, "pgbi", uuid.uuid4().hex[:8])
+
+
+def create_new_table(db: Db, table: TableSpec, name: str, *, copy_rows: bool) -> None:
+    """Creates the replacement table, filled from the live one when `copy_rows`."""
+    for statement in create_table_sql(table, name):
+        db.execute(statement)
+    if not copy_rows:
+        return
+    live = _catalog.live_table(db, table.schema, table.name)
+    assert live is not None
+    kept = [c for c in table.columns if c.name in set(live.column_names)]
+    source = qualified(table.schema, table.name)
+    db.execute(f"LOCK TABLE {source} IN SHARE MODE")
+    db.execute(
+        f"INSERT INTO {qualified(table.schema, name)} ({idents(c.name for c in kept)}) "
+        f"SELECT {', '.join(f'{ident(c.name)}::{c.type}' for c in kept)} FROM {source}"
+    )
+
+
+def _recreate_view(db: Db, view: _catalog.DependentView) -> None:
+    kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+    db.execute(f"CREATE {kind} {qualified(view.schema, view.name)} AS {view.definition}")
+    for grant in view.acl:
+        db.execute(grant)
+
+
+def swap_in(
+    db: Db,
+    table: TableSpec,
+    name: str,
+    force_execute: ForceExecute,
+    logger: logging.Logger,
+) -> None:
+    """Replaces the live table by the table `name`, keeping grants, views and the comment."""
+    live = qualified(table.schema, table.name)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(force_execute(db.conn, logger))
+        db.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
+    views = _catalog.dependent_views(db, table.schema, table.name)
+    grants = _catalog.grants(db, table.schema, table.name)
+    comment = _catalog.comment(db, table.schema, table.name)
+    db.execute(f"DROP TABLE {live} CASCADE")
+    db.execute(f"ALTER TABLE {qualified(table.schema, name)} RENAME TO {ident(table.name)}")
+    if table.primary_key:
+        db.execute(
+            f"ALTER TABLE {live} RENAME CONSTRAINT {ident(primary_key_name(name))} "
+            f"TO {ident(primary_key_name(table.name))}"
+        )
+    for index in table.indexes:
+        db.execute(
+            f"ALTER INDEX {qualified(table.schema, identifier(name, index.name))} "
+            f"RENAME TO {ident(index.name)}"
+        )
+    for grant in grants:
+        db.execute(grant)
+    for view in views:
+        _recreate_view(db, view)
+    if comment is not None:
+        db.execute(f"COMMENT ON TABLE {live} IS {literal(comment)}")
+    logger.info("Swapped a rebuilt %s in", table.display)

@@ -1,0 +1,74 @@
+"""The high watermark, kept in the first table's COMMENT as JSON next to any other keys.
+
+A comment whose first non-blank character is `{` must be a JSON object whose "pg-bulk-ingest"
+key, if any, is an object; anything else starting with `{` is corrupt and raises. Any other
+comment is a human's: it is kept, under "comment", when the first watermark is saved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ._catalog import comment
+from ._db import Db
+from ._errors import WatermarkError
+from ._sql import literal, qualified
+
+KEY = "pg-bulk-ingest"
+WATERMARK = "high-watermark"
+HUMAN_COMMENT = "comment"
+
+
+def parse(table: str, comment: str | None) -> dict[str, Any]:
+    """The comment as a JSON object; a human comment becomes {"comment": text}."""
+    if comment is None or not comment.strip():
+        return {}
+    if not comment.lstrip().startswith("{"):
+        return {HUMAN_COMMENT: comment}
+    try:
+        document = orjson.loads(comment)
+    except orjson.JSONDecodeError as error:
+        raise WatermarkError(
+            f"the COMMENT of {table} starts with '{{' but is not valid JSON ({error}); "
+            f'fix it to {{"{KEY}": {{"{WATERMARK}": ...}}}} or remove it'
+        ) from None
+    if not isinstance(document, dict):
+        raise WatermarkError(f"the COMMENT of {table} is JSON but not an object")
+    ours = document.get(KEY, {})
+    if not isinstance(ours, dict):
+        raise WatermarkError(
+            f'the COMMENT of {table} has "{KEY}": {ours!r}; it must be an object such as '
+            f'{{"{WATERMARK}": ...}}'
+        )
+    return document
+
+
+def watermark(document: dict[str, Any]) -> Any:
+    return document.get(KEY, {}).get(WATERMARK)
+
+
+def with_watermark(document: dict[str, Any], value: Any) -> dict[str, Any]:
+    """The document with the watermark replaced, every other key kept."""
+    return {**document, KEY: {**document.get(KEY, {}), WATERMARK: value}}
+
+
+def serialize(table: str, document: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(document).decode()
+    except TypeError as error:
+        raise WatermarkError(
+            f"the high watermark for {table} is not JSON-encodable: {error}"
+        ) from None
+
+
+def load(db: Db, schema: str, name: str) -> dict[str, Any]:
+    return parse(f"{schema}.{name}", comment(db, schema, name))
+
+
+def save(db: Db, schema: str, name: str, value: Any) -> None:
+    """Merges the watermark into the comment; the caller holds the table's comment lock."""
+    table = f"{schema}.{name}"
+    text = serialize(table, with_watermark(load(db, schema, name), value))
+    db.execute(f"COMMENT ON TABLE {qualified(schema, name)} IS {literal(text)}")

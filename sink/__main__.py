@@ -1,0 +1,78 @@
+"""The operator's command line: `pg-kafka-sink run|...` (also `python -m sink`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import orjson
+import sqlalchemy as sa
+
+from . import logs
+from .config import Settings, load_settings
+from .errors import SinkError
+from .pipeline import Pipeline
+from .worker import Worker
+
+logger = logging.getLogger("sink")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config, os.environ)
+    logs.configure(settings.log.level, settings.log.format.value)
+    return settings
+
+
+def _engine(settings: Settings) -> sa.engine.Engine:
+    return sa.create_engine(settings.postgres.engine_url(), future=True, pool_pre_ping=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logger.info("effective configuration %s", orjson.dumps(settings.redacted()).decode())
+    engine = _engine(settings)
+    try:
+        Worker(settings, engine, Pipeline.from_settings(settings)).run()
+    finally:
+        engine.dispose()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="pg-kafka-sink",
+        description="Exactly-once Kafka-to-PostgreSQL sink.",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--config",
+            default=None,
+            help="TOML config file (default: $SINK_CONFIG); SINK_* variables override it",
+        )
+        return p
+
+    command(
+        "run", "consume the configured topics and write them to PostgreSQL until stopped"
+    ).set_defaults(func=cmd_run)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except SinkError as exc:
+        logger.error("%s", exc)
+        print(f"pg-kafka-sink: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

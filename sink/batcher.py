@@ -1,0 +1,249 @@
+"""Batching: accumulate mapped messages per partition and say when a batch is due.
+
+Pure, with an injected clock: a batch is due at `max_messages`, at `max_bytes` of keys and
+values, or `max_age_seconds` after its first message, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Hashable, List, Tuple
+
+import sqlalchemy as sa
+
+from sink.errors import DecodeError, SinkError
+from sink.records import Message, TopicPartition
+from sink.tables import Row
+
+Values = Tuple[object, ...]
+# (partition, sequence number of the message in the batch, row or key values)
+_Entry = Tuple[TopicPartition, int, Values]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that could not be decoded or mapped; its offset advances with the batch."""
+
+    message: Message
+    error: DecodeError
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Everything one transaction writes.
+
+    Apply `deletes` before `table_rows`: a row whose key a later tombstone of the same batch
+    deletes has already been left out, and a row after a tombstone re-inserts its key.
+    """
+
+    # Rows per table, in column order, in arrival order.
+    table_rows: Mapping[sa.Table, Sequence[Values]]
+    # Primary-key tuples to delete, per table, each key once.
+    deletes: Mapping[sa.Table, Sequence[Values]]
+    dead_letters: tuple[DeadLetter, ...]
+    # Per partition: the next offset to read after this batch (last offset + 1).
+    next_offsets: Mapping[TopicPartition, int]
+    # Per partition: the offset of the batch's first message from it. With gaps (compaction,
+    # transaction markers) it can be past the stored position the worker started from.
+    first_offsets: Mapping[TopicPartition, int]
+    message_count: int
+    byte_count: int
+
+    def rows(self) -> Iterator[Row]:
+        """`(sa.Table, row)` pairs, as pg_bulk_ingest takes them."""
+        for table, rows in self.table_rows.items():
+            for row in rows:
+                yield table, row
+
+    @property
+    def row_count(self) -> int:
+        return sum(len(rows) for rows in self.table_rows.values())
+
+    @property
+    def delete_count(self) -> int:
+        return sum(len(keys) for keys in self.deletes.values())
+
+
+class _Partition:
+    __slots__ = ("first_offset", "next_offset", "started", "tp")
+
+    def __init__(self, tp: TopicPartition, first_offset: int, started: float) -> None:
+        self.tp = tp
+        self.first_offset = first_offset
+        self.next_offset = first_offset
+        self.started = started
+
+
+class Batcher:
+    """Collects messages until a batch is due; `take()` hands it over and starts the next."""
+
+    def __init__(
+        self,
+        max_messages: int,
+        max_bytes: int,
+        max_age_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_messages < 1 or max_bytes < 1 or not max_age_seconds > 0:
+            raise ValueError("max_messages, max_bytes and max_age_seconds must be positive")
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.max_age_seconds = max_age_seconds
+        self._clock = clock
+        self._reset()
+
+    def _reset(self) -> None:
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._rows: dict[sa.Table, List[_Entry]] = {}
+        self._deletes: dict[sa.Table, List[_Entry]] = {}
+        self._dead: list[DeadLetter] = []
+        self._messages: dict[TopicPartition, int] = {}
+        self._bytes: dict[TopicPartition, int] = {}
+        self._message_count = 0
+        self._byte_count = 0
+        self._sequence = 0
+        self._started: float | None = None
+
+    @property
+    def message_count(self) -> int:
+        return self._message_count
+
+    @property
+    def byte_count(self) -> int:
+        return self._byte_count
+
+    def add(
+        self, message: Message, rows: Iterable[Row] = (), *, deletes: Iterable[Row] = ()
+    ) -> None:
+        """Add one message with the rows it maps to and the keys it deletes (either may be
+        empty: an ignored tombstone still moves its partition's offset)."""
+        tp = self._advance(message)
+        sequence = self._sequence
+        for table, row in rows:
+            entries = self._rows.get(table)
+            if entries is None:
+                entries = self._rows[table] = []
+            entries.append((tp, sequence, row))
+        for table, key in deletes:
+            self._deletes.setdefault(table, []).append((tp, sequence, key))
+
+    def add_dead_letter(self, message: Message, error: DecodeError) -> None:
+        """Add a message that goes to the dead-letter destination instead of its tables."""
+        self._advance(message)
+        self._dead.append(DeadLetter(message, error))
+
+    def _advance(self, message: Message) -> TopicPartition:
+        # A plain tuple finds the TopicPartition key (equal, same hash) without building one.
+        part: _Partition | None = self._partitions.get(  # type: ignore[call-overload]
+            (message.topic, message.partition)
+        )
+        if part is None:
+            now = self._clock()
+            tp = TopicPartition(message.topic, message.partition)
+            part = self._partitions[tp] = _Partition(tp, message.offset, now)
+            self._messages[tp] = self._bytes[tp] = 0
+            if self._started is None:
+                self._started = now
+        elif message.offset < part.next_offset:
+            raise SinkError(
+                f"{message.coordinates}: offset goes back (the batch is at "
+                f"{part.next_offset}); drop_partitions() must be called when a partition is "
+                f"revoked or re-positioned"
+            )
+        tp = part.tp
+        # Offsets may have gaps (compaction, transaction markers): never assume +1.
+        part.next_offset = message.offset + 1
+        size = message.size
+        self._messages[tp] += 1
+        self._bytes[tp] += size
+        self._message_count += 1
+        self._byte_count += size
+        self._sequence += 1
+        return tp
+
+    def is_due(self, now: float | None = None) -> bool:
+        return self.time_until_due(now) == 0.0
+
+    def time_until_due(self, now: float | None = None) -> float:
+        """Seconds until the batch is due (0.0 if it is); `max_age_seconds` when empty, since
+        a batch started now would be due then. Use it as the poll timeout."""
+        if self._started is None:
+            return self.max_age_seconds
+        if self._message_count >= self.max_messages or self._byte_count >= self.max_bytes:
+            return 0.0
+        now = self._clock() if now is None else now
+        return max(self._started + self.max_age_seconds - now, 0.0)
+
+    def drop_partitions(self, revoked: Iterable[TopicPartition]) -> None:
+        """Forget everything read from these partitions: rows, deletes, dead letters, offsets."""
+        gone = {TopicPartition(*tp) for tp in revoked} & set(self._partitions)
+        if not gone:
+            return
+        for tp in gone:
+            del self._partitions[tp]
+            self._message_count -= self._messages.pop(tp)
+            self._byte_count -= self._bytes.pop(tp)
+        for entries_by_table in (self._rows, self._deletes):
+            for table, entries in list(entries_by_table.items()):
+                kept = [entry for entry in entries if entry[0] not in gone]
+                if kept:
+                    entries_by_table[table] = kept
+                else:
+                    del entries_by_table[table]
+        self._dead = [d for d in self._dead if d.message.topic_partition not in gone]
+        starts = [part.started for part in self._partitions.values()]
+        self._started = min(starts) if starts else None
+
+    def take(self) -> Batch:
+        """Hand over the batch so far (possibly empty) and start a new one."""
+        deletes: dict[sa.Table, Sequence[Values]] = {}
+        rows: dict[sa.Table, Sequence[Values]] = {}
+        deleted_at: dict[sa.Table, dict[Hashable, int]] = {}
+        for table, entries in self._deletes.items():
+            last: dict[Hashable, int] = {}
+            for _, sequence, key in entries:
+                last[_hashable(key)] = sequence
+            deleted_at[table] = last
+            unique: dict[Hashable, Values] = {}
+            for _, _, key in entries:
+                unique.setdefault(_hashable(key), key)
+            deletes[table] = tuple(unique.values())
+        for table, entries in self._rows.items():
+            if table in deleted_at:
+                rows[table] = _without_deleted(table, entries, deleted_at[table])
+            else:
+                rows[table] = [row for _, _, row in entries]
+        batch = Batch(
+            table_rows=rows,
+            deletes=deletes,
+            dead_letters=tuple(self._dead),
+            next_offsets={tp: p.next_offset for tp, p in self._partitions.items()},
+            first_offsets={tp: p.first_offset for tp, p in self._partitions.items()},
+            message_count=self._message_count,
+            byte_count=self._byte_count,
+        )
+        self._reset()
+        return batch
+
+
+def _without_deleted(
+    table: sa.Table, entries: list[_Entry], deleted_at: dict[Hashable, int]
+) -> list[Values]:
+    """Rows not deleted by a later tombstone of the same batch."""
+    key_indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
+    kept: list[Values] = []
+    for _, sequence, row in entries:
+        key = _hashable(tuple(row[i] for i in key_indexes))
+        if deleted_at.get(key, -1) < sequence:
+            kept.append(row)
+    return kept
+
+
+def _hashable(key: Values) -> Hashable:
+    try:
+        hash(key)
+    except TypeError:  # an array in the key: compare lists as tuples
+        return tuple(tuple(v) if isinstance(v, list) else v for v in key)
+    return key

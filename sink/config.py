@@ -1,0 +1,1051 @@
+"""Settings: one frozen, validated object built once from a TOML file and `SINK_*` variables.
+
+Every error names the dotted setting and how to set it; secrets are `Secret` values that never
+print, and `Settings.redacted()` is the effective config to log once at start.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import NoReturn, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from sink.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+ENV_PREFIX = "SINK_"
+ENV_DELIMITER = "__"
+CONFIG_ENV = "SINK_CONFIG"
+REDACTED = "**********"
+
+# PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1 bytes): refuse them instead.
+MAX_IDENTIFIER_BYTES = 63
+# Largest n PostgreSQL accepts in VARCHAR(n).
+MAX_VARCHAR_LENGTH = 10_485_760
+# Largest precision PostgreSQL accepts in NUMERIC(p, s).
+MAX_NUMERIC_PRECISION = 1000
+# Fractional-second digits PostgreSQL keeps for TIME and TIMESTAMP.
+MAX_TIME_PRECISION = 6
+
+_STORED_IN_POSTGRES = "the sink stores positions in PostgreSQL with each batch"
+# librdkafka settings that the sink derives from its own fields, or that would break
+# exactly-once delivery if set by hand.
+_MANAGED_KAFKA_SETTINGS = {
+    "bootstrap.servers": "set kafka.bootstrap_servers instead",
+    "group.id": "set kafka.group_id instead",
+    "auto.offset.reset": "set kafka.start_from instead",
+    "enable.auto.commit": _STORED_IN_POSTGRES,
+    "enable.auto.offset.store": _STORED_IN_POSTGRES,
+    "enable.partition.eof": "the sink does not handle end-of-partition events",
+}
+# Fragments of librdkafka setting names whose values are secrets.
+_SECRET_FRAGMENTS = ("password", "secret", "token", "credential", "key.pem", "oauthbearer.config")
+
+
+class Format(enum.Enum):
+    """How a message key or value is decoded."""
+
+    JSON = "json"
+    STRING = "string"
+    BYTES = "bytes"
+
+
+class StartFrom(enum.Enum):
+    """Where to start a partition when PostgreSQL holds no position for it."""
+
+    EARLIEST = "earliest"
+    LATEST = "latest"
+
+
+class ErrorPolicy(enum.Enum):
+    """What happens to a message that cannot be decoded or mapped."""
+
+    DEAD_LETTER_TOPIC = "dead-letter-topic"
+    DEAD_LETTER_TABLE = "dead-letter-table"
+    FAIL = "fail"
+
+
+class LogFormat(enum.Enum):
+    AUTO = "auto"
+    JSON = "json"
+    TEXT = "text"
+
+
+class TombstonePolicy(enum.Enum):
+    """What a message without a value does: delete the row with its key, or nothing."""
+
+    DELETE = "delete"
+    IGNORE = "ignore"
+
+
+class SourceKind(enum.Enum):
+    """Where a column's value comes from."""
+
+    VALUE = "value"
+    KEY = "key"
+    TOPIC = "kafka.topic"
+    PARTITION = "kafka.partition"
+    OFFSET = "kafka.offset"
+    TIMESTAMP = "kafka.timestamp"
+    RAW_KEY = "kafka.key"
+    HEADERS = "kafka.headers"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed column source: `value.a.b` is `Source(SourceKind.VALUE, ("a", "b"))`."""
+
+    kind: SourceKind
+    path: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return ".".join((self.kind.value, *self.path))
+
+
+_SOURCE_SYNTAX = (
+    'use "value", "value.<field>[.<field>...]", "key", "key.<field>", or one of '
+    '"kafka.topic", "kafka.partition", "kafka.offset", "kafka.timestamp", "kafka.key", '
+    '"kafka.headers"'
+)
+
+
+def parse_source(text: str) -> Source:
+    """Parse a column source; raises ValueError with the accepted syntax."""
+    parts = text.split(".")
+    head = parts[0]
+    if head in ("value", "key"):
+        if any(not part.strip() for part in parts[1:]):
+            raise ValueError(f"empty field name in {text!r}; {_SOURCE_SYNTAX}")
+        return Source(SourceKind(head), tuple(parts[1:]))
+    if head == "kafka" and len(parts) == 2:
+        try:
+            return Source(SourceKind(text))
+        except ValueError:
+            pass
+    raise ValueError(f"unknown source {text!r}; {_SOURCE_SYNTAX}")
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A PostgreSQL column type as declared in the config, e.g. `NUMERIC(12,2)` or `TEXT[]`."""
+
+    name: str
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+    array: bool = False
+
+    def __str__(self) -> str:
+        args = [a for a in (self.length, self.precision, self.scale) if a is not None]
+        text = self.name + (f"({','.join(map(str, args))})" if args else "")
+        return text + ("[]" if self.array else "")
+
+
+_TYPE_ALIASES = {
+    "BIGINT": "BIGINT",
+    "INT8": "BIGINT",
+    "INTEGER": "INTEGER",
+    "INT": "INTEGER",
+    "INT4": "INTEGER",
+    "SMALLINT": "SMALLINT",
+    "INT2": "SMALLINT",
+    "TEXT": "TEXT",
+    "VARCHAR": "VARCHAR",
+    "CHARACTER VARYING": "VARCHAR",
+    "BOOLEAN": "BOOLEAN",
+    "BOOL": "BOOLEAN",
+    "NUMERIC": "NUMERIC",
+    "DECIMAL": "NUMERIC",
+    "REAL": "REAL",
+    "FLOAT4": "REAL",
+    "DOUBLE PRECISION": "DOUBLE PRECISION",
+    "FLOAT8": "DOUBLE PRECISION",
+    "DATE": "DATE",
+    "TIME": "TIME",
+    "TIMESTAMP": "TIMESTAMP",
+    "TIMESTAMP WITHOUT TIME ZONE": "TIMESTAMP",
+    "TIMESTAMPTZ": "TIMESTAMPTZ",
+    "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ",
+    "JSONB": "JSONB",
+    "JSON": "JSON",
+    "UUID": "UUID",
+    "BYTEA": "BYTEA",
+    "INTERVAL": "INTERVAL",
+}
+_TIME_TYPES = ("TIME", "TIMESTAMP", "TIMESTAMPTZ")
+_TYPE_RE = re.compile(
+    r"^\s*(?P<name>[A-Za-z][A-Za-z0-9 ]*?)\s*"
+    r"(?:\(\s*(?P<a>\d+)\s*(?:,\s*(?P<b>\d+)\s*)?\))?\s*"
+    r"(?P<array>(?:\[\s*\]\s*)*)$"
+)
+_KNOWN_TYPES = (
+    "BIGINT INTEGER SMALLINT TEXT VARCHAR(n) BOOLEAN NUMERIC(p,s) REAL DOUBLE PRECISION DATE "
+    "TIME TIMESTAMP TIMESTAMPTZ JSONB JSON UUID BYTEA INTERVAL, or any of them followed by []"
+)
+
+
+def parse_column_type(text: str) -> ColumnType:
+    """Parse a PostgreSQL type name; raises ValueError naming what is accepted."""
+    match = _TYPE_RE.match(text)
+    name = _TYPE_ALIASES.get(" ".join(match["name"].upper().split())) if match else None
+    if match is None or name is None:
+        raise ValueError(f"unknown type {text!r}; known types: {_KNOWN_TYPES}")
+    if match["array"].count("[") > 1:
+        raise ValueError(f"{text!r}: multi-dimensional arrays are not supported; use JSONB")
+    a = int(match["a"]) if match["a"] is not None else None
+    b = int(match["b"]) if match["b"] is not None else None
+    array = bool(match["array"])
+    if name == "VARCHAR" and b is None:
+        if a is not None and not 1 <= a <= MAX_VARCHAR_LENGTH:
+            raise ValueError(f"{text!r}: VARCHAR(n) needs 1 <= n <= {MAX_VARCHAR_LENGTH}")
+        return ColumnType(name, length=a, array=array)
+    if name == "NUMERIC":
+        if a is not None and not 1 <= a <= MAX_NUMERIC_PRECISION:
+            raise ValueError(f"{text!r}: NUMERIC(p,s) needs 1 <= p <= {MAX_NUMERIC_PRECISION}")
+        if a is not None and b is not None and b > a:
+            raise ValueError(f"{text!r}: NUMERIC(p,s) needs 0 <= s <= p")
+        return ColumnType(name, precision=a, scale=b if a is not None else None, array=array)
+    if name in _TIME_TYPES and b is None:
+        if a is not None and a > MAX_TIME_PRECISION:
+            raise ValueError(f"{text!r}: fractional-second precision is at most 6")
+        return ColumnType(name, precision=a, array=array)
+    if a is not None:
+        raise ValueError(f"{text!r}: {name} takes no parameters")
+    return ColumnType(name, array=array)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret string: `repr` and `str` never show it; `reveal()` does."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED!r})"
+
+    def __str__(self) -> str:
+        return REDACTED
+
+
+def is_secret_setting(name: str) -> bool:
+    """Whether a librdkafka setting holds a secret (and so is redacted)."""
+    lowered = name.lower()
+    return any(fragment in lowered for fragment in _SECRET_FRAGMENTS)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str
+    group_id: str = "pg-kafka-sink"
+    start_from: StartFrom = StartFrom.EARLIEST
+    # librdkafka settings passed through verbatim; secret ones (by name or read from a
+    # settings_files entry) are in `secret_settings`.
+    settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    secret_settings: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+
+    def client_config(self) -> dict[str, str]:
+        """The whole librdkafka configuration these settings describe, secrets revealed."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group_id,
+            "auto.offset.reset": self.start_from.value,
+            **self.librdkafka_settings(),
+        }
+
+    def librdkafka_settings(self) -> dict[str, str]:
+        """The pass-through librdkafka settings with secrets revealed (bootstrap servers, group
+        and start position are the fields above)."""
+        merged = dict(self.settings)
+        merged.update((name, secret.reveal()) for name, secret in self.secret_settings.items())
+        return merged
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """`url` never carries the password: it is kept apart, as a `Secret`."""
+
+    url: URL
+    password: Secret | None = None
+
+    def engine_url(self) -> URL:
+        """The SQLAlchemy URL to connect with, password included (psycopg 3 unless the
+        configured URL names another driver). `repr()` of a URL masks the password."""
+        if self.password is None:
+            return self.url
+        return self.url.set(password=self.password.reveal())
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_messages: int = 10_000
+    max_bytes: int = 16 * 1024 * 1024
+    max_age_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    # All interfaces: the kubelet probes and Prometheus reach the pod from outside.
+    host: str = "0.0.0.0"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class ShutdownSettings:
+    grace_seconds: float = 20.0
+
+
+@dataclass(frozen=True)
+class ErrorSettings:
+    policy: ErrorPolicy = ErrorPolicy.FAIL
+    dead_letter_topic: str | None = None
+    # "schema.table"
+    dead_letter_table: str | None = None
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: LogFormat = LogFormat.AUTO
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class ColumnSettings:
+    name: str
+    type: ColumnType
+    source: Source
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    columns: tuple[str, ...]
+    unique: bool = False
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class TableSettings:
+    """One `[[tables]]` entry: a target table, the topics feeding it and its columns."""
+
+    schema: str
+    name: str
+    columns: tuple[ColumnSettings, ...]
+    topics: tuple[str, ...] = ()
+    # A librdkafka-style subscription regex: starts with "^", matched with re.search.
+    topic_pattern: str | None = None
+    primary_key: tuple[str, ...] = ()
+    tombstones: TombstonePolicy = TombstonePolicy.IGNORE
+    value_format: Format = Format.JSON
+    key_format: Format = Format.STRING
+    indexes: tuple[IndexSettings, ...] = ()
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class PythonSettings:
+    """Tables declared by a Python module instead of `[[tables]]` (see sink.tables)."""
+
+    module: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings
+    postgres: PostgresSettings
+    tables: tuple[TableSettings, ...] = ()
+    python: PythonSettings | None = None
+    batch: BatchSettings = BatchSettings()
+    http: HttpSettings = HttpSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    errors: ErrorSettings = ErrorSettings()
+    log: LogSettings = LogSettings()
+
+    def redacted(self) -> dict[str, object]:
+        """The effective configuration as plain JSON-able values, secrets masked."""
+        return {
+            "kafka": {
+                "bootstrap_servers": self.kafka.bootstrap_servers,
+                "group_id": self.kafka.group_id,
+                "start_from": self.kafka.start_from.value,
+                "settings": {
+                    **dict(self.kafka.settings),
+                    **dict.fromkeys(self.kafka.secret_settings, REDACTED),
+                },
+            },
+            "postgres": {
+                "url": self.postgres.engine_url().render_as_string(hide_password=True),
+            },
+            "batch": _plain(self.batch),
+            "http": _plain(self.http),
+            "shutdown": _plain(self.shutdown),
+            "errors": _plain(self.errors),
+            "log": _plain(self.log),
+            "tables": [_table_summary(table) for table in self.tables],
+            "python": None if self.python is None else {"module": self.python.module},
+        }
+
+
+def _plain(section: object) -> dict[str, object]:
+    return {
+        name: value.value if isinstance(value, enum.Enum) else value
+        for name, value in vars(section).items()
+    }
+
+
+def _table_summary(table: TableSettings) -> dict[str, object]:
+    return {
+        "table": table.qualified_name,
+        "topics": list(table.topics),
+        "topic_pattern": table.topic_pattern,
+        "primary_key": list(table.primary_key),
+        "tombstones": table.tombstones.value,
+        "key_format": table.key_format.value,
+        "value_format": table.value_format.value,
+        "columns": {
+            c.name: f"{c.type}{'' if c.nullable else ' NOT NULL'} <- {c.source}"
+            for c in table.columns
+        },
+    }
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settings:
+    """Read the TOML file (`path`, else `$SINK_CONFIG`, else none), apply `SINK_*` overrides,
+    read secret files, and validate. Raises ConfigError naming the setting and the fix."""
+    config_path = path if path is not None else environ.get(CONFIG_ENV)
+    raw = _read_toml(Path(config_path)) if config_path else {}
+    _apply_environment(raw, environ)
+    return _parse_settings(raw)
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as file:
+            return dict(tomllib.load(file))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(path)!r} not found (pass its path, or set {CONFIG_ENV})"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+
+
+def _apply_environment(raw: dict[str, object], environ: Mapping[str, str]) -> None:
+    """Overlay `SINK_SECTION__KEY[__SUBKEY]=value` variables onto the parsed file.
+
+    Variables without the `__` delimiter are not settings (except SINK_CONFIG): Kubernetes
+    injects `SINK_PORT`, `SINK_SERVICE_HOST`... for a Service named "sink".
+    """
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or ENV_DELIMITER not in variable:
+            continue
+        parts = variable[len(ENV_PREFIX) :].split(ENV_DELIMITER)
+        section = parts[0].lower()
+        if section == "tables":
+            raise ConfigError(
+                f"{variable}: [[tables]] can only be declared in the config file "
+                f"(or use [python] module, SINK_PYTHON__MODULE)"
+            )
+        if len(parts) > 2 and section == "kafka" and parts[1].lower() in _KAFKA_MAPS:
+            keys = [section, parts[1].lower(), _librdkafka_name(ENV_DELIMITER.join(parts[2:]))]
+        elif len(parts) == 2:
+            keys = [section, parts[1].lower()]
+        else:
+            keys = []
+        if not all(keys) or not keys:
+            raise ConfigError(
+                f"{variable}: not a setting; use SINK_<SECTION>__<KEY>, e.g. "
+                f"SINK_KAFKA__BOOTSTRAP_SERVERS, or SINK_KAFKA__SETTINGS__<librdkafka.name>"
+            )
+        _set_path(raw, keys, environ[variable], variable)
+
+
+_KAFKA_MAPS = ("settings", "settings_files")
+
+
+def _librdkafka_name(name: str) -> str:
+    """`sasl.password` stays as is; `SASL_PASSWORD` (for shells that reject dots) becomes
+    `sasl.password`."""
+    if "." in name or any(ch.islower() for ch in name):
+        return name
+    return name.lower().replace("_", ".")
+
+
+def _set_path(raw: dict[str, object], keys: list[str], value: str, variable: str) -> None:
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            dotted = ".".join(keys[: depth + 1])
+            raise ConfigError(f"{variable}: {dotted} is not a table in the config file")
+        node = child
+    node[keys[-1]] = value
+
+
+_MISSING = object()
+T = TypeVar("T")
+E = TypeVar("E", bound=enum.Enum)
+
+
+class _Section:
+    """Reads one TOML table, remembering which keys were used so unknown ones are reported."""
+
+    def __init__(self, raw: object, path: str, *, env: bool = True) -> None:
+        self.path = path
+        self._env = env
+        if not isinstance(raw, dict):
+            self.fail_here(f"must be a table, got {_show(raw)}")
+        self._raw: dict[str, object] = raw
+        self._used: set[str] = set()
+
+    def fail_here(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.path}: {message}")
+
+    def fail(self, key: str, message: str) -> NoReturn:
+        raise ConfigError(f"{self.path}.{key}: {message}{self.hint(key)}")
+
+    def hint(self, key: str) -> str:
+        if not self._env:
+            return f" (in {self.path} of the config file)"
+        head, _, rest = key.partition(".")
+        variable = f"{ENV_PREFIX}{self.path.upper()}{ENV_DELIMITER}{head.upper()}"
+        if rest:
+            return f" (set {variable}{ENV_DELIMITER}{rest} or [{self.path}.{head}] {rest!r})"
+        return f" (set {variable} or [{self.path}] {key})"
+
+    def has(self, key: str) -> bool:
+        return key in self._raw
+
+    def get(self, key: str) -> object:
+        self._used.add(key)
+        return self._raw.get(key, _MISSING)
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.optional_text(key)
+        if value is not None:
+            return value
+        if default is None:
+            self.fail(key, "is required")
+        return default
+
+    def optional_text(self, key: str) -> str | None:
+        value = self.get(key)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f"must be a non-empty string, got {_show(value)}")
+        return value
+
+    def integer(
+        self, key: str, default: int, *, minimum: int = 1, maximum: int | None = None
+    ) -> int:
+        value = self.get(key)
+        if value is _MISSING:
+            return default
+        number = _as_int(value)
+        if number is None or number < minimum or (maximum is not None and number > maximum):
+            wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            if maximum is not None:
+                wanted = f"an integer from {minimum} to {maximum}"
+            self.fail(key, f"must be {wanted}, got {_show(value)}")
+        return number
+
+    def number(self, key: str, default: float) -> float:
+        value = self.get(key)
+        if value is _MISSING:
+            return default
+        number = _as_float(value)
+        if number is None or not number > 0:
+            self.fail(key, f"must be a positive number of seconds, got {_show(value)}")
+        return number
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.get(key)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        self.fail(key, f"must be true or false, got {_show(value)}")
+
+    def choice(self, key: str, kind: type[E], default: E) -> E:
+        value = self.get(key)
+        if value is _MISSING:
+            return default
+        try:
+            return kind(value.lower() if isinstance(value, str) else value)
+        except ValueError:
+            allowed = " | ".join(repr(member.value) for member in kind)
+            self.fail(key, f"must be one of {allowed}, got {_show(value)}")
+
+    def text_list(self, key: str) -> tuple[str, ...]:
+        value = self.get(key)
+        if value is _MISSING:
+            return ()
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(key, f"must be a list of non-empty strings, got {_show(value)}")
+        return tuple(value)
+
+    def section(self, key: str) -> _Section:
+        value = self.get(key)
+        return _Section({} if value is _MISSING else value, f"{self.path}.{key}", env=self._env)
+
+    def items(self) -> list[tuple[str, object]]:
+        self._used.update(self._raw)
+        return list(self._raw.items())
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._raw) - self._used)
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, sorted(self._used), n=1)
+            suggestion = f"; did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(sorted(self._used))
+            raise ConfigError(
+                f"{self.path}.{key}: unknown setting{suggestion} (known in {self.path}: {known})"
+            )
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip().replace("_", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def _as_float(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+_SECTIONS = ("kafka", "postgres", "batch", "http", "shutdown", "errors", "log", "tables", "python")
+
+
+def _parse_settings(raw: dict[str, object]) -> Settings:
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], _SECTIONS, n=1)
+        suggestion = f"; did you mean [{close[0]}]?" if close else ""
+        raise ConfigError(
+            f"{unknown[0]}: unknown section{suggestion} (known: {', '.join(_SECTIONS)})"
+        )
+    settings = Settings(
+        kafka=_parse_kafka(_Section(raw.get("kafka", {}), "kafka")),
+        postgres=_parse_postgres(_Section(raw.get("postgres", {}), "postgres")),
+        tables=_parse_tables(raw.get("tables", _MISSING)),
+        python=_parse_python(raw.get("python", _MISSING)),
+        batch=_parse_batch(_Section(raw.get("batch", {}), "batch")),
+        http=_parse_http(_Section(raw.get("http", {}), "http")),
+        shutdown=_parse_shutdown(_Section(raw.get("shutdown", {}), "shutdown")),
+        errors=_parse_errors(_Section(raw.get("errors", {}), "errors")),
+        log=_parse_log(_Section(raw.get("log", {}), "log")),
+    )
+    _check_tables_present(settings)
+    _check_topics_disjoint(settings.tables)
+    _check_dead_letters(settings)
+    return settings
+
+
+def _parse_kafka(section: _Section) -> KafkaSettings:
+    bootstrap = section.text("bootstrap_servers")
+    group_id = section.text("group_id", "pg-kafka-sink")
+    start_from = section.choice("start_from", StartFrom, StartFrom.EARLIEST)
+    plain: dict[str, str] = {}
+    secret: dict[str, Secret] = {}
+    for name, value in section.section("settings").items():
+        _check_managed(section, "settings", name)
+        text = _librdkafka_value(section, f"settings.{name}", value)
+        if is_secret_setting(name):
+            secret[name] = Secret(text)
+        else:
+            plain[name] = text
+    for name, value in section.section("settings_files").items():
+        _check_managed(section, "settings_files", name)
+        if name in plain or name in secret:
+            section.fail(f"settings_files.{name}", "is also in kafka.settings; keep one of the two")
+        if not isinstance(value, str) or not value:
+            section.fail(f"settings_files.{name}", f"must be a file path, got {_show(value)}")
+        secret[name] = Secret(_read_secret_file(f"kafka.settings_files.{name}", value))
+    section.finish()
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        start_from=start_from,
+        settings=MappingProxyType(plain),
+        secret_settings=MappingProxyType(secret),
+    )
+
+
+def _check_managed(section: _Section, table: str, name: str) -> None:
+    if name in _MANAGED_KAFKA_SETTINGS:
+        section.fail(f"{table}.{name}", f"is managed by the sink: {_MANAGED_KAFKA_SETTINGS[name]}")
+
+
+def _librdkafka_value(section: _Section, key: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    section.fail(key, f"must be a string, number or boolean, got {_show(value)}")
+
+
+def _read_secret_file(setting: str, path: str) -> str:
+    try:
+        # Mounted secrets often end with a newline that is not part of the secret.
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"{setting}: cannot read secret file {path!r}: {error} (mount the secret there, "
+            f"or fix the path)"
+        ) from None
+
+
+def _parse_postgres(section: _Section) -> PostgresSettings:
+    text = section.text("url")
+    try:
+        url = make_url(text)
+    except sa.exc.ArgumentError:
+        section.fail("url", "is not a URL; expected postgresql://user@host:5432/database")
+    backend, _, driver = url.drivername.partition("+")
+    if backend not in ("postgresql", "postgres"):
+        section.fail("url", f"must be a postgresql:// URL, got scheme {url.drivername!r}")
+    url = url.set(drivername=f"postgresql+{driver or 'psycopg'}")
+    passwords: list[tuple[str, str]] = []
+    if url.password is not None:
+        passwords.append(("postgres.url", str(url.password)))
+        url = URL.create(
+            url.drivername,
+            username=url.username,
+            host=url.host,
+            port=url.port,
+            database=url.database,
+            query=url.query,
+        )
+    if section.has("password"):
+        passwords.append(("postgres.password", section.text("password")))
+    password_file = section.optional_text("password_file")
+    if password_file is not None:
+        passwords.append(
+            ("postgres.password_file", _read_secret_file("postgres.password_file", password_file))
+        )
+    section.finish()
+    if len(passwords) > 1:
+        given = " and ".join(name for name, _ in passwords)
+        raise ConfigError(f"postgres.password: given in {given}; keep only one")
+    return PostgresSettings(url=url, password=Secret(passwords[0][1]) if passwords else None)
+
+
+def _parse_batch(section: _Section) -> BatchSettings:
+    defaults = BatchSettings()
+    batch = BatchSettings(
+        max_messages=section.integer("max_messages", defaults.max_messages),
+        max_bytes=section.integer("max_bytes", defaults.max_bytes),
+        max_age_seconds=section.number("max_age_seconds", defaults.max_age_seconds),
+    )
+    section.finish()
+    return batch
+
+
+def _parse_http(section: _Section) -> HttpSettings:
+    defaults = HttpSettings()
+    http = HttpSettings(
+        host=section.text("host", defaults.host),
+        port=section.integer("port", defaults.port, minimum=0, maximum=65535),
+    )
+    section.finish()
+    return http
+
+
+def _parse_shutdown(section: _Section) -> ShutdownSettings:
+    shutdown = ShutdownSettings(
+        grace_seconds=section.number("grace_seconds", ShutdownSettings().grace_seconds)
+    )
+    section.finish()
+    return shutdown
+
+
+def _parse_errors(section: _Section) -> ErrorSettings:
+    policy = section.choice("policy", ErrorPolicy, ErrorPolicy.FAIL)
+    topic = section.optional_text("dead_letter_topic")
+    table = section.optional_text("dead_letter_table")
+    if policy is ErrorPolicy.DEAD_LETTER_TOPIC and topic is None:
+        section.fail("dead_letter_topic", 'is required with policy = "dead-letter-topic"')
+    if policy is ErrorPolicy.DEAD_LETTER_TABLE and table is None:
+        section.fail("dead_letter_table", 'is required with policy = "dead-letter-table"')
+    if table is not None:
+        schema, _, name = table.rpartition(".")
+        for part in (schema or "public", name):
+            problem = _identifier_problem(part)
+            if problem:
+                section.fail("dead_letter_table", f"{problem}; expected schema.table")
+        table = f"{schema or 'public'}.{name}"
+    section.finish()
+    return ErrorSettings(policy=policy, dead_letter_topic=topic, dead_letter_table=table)
+
+
+def _parse_log(section: _Section) -> LogSettings:
+    log_format = section.choice("format", LogFormat, LogFormat.AUTO)
+    level = section.text("level", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        section.fail("level", f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
+    section.finish()
+    return LogSettings(format=log_format, level=level)
+
+
+def _parse_python(raw: object) -> PythonSettings | None:
+    if raw is _MISSING:
+        return None
+    section = _Section(raw, "python")
+    python = PythonSettings(module=section.text("module"))
+    section.finish()
+    return python
+
+
+def _identifier_problem(name: str) -> str | None:
+    if not name:
+        return "is empty"
+    if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        return (
+            f"{name!r} is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte identifier limit "
+            f"(it would be truncated)"
+        )
+    if "\x00" in name:
+        return f"{name!r} contains a NUL character"
+    return None
+
+
+def _parse_tables(raw: object) -> tuple[TableSettings, ...]:
+    if raw is _MISSING:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(
+            f"tables: must be an array of tables ([[tables]] in the config file), got {_show(raw)}"
+        )
+    return tuple(
+        _parse_table(_Section(item, f"tables[{i}]", env=False)) for i, item in enumerate(raw)
+    )
+
+
+def _parse_table(section: _Section) -> TableSettings:
+    schema = _identifier(section, "schema", section.text("schema", "public"))
+    name = _identifier(section, "name", section.text("name"))
+    topics = section.text_list("topics")
+    pattern = section.optional_text("topic_pattern")
+    if not topics and pattern is None:
+        section.fail("topics", 'is required: list the topics, or set topic_pattern = "^..."')
+    if pattern is not None:
+        _check_pattern(section, pattern)
+    value_format = section.choice("value_format", Format, Format.JSON)
+    key_format = section.choice("key_format", Format, Format.STRING)
+    primary_key = section.text_list("primary_key")
+    columns = _parse_columns(section, primary_key, key_format, value_format)
+    names = [column.name for column in columns]
+    for key_column in primary_key:
+        if key_column not in names:
+            section.fail("primary_key", f"names {key_column!r}, which is not a column ({names})")
+    if len(set(primary_key)) != len(primary_key):
+        section.fail("primary_key", f"lists a column twice: {list(primary_key)}")
+    default_policy = TombstonePolicy.DELETE if primary_key else TombstonePolicy.IGNORE
+    tombstones = section.choice("tombstones", TombstonePolicy, default_policy)
+    if tombstones is TombstonePolicy.DELETE and not primary_key:
+        section.fail(
+            "tombstones", '"delete" needs a primary_key to delete by; set one, or "ignore"'
+        )
+    indexes = _parse_indexes(section, names)
+    section.finish()
+    return TableSettings(
+        schema=schema,
+        name=name,
+        columns=columns,
+        topics=topics,
+        topic_pattern=pattern,
+        primary_key=primary_key,
+        tombstones=tombstones,
+        value_format=value_format,
+        key_format=key_format,
+        indexes=indexes,
+    )
+
+
+def _identifier(section: _Section, key: str, name: str) -> str:
+    problem = _identifier_problem(name)
+    if problem:
+        section.fail(key, problem)
+    return name
+
+
+def _check_pattern(section: _Section, pattern: str) -> None:
+    if not pattern.startswith("^"):
+        section.fail(
+            "topic_pattern",
+            f"must start with '^' (librdkafka subscribes by regex only then), got {pattern!r}",
+        )
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        section.fail("topic_pattern", f"is not a valid regex: {error}")
+
+
+def _parse_columns(
+    table: _Section, primary_key: tuple[str, ...], key_format: Format, value_format: Format
+) -> tuple[ColumnSettings, ...]:
+    raw = table.get("columns")
+    if not isinstance(raw, list) or not raw:
+        table.fail("columns", "needs at least one [[tables.columns]] entry with name and type")
+    columns: list[ColumnSettings] = []
+    for i, item in enumerate(raw):
+        section = _Section(item, f"{table.path}.columns[{i}]", env=False)
+        columns.append(_parse_column(section, primary_key, key_format, value_format))
+        section.finish()
+    seen: set[str] = set()
+    for i, column in enumerate(columns):
+        if column.name in seen:
+            table.fail(f"columns[{i}].name", f"{column.name!r} is declared twice")
+        seen.add(column.name)
+    return tuple(columns)
+
+
+def _parse_column(
+    section: _Section, primary_key: tuple[str, ...], key_format: Format, value_format: Format
+) -> ColumnSettings:
+    name = _identifier(section, "name", section.text("name"))
+    type_text = section.text("type")
+    try:
+        column_type = parse_column_type(type_text)
+    except ValueError as error:
+        section.fail("type", str(error))
+    try:
+        source = parse_source(section.text("source", f"value.{name}"))
+    except ValueError as error:
+        section.fail("source", str(error))
+    for kind, fmt, setting in (
+        (SourceKind.VALUE, value_format, "value_format"),
+        (SourceKind.KEY, key_format, "key_format"),
+    ):
+        if source.kind is kind and source.path and fmt is not Format.JSON:
+            section.fail(
+                "source",
+                f'{str(source)!r} reads a field, which needs {setting} = "json" '
+                f"(it is {fmt.value!r}); use source = {kind.value!r} for the whole {kind.value}",
+            )
+    in_key = name in primary_key
+    nullable = section.boolean("nullable", not in_key)
+    if in_key and nullable:
+        section.fail("nullable", "a primary key column cannot be nullable")
+    return ColumnSettings(name=name, type=column_type, source=source, nullable=nullable)
+
+
+def _parse_indexes(table: _Section, names: list[str]) -> tuple[IndexSettings, ...]:
+    raw = table.get("indexes")
+    if raw is _MISSING:
+        return ()
+    if not isinstance(raw, list):
+        table.fail("indexes", f"must be an array of [[tables.indexes]], got {_show(raw)}")
+    indexes: list[IndexSettings] = []
+    for i, item in enumerate(raw):
+        section = _Section(item, f"{table.path}.indexes[{i}]", env=False)
+        columns = section.text_list("columns")
+        if not columns:
+            section.fail("columns", "must list at least one column")
+        for column in columns:
+            if column not in names:
+                section.fail("columns", f"names {column!r}, which is not a column ({names})")
+        index_name = section.optional_text("name")
+        if index_name is not None:
+            _identifier(section, "name", index_name)
+        indexes.append(
+            IndexSettings(columns=columns, unique=section.boolean("unique", False), name=index_name)
+        )
+        section.finish()
+    return tuple(indexes)
+
+
+def _check_tables_present(settings: Settings) -> None:
+    if settings.tables and settings.python is not None:
+        raise ConfigError(
+            "tables: declare tables either with [[tables]] or with [python] module, not both"
+        )
+    if not settings.tables and settings.python is None:
+        raise ConfigError(
+            "tables: no target table; declare at least one [[tables]] in the config file, or "
+            "[python] module = ... (SINK_PYTHON__MODULE)"
+        )
+
+
+def _check_topics_disjoint(tables: tuple[TableSettings, ...]) -> None:
+    owner: dict[str, int] = {}
+    for i, table in enumerate(tables):
+        for topic in table.topics:
+            if topic in owner and owner[topic] != i:
+                first = tables[owner[topic]].qualified_name
+                raise ConfigError(
+                    f"tables[{i}].topics: topic {topic!r} already feeds tables[{owner[topic]}] "
+                    f"({first}); a topic feeds one table, so remove it from one of them"
+                )
+            owner[topic] = i
+    qualified = [table.qualified_name for table in tables]
+    for i, name in enumerate(qualified):
+        if name in qualified[:i]:
+            raise ConfigError(f"tables[{i}]: table {name} is declared twice")
+
+
+def _check_dead_letters(settings: Settings) -> None:
+    topic = settings.errors.dead_letter_topic
+    if topic is not None:
+        for i, table in enumerate(settings.tables):
+            pattern = table.topic_pattern
+            if topic in table.topics or (pattern is not None and re.search(pattern, topic)):
+                raise ConfigError(
+                    f"errors.dead_letter_topic: {topic!r} would be consumed again by tables[{i}] "
+                    f"({table.qualified_name}); pick a topic outside its topics/topic_pattern"
+                )
+    dead_table = settings.errors.dead_letter_table
+    if dead_table is not None and dead_table in {t.qualified_name for t in settings.tables}:
+        raise ConfigError(
+            f"errors.dead_letter_table: {dead_table} is also a target table; pick another name"
+        )

@@ -1,0 +1,135 @@
+"""The Kafka side: a confluent-kafka consumer whose positions come from PostgreSQL.
+
+Kafka's committed offsets are advisory (for lag tools); on every assignment the stored next
+offsets decide where each partition is read from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from .records import TopicPartition
+
+logger = logging.getLogger(__name__)
+
+# Settings the sink relies on for exactly-once; a user cannot override them.
+FIXED_SETTINGS = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": False,
+}
+# Settings that librdkafka rejects under the KIP-848 group protocol.
+CLASSIC_ONLY = ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms")
+
+Assigned = Callable[[list[TopicPartition]], Mapping[TopicPartition, int | None]]
+Revoked = Callable[[list[TopicPartition]], None]
+
+
+def consumer_config(
+    bootstrap_servers: str, group_id: str, start_from: str, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The librdkafka configuration: our defaults, the user's settings, then the fixed ones."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "auto.offset.reset": start_from,
+        "partition.assignment.strategy": "cooperative-sticky",
+        **settings,
+        **FIXED_SETTINGS,
+    }
+    if str(config.get("group.protocol", "classic")).lower() == "consumer":
+        for name in CLASSIC_ONLY:
+            if name not in settings:
+                config.pop(name, None)
+    return config
+
+
+def start_offset(start_from: str) -> int:
+    return OFFSET_BEGINNING if start_from == "earliest" else OFFSET_END
+
+
+class KafkaSource:
+    """Subscribes and positions partitions; all calls come from the polling thread."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        start_from: str,
+        on_assigned: Assigned,
+        on_revoked: Revoked,
+    ) -> None:
+        self._consumer = Consumer(dict(config), logger=logging.getLogger("sink.librdkafka"))
+        self._start = start_offset(start_from)
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        self.rebalances = 0
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        self._consumer.subscribe(
+            list(topics), on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
+        )
+
+    def _assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        self.rebalances += 1
+        tps = [TopicPartition(p.topic, p.partition) for p in partitions]
+        stored = self._on_assigned(tps)
+        positioned = [self._positioned(tp, stored.get(tp)) for tp in tps]
+        logger.info(
+            "assigned %s", ", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned)
+        )
+        consumer.incremental_assign(positioned)
+
+    def _revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        self.rebalances += 1
+        tps = [TopicPartition(p.topic, p.partition) for p in partitions]
+        logger.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in tps))
+        self._on_revoked(tps)
+        consumer.incremental_unassign(partitions)
+
+    def _positioned(self, tp: TopicPartition, next_offset: int | None) -> KafkaTopicPartition:
+        offset = self._start if next_offset is None else next_offset
+        return KafkaTopicPartition(tp.topic, tp.partition, offset)
+
+    def consume(self, max_messages: int, timeout: float) -> list[Any]:
+        return self._consumer.consume(num_messages=max_messages, timeout=timeout)
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(p.topic, p.partition) for p in self._consumer.assignment()]
+
+    def seek(self, positions: Mapping[TopicPartition, int | None]) -> None:
+        """Moves assigned partitions back to their stored positions (after an abandoned batch)."""
+        for tp, next_offset in positions.items():
+            target = self._positioned(tp, next_offset)
+            try:
+                self._consumer.seek(target)
+            except KafkaException:
+                # Not fetching yet: re-assigning at the position has the same effect.
+                self._consumer.incremental_unassign([KafkaTopicPartition(tp.topic, tp.partition)])
+                self._consumer.incremental_assign([target])
+
+    def commit_advisory(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        """Tells Kafka how far the sink got, for lag dashboards; PostgreSQL is the truth."""
+        offsets = [KafkaTopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            logger.debug("advisory offset commit failed: %s", exc)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """Whether a consumer error event must stop the worker (vs. librdkafka retrying by itself)."""
+    return bool(error.fatal()) or error.code() in (
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError._INVALID_ARG,
+    )

@@ -1,0 +1,86 @@
+"""Decode: a raw `Message` becomes a `Record`, its key and value read per the table's formats.
+
+Failures raise `DecodeError` naming the message's coordinates and what is wrong with the bytes.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from sink.config import Format
+from sink.errors import DecodeError
+from sink.records import Message, Record
+
+# How many bytes around a JSON syntax error to quote in the error message.
+_EXCERPT_BYTES = 24
+
+
+def decode(
+    message: Message, key_format: Format, value_format: Format, *, target: str | None = None
+) -> Record:
+    """Decode the key and value; a message without a value (a tombstone) gets `value=None`.
+
+    `target` ("schema.table", or several joined by ", ") is named in errors when given.
+    """
+    try:
+        key = None if message.key is None else _decode("key", message.key, key_format)
+        value = message.value
+        if value is None:
+            return Record(message, key, None)
+        decoded = _decode("value", value, value_format)
+    except _Undecodable as error:
+        raise _error(message, target, error.reason, error.code) from None
+    if decoded is None:
+        reason = "value is JSON null; a delete (tombstone) is a message without a value, not null"
+        raise _error(message, target, reason, "null-value")
+    return Record(message, key, decoded)
+
+
+class _Undecodable(Exception):
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+def _error(message: Message, target: str | None, reason: str, code: str) -> DecodeError:
+    where = f"{target}: " if target else ""
+    return DecodeError(message.coordinates, where + reason, code=code)
+
+
+def _decode(part: str, data: bytes, fmt: Format) -> object:
+    if fmt is Format.JSON:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            _check_utf8(part, data)
+            raise _Undecodable(_json_reason(part, data, error), "not-json") from None
+    if fmt is Format.STRING:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            _check_utf8(part, data)
+    return data
+
+
+def _check_utf8(part: str, data: bytes) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _Undecodable(
+            f"{part} is not UTF-8 text: byte {data[error.start]:#04x} at position "
+            f'{error.start} ({error.reason}); use {part}_format = "bytes" for binary data',
+            "not-utf8",
+        ) from None
+
+
+def _json_reason(part: str, data: bytes, error: orjson.JSONDecodeError) -> str:
+    if not data:
+        return f'{part} is empty, not JSON; set {part}_format = "string" or "bytes" if intended'
+    start = max(error.pos - _EXCERPT_BYTES, 0)
+    excerpt = data[start : error.pos + _EXCERPT_BYTES]
+    return (
+        f"{part} is not JSON: {error.msg} at byte {error.pos} (line {error.lineno}, "
+        f"column {error.colno}) near {excerpt!r}; fix the producer, or set "
+        f'{part}_format = "string" or "bytes"'
+    )

@@ -1,0 +1,48 @@
+"""The sink's failure families, rooted at `SinkError`.
+
+Callers decide by class: `ConfigError` stops the worker at start; `DecodeError` (and its
+`MappingError` subclass) sends one message to the dead-letter destination.
+"""
+
+from __future__ import annotations
+
+
+class SinkError(Exception):
+    """Root of every error the sink raises on purpose."""
+
+
+class ConfigError(SinkError):
+    """The configuration (file, environment, tables module) is invalid; the message names the
+    setting and the fix."""
+
+
+class DecodeError(SinkError):
+    """One Kafka message cannot be decoded.
+
+    `code` is a short stable label for metrics and dead letters (e.g. "not-json"), `reason` the
+    human explanation without the coordinates, `coordinates` is `topic[partition]@offset`.
+    """
+
+    def __init__(self, coordinates: str, reason: str, *, code: str = "decode") -> None:
+        super().__init__(f"{coordinates}: {reason}")
+        self.coordinates = coordinates
+        self.reason = reason
+        self.code = code
+
+
+class MappingError(DecodeError):
+    """One decoded message does not fit its target table; names the table and column."""
+
+    def __init__(
+        self,
+        coordinates: str,
+        reason: str,
+        *,
+        table: str,
+        column: str | None = None,
+        code: str = "mapping",
+    ) -> None:
+        where = table if column is None else f"{table}.{column}"
+        super().__init__(coordinates, f"{where}: {reason}", code=code)
+        self.table = table
+        self.column = column

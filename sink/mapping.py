@@ -1,0 +1,910 @@
+"""Mapping: a decoded `Record` becomes a row tuple in its table's column order.
+
+Each table's plan (one extractor and one converter per column) is compiled once, so the
+per-message work is a loop of precomputed calls. Values come out as the types the ingest core
+encodes: int, float, Decimal, bool, str, datetime (aware UTC for TIMESTAMPTZ, naive UTC for
+TIMESTAMP), date, time, timedelta, uuid.UUID, bytes, lists for arrays, JSON values as is.
+
+Choices a user sees: a timestamp without an offset is read as UTC; TIMESTAMP (without time
+zone) columns hold UTC wall time; a DATE from a timestamp is its UTC date; numbers for
+TIMESTAMP/DATE columns are epoch milliseconds; numbers for INTERVAL are seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import decimal
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, Callable
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from sink.config import Settings, Source, SourceKind, TombstonePolicy
+from sink.decode import decode
+from sink.errors import ConfigError, DecodeError, MappingError
+from sink.records import Message, Record
+from sink.tables import Router, Row, TableSet, Target, load_tables
+
+UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Integers beyond 2**53 do not survive a round trip through a JSON float (orjson reads integers
+# beyond 64 bits as floats): refuse them rather than store a rounded value.
+_EXACT_FLOAT_LIMIT = 2.0**53
+_REAL_MAX = 3.4028234663852886e38
+# PostgreSQL NUMERIC limits: digits before and after the decimal point.
+_NUMERIC_MAX_WEIGHT = 131_072
+_NUMERIC_MAX_SCALE = 16_383
+# Decimal context wide enough to quantize any NUMERIC(p, s) PostgreSQL accepts.
+_DECIMAL_CONTEXT = decimal.Context(prec=_NUMERIC_MAX_WEIGHT + _NUMERIC_MAX_SCALE + 1)
+
+Converter = Callable[[Any], object]
+Extractor = Callable[[Record], object]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+class _Reject(Exception):
+    """A converter's refusal; becomes a MappingError naming coordinates, table and column."""
+
+    def __init__(self, reason: str, code: str = "type") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+def _kind(value: object) -> str:
+    """A value's kind in JSON words, for error messages."""
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, (int, float, decimal.Decimal, str)):
+        noun = "a string" if isinstance(value, str) else "a number"
+        shown = repr(value)
+        return f"{noun} ({shown})" if len(shown) <= 42 else noun
+    if isinstance(value, (bytes, bytearray)):
+        return f"{len(value)} bytes"
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+_KINDS: Mapping[type, str] = {type(None): "null", dict: "an object", list: "an array"}
+
+
+def _reject_type(expected: str, value: object) -> _Reject:
+    return _Reject(f"expected {expected}, got {_kind(value)}")
+
+
+# --- converters: one per column type -------------------------------------------------------
+
+
+def _integer(type_name: str, bits: int) -> Converter:
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def convert(value: Any) -> object:
+        kind = type(value)
+        if kind is int:
+            number = value
+        elif kind is str:
+            text = value.strip()
+            if not text.isascii() or "_" in text:
+                raise _reject_type("an integer", value)
+            try:
+                number = int(text)
+            except ValueError:
+                raise _reject_type("an integer", value) from None
+        elif kind is float:
+            if not math.isfinite(value) or not value.is_integer():
+                raise _reject_type("a whole number", value)
+            number = int(value)
+            if low <= number <= high and abs(value) >= _EXACT_FLOAT_LIMIT:
+                raise _Reject(
+                    f"{value!r} is beyond 2**53 and was read as an inexact JSON float; "
+                    f"send large integers as JSON strings",
+                    "range",
+                )
+        elif kind is decimal.Decimal:
+            if not value.is_finite() or value != value.to_integral_value():
+                raise _reject_type("a whole number", value)
+            number = int(value)
+        else:
+            raise _reject_type("an integer", value)
+        if not low <= number <= high:
+            raise _Reject(f"{number} is out of range for {type_name}; use a wider type", "range")
+        return number
+
+    return convert
+
+
+def _float(single: bool) -> Converter:
+    def convert(value: Any) -> object:
+        kind = type(value)
+        try:
+            if kind is float:
+                number = value
+            elif kind is int or kind is str or kind is decimal.Decimal:
+                number = float(value)
+            else:
+                raise _reject_type("a number", value)
+        except (ValueError, OverflowError):
+            raise _reject_type("a number", value) from None
+        if single and abs(number) > _REAL_MAX and number != float("inf"):
+            raise _Reject(f"{value!r} is out of range for REAL; use DOUBLE PRECISION", "range")
+        return number
+
+    return convert
+
+
+def _numeric(precision: int | None, scale: int | None) -> Converter:
+    digits = None if precision is None else precision - (scale or 0)
+    exponent = decimal.Decimal(1).scaleb(-(scale or 0))
+    name = "NUMERIC" if precision is None else f"NUMERIC({precision},{scale or 0})"
+
+    def convert(value: Any) -> object:
+        kind = type(value)
+        try:
+            if kind is int or kind is decimal.Decimal:
+                number = decimal.Decimal(value)
+            elif kind is float:
+                if value.is_integer() and abs(value) >= _EXACT_FLOAT_LIMIT:
+                    raise _Reject(
+                        f"{value!r} was read as an inexact JSON float; send it as a JSON string",
+                        "range",
+                    )
+                # repr is the shortest text that reads back as this float: "0.1", not 0.1000..01
+                number = decimal.Decimal(repr(value))
+            elif kind is str:
+                number = decimal.Decimal(value.strip())
+            else:
+                raise _reject_type("a number", value)
+        except decimal.InvalidOperation:
+            raise _reject_type("a number", value) from None
+        if not number.is_finite():
+            raise _Reject(f"{name} takes finite numbers only, got {_kind(value)}")
+        if digits is None:
+            exponent_ = int(number.as_tuple().exponent)
+            if number.adjusted() >= _NUMERIC_MAX_WEIGHT or exponent_ < -_NUMERIC_MAX_SCALE:
+                raise _Reject(f"{_kind(value)} is beyond PostgreSQL's NUMERIC limits", "range")
+            return number
+        # PostgreSQL rounds to the scale (half away from zero), then checks the integer digits.
+        try:
+            number = number.quantize(
+                exponent, rounding=decimal.ROUND_HALF_UP, context=_DECIMAL_CONTEXT
+            )
+        except decimal.InvalidOperation:
+            number = decimal.Decimal("Infinity")
+        if not number.is_finite() or (number and number.adjusted() >= digits):
+            raise _Reject(
+                f"{_kind(value)} does not fit {name}: at most {digits} digits before the "
+                f"decimal point; widen the column's precision",
+                "range",
+            )
+        return number
+
+    return convert
+
+
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _boolean(value: Any) -> object:
+    if value is True or value is False:
+        return value
+    kind = type(value)
+    if kind is str:
+        found = _BOOLEANS.get(value.strip().lower())
+        if found is not None:
+            return found
+    elif kind is int and value in (0, 1):
+        return value == 1
+    raise _reject_type('a boolean (true/false, "true"/"false", 0/1)', value)
+
+
+def _text(type_name: str, length: int | None) -> Converter:
+    def convert(value: Any) -> object:
+        kind = type(value)
+        if kind is str:
+            text = value
+        elif kind is int or kind is float or kind is decimal.Decimal:
+            text = str(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif kind is dict or kind is list:
+            text = orjson.dumps(value).decode()
+        elif kind is bytes:
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Reject("bytes are not UTF-8 text; use a BYTEA column") from None
+        elif isinstance(value, (datetime, date, time, uuid.UUID)):
+            text = value.isoformat() if not isinstance(value, uuid.UUID) else str(value)
+        else:
+            raise _reject_type("text", value)
+        if "\x00" in text:
+            raise _Reject(
+                f"text contains a NUL character at position {text.index(chr(0))}, which "
+                f"PostgreSQL text cannot store; use BYTEA, or fix the producer",
+                "nul",
+            )
+        if length is not None and len(text) > length:
+            raise _Reject(
+                f"{len(text)} characters is longer than {type_name}'s limit of {length}; "
+                f"widen the column or shorten the value",
+                "too-long",
+            )
+        return text
+
+    return convert
+
+
+def _json(value: Any) -> object:
+    kind = type(value)
+    if kind is dict or kind is list or kind is str or kind is int or kind is float:
+        return value
+    if kind is bool:
+        return value
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        raise _Reject('bytes are not JSON; set value_format/key_format = "json" or use BYTEA')
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    raise _reject_type("a JSON value", value)
+
+
+def _uuid(value: Any) -> object:
+    kind = type(value)
+    try:
+        if kind is str:
+            return uuid.UUID(value)
+        if kind is bytes and len(value) == 16:
+            return uuid.UUID(bytes=value)
+    except ValueError:
+        pass
+    if isinstance(value, uuid.UUID):
+        return value
+    raise _reject_type("a UUID string", value)
+
+
+def _bytea(value: Any) -> object:
+    kind = type(value)
+    if kind is bytes:
+        return value
+    if kind is str:
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            try:
+                return base64.b64decode(value, altchars=b"-_", validate=True)
+            except (binascii.Error, ValueError):
+                raise _Reject(
+                    'expected base64 text for BYTEA; or set value_format = "bytes" to store the '
+                    "raw value"
+                ) from None
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise _reject_type("base64 text or bytes", value)
+
+
+_ISO_RE = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?\s*"
+    r"(?:([Zz])|([+-]\d{2})(?::?(\d{2}))?)?"
+)
+
+
+def _parse_datetime(text: str) -> datetime:
+    """ISO 8601, with `Z` or an offset, any fraction digits; fast path via fromisoformat."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    match = _ISO_RE.fullmatch(text.strip())
+    if match is None:
+        raise _Reject(
+            f"expected an ISO 8601 timestamp (e.g. 2024-05-01T12:00:00Z) or epoch milliseconds, "
+            f"got {_kind(text)}"
+        )
+    day, clock, fraction, zulu, offset_hours, offset_minutes = match.groups()
+    normalized = f"{day}T{clock}"
+    if fraction:
+        normalized += "." + fraction[:6].ljust(6, "0")
+    if zulu:
+        normalized += "+00:00"
+    elif offset_hours:
+        normalized += f"{offset_hours}:{offset_minutes or '00'}"
+    try:
+        return datetime.fromisoformat(normalized)
+    except ValueError as error:
+        raise _Reject(f"{_kind(text)} is not a valid timestamp: {error}") from None
+
+
+def _from_epoch_ms(value: Any) -> datetime:
+    try:
+        return _EPOCH + timedelta(milliseconds=value)
+    except (OverflowError, ValueError):
+        raise _Reject(f"{_kind(value)} is out of range as epoch milliseconds", "range") from None
+
+
+def _instant(value: Any) -> datetime:
+    kind = type(value)
+    if kind is str:
+        return _parse_datetime(value)
+    if kind is int or kind is float:
+        return _from_epoch_ms(value)
+    if kind is datetime:
+        return value  # type: ignore[no-any-return]
+    raise _reject_type("an ISO 8601 timestamp string or epoch milliseconds", value)
+
+
+def _timestamp(with_time_zone: bool) -> Converter:
+    def convert(value: Any) -> object:
+        moment = _instant(value)
+        try:
+            if with_time_zone:
+                if moment.tzinfo is None:
+                    return moment.replace(tzinfo=UTC)
+                return moment.astimezone(UTC)
+            if moment.tzinfo is None:
+                return moment
+            return moment.astimezone(UTC).replace(tzinfo=None)
+        except (OverflowError, ValueError):
+            raise _Reject(f"{_kind(value)} is out of range in UTC", "range") from None
+
+    return convert
+
+
+def _date(value: Any) -> object:
+    kind = type(value)
+    if kind is str:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    if kind is date:
+        return value
+    moment = _instant(value)
+    try:
+        return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
+    except (OverflowError, ValueError):
+        raise _Reject(f"{_kind(value)} is out of range in UTC", "range") from None
+
+
+def _time(value: Any) -> object:
+    kind = type(value)
+    if kind is str:
+        text = value.strip()
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1]
+        try:
+            parsed = time.fromisoformat(text)
+        except ValueError:
+            raise _reject_type("an ISO 8601 time of day (e.g. 13:45:00)", value) from None
+        # As PostgreSQL does for TIME (without time zone): an offset is ignored.
+        return parsed.replace(tzinfo=None)
+    if kind is time:
+        return value
+    raise _reject_type("an ISO 8601 time of day (e.g. 13:45:00)", value)
+
+
+_DURATION_RE = re.compile(
+    r"([+-])?P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?"
+)
+_CLOCK_RE = re.compile(r"([+-])?(\d+):(\d{2})(?::(\d{2}(?:\.\d+)?))?")
+
+
+def _interval(value: Any) -> object:
+    kind = type(value)
+    try:
+        if kind is int or kind is float:
+            return timedelta(seconds=value)
+        if kind is str:
+            return _parse_duration(value.strip())
+    except (OverflowError, ValueError):
+        raise _Reject(f"{_kind(value)} is out of range for INTERVAL", "range") from None
+    if kind is timedelta:
+        return value
+    raise _reject_type("seconds, or an ISO 8601 duration (e.g. PT1H30M)", value)
+
+
+def _parse_duration(text: str) -> timedelta:
+    iso = _DURATION_RE.fullmatch(text)
+    if iso is not None and text.rstrip("T") not in ("P", "+P", "-P") and not text.endswith("T"):
+        sign, weeks, days, hours, minutes, seconds = iso.groups()
+        delta = timedelta(
+            weeks=float(weeks or 0),
+            days=float(days or 0),
+            hours=float(hours or 0),
+            minutes=float(minutes or 0),
+            seconds=float(seconds or 0),
+        )
+        return -delta if sign == "-" else delta
+    clock = _CLOCK_RE.fullmatch(text)
+    if clock is not None:
+        sign, hours, minutes, seconds = clock.groups()
+        delta = timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds or 0))
+        return -delta if sign == "-" else delta
+    raise _Reject(
+        f"expected seconds, an ISO 8601 duration without years or months (e.g. P1DT2H) or "
+        f"HH:MM:SS, got {_kind(text)}"
+    )
+
+
+def _array(element: Converter) -> Converter:
+    def convert(value: Any) -> object:
+        if type(value) is not list:
+            raise _reject_type("an array", value)
+        out: list[object] = []
+        for index, item in enumerate(value):
+            try:
+                out.append(None if item is None else element(item))
+            except _Reject as error:
+                raise _Reject(f"element {index}: {error.reason}", error.code) from None
+        return out
+
+    return convert
+
+
+def _passthrough(value: Any) -> object:
+    return value
+
+
+def _integer_for(type_: Any) -> Converter:
+    if isinstance(type_, sa.SmallInteger):
+        bits = 16
+    elif isinstance(type_, sa.BigInteger):
+        bits = 64
+    else:
+        bits = 32
+    return _integer(_type_name(type_), bits)
+
+
+# Most specific first: sa.Float may subclass sa.Numeric, sa.Text subclasses sa.String.
+_CONVERTERS: tuple[tuple[type | tuple[type, ...], Callable[[Any], Converter]], ...] = (
+    (sa.ARRAY, lambda t: _array(converter(t.item_type))),
+    (sa.Boolean, lambda t: _boolean),
+    (sa.Integer, _integer_for),
+    (sa.Float, lambda t: _float(single=isinstance(t, sa.REAL))),
+    (sa.Numeric, lambda t: _numeric(t.precision, t.scale)),
+    (sa.JSON, lambda t: _json),
+    ((postgresql.UUID, sa.Uuid), lambda t: _uuid),
+    (sa.LargeBinary, lambda t: _bytea),
+    (sa.DateTime, lambda t: _timestamp(bool(t.timezone))),
+    (sa.Date, lambda t: _date),
+    (sa.Time, lambda t: _time),
+    ((sa.Interval, postgresql.INTERVAL), lambda t: _interval),
+    (sa.String, lambda t: _text(_type_name(t), t.length)),
+)
+
+
+def converter(type_: sa.types.TypeEngine[Any]) -> Converter:
+    """The converter for a column type: JSON-ish input in, a value the ingest core encodes out.
+    Unknown types pass values through unchanged."""
+    for kind, make in _CONVERTERS:
+        if isinstance(type_, kind):
+            return make(type_)
+    return _passthrough
+
+
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _type_name(type_: sa.types.TypeEngine[Any]) -> str:
+    try:
+        return str(type_.compile(dialect=_DIALECT))
+    except Exception:  # an exotic user type that cannot compile outside a database
+        return type(type_).__name__
+
+
+def _is_json(type_: sa.types.TypeEngine[Any]) -> bool:
+    if isinstance(type_, sa.ARRAY):
+        return _is_json(type_.item_type)
+    return isinstance(type_, sa.JSON)
+
+
+def _nul_path(value: object) -> str | None:
+    """Where a JSON value holds a NUL character (jsonb cannot store one), or None."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "the value"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in str(key):
+                    return f"{path}.{key!r}"
+                stack.append((f"{path}.{key}", child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
+    return None
+
+
+# --- extractors: one per column source ------------------------------------------------------
+
+
+def headers_object(message: Message) -> dict[str, str | None]:
+    """Headers as a JSON object: UTF-8 values as text, others base64; a repeated name keeps
+    its last value."""
+    out: dict[str, str | None] = {}
+    for name, value in message.headers:
+        if value is None:
+            out[name] = None
+            continue
+        try:
+            out[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            out[name] = base64.b64encode(value).decode("ascii")
+    return out
+
+
+def _kafka_timestamp(record: Record) -> object:
+    ms = record.message.timestamp_ms
+    return None if ms is None else _from_epoch_ms(ms)
+
+
+_METADATA: Mapping[SourceKind, Extractor] = {
+    SourceKind.TOPIC: lambda r: r.message.topic,
+    SourceKind.PARTITION: lambda r: r.message.partition,
+    SourceKind.OFFSET: lambda r: r.message.offset,
+    SourceKind.TIMESTAMP: _kafka_timestamp,
+    SourceKind.RAW_KEY: lambda r: r.message.key,
+    SourceKind.HEADERS: lambda r: headers_object(r.message),
+}
+
+
+def extractor(source: Source) -> Extractor:
+    """Reads a source from a record; `MISSING` when a field is absent."""
+    if source.kind in _METADATA:
+        return _METADATA[source.kind]
+    from_value = source.kind is SourceKind.VALUE
+    path = source.path
+    if not path:
+        return (lambda r: r.value) if from_value else (lambda r: r.key)
+    if len(path) == 1:
+        (field,) = path
+
+        def one(record: Record) -> object:
+            data = record.value if from_value else record.key
+            if type(data) is dict:
+                return data.get(field, MISSING)
+            return _walk(data, path, source)
+
+        return one
+    return lambda r: _walk(r.value if from_value else r.key, path, source)
+
+
+def _walk(data: object, path: tuple[str, ...], source: Source) -> object:
+    where = source.kind.value
+    for field in path:
+        if isinstance(data, dict):
+            data = data.get(field, MISSING)
+        elif isinstance(data, list) and field.isdigit():
+            index = int(field)
+            data = data[index] if index < len(data) else MISSING
+        elif data is None or data is MISSING:
+            return MISSING
+        else:
+            raise _Reject(
+                f"cannot read {source}: {where} is {_kind(data)}, not an object", "structure"
+            )
+        where = f"{where}.{field}"
+    return data
+
+
+# --- compiled mappers -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    source: Source
+    extract: Extractor
+    convert: Converter
+    required: bool
+    type_name: str
+
+
+class Mapper:
+    """Maps records to rows of one target table; build it with `compile_mapper`."""
+
+    def __init__(self, target: Target) -> None:
+        table = target.table
+        if len(target.sources) != len(table.columns):
+            raise ConfigError(
+                f"{target.name}: {len(target.sources)} sources for {len(table.columns)} columns"
+            )
+        self.target = target
+        self.table = table
+        self._columns = tuple(
+            _Column(
+                name=column.name,
+                source=source,
+                extract=extractor(source),
+                convert=converter(column.type),
+                required=not column.nullable or column.primary_key,
+                type_name=_type_name(column.type),
+            )
+            for column, source in zip(table.columns, target.sources)
+        )
+        self._plan = tuple((c.extract, c.convert, c.required) for c in self._columns)
+        self._json_columns = tuple(
+            i for i, column in enumerate(table.columns) if _is_json(column.type)
+        )
+        self._key_columns = tuple(i for i, c in enumerate(table.columns) if c.primary_key)
+
+    def map(self, record: Record) -> tuple[object, ...]:
+        """The row for a (non-tombstone) record, in column order; raises MappingError."""
+        row: list[object] = []
+        append = row.append
+        try:
+            for extract, convert, required in self._plan:
+                value = extract(record)
+                if value is None or value is MISSING:
+                    if required:
+                        raise self._absent(len(row), value)
+                    append(None)
+                else:
+                    append(convert(value))
+        except _Reject as error:
+            raise self._error(record, len(row), error) from None
+        if self._json_columns and _may_hold_nul(record.message):
+            self._check_json_nul(record, row)
+        return tuple(row)
+
+    def coerce(self, record: Record, values: Sequence[object]) -> tuple[object, ...]:
+        """Check and convert a row a tables module's `map_record` produced."""
+        if len(values) != len(self._columns):
+            raise MappingError(
+                record.coordinates,
+                f"map_record gave {len(values)} values for {len(self._columns)} columns",
+                table=self.target.name,
+                code="map-record",
+            )
+        row: list[object] = []
+        try:
+            for (_, convert, required), value in zip(self._plan, values):
+                if value is None:
+                    if required:
+                        raise self._absent(len(row), value)
+                    row.append(None)
+                else:
+                    row.append(convert(value))
+        except _Reject as error:
+            raise self._error(record, len(row), error) from None
+        if self._json_columns:
+            self._check_json_nul(record, row)
+        return tuple(row)
+
+    def key_values(self, record: Record) -> tuple[object, ...]:
+        """The primary-key tuple of a tombstone, read from its key: a JSON object with the
+        key columns by name, or a scalar key for a one-column key."""
+        if not self._key_columns:
+            raise MappingError(
+                record.coordinates,
+                'has no primary key to delete by; set tombstones = "ignore"',
+                table=self.target.name,
+                code="no-key",
+            )
+        values: list[object] = []
+        try:
+            for index in self._key_columns:
+                column = self._columns[index]
+                value = self._key_field(record, column)
+                if value is None or value is MISSING:
+                    raise self._absent(index, value, deleting=True)
+                values.append(column.convert(value))
+        except _Reject as error:
+            raise self._error(record, self._key_columns[len(values)], error) from None
+        return tuple(values)
+
+    def _key_field(self, record: Record, column: _Column) -> object:
+        if column.source.kind is not SourceKind.VALUE:
+            return column.extract(record)
+        key = record.key
+        if isinstance(key, dict):
+            value = key.get(column.name, MISSING)
+            if value is MISSING and column.source.path:
+                value = key.get(column.source.path[-1], MISSING)
+            return value
+        if len(self._key_columns) == 1 and not isinstance(key, list):
+            return key
+        names = ", ".join(self._columns[i].name for i in self._key_columns)
+        raise _Reject(
+            f"a tombstone's key must be a JSON object with the primary key fields ({names})"
+            f"{' or a scalar' if len(self._key_columns) == 1 else ''}, got {_kind(key)}; "
+            f'set key_format = "json" and key the messages by their primary key',
+            "key",
+        )
+
+    def _absent(self, index: int, value: object, *, deleting: bool = False) -> _Reject:
+        column = self._columns[index]
+        what = "missing" if value is MISSING else "null"
+        if deleting:
+            return _Reject(
+                f"the tombstone's key has no value for primary key column {column.name}", "key"
+            )
+        if column.name in self.target.primary_key:
+            return _Reject(f"{column.source} is {what}; every row needs its primary key", "null")
+        return _Reject(
+            f"{column.source} is {what} but the column is NOT NULL; send the field, or declare "
+            f"the column nullable",
+            "missing" if value is MISSING else "null",
+        )
+
+    def _error(self, record: Record, index: int, error: _Reject) -> MappingError:
+        column = self._columns[index]
+        return MappingError(
+            record.coordinates,
+            f"{error.reason} (source {column.source}, type {column.type_name})",
+            table=self.target.name,
+            column=column.name,
+            code=error.code,
+        )
+
+    def _check_json_nul(self, record: Record, row: list[object]) -> None:
+        for index in self._json_columns:
+            where = _nul_path(row[index])
+            if where is not None:
+                raise self._error(
+                    record,
+                    index,
+                    _Reject(
+                        f"JSON holds a NUL character (\\u0000) at {where}, which jsonb "
+                        f"cannot store",
+                        "nul",
+                    ),
+                )
+
+
+def _may_hold_nul(message: Message) -> bool:
+    # A decoded string holds NUL only if the raw bytes hold a NUL or its JSON escape; headers
+    # are checked when mapped. Cheap byte searches spare walking every JSON value.
+    for data in (message.value, message.key):
+        if data is not None and (b"\\u0000" in data or b"\x00" in data):
+            return True
+    return any(
+        "\x00" in name or (value is not None and b"\x00" in value)
+        for name, value in message.headers
+    )
+
+
+def compile_mapper(target: Target) -> Mapper:
+    """Compile a target's per-column plan once; reuse the Mapper for every message."""
+    return Mapper(target)
+
+
+# --- one message, every table it feeds ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """What one message contributes to a batch."""
+
+    record: Record
+    # (table, row) in the table's column order.
+    rows: tuple[Row, ...] = ()
+    # (table, primary key values) for tombstones of tables that delete.
+    deletes: tuple[Row, ...] = ()
+
+
+class Pipeline:
+    """The front of the sink: decode, route and map a message to rows of every table it feeds.
+
+    `map` raises DecodeError / MappingError for a bad message (to dead-letter it), and
+    ConfigError for a topic no table wants, or that tables disagree how to decode.
+    """
+
+    def __init__(self, table_set: TableSet, router: Router | None = None) -> None:
+        self.table_set = table_set
+        self.router = router or Router(table_set)
+        self._mappers = {target: compile_mapper(target) for target in table_set.targets}
+        self._by_table = {target.table: self._mappers[target] for target in table_set.targets}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pipeline:
+        """Build the tables (config or module, plus the dead-letter table) and compile them."""
+        return cls(load_tables(settings))
+
+    @property
+    def metadata(self) -> sa.MetaData:
+        """Every table to create and migrate (targets and the dead-letter table)."""
+        return self.table_set.metadata
+
+    def subscription(self) -> list[str]:
+        """Topics and `^regex` patterns for `Consumer.subscribe`."""
+        return self.router.subscription()
+
+    def map(self, message: Message) -> Mapped:
+        targets = self.router.targets(message.topic)
+        if not targets:
+            raise ConfigError(
+                f"{message.coordinates}: topic {message.topic!r} feeds no table; add it to a "
+                f"table's topics or fix the subscription"
+            )
+        first = targets[0]
+        label = first.name if len(targets) == 1 else ", ".join(t.name for t in targets)
+        record = decode(message, first.key_format, first.value_format, target=label)
+        if record.value is None:
+            deletes = tuple(
+                (target.table, self._mappers[target].key_values(record))
+                for target in targets
+                if target.tombstones is TombstonePolicy.DELETE
+            )
+            return Mapped(record, deletes=deletes)
+        if self.table_set.map_record is not None:
+            return Mapped(record, rows=self._custom_rows(record))
+        rows = tuple((target.table, self._mappers[target].map(record)) for target in targets)
+        return Mapped(record, rows=rows)
+
+    def _custom_rows(self, record: Record) -> tuple[Row, ...]:
+        assert self.table_set.map_record is not None
+        try:
+            produced = list(self.table_set.map_record(record))
+        except DecodeError:
+            raise
+        except Exception as error:
+            raise MappingError(
+                record.coordinates,
+                f"map_record raised {type(error).__name__}: {error}",
+                table="python.module",
+                code="map-record",
+            ) from error
+        rows: list[Row] = []
+        for item in produced:
+            table, values = item
+            mapper = self._by_table.get(table)
+            if mapper is None:
+                rows.append(_unrouted_row(record, table, values))
+            else:
+                rows.append((table, mapper.coerce(record, values)))
+        return tuple(rows)
+
+
+def _unrouted_row(record: Record, table: object, values: object) -> Row:
+    if not isinstance(table, sa.Table) or not isinstance(values, tuple):
+        raise MappingError(
+            record.coordinates,
+            f"map_record must yield (sa.Table, tuple) pairs, got ({_kind(table)}, {_kind(values)})",
+            table="python.module",
+            code="map-record",
+        )
+    # A table of the metadata that no route names: the module owns its values entirely.
+    return (table, values)
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+def dead_letter_row(
+    message: Message, error: DecodeError, failed_at: datetime
+) -> tuple[object, ...]:
+    """A row of the dead-letter table (sink.tables.dead_letter_table) for a rejected message."""
+    timestamp = (
+        None
+        if message.timestamp_ms is None
+        else _EPOCH + timedelta(milliseconds=message.timestamp_ms)
+    )
+    return (
+        message.topic,
+        message.partition,
+        message.offset,
+        timestamp,
+        message.key,
+        message.value,
+        headers_object(message),
+        error.code,
+        str(error).replace("\x00", "\\0"),
+        failed_at,
+    )

@@ -1,0 +1,130 @@
+"""Kafka positions as the ingest high watermark: parse, fence-check and merge, all pure.
+
+The stored value, JSON in the first table's comment through pg_bulk_ingest, is
+`{"offsets": {topic: {partition: next_offset}}, "definitions": [fingerprint, ...]}`.
+Offsets are always the next offset to read; `definitions` lists the table definitions that
+have been applied, newest last, so a worker with an older one never migrates the table back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from .errors import SinkError
+from .records import TopicPartition
+
+# Enough history to recognise any definition from recent rollouts, small enough for a comment.
+MAX_DEFINITIONS = 20
+
+Positions = Mapping[TopicPartition, int]
+
+
+class FencedError(SinkError):
+    """Another worker moved a partition of this batch: this worker no longer owns it."""
+
+
+class OutdatedDefinitionError(SinkError):
+    """The table was migrated to a newer definition than this worker's."""
+
+
+class StoredStateError(SinkError):
+    """The stored high watermark is not one this sink wrote."""
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What the table comment holds for the sink."""
+
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    definitions: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        topics: dict[str, dict[str, int]] = {}
+        for (topic, partition), next_offset in sorted(self.offsets.items()):
+            topics.setdefault(topic, {})[str(partition)] = next_offset
+        return {"offsets": topics, "definitions": list(self.definitions)}
+
+
+def parse_state(value: Any, where: str) -> StoredState:
+    """The sink's state from a stored high watermark (None when nothing is stored)."""
+    if value is None:
+        return StoredState()
+    if not isinstance(value, dict) or not isinstance(value.get("offsets", {}), dict):
+        raise StoredStateError(
+            f"{where}: the stored high watermark {value!r} was not written by this sink; "
+            "point the sink at its own table or reset the offsets (pg-kafka-sink reset)"
+        )
+    offsets: dict[TopicPartition, int] = {}
+    for topic, partitions in value.get("offsets", {}).items():
+        if not isinstance(partitions, dict):
+            raise StoredStateError(f"{where}: offsets of topic {topic!r} are not an object")
+        for partition, next_offset in partitions.items():
+            if not (str(partition).isdigit() and isinstance(next_offset, int)):
+                raise StoredStateError(
+                    f"{where}: stored offset {topic}[{partition}] = {next_offset!r} is not a "
+                    "partition number mapped to an integer offset"
+                )
+            offsets[TopicPartition(topic, int(partition))] = next_offset
+    definitions = value.get("definitions", [])
+    if not isinstance(definitions, list) or not all(isinstance(d, str) for d in definitions):
+        raise StoredStateError(f"{where}: stored definitions {definitions!r} are not a list")
+    return StoredState(offsets, tuple(definitions))
+
+
+def check_owned(stored: StoredState, expected: Positions, where: str) -> None:
+    """Raise FencedError unless every partition is still where this worker last left it.
+
+    `expected` maps each partition of the batch to the stored next offset this worker read at
+    assignment or wrote at its last commit; a partition it never saw stored is absent from
+    `stored` as well as -1 in `expected`.
+    """
+    moved = [
+        f"{tp.topic}[{tp.partition}] stored {stored.offsets.get(tp, -1)}, expected {position}"
+        for tp, position in expected.items()
+        if stored.offsets.get(tp, -1) != position
+    ]
+    if moved:
+        raise FencedError(
+            f"{where}: partitions moved on by another worker since this one read them "
+            f"({'; '.join(sorted(moved))}); the batch is abandoned and the partitions re-read"
+        )
+
+
+def advance(stored: StoredState, next_offsets: Positions) -> StoredState:
+    """The stored state with this batch's partitions moved on and every other one kept."""
+    return StoredState({**stored.offsets, **next_offsets}, stored.definitions)
+
+
+def fingerprint(tables: Iterable[sa.Table]) -> str:
+    """A short stable digest of the DDL that defines the tables and their indexes."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    digest = hashlib.sha256()
+    for table in sorted(tables, key=lambda t: t.fullname):
+        digest.update(str(sa.schema.CreateTable(table).compile(dialect=dialect)).encode())
+        for index in sorted(table.indexes, key=lambda i: [c.name for c in i.columns]):
+            digest.update(repr(([c.name for c in index.columns], index.unique)).encode())
+    return digest.hexdigest()[:16]
+
+
+def adopt_definition(stored: StoredState, mine: str, where: str) -> StoredState:
+    """The stored state once this worker's definition is applied, or OutdatedDefinitionError.
+
+    A definition seen before that is not the newest belongs to a worker that a rollout is
+    replacing: it must not migrate the table back.
+    """
+    if stored.definitions and stored.definitions[-1] == mine:
+        return stored
+    if mine in stored.definitions:
+        raise OutdatedDefinitionError(
+            f"{where}: the table was migrated to a newer definition than this worker's "
+            f"({stored.definitions[-1]} after {mine}); this worker will not migrate it back. "
+            "Roll out the new table definition to every worker"
+        )
+    history = (*stored.definitions, mine)[-MAX_DEFINITIONS:]
+    return StoredState(stored.offsets, history)

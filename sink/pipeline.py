@@ -1,0 +1,93 @@
+"""From one Kafka message to what a batch holds: rows for every table its topic feeds, keys
+to delete for a tombstone, or nothing (an ignored tombstone). Bad input raises DecodeError."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from .config import Settings, TombstonePolicy
+from .decode import decode
+from .errors import ConfigError
+from .mapping import Mapper
+from .records import Message, Record
+from .tables import Router, Row, TableSet, Target, load_tables
+
+Handler = Callable[[Message], "Mapped"]
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """What one message contributes to its batch."""
+
+    rows: tuple[Row, ...] = ()
+    deletes: tuple[Row, ...] = ()
+
+
+_NOTHING = Mapped()
+
+
+class Pipeline:
+    """Decoding and mapping for every topic of one sink, compiled once per topic."""
+
+    def __init__(self, table_set: TableSet) -> None:
+        self.table_set = table_set
+        self.metadata: sa.MetaData = table_set.metadata
+        self.router = Router(table_set)
+        self._mappers = {target.table: Mapper(target) for target in table_set.targets}
+        self._handlers: dict[str, Handler] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pipeline:
+        return cls(load_tables(settings))
+
+    def subscription(self) -> list[str]:
+        return self.router.subscription()
+
+    def map(self, message: Message) -> Mapped:
+        handler = self._handlers.get(message.topic)
+        if handler is None:
+            handler = self._handlers[message.topic] = self._compile(message.topic)
+        return handler(message)
+
+    def _compile(self, topic: str) -> Handler:
+        targets = self.router.targets(topic)
+        if not targets:
+            return lambda _message: _NOTHING
+        key_format, value_format = targets[0].key_format, targets[0].value_format
+        names = ", ".join(t.name for t in targets)
+        map_record = self.table_set.map_record
+        mappers = [(t, self._mappers[t.table]) for t in targets]
+
+        def handle(message: Message) -> Mapped:
+            record = decode(message, key_format, value_format, target=names)
+            if record.value is None:
+                return self._tombstone(record, mappers)
+            if map_record is not None:
+                return Mapped(rows=self._coerce(record, map_record(record)))
+            return Mapped(rows=tuple((m.table, m.map(record)) for _, m in mappers))
+
+        return handle
+
+    @staticmethod
+    def _tombstone(record: Record, mappers: list[tuple[Target, Mapper]]) -> Mapped:
+        deletes = tuple(
+            (target.table, mapper.key_values(record))
+            for target, mapper in mappers
+            if target.tombstones is TombstonePolicy.DELETE
+        )
+        return Mapped(deletes=deletes) if deletes else _NOTHING
+
+    def _coerce(self, record: Record, rows: object) -> tuple[Row, ...]:
+        mapped: list[Row] = []
+        for table, values in rows:  # type: ignore[attr-defined]
+            mapper = self._mappers.get(table)
+            if mapper is None:
+                raise ConfigError(
+                    f"{record.coordinates}: map_record returned a row for {table!r}, which is "
+                    "not a table of the sink's metadata"
+                )
+            mapped.append((table, mapper.coerce(record, values)))
+        return tuple(mapped)

@@ -1,0 +1,86 @@
+"""The values that flow through the front of the pipeline: a raw Kafka `Message` and the
+`Record` that decoding makes of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional, Tuple
+
+# confluent-kafka's TIMESTAMP_NOT_AVAILABLE: the broker gave the message no timestamp.
+_TIMESTAMP_NOT_AVAILABLE = 0
+
+Headers = Tuple[Tuple[str, Optional[bytes]], ...]
+
+
+class TopicPartition(NamedTuple):
+    """A partition of a topic; equal to the plain tuple `(topic, partition)`."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """One Kafka message as read, bytes untouched."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+
+    @property
+    def coordinates(self) -> str:
+        """`topic[partition]@offset`, the way every error and log line names a message."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    @property
+    def size(self) -> int:
+        """Bytes of key plus value: what the batch byte limit counts."""
+        return len(self.key or b"") + len(self.value or b"")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A decoded message: the key and value as the table's formats read them.
+
+    `value` is None only for a tombstone (a Kafka message without a value); a JSON `null`
+    value is a decode error, so the two cannot be confused. `key` is None when the message
+    has no key (or, with `key_format = "json"`, a JSON `null` key).
+    """
+
+    message: Message
+    key: object
+    value: object
+
+    @property
+    def coordinates(self) -> str:
+        return self.message.coordinates
+
+    @property
+    def is_tombstone(self) -> bool:
+        return self.value is None
+
+
+def message_from_kafka(msg: Any) -> Message:
+    """Copy a confluent-kafka message into a `Message`.
+
+    The caller has already handled `msg.error()`: an error event is not a message.
+    """
+    timestamp_type, timestamp = msg.timestamp()
+    headers = msg.headers()
+    return Message(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        timestamp_ms=None if timestamp_type == _TIMESTAMP_NOT_AVAILABLE else timestamp,
+        key=msg.key(),
+        value=msg.value(),
+        headers=tuple(headers) if headers else (),
+    )

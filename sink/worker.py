@@ -1,0 +1,218 @@
+"""The run loop: poll, decode, map, batch, and commit each batch with its offsets.
+
+A batch and the positions it reaches are committed in one PostgreSQL transaction; a batch
+that fails is abandoned and its partitions re-read from their stored positions.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from types import FrameType
+from typing import Any
+
+import sqlalchemy as sa
+from confluent_kafka import KafkaException
+
+from .batcher import Batch, Batcher
+from .config import ErrorPolicy, Settings
+from .consumer import KafkaSource, consumer_config, is_fatal
+from .errors import DecodeError, SinkError
+from .offsets import FencedError, OutdatedDefinitionError, adopt_definition
+from .pipeline import Pipeline
+from .records import Message, TopicPartition, message_from_kafka
+from .writer import PendingBatch, Writer
+
+logger = logging.getLogger(__name__)
+
+# How long one consume call may block: bounds how late a signal or a due batch is noticed.
+POLL_SECONDS = 0.5
+# Messages taken from librdkafka per call: large enough to amortise the call, small enough to
+# keep a batch's age check frequent.
+CONSUME_CHUNK = 2000
+# Waits between attempts when the table was migrated by a newer worker of a rollout.
+OUTDATED_RETRY_SECONDS = 15.0
+
+
+class BadMessageError(SinkError):
+    """A message could not be decoded or mapped and the error policy is to stop."""
+
+
+class Worker:
+    """One sink worker: a consumer-group member writing its partitions to PostgreSQL."""
+
+    def __init__(self, settings: Settings, engine: sa.engine.Engine, pipeline: Pipeline) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.pipeline = pipeline
+        self.writer = Writer(engine, pipeline.metadata)
+        self.batcher = Batcher(
+            max_messages=settings.batch.max_messages,
+            max_bytes=settings.batch.max_bytes,
+            max_age_seconds=settings.batch.max_age_seconds,
+        )
+        # The stored next offset of each assigned partition as this worker last saw or wrote it
+        # (-1: none stored); a batch commits only if the table still says the same.
+        self.positions: dict[TopicPartition, int] = {}
+        self.stopping = threading.Event()
+        self.source: KafkaSource | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
+        if self.stopping.is_set():
+            return
+        grace = self.settings.shutdown.grace_seconds
+        logger.info(
+            "received %s: finishing the current batch within %.0f s",
+            signal.Signals(signum).name,
+            grace,
+        )
+        self.stopping.set()
+        timer = threading.Timer(grace, self._abandon_batch)
+        timer.daemon = True
+        timer.start()
+
+    def _abandon_batch(self) -> None:
+        """Past the grace budget: cancel the batch in flight; it rolls back, nothing is lost."""
+        logger.warning("shutdown grace budget spent: abandoning the batch in flight")
+        self.writer.cancel()
+
+    def run(self) -> None:
+        with ExitStack() as stack:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous = signal.signal(sig, self.request_stop)
+                stack.callback(signal.signal, sig, previous)
+            self._wait_for_definition()
+            kafka = self.settings.kafka
+            self.source = KafkaSource(
+                consumer_config(
+                    kafka.bootstrap_servers,
+                    kafka.group_id,
+                    kafka.start_from.value,
+                    kafka.client_config(),
+                ),
+                kafka.start_from.value,
+                self._assigned,
+                self._revoked,
+            )
+            stack.callback(self._close)
+            self.source.subscribe(self.pipeline.subscription())
+            while not self.stopping.is_set():
+                self._ingest_until_stopped()
+        logger.info("stopped")
+
+    def _close(self) -> None:
+        assert self.source is not None
+        logger.info("leaving the consumer group")
+        self.source.close()
+
+    def _wait_for_definition(self) -> None:
+        """Waits, outside the group, while a newer definition of the table is live."""
+        while not self.stopping.is_set():
+            try:
+                state = self.writer.read_state()
+                adopt_definition(state, self.writer.definition, self.writer.where)
+                return
+            except OutdatedDefinitionError as exc:
+                logger.warning("%s; checking again in %.0f s", exc, OUTDATED_RETRY_SECONDS)
+                self.stopping.wait(OUTDATED_RETRY_SECONDS)
+
+    def _ingest_until_stopped(self) -> None:
+        try:
+            self.writer.run(self._batches)
+        except FencedError as exc:
+            logger.warning("%s", exc)
+            self._reposition()
+        except OutdatedDefinitionError as exc:
+            logger.warning("%s; leaving the group until it is rolled out", exc)
+            raise
+
+    # --- Kafka callbacks (run inside consume, on this thread) -------------------------------
+
+    def _assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        stored = self.writer.read_state().offsets
+        found = {tp: stored.get(tp) for tp in partitions}
+        self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})
+        return found
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        self.batcher.drop_partitions(partitions)
+        for tp in partitions:
+            self.positions.pop(tp, None)
+
+    def _reposition(self) -> None:
+        """After an abandoned batch: forget it and re-read every assigned partition."""
+        assert self.source is not None
+        self.batcher.drop_partitions(list(self.positions))
+        stored = self.writer.read_state().offsets
+        found = {tp: stored.get(tp) for tp in self.positions}
+        self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})
+        self.source.seek(found)
+
+    # --- batches -----------------------------------------------------------------------------
+
+    def _batches(self) -> Iterator[PendingBatch]:
+        """Yields each due batch; resumes only once ingest has committed the previous one."""
+        while not self.stopping.is_set():
+            batch = self._collect()
+            if batch is None:
+                return
+            started = time.monotonic()
+            expected = {tp: self.positions[tp] for tp in batch.next_offsets}
+            yield PendingBatch(batch.rows, batch.deletes, expected, batch.next_offsets)
+            self._committed(batch, time.monotonic() - started)
+
+    def _collect(self) -> Batch | None:
+        """Polls until a batch is due, or until asked to stop (then returns what it has)."""
+        assert self.source is not None
+        while True:
+            now = time.monotonic()
+            if self.stopping.is_set() or self.batcher.is_due(now):
+                return self.batcher.take() if self.batcher.message_count else None
+            wait = min(POLL_SECONDS, self.batcher.time_until_due(now))
+            for msg in self.source.consume(CONSUME_CHUNK, wait):
+                self._add(msg)
+
+    def _add(self, msg: Any) -> None:
+        error = msg.error()
+        if error is not None:
+            if is_fatal(error):
+                raise KafkaException(error)
+            logger.warning("consumer: %s", error)
+            return
+        message = message_from_kafka(msg)
+        if message.topic_partition not in self.positions:
+            return  # fetched before its partition was revoked
+        try:
+            mapped = self.pipeline.map(message)
+        except DecodeError as exc:
+            self._bad_message(message, exc)
+            return
+        self.batcher.add(message, mapped.rows, deletes=mapped.deletes)
+
+    def _bad_message(self, message: Message, error: DecodeError) -> None:
+        if self.settings.errors.policy is ErrorPolicy.FAIL:
+            raise BadMessageError(
+                f'{error}. Stopping: errors.policy is "fail" (use "dead-letter-topic" or '
+                f'"dead-letter-table" to set bad messages aside and carry on)'
+            ) from error
+        self.batcher.add_dead_letter(message, error)
+
+    def _committed(self, batch: Batch, seconds: float) -> None:
+        assert self.source is not None
+        for tp, next_offset in batch.next_offsets.items():
+            if tp in self.positions:
+                self.positions[tp] = next_offset
+        self.source.commit_advisory(batch.next_offsets)
+        logger.info(
+            "committed %d rows from %d messages in %.3f s; next offsets %s",
+            batch.row_count,
+            batch.message_count,
+            seconds,
+            ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(batch.next_offsets.items())),
+        )

@@ -1,0 +1,270 @@
+"""Ingest benchmark: raw COPY ceiling vs our `ingest` vs the public pg-bulk-ingest 0.1.3.
+
+    python -m tests.benchmarks.ingest_bench [--rows 500000] [--repeat 3] [--json out.json]
+
+Runs are interleaved (ceiling, ours, public; append, upsert first load, upsert re-load) so
+that load from other processes on the machine hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from pg_bulk_ingest import HighWatermark, ingest
+from pg_bulk_ingest._encode import row_encoder
+from pg_bulk_ingest._schema import wanted_table
+from tests.benchmarks.ingest_rows import event_rows
+
+HERE = Path(__file__).parent
+CACHE = HERE.parents[1] / ".cache" / "bench-pgbi013"
+# 0.1.3 imports psycopg2 even when driven through psycopg (3), which the benchmark uses.
+PUBLIC_REQUIREMENTS = [
+    "pg-bulk-ingest==0.1.3",
+    "psycopg[binary]>=3.1",
+    "psycopg2-binary>=2.9",
+    "sqlalchemy>=2",
+]
+BATCH_ROWS = 10_000
+MEMORY_ROWS = 2_000_000
+
+
+def events_table(schema: str, keyed: bool) -> tuple[sa.MetaData, sa.Table]:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "events",
+        metadata,
+        sa.Column("id", sa.BIGINT, primary_key=keyed),
+        sa.Column("key", sa.VARCHAR(64)),
+        sa.Column("at", sa.TIMESTAMP(timezone=True)),
+        sa.Column("amount", sa.NUMERIC(12, 2)),
+        sa.Column("status", sa.VARCHAR(16)),
+        sa.Column("payload", pg.JSONB),
+        sa.Column("tags", pg.ARRAY(sa.TEXT)),
+        schema=schema,
+    )
+    return metadata, table
+
+
+def public_python() -> Path:
+    """The interpreter of a virtual environment holding the public library, made once."""
+    python = CACHE / "venv" / "bin" / "python"
+    installed = CACHE / "requirements.txt"
+    wanted = "\n".join(PUBLIC_REQUIREMENTS)
+    if not installed.exists() or installed.read_text() != wanted:
+        subprocess.run([sys.executable, "-m", "venv", str(CACHE / "venv")], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *PUBLIC_REQUIREMENTS], check=True
+        )
+        installed.write_text(wanted)
+    shutil.copy(HERE / "ingest_rows.py", CACHE / "ingest_rows.py")
+    shutil.copy(HERE / "ingest_public_runner.py", CACHE / "runner.py")
+    return python
+
+
+class Bench:
+    def __init__(self, url: str, rows: int) -> None:
+        self.url = url
+        self.engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        self.rows = rows
+        self.data = list(event_rows(rows))
+
+    def schema(self) -> str:
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        return name
+
+    def drop(self, schema: str) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+    def raw_copy(self, schema: str) -> float:
+        _, table = events_table(schema, keyed=False)
+        spec = wanted_table(table)
+        encode = row_encoder(spec.types)
+        chunks = [
+            "".join(encode(row) for row in self.data[start : start + BATCH_ROWS])
+            for start in range(0, self.rows, BATCH_ROWS)
+        ]
+        columns = ", ".join(f'"{c.name}" {c.type}' for c in spec.spec.columns)
+        with psycopg.connect(self.url) as conn:
+            conn.execute(f'CREATE TABLE "{schema}".events ({columns})')
+            conn.commit()
+            started = time.perf_counter()
+            for chunk in chunks:
+                with conn.cursor().copy(f'COPY "{schema}".events FROM STDIN') as copy:
+                    copy.write(chunk)
+                conn.commit()
+            return time.perf_counter() - started
+
+    def ours(self, schema: str, keyed: bool) -> float:
+        metadata, table = events_table(schema, keyed)
+
+        def batches(_: Any) -> Iterator[Any]:
+            for start in range(0, self.rows, BATCH_ROWS):
+                yield start, None, ((table, row) for row in self.data[start : start + BATCH_ROWS])
+
+        with self.engine.connect() as conn:
+            started = time.perf_counter()
+            ingest(conn, metadata, batches, high_watermark=HighWatermark.EARLIEST)
+            return time.perf_counter() - started
+
+    def public(self, schema: str, keyed: bool) -> float:
+        url = self.url.replace("postgresql://", "postgresql+psycopg://")
+        out = subprocess.run(
+            [
+                str(public_python()),
+                str(CACHE / "runner.py"),
+                url,
+                schema,
+                "1" if keyed else "0",
+                str(self.rows),
+                str(BATCH_ROWS),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=CACHE,
+        )
+        return float(out.stdout.strip().splitlines()[-1])
+
+    def scenario(self, impl: str, scenario: str) -> float:
+        """Seconds for one run; the re-load times the second of two loads of the same rows."""
+        schema = self.schema()
+        try:
+            keyed = scenario != "append"
+            if impl == "raw COPY":
+                return self.raw_copy(schema)
+            run = self.ours if impl == "ours" else self.public
+            if scenario == "upsert re-load":
+                run(schema, keyed)
+            return run(schema, keyed)
+        finally:
+            self.drop(schema)
+
+
+def memory_run(url: str, rows: int) -> None:
+    """Streams `rows` rows through one ingest call; prints the peak RSS in MiB (child mode)."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    metadata, table = events_table(schema, keyed=True)
+
+    def batches(_: Any) -> Iterator[Any]:
+        source = event_rows(rows)
+        for start in range(0, rows, BATCH_ROWS):
+            yield start, None, ((table, next(source)) for _ in range(min(BATCH_ROWS, rows - start)))
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with engine.connect() as conn:
+        ingest(conn, metadata, batches)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    print(json.dumps({"rows": rows, "rss_before_mib": before, "peak_rss_mib": after}))
+
+
+def summary(seconds: list[float], rows: int) -> tuple[float, float, float]:
+    rates = [rows / s for s in seconds]
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=500_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--memory-rows", type=int, default=MEMORY_ROWS)
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    url = os.environ["SINK_TEST_DATABASE_URL"]
+    if args.memory_child:
+        memory_run(url, args.memory_rows)
+        return
+
+    public_python()
+    bench = Bench(url, args.rows)
+    runs = [
+        ("raw COPY", "append"),
+        ("ours", "append"),
+        ("public 0.1.3", "append"),
+        ("ours", "upsert first load"),
+        ("public 0.1.3", "upsert first load"),
+        ("ours", "upsert re-load"),
+        ("public 0.1.3", "upsert re-load"),
+    ]
+    seconds: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+    for repetition in range(args.repeat):
+        for impl, scenario in runs:
+            seconds[impl, scenario].append(bench.scenario(impl, scenario))
+            print(
+                f"# rep {repetition + 1} {impl:13} {scenario:18} "
+                f"{args.rows / seconds[impl, scenario][-1]:>9,.0f} rows/s",
+                file=sys.stderr,
+            )
+
+    results = {f"{i} / {s}": summary(t, args.rows) for (i, s), t in seconds.items()}
+    print(
+        f"\n{args.rows:,} rows, {BATCH_ROWS:,}-row batches, {args.repeat} interleaved repetitions"
+    )
+    print(f"{'scenario':20} {'implementation':14} {'median rows/s':>14} {'min-max rows/s':>22}")
+    for impl, scenario in runs:
+        median, low, high = results[f"{impl} / {scenario}"]
+        print(f"{scenario:20} {impl:14} {median:>14,.0f} {f'{low:,.0f}..{high:,.0f}':>22}")
+
+    def ratio(a: str, b: str) -> float:
+        return results[a][0] / results[b][0]
+
+    ratios = {
+        "append: ours / public": ratio("ours / append", "public 0.1.3 / append"),
+        "append: ours / raw COPY": ratio("ours / append", "raw COPY / append"),
+        "upsert first load: ours / public": ratio(
+            "ours / upsert first load", "public 0.1.3 / upsert first load"
+        ),
+        "upsert re-load: ours / public": ratio(
+            "ours / upsert re-load", "public 0.1.3 / upsert re-load"
+        ),
+    }
+    for name, value in ratios.items():
+        print(f"{name:34} {value:5.2f}x")
+
+    memory = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.benchmarks.ingest_bench",
+            "--memory-child",
+            "--memory-rows",
+            str(args.memory_rows),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=HERE.parents[1],
+    )
+    peak = json.loads(memory.stdout.strip().splitlines()[-1])
+    print(
+        f"memory: {peak['rows']:,} rows streamed through one ingest call (upsert): "
+        f"RSS {peak['rss_before_mib']:.0f} MiB before, {peak['peak_rss_mib']:.0f} MiB peak"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "ratios": ratios, "memory": peak}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""What every end-to-end run shares: topics, processes watched for peak RSS, the clock that
+stops when the table holds every event, and the result row the entry point prints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parents[2]
+# Configs and logs of each run, kept for post-mortems; .cache/ is git-ignored.
+RUNS_DIR = REPO / ".cache" / "bench-runs"
+# The issue's topic shape: six partitions, so two workers each own three.
+PARTITIONS = 6
+# The brief's poll period for "the table holds all N": often enough for 0.5 s resolution,
+# rarely enough that count(*) does not become load of its own.
+POLL_SECONDS = 0.5
+# Seconds a stopped process gets to exit cleanly before it is killed.
+STOP_GRACE_SECONDS = 20.0
+
+
+class BenchmarkError(Exception):
+    """A benchmark step could not complete (timeout, crashed process); the message says where."""
+
+
+@dataclass
+class Result:
+    """One printed row. Rates are events per second of wall time from process start."""
+
+    section: str
+    system: str
+    mode: str
+    events: int
+    workers: int = 1
+    batch: int | None = None
+    seconds: float | None = None
+    first_row_seconds: float | None = None
+    rate: float | None = None
+    peak_rss_mb: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+
+
+def timeout_for(events: int, *, floor: float = 120.0, rate_floor: float = 2000.0) -> float:
+    """A bound generous enough for a loaded 2-core machine: the floor plus N at a slow rate."""
+    return floor + events / rate_floor
+
+
+# --- Kafka topics -------------------------------------------------------------------------------
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1)], operation_timeout=30
+    )
+    futures[topic].result(60)
+
+
+def delete_topics(bootstrap: str, topics: Iterable[str]) -> None:
+    """Deletes what it can: cleanup must not hide the error that ended a run."""
+    names = list(topics)
+    if not names:
+        return
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for name, future in admin.delete_topics(names, operation_timeout=30).items():
+        try:
+            future.result(60)
+        except KafkaException as exc:
+            print(f"  (could not delete topic {name}: {exc})")
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM (the kernel's resident-set high-water mark) of a live process, in MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class Watched:
+    """A benchmarked process: its log goes to a file; its peak RSS is read until it stops."""
+
+    def __init__(
+        self, argv: Sequence[str], log: Path, *, env: dict[str, str] | None = None
+    ) -> None:
+        self.log_path = log
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            list(argv),
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.peak_mb: float | None = None
+
+    def sample(self) -> None:
+        """Reads VmHWM now: it only grows, so the last sample before the stop is the peak."""
+        value = peak_rss_mb(self.proc.pid)
+        if value is not None:
+            self.peak_mb = max(self.peak_mb or 0.0, value)
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise BenchmarkError(
+                f"{self.proc.args[0]} exited with {code} before the table was complete; "
+                f"log: {self.log_path}\n{self.tail()}"
+            )
+
+    def tail(self, lines: int = 25) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.sample()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self._log.close()
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def engine_for(database_url: str) -> sa.engine.Engine:
+    url = sa.engine.make_url(database_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return sa.create_engine(url, future=True, pool_size=2, isolation_level="AUTOCOMMIT")
+
+
+def row_count(engine: sa.engine.Engine, schema: str, table: str) -> int:
+    """Rows visible now; 0 while the table does not exist yet (the sink creates its own)."""
+    qualified = f'"{schema}"."{table}"'
+    with engine.connect() as conn:
+        if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": qualified}).scalar() is None:
+            return 0
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {qualified}")).scalar_one())
+
+
+def drop_schema(engine: sa.engine.Engine, schema: str) -> None:
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+def create_schema(engine: sa.engine.Engine, schema: str) -> None:
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+@dataclass
+class Timing:
+    seconds: float
+    first_row_seconds: float | None
+    rows: int
+    peak_rss_mb: float | None
+
+
+def time_until_complete(
+    processes: Sequence[Watched],
+    started: float,
+    *,
+    rows: Callable[[], int],
+    expected: int,
+    timeout: float,
+    also_done: Callable[[], bool] = lambda: True,
+    what: str,
+) -> Timing:
+    """Polls until `rows()` reaches `expected` and `also_done()` holds; the clock started at
+    `started` (just before the processes were launched). Peak RSS is the largest of them."""
+    first_row: float | None = None
+    deadline = started + timeout
+    while True:
+        for proc in processes:
+            proc.sample()
+            proc.check_alive()
+        count = rows()
+        now = time.monotonic()
+        if count and first_row is None:
+            first_row = now - started
+        if count >= expected and also_done():
+            for proc in processes:
+                proc.sample()
+            peaks = [p.peak_mb for p in processes if p.peak_mb is not None]
+            return Timing(now - started, first_row, count, max(peaks) if peaks else None)
+        if now > deadline:
+            raise BenchmarkError(
+                f"{what}: {count} of {expected} rows after {timeout:.0f} s; "
+                f"logs: {', '.join(str(p.log_path) for p in processes)}"
+            )
+        time.sleep(POLL_SECONDS)

@@ -1,0 +1,264 @@
+"""The peer: Kafka Connect (standalone) with the Debezium JDBC sink connector, fed the same events
+in the JSON schema envelope it needs, timed the same way as the sink (process start until the
+table holds every event). Its jars come from Maven Central into the git-ignored .cache/."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import sqlalchemy as sa
+
+from tests.events import events
+from tests.integration.sink.harness import produce
+
+from .measure import (
+    PARTITIONS,
+    REPO,
+    BenchmarkError,
+    Result,
+    Watched,
+    create_topic,
+    row_count,
+    time_until_complete,
+    timeout_for,
+)
+
+HERE = Path(__file__).resolve().parent / "connect"
+CACHE = REPO / ".cache" / "bench-connect"
+LIBS = CACHE / "libs"
+# Connect's own launcher script defaults (bin/connect-standalone.sh: KAFKA_HEAP_OPTS).
+JVM_HEAP = ("-Xms256m", "-Xmx2g")
+MAVEN_TIMEOUT_SECONDS = 1200
+MODES = ("insert", "upsert")
+
+# The event as a Connect Struct. Where a column's type has no Connect type, the field carries
+# the logical name the Debezium connector binds with a cast (ZonedTimestamp -> timestamptz,
+# Json -> the column's json/jsonb); NUMERIC goes as text, which PostgreSQL casts on insert.
+VALUE_SCHEMA: dict[str, object] = {
+    "type": "struct",
+    "name": "bench.event",
+    "optional": False,
+    "fields": [
+        {"field": "id", "type": "int64", "optional": False},
+        {"field": "key", "type": "string", "optional": True},
+        {"field": "ts", "type": "string", "optional": True, "name": "io.debezium.time.ZonedTimestamp"},
+        {"field": "amount", "type": "string", "optional": True},
+        {"field": "status", "type": "string", "optional": True},
+        {"field": "payload", "type": "string", "optional": True, "name": "io.debezium.data.Json"},
+        {
+            "field": "tags",
+            "type": "array",
+            "items": {"type": "string", "optional": False},
+            "optional": True,
+        },
+    ],
+}
+_SCHEMA_PREFIX = b'{"schema":' + orjson.dumps(VALUE_SCHEMA) + b',"payload":'
+
+# The same columns the sink's config declares (tests.events.EVENT_COLUMNS_TOML).
+TABLE_COLUMNS = """
+    id BIGINT NOT NULL,
+    key VARCHAR(64),
+    ts TIMESTAMPTZ,
+    amount NUMERIC(12,2),
+    status VARCHAR(16),
+    payload JSONB,
+    tags TEXT[]
+"""
+
+
+# --- the connector's jars ----------------------------------------------------------------------
+
+
+def _stamp() -> str:
+    digest = hashlib.sha256()
+    for name in ("pom.xml", "settings.xml"):
+        digest.update((HERE / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def ensure_libs() -> Path:
+    """Resolves Connect, the connector and the driver once per pom.xml; returns the jar folder."""
+    done = LIBS / f".complete-{_stamp()}"
+    if done.exists():
+        return LIBS
+    if shutil.which("mvn") is None:
+        raise BenchmarkError("mvn not found: install Maven (apt-get install maven) for the peer")
+    shutil.rmtree(LIBS, ignore_errors=True)
+    LIBS.mkdir(parents=True)
+    log = CACHE / "mvn.log"
+    print(f"  resolving Kafka Connect and the JDBC sink connector from Maven Central (log: {log})")
+    with log.open("wb") as out:
+        code = subprocess.call(
+            [
+                "mvn", "-B", "-q",
+                "-s", str(HERE / "settings.xml"),
+                "-f", str(HERE / "pom.xml"),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={LIBS}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=MAVEN_TIMEOUT_SECONDS,
+        )  # fmt: skip
+    if code != 0:
+        raise BenchmarkError(f"mvn could not resolve the peer's jars (exit {code}); log: {log}")
+    done.touch()
+    return LIBS
+
+
+def versions() -> dict[str, str]:
+    """Versions of the parts of the peer, read from the resolved jar names."""
+    wanted = {
+        "kafka-connect": "connect-runtime-",
+        "debezium-connector-jdbc": "debezium-connector-jdbc-",
+        "hibernate": "hibernate-core-",
+        "pgjdbc": "postgresql-",
+    }
+    found: dict[str, str] = {}
+    for jar in sorted(LIBS.glob("*.jar")):
+        for label, prefix in wanted.items():
+            if jar.name.startswith(prefix) and jar.name[len(prefix)].isdigit():
+                found[label] = jar.name[len(prefix) : -len(".jar")]
+    return found
+
+
+# --- its input ---------------------------------------------------------------------------------
+
+
+def enveloped(value: bytes) -> bytes:
+    """One event as Connect's JsonConverter reads it: `{"schema": ..., "payload": ...}`."""
+    record = orjson.loads(value)
+    record["payload"] = orjson.dumps(record["payload"]).decode()
+    return _SCHEMA_PREFIX + orjson.dumps(record) + b"}"
+
+
+def enveloped_events(count: int) -> Iterator[tuple[bytes, bytes]]:
+    for key, value in events(count):
+        yield key, enveloped(value)
+
+
+def produce_topic(bootstrap: str, topic: str, count: int) -> float:
+    """Creates the peer's topic and fills it with the enveloped events; returns seconds taken."""
+    started = time.monotonic()
+    create_topic(bootstrap, topic)
+    produce(bootstrap, topic, enveloped_events(count), partitions=PARTITIONS)
+    return time.monotonic() - started
+
+
+def create_table(engine: sa.engine.Engine, schema: str, table: str, *, primary_key: bool) -> None:
+    pk = ",\n    PRIMARY KEY (id)" if primary_key else ""
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        conn.execute(sa.text(f'CREATE TABLE "{schema}"."{table}" ({TABLE_COLUMNS}{pk})'))
+
+
+# --- one timed run -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fill(template: str, out: Path, fields: dict[str, str]) -> Path:
+    text = (HERE / template).read_text()
+    for name, value in fields.items():
+        text = text.replace(f"@{name}@", value)
+    out.write_text(text)
+    return out
+
+
+def _jdbc(database_url: str) -> tuple[str, str, str]:
+    url = sa.engine.make_url(database_url)
+    options = "reWriteBatchedInserts=true&stringtype=unspecified"
+    jdbc = f"jdbc:postgresql://{url.host}:{url.port or 5432}/{url.database}?{options}"
+    return jdbc, url.username or "", url.password or ""
+
+
+def run(
+    mode: str,
+    *,
+    bootstrap: str,
+    database_url: str,
+    engine: sa.engine.Engine,
+    topic: str,
+    events_count: int,
+    schema: str,
+    run_dir: Path,
+    batch: int = 10_000,
+    timeout: float | None = None,
+) -> Result:
+    """Runs Connect with the connector in `mode` (insert or upsert) over the whole topic."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    libs = ensure_libs()
+    table = f"peer_{mode}"
+    create_table(engine, schema, table, primary_key=mode == "upsert")
+    work = run_dir / f"connect-{mode}"
+    work.mkdir(parents=True, exist_ok=True)
+    jdbc, user, password = _jdbc(database_url)
+    worker = _fill(
+        "worker.properties",
+        work / "worker.properties",
+        {"BOOTSTRAP": bootstrap, "RUN_DIR": str(work), "REST_PORT": str(_free_port()),
+         "BATCH": str(batch)},
+    )  # fmt: skip
+    connector = _fill(
+        "jdbc-sink.properties",
+        work / "jdbc-sink.properties",
+        {
+            "NAME": f"bench-{mode}-{run_dir.name}",
+            "TASKS": "1",
+            "TOPIC": topic,
+            "JDBC_URL": jdbc,
+            "USER": user,
+            "PASSWORD": password,
+            "INSERT_MODE": mode,
+            "PK_MODE": "record_value" if mode == "upsert" else "none",
+            "TABLE": f"{schema}.{table}",
+            "BATCH": str(batch),
+        },
+    )
+    log4j = _fill("log4j2.properties", work / "log4j2.properties", {"LOG": str(work / "connect.log")})
+    argv = [
+        "java", *JVM_HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp", f"{libs}/*",
+        "org.apache.kafka.connect.cli.ConnectStandalone", str(worker), str(connector),
+    ]  # fmt: skip
+    started = time.monotonic()
+    proc = Watched(argv, work / "stdout.log")
+    try:
+        timing = time_until_complete(
+            [proc],
+            started,
+            rows=lambda: row_count(engine, schema, table),
+            expected=events_count,
+            timeout=timeout or timeout_for(events_count),
+            what=f"Kafka Connect JDBC sink ({mode}); connector log: {work / 'connect.log'}",
+        )
+    finally:
+        proc.stop()
+    return Result(
+        section="e2e",
+        system="kafka-connect+debezium-jdbc",
+        mode="append" if mode == "insert" else "upsert",
+        events=events_count,
+        batch=batch,
+        seconds=timing.seconds,
+        first_row_seconds=timing.first_row_seconds,
+        rate=events_count / timing.seconds,
+        peak_rss_mb=timing.peak_rss_mb,
+        note=f"insert.mode={mode}, at-least-once",
+        extra={"rows": timing.rows},
+    )

@@ -1,0 +1,406 @@
+"""Ingest behaviour against the real PostgreSQL: tables, batches, upsert, watermark, errors."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from pg_bulk_ingest import (
+    DataError,
+    Delete,
+    HighWatermark,
+    SchemaError,
+    Upsert,
+    WatermarkError,
+    ingest,
+    read_high_watermark,
+)
+
+
+def keyed(schema: str, name: str = "events") -> tuple[sa.MetaData, sa.Table]:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.INTEGER, primary_key=True),
+        sa.Column("value", sa.VARCHAR(16), nullable=True),
+        sa.Index(None, "value"),
+        schema=schema,
+    )
+    return metadata, table
+
+
+def unkeyed(schema: str, name: str = "log") -> tuple[sa.MetaData, sa.Table]:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.INTEGER),
+        sa.Column("value", sa.VARCHAR(16)),
+        schema=schema,
+    )
+    return metadata, table
+
+
+def one_batch(table: sa.Table, watermark: Any, rows: list[tuple[Any, ...]]) -> Any:
+    def batches(_: Any) -> Any:
+        yield watermark, ((table, row) for row in rows)
+
+    return batches
+
+
+def test_creates_missing_schema_table_and_indexes(conn: sa.Connection, query: Any) -> None:
+    schema = f"new_{uuid.uuid4().hex[:8]}"
+    metadata, table = keyed(schema)
+    try:
+        ingest(conn, metadata, one_batch(table, 1, [(1, "a")]))
+        assert query(f'SELECT id, value FROM "{schema}".events') == [(1, "a")]
+        indexes = query(f"SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}'")
+        assert sorted(i for (i,) in indexes) == ["events_pkey", f"ix_{schema}_events_value"]
+    finally:
+        query(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_appends_rows_to_a_table_without_primary_key(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = unkeyed(schema)
+    ingest(conn, metadata, one_batch(table, 1, [(1, "a"), (1, "a")]))
+    ingest(conn, metadata, one_batch(table, 2, [(1, "a")]))
+    assert query(f'SELECT count(*) FROM "{schema}".log') == [(3,)]
+
+
+def test_upsert_keeps_the_last_row_per_key_and_updates_existing_rows(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, one_batch(table, 1, [(1, "a"), (2, "b"), (1, "c")]))
+    ingest(conn, metadata, one_batch(table, 2, [(2, "d"), (3, "e"), (2, "f")]))
+    assert query(f'SELECT * FROM "{schema}".events ORDER BY id') == [
+        (1, "c"),
+        (2, "f"),
+        (3, "e"),
+    ]
+
+
+def test_upsert_off_inserts_without_merging(conn: sa.Connection, schema: str, query: Any) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, one_batch(table, 1, [(1, "a")]), upsert=Upsert.OFF)
+    with pytest.raises(Exception, match="duplicate key"):
+        ingest(conn, metadata, one_batch(table, 2, [(1, "b")]), upsert="__OFF__")
+    assert query(f'SELECT * FROM "{schema}".events') == [(1, "a")]
+
+
+def test_upsert_staging_table_is_temporary_and_dropped_after_the_call(
+    conn: sa.Connection, schema: str
+) -> None:
+    metadata, table = keyed(schema)
+    seen: list[Any] = []
+
+    def on_before_visible(c: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+        seen.extend(
+            c.exec_driver_sql(
+                "SELECT relpersistence FROM pg_class WHERE relname LIKE 'pg_bulk_ingest_stage%%' "
+                "AND relkind = 'r' AND pg_table_is_visible(oid)"
+            ).fetchall()
+        )
+
+    ingest(conn, metadata, one_batch(table, 1, [(1, "a")]), on_before_visible=on_before_visible)
+    assert seen == [("t",)]
+    with conn.begin():
+        left = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pg_bulk_ingest_stage%%' "
+            "AND pg_table_is_visible(oid)"
+        ).scalar()
+    assert left == 0
+
+
+def test_latest_high_watermark_resumes_where_the_last_batch_ended(
+    conn: sa.Connection, schema: str
+) -> None:
+    metadata, table = keyed(schema)
+    passed: list[Any] = []
+
+    def batches(high_watermark: Any) -> Any:
+        passed.append(high_watermark)
+        yield {"offset": 5}, ((table, (1, "a")),)
+
+    ingest(conn, metadata, batches)
+    ingest(conn, metadata, batches, high_watermark="__LATEST__")
+    ingest(conn, metadata, batches, high_watermark=HighWatermark.EARLIEST)
+    ingest(conn, metadata, batches, high_watermark={"offset": 2})
+    assert passed == [None, {"offset": 5}, None, {"offset": 2}]
+    assert read_high_watermark(conn, table) == {"offset": 5}
+
+
+def test_batches_with_metadata_are_accepted_and_passed_to_on_before_visible(
+    conn: sa.Connection, schema: str
+) -> None:
+    metadata, table = keyed(schema)
+    calls: list[tuple[str, Any]] = []
+
+    def batches(_: Any) -> Any:
+        yield 1, {"batch": 1}, ((table, (1, "a")),)
+        yield 2, {"batch": 2}, ((table, (2, "b")),)
+
+    def on_before_visible(c: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+        assert c.in_transaction()
+        calls.append((ingest_table.name, batch_metadata))
+
+    ingest(conn, metadata, batches, on_before_visible=on_before_visible)
+    assert calls == [("events", {"batch": 1}), ("events", {"batch": 2})]
+
+
+def test_a_batch_is_invisible_to_other_clients_until_its_commit(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+    seen: list[Any] = []
+
+    def batches(_: Any) -> Any:
+        yield 1, ((table, (1, "a")),)
+        yield 2, ((table, (2, "b")),)
+
+    def on_before_visible(c: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+        seen.append(query(f'SELECT count(*) FROM "{schema}".events')[0][0])
+
+    ingest(conn, metadata, batches, on_before_visible=on_before_visible)
+    assert seen == [0, 1]
+
+
+def test_an_exception_in_batches_keeps_earlier_batches_and_their_watermark(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+
+    def batches(_: Any) -> Any:
+        yield 1, ((table, (1, "a")),)
+
+        def rows() -> Any:
+            yield table, (2, "b")
+            raise RuntimeError("source failed")
+
+        yield 2, rows()
+
+    with pytest.raises(RuntimeError, match="source failed"):
+        ingest(conn, metadata, batches)
+    assert query(f'SELECT id FROM "{schema}".events') == [(1,)]
+    assert read_high_watermark(conn, table) == 1
+
+
+def test_a_database_error_keeps_earlier_batches_and_their_watermark(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+
+    def batches(_: Any) -> Any:
+        yield 1, ((table, (1, "a")),)
+        yield 2, ((table, (2, "far too long for sixteen")),)
+
+    with pytest.raises(DataError, match="events"):
+        ingest(conn, metadata, batches)
+    assert query(f'SELECT id FROM "{schema}".events') == [(1,)]
+    assert read_high_watermark(conn, table) == 1
+
+
+def test_callable_watermark_is_called_holding_the_comment_lock(
+    conn: sa.Connection, schema: str
+) -> None:
+    metadata, table = keyed(schema)
+    modes: list[Any] = []
+
+    def next_watermark() -> Any:
+        modes.extend(
+            conn.exec_driver_sql(
+                "SELECT l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                f"WHERE c.relname = 'events' AND c.relnamespace = '\"{schema}\"'::regnamespace "
+                "AND l.pid = pg_backend_pid() AND l.mode = 'ShareUpdateExclusiveLock'"
+            ).fetchall()
+        )
+        return {"merged": True}
+
+    ingest(conn, metadata, one_batch(table, next_watermark, [(1, "a")]))
+    assert modes == [("ShareUpdateExclusiveLock",)]
+    assert read_high_watermark(conn, table) == {"merged": True}
+
+
+def test_callable_watermark_that_raises_rolls_the_batch_back_and_propagates(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, one_batch(table, 1, [(1, "a")]))
+
+    class Fenced(Exception):
+        pass
+
+    def fenced() -> Any:
+        raise Fenced
+
+    with pytest.raises(Fenced):
+        ingest(conn, metadata, one_batch(table, fenced, [(2, "b")]))
+    assert query(f'SELECT id FROM "{schema}".events') == [(1,)]
+    assert read_high_watermark(conn, table) == 1
+
+
+def test_watermark_keeps_other_keys_of_the_comment(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, lambda _: iter(()))
+    query(
+        f'COMMENT ON TABLE "{schema}".events IS '
+        '\'{"owner": "team-a", "pg-bulk-ingest": {"high-watermark": 1, "x": 2}}\''
+    )
+    ingest(conn, metadata, one_batch(table, 2, [(1, "a")]))
+    assert query(f"SELECT obj_description('\"{schema}\".events'::regclass)") == [
+        ('{"owner":"team-a","pg-bulk-ingest":{"high-watermark":2,"x":2}}',)
+    ]
+
+
+def test_a_human_comment_is_kept_under_the_comment_key(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, lambda _: iter(()))
+    query(f"COMMENT ON TABLE \"{schema}\".events IS 'Orders: one row each'")
+    assert read_high_watermark(conn, table) is None
+    ingest(conn, metadata, one_batch(table, "w:1", [(1, "a")]))
+    assert query(f"SELECT obj_description('\"{schema}\".events'::regclass)") == [
+        ('{"comment":"Orders: one row each","pg-bulk-ingest":{"high-watermark":"w:1"}}',)
+    ]
+
+
+@pytest.mark.parametrize(
+    "comment", ['{"pg-bulk-ingest": 3}', '{"pg-bulk-ingest": {"high-wat', '{"a": 1} [']
+)
+def test_a_corrupt_comment_raises_instead_of_being_replaced(
+    conn: sa.Connection, schema: str, query: Any, comment: str
+) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, lambda _: iter(()))
+    escaped = comment.replace("'", "''")
+    query(f"COMMENT ON TABLE \"{schema}\".events IS '{escaped}'")
+    with pytest.raises(WatermarkError, match="COMMENT"):
+        read_high_watermark(conn, table)
+    with pytest.raises(WatermarkError, match="COMMENT"):
+        ingest(conn, metadata, one_batch(table, 2, [(1, "a")]))
+    assert query(f"SELECT obj_description('\"{schema}\".events'::regclass)") == [(comment,)]
+
+
+def test_read_high_watermark_is_none_without_table(conn: sa.Connection, schema: str) -> None:
+    _, table = keyed(schema)
+    assert read_high_watermark(conn, table) is None
+
+
+def test_several_tables_are_filled_in_one_transaction_with_bounded_buffers(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata = sa.MetaData()
+    first = sa.Table("a", metadata, sa.Column("id", sa.INTEGER, primary_key=True), schema=schema)
+    second = sa.Table("b", metadata, sa.Column("id", sa.INTEGER), schema=schema)
+    counts: list[Any] = []
+
+    def batches(_: Any) -> Any:
+        yield 1, ((first if i % 3 else second, (i,)) for i in range(100))
+
+    def on_before_visible(c: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+        counts.append(query(f'SELECT count(*) FROM "{schema}".a'))
+
+    ingest(
+        conn, metadata, batches, max_rows_per_table_buffer=7, on_before_visible=on_before_visible
+    )
+    assert counts == [[(0,)]]
+    assert query(f'SELECT count(*) FROM "{schema}".a') == [(66,)]
+    assert query(f'SELECT count(*) FROM "{schema}".b') == [(34,)]
+    assert read_high_watermark(conn, first) == 1
+
+
+def test_delete_all_replaces_existing_rows(conn: sa.Connection, schema: str, query: Any) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, one_batch(table, 1, [(1, "a"), (2, "b")]))
+    ingest(conn, metadata, one_batch(table, 2, [(3, "c")]), delete=Delete.ALL)
+    assert query(f'SELECT id FROM "{schema}".events') == [(3,)]
+
+
+def test_delete_all_without_batches_empties_the_table(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, one_batch(table, 1, [(1, "a")]))
+    ingest(conn, metadata, lambda _: iter(()), delete=Delete.ALL)
+    assert query(f'SELECT count(*) FROM "{schema}".events') == [(0,)]
+    assert read_high_watermark(conn, table) == 1
+
+
+def test_delete_before_first_batch_leaves_rows_when_there_is_no_batch(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, one_batch(table, 1, [(1, "a")]))
+    ingest(conn, metadata, lambda _: iter(()), delete=Delete.BEFORE_FIRST_BATCH)
+    assert query(f'SELECT id FROM "{schema}".events') == [(1,)]
+    ingest(conn, metadata, one_batch(table, 2, [(2, "b")]), delete="__BEFORE_FIRST_BATCH__")
+    assert query(f'SELECT id FROM "{schema}".events') == [(2,)]
+
+
+def test_first_load_into_an_empty_table_does_not_swap(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, lambda _: iter(()))
+    oid = query(f"SELECT '\"{schema}\".events'::regclass::oid")
+    ingest(conn, metadata, one_batch(table, 1, [(1, "a")]), delete=Delete.BEFORE_FIRST_BATCH)
+    assert query(f"SELECT '\"{schema}\".events'::regclass::oid") == oid
+
+
+def test_awkward_identifiers_are_quoted(conn: sa.Connection, schema: str, query: Any) -> None:
+    metadata = sa.MetaData()
+    awkward_schema = f'{schema} "Odd" Select'
+    table = sa.Table(
+        'My "Table"',
+        metadata,
+        sa.Column("Order", sa.INTEGER, primary_key=True),
+        sa.Column("from where", sa.VARCHAR(5)),
+        sa.Index('Idx "x"', "from where"),
+        schema=awkward_schema,
+    )
+    quoted = '"' + awkward_schema.replace('"', '""') + '"'
+    try:
+        ingest(conn, metadata, one_batch(table, "a:b", [(1, "x")]))
+        ingest(conn, metadata, one_batch(table, "a:c", [(1, "y")]))
+        assert query(f'SELECT * FROM {quoted}."My ""Table"""') == [(1, "y")]
+        assert read_high_watermark(conn, table) == "a:c"
+    finally:
+        query(f"DROP SCHEMA IF EXISTS {quoted} CASCADE")
+
+
+def test_a_nul_character_raises_naming_table_column_and_row(
+    conn: sa.Connection, schema: str
+) -> None:
+    metadata, table = keyed(schema)
+    with pytest.raises(DataError) as raised:
+        ingest(conn, metadata, one_batch(table, 1, [(1, "a"), (2, "b\x00")]))
+    assert (raised.value.table, raised.value.column, raised.value.row) == (
+        f"{schema}.events",
+        "value",
+        1,
+    )
+    assert read_high_watermark(conn, table) is None
+
+
+def test_a_row_for_a_table_outside_the_metadata_raises(conn: sa.Connection, schema: str) -> None:
+    metadata, table = keyed(schema)
+    _, other = unkeyed(schema)
+    with pytest.raises(SchemaError, match="not a table of the metadata"):
+        ingest(conn, metadata, one_batch(other, 1, [(1, "a")]))
+    assert table.name == "events"
+
+
+def test_a_generic_json_type_is_rejected_up_front(conn: sa.Connection, schema: str) -> None:
+    metadata = sa.MetaData()
+    sa.Table("j", metadata, sa.Column("doc", sa.JSON), schema=schema)
+    with pytest.raises(SchemaError, match="JSON"):
+        ingest(conn, metadata, lambda _: iter(()))

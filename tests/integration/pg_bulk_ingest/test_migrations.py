@@ -1,0 +1,252 @@
+"""Migrations: nothing when matching, in place when cheap, otherwise a swap keeping grants/views."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from pg_force_execute import pg_force_execute
+from sqlalchemy.dialects import postgresql as pg
+
+from pg_bulk_ingest import ingest
+
+
+def table_of(schema: str, *columns: Any) -> tuple[sa.MetaData, sa.Table]:
+    metadata = sa.MetaData()
+    return metadata, sa.Table("items", metadata, *columns, schema=schema)
+
+
+def load(conn: sa.Connection, metadata: sa.MetaData, rows: list[tuple[Any, ...]]) -> None:
+    table = next(iter(metadata.tables.values()))
+
+    def batches(_: Any) -> Any:
+        yield len(rows), ((table, row) for row in rows)
+
+    ingest(conn, metadata, batches)
+
+
+def identity(query: Any, schema: str) -> list[tuple[Any, ...]]:
+    """The table's oid and the catalog row version: both unchanged when nothing was altered."""
+    return query(f"SELECT oid, xmin::text FROM pg_class WHERE oid = '\"{schema}\".items'::regclass")
+
+
+def columns(query: Any, schema: str) -> list[tuple[Any, ...]]:
+    return query(
+        "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+        f"WHERE attrelid = '\"{schema}\".items'::regclass AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attnum"
+    )
+
+
+def test_a_matching_table_is_left_alone_whatever_the_sqlalchemy_spelling(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    upper, _ = table_of(
+        schema,
+        sa.Column("id", sa.BIGINT, primary_key=True),
+        sa.Column("name", sa.VARCHAR(10)),
+        sa.Column("at", sa.TIMESTAMP(timezone=True)),
+        sa.Column("amount", sa.NUMERIC(10, 2)),
+        sa.Column("ratio", pg.DOUBLE_PRECISION),
+        sa.Column("doc", pg.JSONB),
+    )
+    generic, _ = table_of(
+        schema,
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("name", sa.String(10)),
+        sa.Column("at", sa.DateTime(timezone=True)),
+        sa.Column("amount", sa.Numeric(10, 2)),
+        sa.Column("ratio", sa.Float()),
+        sa.Column("doc", pg.JSONB()),
+    )
+    load(conn, upper, [(1, "a", None, None, None, None)])
+    before = identity(query, schema)
+    load(conn, generic, [(2, "b", None, None, None, None)])
+    load(conn, upper, [(3, "c", None, None, None, None)])
+    assert identity(query, schema) == before
+    assert query(f'SELECT count(*) FROM "{schema}".items') == [(3,)]
+
+
+IN_PLACE = [
+    (
+        "adds a nullable column at the end",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(5))],
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.VARCHAR(5)),
+            sa.Column("w", sa.TEXT),
+        ],
+    ),
+    (
+        "drops NOT NULL",
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.VARCHAR(5), nullable=False),
+        ],
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(5))],
+    ),
+    (
+        "widens a VARCHAR",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(5))],
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(50))],
+    ),
+    (
+        "turns a VARCHAR into TEXT",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(5))],
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.TEXT)],
+    ),
+    (
+        "widens a NUMERIC's precision",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.NUMERIC(5, 2))],
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.NUMERIC(12, 2))],
+    ),
+    (
+        "adds an index concurrently",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(5))],
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.VARCHAR(5)),
+            sa.Index("items_v_idx", "v"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "old", "new"), IN_PLACE, ids=[c[0] for c in IN_PLACE])
+def test_cheap_changes_are_made_in_place_keeping_rows(
+    conn: sa.Connection, schema: str, query: Any, change: str, old: Any, new: Any
+) -> None:
+    old_metadata, _ = table_of(schema, *old())
+    load(conn, old_metadata, [(1, "1")])
+    oid = identity(query, schema)[0][0]
+    new_metadata, new_table = table_of(schema, *new())
+    load(conn, new_metadata, [(2, "2", *([None] * (len(new_table.columns) - 2)))])
+    assert identity(query, schema)[0][0] == oid
+    assert query(f'SELECT id FROM "{schema}".items ORDER BY id') == [(1,), (2,)]
+    wanted = [
+        (c.name, pg_name, not c.nullable)
+        for c, pg_name in zip(new_table.columns, _format_types(conn, new_table))
+    ]
+    assert columns(query, schema) == wanted
+    indexes = query(f"SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}'")
+    assert len(indexes) == 1 + len(new_table.indexes)
+
+
+def _format_types(conn: sa.Connection, table: sa.Table) -> list[str]:
+    from pg_bulk_ingest._types import pg_type
+
+    return [pg_type(c.type).name for c in table.columns]  # type: ignore[union-attr]
+
+
+SWAPS = [
+    (
+        "changes a column's type",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)],
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.BIGINT)],
+    ),
+    (
+        "narrows a VARCHAR",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(50))],
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(10))],
+    ),
+    (
+        "adds NOT NULL",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)],
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.INTEGER, nullable=False),
+        ],
+    ),
+    (
+        "changes the primary key",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)],
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.INTEGER, primary_key=True),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "old", "new"), SWAPS, ids=[c[0] for c in SWAPS])
+def test_other_changes_swap_in_a_new_table_keeping_rows_grants_and_views(
+    conn: sa.Connection, schema: str, query: Any, change: str, old: Any, new: Any
+) -> None:
+    old_metadata, _ = table_of(schema, *old())
+    load(conn, old_metadata, [(1, 10)])
+    oid = identity(query, schema)[0][0]
+    query(f'GRANT SELECT ON "{schema}".items TO PUBLIC')
+    query(f'CREATE VIEW "{schema}".v1 AS SELECT id FROM "{schema}".items')
+    query(f'CREATE VIEW "{schema}".v2 AS SELECT id FROM "{schema}".v1')
+    query(f'CREATE MATERIALIZED VIEW "{schema}".m AS SELECT id FROM "{schema}".items')
+    query(f'GRANT SELECT ON "{schema}".v2 TO PUBLIC')
+    query(f'COMMENT ON TABLE "{schema}".items IS \'{{"keep": true}}\'')
+    new_metadata, _ = table_of(schema, *new())
+    load(conn, new_metadata, [(2, 20)])
+    assert identity(query, schema)[0][0] != oid
+    assert query(f'SELECT id, v::text FROM "{schema}".items ORDER BY id') == [
+        (1, "10"),
+        (2, "20"),
+    ]
+    assert query(f'SELECT id FROM "{schema}".v2 ORDER BY id') == [(1,), (2,)]
+    assert query(f'SELECT id FROM "{schema}".m ORDER BY id') == [(1,), (2,)]
+    assert query(
+        "SELECT has_table_privilege('public', c.oid, 'SELECT') FROM pg_class c "
+        f"WHERE relnamespace = '\"{schema}\"'::regnamespace AND relname IN ('items', 'v2')"
+    ) == [(True,), (True,)]
+    assert query(f"SELECT obj_description('\"{schema}\".items'::regclass)") == [
+        ('{"keep":true,"pg-bulk-ingest":{"high-watermark":1}}',)
+    ]
+    assert query(
+        f"SELECT count(*) FROM pg_class WHERE relnamespace = '\"{schema}\"'::regnamespace"
+        " AND relname LIKE 'items_pgbi%%'"
+    ) == [(0,)]
+
+
+def test_a_rebuild_without_batches_still_changes_the_table(
+    conn: sa.Connection, schema: str, query: Any
+) -> None:
+    old_metadata, _ = table_of(schema, sa.Column("id", sa.INTEGER), sa.Column("v", sa.INTEGER))
+    load(conn, old_metadata, [(1, 10)])
+    new_metadata, _ = table_of(schema, sa.Column("id", sa.BIGINT), sa.Column("v", sa.INTEGER))
+    ingest(conn, new_metadata, lambda _: iter(()))
+    assert columns(query, schema)[0] == ("id", "bigint", False)
+    assert query(f'SELECT id, v FROM "{schema}".items') == [(1, 10)]
+
+
+def test_the_swap_terminates_blockers_after_the_configured_delay(
+    conn: sa.Connection, schema: str, driver_engine: sa.engine.Engine, query: Any
+) -> None:
+    old_metadata, _ = table_of(schema, sa.Column("id", sa.INTEGER), sa.Column("v", sa.INTEGER))
+    load(conn, old_metadata, [(1, 10)])
+    new_metadata, _ = table_of(schema, sa.Column("id", sa.BIGINT), sa.Column("v", sa.INTEGER))
+    blocker = driver_engine.connect()
+    blocker.begin()
+    blocker.exec_driver_sql(f'SELECT * FROM "{schema}".items').fetchall()
+
+    def quick(c: sa.Connection, logger: Any) -> Any:
+        return pg_force_execute(
+            c,
+            delay=datetime.timedelta(seconds=0.5),
+            check_interval=datetime.timedelta(seconds=0.2),
+            logger=logger,
+        )
+
+    try:
+        ingest(
+            conn,
+            new_metadata,
+            lambda _: iter([(2, ((new_metadata.tables[f"{schema}.items"], (2, 20)),))]),
+            get_pg_force_execute=quick,
+        )
+        assert columns(query, schema)[0] == ("id", "bigint", False)
+        with pytest.raises(sa.exc.DBAPIError):
+            blocker.exec_driver_sql("SELECT 1").fetchall()
+    finally:
+        with contextlib.suppress(Exception):
+            blocker.close()
+    assert threading.active_count() >= 1

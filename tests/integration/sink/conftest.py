@@ -1,0 +1,84 @@
+"""Fixtures for driving real sink workers: configs, producers and worker processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.events import EVENT_COLUMNS_TOML
+
+from .harness import SinkProcess
+
+
+@pytest.fixture
+def sink_config(
+    tmp_path: Path, database_url: str, kafka_bootstrap: str
+) -> Callable[..., Path]:
+    """Writes a sink config for one test: `sink_config(topics, schema, table, extra=...)`."""
+
+    def write(
+        topics: list[str],
+        schema: str,
+        table: str = "events",
+        *,
+        primary_key: list[str] | None = None,
+        columns: str = EVENT_COLUMNS_TOML,
+        table_extra: str = "",
+        extra: str = "",
+        max_messages: int = 2000,
+        max_age_seconds: float = 0.3,
+        group_id: str | None = None,
+    ) -> Path:
+        pk = f"primary_key = {primary_key!r}\n" if primary_key else ""
+        body = f"""
+[kafka]
+bootstrap_servers = "{kafka_bootstrap}"
+group_id = "{group_id or 'g-' + uuid.uuid4().hex[:8]}"
+start_from = "earliest"
+[kafka.settings]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[postgres]
+url = "{database_url}"
+
+[batch]
+max_messages = {max_messages}
+max_age_seconds = {max_age_seconds}
+
+[http]
+port = 0
+
+[shutdown]
+grace_seconds = 10
+{extra}
+[[tables]]
+schema = "{schema}"
+name = "{table}"
+topics = {topics!r}
+{pk}{table_extra}
+{columns}
+""".replace("'", '"')
+        path = tmp_path / f"sink-{uuid.uuid4().hex[:6]}.toml"
+        path.write_text(body)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def start_sink(tmp_path: Path) -> Iterator[Callable[[Path], SinkProcess]]:
+    """Starts workers; every one still running at the end of the test is killed."""
+    started: list[SinkProcess] = []
+
+    def start(config: Path) -> SinkProcess:
+        proc = SinkProcess(config, tmp_path / f"worker-{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.close()
