@@ -3,6 +3,7 @@
 from ._errors import DataError, IngestError, SchemaError, WatermarkError
 from ._ingest import ingest
 from ._options import Delete, HighWatermark, Upsert, Visibility
+from ._plan import PlannedStep, migration_plan
 from ._read import read_high_watermark
 
 __all__ = [
@@ -10,10 +11,12 @@ __all__ = [
     "Delete",
     "HighWatermark",
     "IngestError",
+    "PlannedStep",
     "SchemaError",
     "Upsert",
     "Visibility",
     "WatermarkError",
     "ingest",
+    "migration_plan",
     "read_high_watermark",
 ]

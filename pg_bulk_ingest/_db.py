@@ -16,7 +16,7 @@ _PSYCOPG2_COPY_READ_SIZE = 1 << 20
 
 
 class Db:
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.engine.Connection) -> None:
         self.conn = conn
         self.psycopg2 = conn.dialect.driver == "psycopg2"
         if conn.dialect.driver not in ("psycopg", "psycopg2"):

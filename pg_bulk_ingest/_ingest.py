@@ -25,10 +25,12 @@ from ._upsert import create_staging_sql, drop_staging_sql, staging_name
 _LOGGER = logging.getLogger(__name__)
 
 Batch = tuple[Any, Any, Iterable[tuple[sa.Table, Any]]]
-OnBeforeVisible = Callable[[sa.Connection, sa.Table, Any], None]
+OnBeforeVisible = Callable[[sa.engine.Connection, sa.Table, Any], None]
 
 
-def _default_force_execute(conn: sa.Connection, logger: logging.Logger) -> ContextManager[Any]:
+def _default_force_execute(
+    conn: sa.engine.Connection, logger: logging.Logger
+) -> ContextManager[Any]:
     return pg_force_execute(conn, logger=logger)  # type: ignore[no-any-return]
 
 
@@ -67,7 +69,7 @@ def _prepare_table(
     return _TableState(wanted, plan, swap, copy_old_rows=not deleting, staging=staging)
 
 
-def _create_indexes_concurrently(conn: sa.Connection, states: list[_TableState]) -> None:
+def _create_indexes_concurrently(conn: sa.engine.Connection, states: list[_TableState]) -> None:
     statements = [
         (statement, qualified(state.wanted.spec.schema, name))
         for state in states
@@ -119,7 +121,7 @@ def _swap_all(
     db: Db,
     targets: dict[sa.Table, Target],
     states: list[_TableState],
-    force: Callable[[sa.Connection, logging.Logger], ContextManager[Any]],
+    force: Callable[[sa.engine.Connection, logging.Logger], ContextManager[Any]],
     logger: logging.Logger,
 ) -> list[_TableState]:
     for state in states:
@@ -136,7 +138,9 @@ def _save_watermark(db: Db, first: WantedTable, high_watermark: Any) -> None:
     _watermark.save(db, spec.schema, spec.name, value)
 
 
-def _drop_staging(conn: sa.Connection, db: Db, states: list[_TableState], logger: Any) -> None:
+def _drop_staging(
+    conn: sa.engine.Connection, db: Db, states: list[_TableState], logger: Any
+) -> None:
     names = [state.staging for state in states if state.staging]
     if not names:
         return
@@ -149,7 +153,7 @@ def _drop_staging(conn: sa.Connection, db: Db, states: list[_TableState], logger
 
 
 def ingest(  # noqa: PLR0917 (the positional parameters are the seed's API)
-    conn: sa.Connection,
+    conn: sa.engine.Connection,
     metadata: sa.MetaData,
     batches: Callable[[Any], Iterable[Any]],
     high_watermark: Any = HighWatermark.LATEST,
@@ -160,7 +164,7 @@ def ingest(  # noqa: PLR0917 (the positional parameters are the seed's API)
     on_before_visible: Optional[OnBeforeVisible] = None,
     max_rows_per_table_buffer: int = 10000,
     get_pg_force_execute: Callable[
-        [sa.Connection, logging.Logger], ContextManager[Any]
+        [sa.engine.Connection, logging.Logger], ContextManager[Any]
     ] = _default_force_execute,
     logger: logging.Logger = _LOGGER,
 ) -> None:
@@ -215,7 +219,7 @@ def _finish_without_batches(
     db: Db,
     states: list[_TableState],
     delete: Delete,
-    force: Callable[[sa.Connection, logging.Logger], ContextManager[Any]],
+    force: Callable[[sa.engine.Connection, logging.Logger], ContextManager[Any]],
     logger: logging.Logger,
 ) -> None:
     """Schema changes are made even without a batch; Delete.ALL empties the tables too."""

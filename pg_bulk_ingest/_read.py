@@ -11,7 +11,7 @@ from ._db import Db
 from ._schema import DEFAULT_SCHEMA
 
 
-def read_high_watermark(conn: sa.Connection, table: sa.Table) -> Any:
+def read_high_watermark(conn: sa.engine.Connection, table: sa.Table) -> Any:
     """The high watermark stored on `table`, or None when there is no table or none stored.
 
     Raises WatermarkError when the table's COMMENT is corrupt.

@@ -20,7 +20,7 @@ from ._migrate import create_table_sql, primary_key_name
 from ._schema import TableSpec, identifier
 from ._sql import ident, idents, literal, qualified
 
-ForceExecute = Callable[[sa.Connection, logging.Logger], ContextManager[Any]]
+ForceExecute = Callable[[sa.engine.Connection, logging.Logger], ContextManager[Any]]
 
 
 def new_table_name(table: TableSpec) -> str:

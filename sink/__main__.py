@@ -11,11 +11,12 @@ from collections.abc import Sequence
 import orjson
 import sqlalchemy as sa
 
-from . import logs
+from . import admin, logs
 from .config import Settings, load_settings
 from .errors import SinkError
 from .pipeline import Pipeline
 from .worker import Worker
+from .writer import explain_database_error
 
 logger = logging.getLogger("sink")
 
@@ -60,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     command(
         "run", "consume the configured topics and write them to PostgreSQL until stopped"
     ).set_defaults(func=cmd_run)
+    admin.register(command)
     return top
 
 
@@ -67,11 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        if code:
+            return code
     except SinkError as exc:
-        logger.error("%s", exc)
-        print(f"pg-kafka-sink: error: {exc}", file=sys.stderr)
-        return 2
+        message = str(exc)
+    except sa.exc.DBAPIError as exc:
+        message = explain_database_error(exc, "the sink's tables")
+    else:
+        return 0
+    logger.error("%s", message)
+    return 2
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ class DeadLetter:
 class Batch:
     """Everything one transaction writes.
 
-    Apply `deletes` before `table_rows`: a row whose key a later tombstone of the same batch
-    deletes has already been left out, and a row after a tombstone re-inserts its key.
+    `deletes` and `table_rows` may be applied in either order: a row whose key a later
+    tombstone of the same batch deletes is left out of `table_rows`, and a key written again
+    after its tombstone is left out of `deletes`.
     """
 
     # Rows per table, in column order, in arrival order.
@@ -203,13 +204,16 @@ class Batcher:
         deleted_at: dict[sa.Table, dict[Hashable, int]] = {}
         for table, entries in self._deletes.items():
             last: dict[Hashable, int] = {}
+            unique: dict[Hashable, Values] = {}
             for _, sequence, key in entries:
                 last[_hashable(key)] = sequence
-            deleted_at[table] = last
-            unique: dict[Hashable, Values] = {}
-            for _, _, key in entries:
                 unique.setdefault(_hashable(key), key)
-            deletes[table] = tuple(unique.values())
+            deleted_at[table] = last
+            # A key written again after its tombstone is upserted, not deleted.
+            written_at = _last_written(table, self._rows.get(table, []))
+            deletes[table] = tuple(
+                key for hashed, key in unique.items() if last[hashed] > written_at.get(hashed, -1)
+            )
         for table, entries in self._rows.items():
             if table in deleted_at:
                 rows[table] = _without_deleted(table, entries, deleted_at[table])
@@ -228,15 +232,24 @@ class Batcher:
         return batch
 
 
+def _key_of(table: sa.Table) -> Callable[[Values], Hashable]:
+    key_indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
+    return lambda row: _hashable(tuple(row[i] for i in key_indexes))
+
+
+def _last_written(table: sa.Table, entries: list[_Entry]) -> dict[Hashable, int]:
+    key = _key_of(table)
+    return {key(row): sequence for _, sequence, row in entries}
+
+
 def _without_deleted(
     table: sa.Table, entries: list[_Entry], deleted_at: dict[Hashable, int]
 ) -> list[Values]:
     """Rows not deleted by a later tombstone of the same batch."""
-    key_indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
+    key = _key_of(table)
     kept: list[Values] = []
     for _, sequence, row in entries:
-        key = _hashable(tuple(row[i] for i in key_indexes))
-        if deleted_at.get(key, -1) < sequence:
+        if deleted_at.get(key(row), -1) < sequence:
             kept.append(row)
     return kept
 

@@ -18,16 +18,16 @@ import decimal
 import math
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Tuple
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from sink.config import Settings, Source, SourceKind, TombstonePolicy
+from sink.config import Format, Settings, Source, SourceKind, TombstonePolicy
 from sink.decode import decode
 from sink.errors import ConfigError, DecodeError, MappingError
 from sink.records import Message, Record
@@ -639,18 +639,35 @@ class Mapper:
             for column, source in zip(table.columns, target.sources)
         )
         self._plan = tuple((c.extract, c.convert, c.required) for c in self._columns)
+        # The common case, a top-level field of a JSON object value, is read inline (no call):
+        # (field name or None, extractor, converter, required) per column.
+        self._fast_plan = tuple(
+            (
+                c.source.path[0]
+                if c.source.kind is SourceKind.VALUE and len(c.source.path) == 1
+                else None,
+                c.extract,
+                c.convert,
+                c.required,
+            )
+            for c in self._columns
+        )
         self._json_columns = tuple(
             i for i, column in enumerate(table.columns) if _is_json(column.type)
         )
+        self._may_hold_nul = _nul_screen(target, [self._columns[i] for i in self._json_columns])
         self._key_columns = tuple(i for i, c in enumerate(table.columns) if c.primary_key)
 
     def map(self, record: Record) -> tuple[object, ...]:
         """The row for a (non-tombstone) record, in column order; raises MappingError."""
+        data = record.value
+        if type(data) is not dict:
+            data = {}  # every column then reads through its extractor
         row: list[object] = []
         append = row.append
         try:
-            for extract, convert, required in self._plan:
-                value = extract(record)
+            for field, extract, convert, required in self._fast_plan:
+                value = data.get(field, MISSING) if field is not None and data else extract(record)
                 if value is None or value is MISSING:
                     if required:
                         raise self._absent(len(row), value)
@@ -659,7 +676,7 @@ class Mapper:
                     append(convert(value))
         except _Reject as error:
             raise self._error(record, len(row), error) from None
-        if self._json_columns and _may_hold_nul(record.message):
+        if self._json_columns and self._may_hold_nul(record.message):
             self._check_json_nul(record, row)
         return tuple(row)
 
@@ -768,16 +785,29 @@ class Mapper:
                 )
 
 
-def _may_hold_nul(message: Message) -> bool:
-    # A decoded string holds NUL only if the raw bytes hold a NUL or its JSON escape; headers
-    # are checked when mapped. Cheap byte searches spare walking every JSON value.
-    for data in (message.value, message.key):
-        if data is not None and (b"\\u0000" in data or b"\x00" in data):
-            return True
-    return any(
-        "\x00" in name or (value is not None and b"\x00" in value)
-        for name, value in message.headers
-    )
+def _nul_screen(target: Target, json_columns: Iterable[_Column]) -> Callable[[Message], bool]:
+    """A cheap test of the raw message: False when no JSON column can hold a NUL character,
+    which spares walking every JSON value. Valid JSON text holds NUL only as the escape
+    `\\u0000`; string-format text holds it as the byte itself."""
+    kinds = {column.source.kind for column in json_columns}
+    checks: list[Callable[[Message], bool]] = []
+    for kind, fmt, part in (
+        (SourceKind.VALUE, target.value_format, _VALUE),
+        (SourceKind.KEY, target.key_format, _KEY),
+    ):
+        if kind in kinds:
+            needle = b"\\u0000" if fmt is Format.JSON else b"\x00"
+            checks.append(lambda m, part=part, needle=needle: needle in (m[part] or b""))
+    if kinds - {SourceKind.VALUE, SourceKind.KEY}:
+        checks.append(lambda m: True)  # metadata and headers are short: always walk them
+    if len(checks) == 1:
+        return checks[0]
+    return lambda message: any(check(message) for check in checks)
+
+
+# Positions of key and value in a Message (a NamedTuple).
+_KEY = Message._fields.index("key")
+_VALUE = Message._fields.index("value")
 
 
 def compile_mapper(target: Target) -> Mapper:
@@ -788,15 +818,18 @@ def compile_mapper(target: Target) -> Mapper:
 # --- one message, every table it feeds ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Mapped:
-    """What one message contributes to a batch."""
+class Mapped(NamedTuple):
+    """What one message contributes to a batch (a NamedTuple, like Record: one per message)."""
 
     record: Record
     # (table, row) in the table's column order.
     rows: tuple[Row, ...] = ()
     # (table, primary key values) for tombstones of tables that delete.
     deletes: tuple[Row, ...] = ()
+
+
+# Per topic: key format, value format, target names, mappers, mappers that delete tombstones.
+_Route = Tuple[Format, Format, str, Tuple[Mapper, ...], Tuple[Mapper, ...]]
 
 
 class Pipeline:
@@ -811,6 +844,7 @@ class Pipeline:
         self.router = router or Router(table_set)
         self._mappers = {target: compile_mapper(target) for target in table_set.targets}
         self._by_table = {target.table: self._mappers[target] for target in table_set.targets}
+        self._routes: dict[str, _Route] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pipeline:
@@ -827,26 +861,30 @@ class Pipeline:
         return self.router.subscription()
 
     def map(self, message: Message) -> Mapped:
-        targets = self.router.targets(message.topic)
-        if not targets:
-            raise ConfigError(
-                f"{message.coordinates}: topic {message.topic!r} feeds no table; add it to a "
-                f"table's topics or fix the subscription"
-            )
-        first = targets[0]
-        label = first.name if len(targets) == 1 else ", ".join(t.name for t in targets)
-        record = decode(message, first.key_format, first.value_format, target=label)
+        route = self._routes.get(message.topic)
+        if route is None:
+            route = self._routes[message.topic] = self._route(message.topic)
+        key_format, value_format, label, mappers, deleters = route
+        record = decode(message, key_format, value_format, target=label)
         if record.value is None:
-            deletes = tuple(
-                (target.table, self._mappers[target].key_values(record))
-                for target in targets
-                if target.tombstones is TombstonePolicy.DELETE
-            )
-            return Mapped(record, deletes=deletes)
+            return Mapped(record, deletes=tuple((m.table, m.key_values(record)) for m in deleters))
         if self.table_set.map_record is not None:
             return Mapped(record, rows=self._custom_rows(record))
-        rows = tuple((target.table, self._mappers[target].map(record)) for target in targets)
-        return Mapped(record, rows=rows)
+        if len(mappers) == 1:
+            return Mapped(record, rows=((mappers[0].table, mappers[0].map(record)),))
+        return Mapped(record, rows=tuple((m.table, m.map(record)) for m in mappers))
+
+    def _route(self, topic: str) -> _Route:
+        targets = self.router.targets(topic)
+        if not targets:
+            raise ConfigError(
+                f"topic {topic!r} feeds no table; add it to a table's topics, or fix the "
+                f"subscription"
+            )
+        mappers = tuple(self._mappers[target] for target in targets)
+        deleters = tuple(m for m in mappers if m.target.tombstones is TombstonePolicy.DELETE)
+        label = ", ".join(target.name for target in targets)
+        return (targets[0].key_format, targets[0].value_format, label, mappers, deleters)
 
     def _custom_rows(self, record: Record) -> tuple[Row, ...]:
         assert self.table_set.map_record is not None

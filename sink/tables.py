@@ -83,7 +83,8 @@ def sa_type(column_type: ColumnType) -> sa.types.TypeEngine[Any]:
     return postgresql.ARRAY(element) if column_type.array else element
 
 
-@dataclass(frozen=True)
+# eq=False: a Target is its own identity (hashing every field per message is slow).
+@dataclass(frozen=True, eq=False)
 class Target:
     """A table the sink writes, with everything needed to route and map messages to it."""
 

@@ -7,11 +7,12 @@ that fails is abandoned and its partitions re-read from their stored positions.
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Any
 
@@ -25,7 +26,7 @@ from .errors import DecodeError, SinkError
 from .offsets import FencedError, OutdatedDefinitionError, adopt_definition
 from .pipeline import Pipeline
 from .records import Message, TopicPartition, message_from_kafka
-from .writer import PendingBatch, Writer
+from .writer import PendingBatch, Writer, backoff_seconds, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class Worker:
         self.positions: dict[TopicPartition, int] = {}
         self.stopping = threading.Event()
         self.source: KafkaSource | None = None
+        self.committed_batches = 0
+        self._random = random.Random()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -87,50 +90,83 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous = signal.signal(sig, self.request_stop)
                 stack.callback(signal.signal, sig, previous)
-            self._wait_for_definition()
-            kafka = self.settings.kafka
-            self.source = KafkaSource(
-                consumer_config(
-                    kafka.bootstrap_servers,
-                    kafka.group_id,
-                    kafka.start_from.value,
-                    kafka.client_config(),
-                ),
-                kafka.start_from.value,
-                self._assigned,
-                self._revoked,
-            )
-            stack.callback(self._close)
-            self.source.subscribe(self.pipeline.subscription())
-            while not self.stopping.is_set():
-                self._ingest_until_stopped()
+            while self._wait_for_definition():
+                try:
+                    with self._membership():
+                        self._ingest_until_stopped()
+                except OutdatedDefinitionError as exc:
+                    logger.warning("%s; left the consumer group until it is rolled out", exc)
         logger.info("stopped")
 
-    def _close(self) -> None:
-        assert self.source is not None
-        logger.info("leaving the consumer group")
-        self.source.close()
+    @contextmanager
+    def _membership(self) -> Iterator[KafkaSource]:
+        """Joins the consumer group for the block; leaves it cleanly on the way out."""
+        kafka = self.settings.kafka
+        self.source = KafkaSource(
+            consumer_config(
+                kafka.bootstrap_servers,
+                kafka.group_id,
+                kafka.start_from.value,
+                kafka.client_config(),
+            ),
+            kafka.start_from.value,
+            self._assigned,
+            self._revoked,
+        )
+        try:
+            self.source.subscribe(self.pipeline.subscription())
+            yield self.source
+        finally:
+            logger.info("leaving the consumer group")
+            self.source.close()
+            self.source = None
+            self.positions.clear()
+            self.batcher.take()  # whatever was not committed is read again by the next owner
 
-    def _wait_for_definition(self) -> None:
-        """Waits, outside the group, while a newer definition of the table is live."""
+    def _wait_for_definition(self) -> bool:
+        """Waits, outside the group, while a newer definition of the table is live.
+
+        False once asked to stop."""
         while not self.stopping.is_set():
             try:
-                state = self.writer.read_state()
-                adopt_definition(state, self.writer.definition, self.writer.where)
-                return
+                adopt_definition(
+                    self.writer.read_state(), self.writer.definition, self.writer.where
+                )
+                return True
             except OutdatedDefinitionError as exc:
                 logger.warning("%s; checking again in %.0f s", exc, OUTDATED_RETRY_SECONDS)
                 self.stopping.wait(OUTDATED_RETRY_SECONDS)
+        return False
 
     def _ingest_until_stopped(self) -> None:
-        try:
-            self.writer.run(self._batches)
-        except FencedError as exc:
-            logger.warning("%s", exc)
-            self._reposition()
-        except OutdatedDefinitionError as exc:
-            logger.warning("%s; leaving the group until it is rolled out", exc)
-            raise
+        """Runs batches until asked to stop; an abandoned batch is read again from Kafka."""
+        failures = 0
+        reposition = False
+        while not self.stopping.is_set():
+            committed = self.committed_batches
+            try:
+                if reposition:
+                    self._reposition()
+                self.writer.run(self._batches)
+                return
+            except FencedError as exc:
+                logger.warning("%s", exc)
+            except sa.exc.DBAPIError as exc:
+                if self.stopping.is_set():
+                    logger.warning("batch abandoned while stopping: %s", exc.orig)
+                    return
+                if not is_transient(exc):
+                    raise
+                failures = 1 if self.committed_batches > committed else failures + 1
+                delay = backoff_seconds(failures, self._random)
+                logger.warning(
+                    "PostgreSQL failed (%s); batch abandoned, retrying in %.1f s (attempt %d)",
+                    str(exc.orig).strip(),
+                    delay,
+                    failures,
+                )
+                self.stopping.wait(delay)
+            reposition = True
 
     # --- Kafka callbacks (run inside consume, on this thread) -------------------------------
 
@@ -148,7 +184,7 @@ class Worker:
     def _reposition(self) -> None:
         """After an abandoned batch: forget it and re-read every assigned partition."""
         assert self.source is not None
-        self.batcher.drop_partitions(list(self.positions))
+        self.batcher.take()
         stored = self.writer.read_state().offsets
         found = {tp: stored.get(tp) for tp in self.positions}
         self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})
@@ -175,7 +211,8 @@ class Worker:
             if self.stopping.is_set() or self.batcher.is_due(now):
                 return self.batcher.take() if self.batcher.message_count else None
             wait = min(POLL_SECONDS, self.batcher.time_until_due(now))
-            for msg in self.source.consume(CONSUME_CHUNK, wait):
+            room = self.batcher.max_messages - self.batcher.message_count
+            for msg in self.source.consume(min(CONSUME_CHUNK, room), wait):
                 self._add(msg)
 
     def _add(self, msg: Any) -> None:
@@ -205,6 +242,7 @@ class Worker:
 
     def _committed(self, batch: Batch, seconds: float) -> None:
         assert self.source is not None
+        self.committed_batches += 1
         for tp, next_offset in batch.next_offsets.items():
             if tp in self.positions:
                 self.positions[tp] = next_offset

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-START_SERVICES = "make services-up && eval \"$(deploy/local/services.sh env)\""
+START_SERVICES = 'make services-up && eval "$(deploy/local/services.sh env)"'
 RUN_TESTS = "make test"
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

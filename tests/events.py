@@ -47,7 +47,7 @@ def event(i: int, rng: random.Random) -> dict[str, object]:
         "payload": {
             "sku": f"SKU-{rng.randrange(10_000):05d}",
             "qty": rng.randrange(1, 9),
-            "note": "line\twith \"quotes\", commas and ünïcode",
+            "note": 'line\twith "quotes", commas and ünïcode',
             "ip": f"10.{i % 256}.{(i // 256) % 256}.{rng.randrange(256)}",
         },
         "tags": [TAGS[(i + k) % len(TAGS)] for k in range(i % 3)],

@@ -48,7 +48,12 @@ VALUE_SCHEMA: dict[str, object] = {
     "fields": [
         {"field": "id", "type": "int64", "optional": False},
         {"field": "key", "type": "string", "optional": True},
-        {"field": "ts", "type": "string", "optional": True, "name": "io.debezium.time.ZonedTimestamp"},
+        {
+            "field": "ts",
+            "type": "string",
+            "optional": True,
+            "name": "io.debezium.time.ZonedTimestamp",
+        },
         {"field": "amount", "type": "string", "optional": True},
         {"field": "status", "type": "string", "optional": True},
         {"field": "payload", "type": "string", "optional": True, "name": "io.debezium.data.Json"},
@@ -98,9 +103,13 @@ def ensure_libs() -> Path:
     with log.open("wb") as out:
         code = subprocess.call(
             [
-                "mvn", "-B", "-q",
-                "-s", str(HERE / "settings.xml"),
-                "-f", str(HERE / "pom.xml"),
+                "mvn",
+                "-B",
+                "-q",
+                "-s",
+                str(HERE / "settings.xml"),
+                "-f",
+                str(HERE / "pom.xml"),
                 "dependency:copy-dependencies",
                 "-DincludeScope=runtime",
                 f"-DoutputDirectory={LIBS}",
@@ -108,7 +117,7 @@ def ensure_libs() -> Path:
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=MAVEN_TIMEOUT_SECONDS,
-        )  # fmt: skip
+        )
     if code != 0:
         raise BenchmarkError(f"mvn could not resolve the peer's jars (exit {code}); log: {log}")
     done.touch()
@@ -210,9 +219,13 @@ def run(
     worker = _fill(
         "worker.properties",
         work / "worker.properties",
-        {"BOOTSTRAP": bootstrap, "RUN_DIR": str(work), "REST_PORT": str(_free_port()),
-         "BATCH": str(batch)},
-    )  # fmt: skip
+        {
+            "BOOTSTRAP": bootstrap,
+            "RUN_DIR": str(work),
+            "REST_PORT": str(_free_port()),
+            "BATCH": str(batch),
+        },
+    )
     connector = _fill(
         "jdbc-sink.properties",
         work / "jdbc-sink.properties",
@@ -229,13 +242,21 @@ def run(
             "BATCH": str(batch),
         },
     )
-    log4j = _fill("log4j2.properties", work / "log4j2.properties", {"LOG": str(work / "connect.log")})
+    log4j = _fill(
+        "log4j2.properties", work / "log4j2.properties", {"LOG": str(work / "connect.log")}
+    )
     argv = [
-        "java", *JVM_HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        "java",
+        *JVM_HEAP,
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}",
-        "-cp", f"{libs}/*",
-        "org.apache.kafka.connect.cli.ConnectStandalone", str(worker), str(connector),
-    ]  # fmt: skip
+        "-cp",
+        f"{libs}/*",
+        "org.apache.kafka.connect.cli.ConnectStandalone",
+        str(worker),
+        str(connector),
+    ]
     started = time.monotonic()
     proc = Watched(argv, work / "stdout.log")
     try:

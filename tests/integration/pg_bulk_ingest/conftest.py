@@ -28,7 +28,7 @@ def driver_engine(database_url: str, driver: str) -> Iterator[sa.engine.Engine]:
 
 
 @pytest.fixture
-def conn(driver_engine: sa.engine.Engine) -> Iterator[sa.Connection]:
+def conn(driver_engine: sa.engine.Engine) -> Iterator[sa.engine.Connection]:
     with driver_engine.connect() as connection:
         yield connection
 
@@ -43,3 +43,13 @@ def query(driver_engine: sa.engine.Engine) -> Callable[[str], list[tuple[Any, ..
             return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
 
     return run
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[sa.engine.Engine]:
+    """The shared `engine` (used by `schema`), on a driver this SQLAlchemy supports."""
+    found = sa.create_engine(
+        sqlalchemy_url(database_url, "psycopg" if SQLALCHEMY_2 else "psycopg2"), future=True
+    )
+    yield found
+    found.dispose()

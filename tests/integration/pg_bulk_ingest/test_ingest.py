@@ -52,7 +52,7 @@ def one_batch(table: sa.Table, watermark: Any, rows: list[tuple[Any, ...]]) -> A
     return batches
 
 
-def test_creates_missing_schema_table_and_indexes(conn: sa.Connection, query: Any) -> None:
+def test_creates_missing_schema_table_and_indexes(conn: sa.engine.Connection, query: Any) -> None:
     schema = f"new_{uuid.uuid4().hex[:8]}"
     metadata, table = keyed(schema)
     try:
@@ -65,7 +65,7 @@ def test_creates_missing_schema_table_and_indexes(conn: sa.Connection, query: An
 
 
 def test_appends_rows_to_a_table_without_primary_key(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = unkeyed(schema)
     ingest(conn, metadata, one_batch(table, 1, [(1, "a"), (1, "a")]))
@@ -74,7 +74,7 @@ def test_appends_rows_to_a_table_without_primary_key(
 
 
 def test_upsert_keeps_the_last_row_per_key_and_updates_existing_rows(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, one_batch(table, 1, [(1, "a"), (2, "b"), (1, "c")]))
@@ -86,7 +86,9 @@ def test_upsert_keeps_the_last_row_per_key_and_updates_existing_rows(
     ]
 
 
-def test_upsert_off_inserts_without_merging(conn: sa.Connection, schema: str, query: Any) -> None:
+def test_upsert_off_inserts_without_merging(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, one_batch(table, 1, [(1, "a")]), upsert=Upsert.OFF)
     with pytest.raises(Exception, match="duplicate key"):
@@ -95,12 +97,14 @@ def test_upsert_off_inserts_without_merging(conn: sa.Connection, schema: str, qu
 
 
 def test_upsert_staging_table_is_temporary_and_dropped_after_the_call(
-    conn: sa.Connection, schema: str
+    conn: sa.engine.Connection, schema: str
 ) -> None:
     metadata, table = keyed(schema)
     seen: list[Any] = []
 
-    def on_before_visible(c: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+    def on_before_visible(
+        c: sa.engine.Connection, ingest_table: sa.Table, batch_metadata: Any
+    ) -> None:
         seen.extend(
             c.exec_driver_sql(
                 "SELECT relpersistence FROM pg_class WHERE relname LIKE 'pg_bulk_ingest_stage%%' "
@@ -119,7 +123,7 @@ def test_upsert_staging_table_is_temporary_and_dropped_after_the_call(
 
 
 def test_latest_high_watermark_resumes_where_the_last_batch_ended(
-    conn: sa.Connection, schema: str
+    conn: sa.engine.Connection, schema: str
 ) -> None:
     metadata, table = keyed(schema)
     passed: list[Any] = []
@@ -137,7 +141,7 @@ def test_latest_high_watermark_resumes_where_the_last_batch_ended(
 
 
 def test_batches_with_metadata_are_accepted_and_passed_to_on_before_visible(
-    conn: sa.Connection, schema: str
+    conn: sa.engine.Connection, schema: str
 ) -> None:
     metadata, table = keyed(schema)
     calls: list[tuple[str, Any]] = []
@@ -146,7 +150,9 @@ def test_batches_with_metadata_are_accepted_and_passed_to_on_before_visible(
         yield 1, {"batch": 1}, ((table, (1, "a")),)
         yield 2, {"batch": 2}, ((table, (2, "b")),)
 
-    def on_before_visible(c: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+    def on_before_visible(
+        c: sa.engine.Connection, ingest_table: sa.Table, batch_metadata: Any
+    ) -> None:
         assert c.in_transaction()
         calls.append((ingest_table.name, batch_metadata))
 
@@ -155,7 +161,7 @@ def test_batches_with_metadata_are_accepted_and_passed_to_on_before_visible(
 
 
 def test_a_batch_is_invisible_to_other_clients_until_its_commit(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
     seen: list[Any] = []
@@ -164,7 +170,9 @@ def test_a_batch_is_invisible_to_other_clients_until_its_commit(
         yield 1, ((table, (1, "a")),)
         yield 2, ((table, (2, "b")),)
 
-    def on_before_visible(c: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+    def on_before_visible(
+        c: sa.engine.Connection, ingest_table: sa.Table, batch_metadata: Any
+    ) -> None:
         seen.append(query(f'SELECT count(*) FROM "{schema}".events')[0][0])
 
     ingest(conn, metadata, batches, on_before_visible=on_before_visible)
@@ -172,7 +180,7 @@ def test_a_batch_is_invisible_to_other_clients_until_its_commit(
 
 
 def test_an_exception_in_batches_keeps_earlier_batches_and_their_watermark(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
 
@@ -192,7 +200,7 @@ def test_an_exception_in_batches_keeps_earlier_batches_and_their_watermark(
 
 
 def test_a_database_error_keeps_earlier_batches_and_their_watermark(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
 
@@ -207,7 +215,7 @@ def test_a_database_error_keeps_earlier_batches_and_their_watermark(
 
 
 def test_callable_watermark_is_called_holding_the_comment_lock(
-    conn: sa.Connection, schema: str
+    conn: sa.engine.Connection, schema: str
 ) -> None:
     metadata, table = keyed(schema)
     modes: list[Any] = []
@@ -228,7 +236,7 @@ def test_callable_watermark_is_called_holding_the_comment_lock(
 
 
 def test_callable_watermark_that_raises_rolls_the_batch_back_and_propagates(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, one_batch(table, 1, [(1, "a")]))
@@ -246,7 +254,7 @@ def test_callable_watermark_that_raises_rolls_the_batch_back_and_propagates(
 
 
 def test_watermark_keeps_other_keys_of_the_comment(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, lambda _: iter(()))
@@ -261,7 +269,7 @@ def test_watermark_keeps_other_keys_of_the_comment(
 
 
 def test_a_human_comment_is_kept_under_the_comment_key(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, lambda _: iter(()))
@@ -277,7 +285,7 @@ def test_a_human_comment_is_kept_under_the_comment_key(
     "comment", ['{"pg-bulk-ingest": 3}', '{"pg-bulk-ingest": {"high-wat', '{"a": 1} [']
 )
 def test_a_corrupt_comment_raises_instead_of_being_replaced(
-    conn: sa.Connection, schema: str, query: Any, comment: str
+    conn: sa.engine.Connection, schema: str, query: Any, comment: str
 ) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, lambda _: iter(()))
@@ -290,13 +298,13 @@ def test_a_corrupt_comment_raises_instead_of_being_replaced(
     assert query(f"SELECT obj_description('\"{schema}\".events'::regclass)") == [(comment,)]
 
 
-def test_read_high_watermark_is_none_without_table(conn: sa.Connection, schema: str) -> None:
+def test_read_high_watermark_is_none_without_table(conn: sa.engine.Connection, schema: str) -> None:
     _, table = keyed(schema)
     assert read_high_watermark(conn, table) is None
 
 
 def test_several_tables_are_filled_in_one_transaction_with_bounded_buffers(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata = sa.MetaData()
     first = sa.Table("a", metadata, sa.Column("id", sa.INTEGER, primary_key=True), schema=schema)
@@ -306,7 +314,9 @@ def test_several_tables_are_filled_in_one_transaction_with_bounded_buffers(
     def batches(_: Any) -> Any:
         yield 1, ((first if i % 3 else second, (i,)) for i in range(100))
 
-    def on_before_visible(c: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+    def on_before_visible(
+        c: sa.engine.Connection, ingest_table: sa.Table, batch_metadata: Any
+    ) -> None:
         counts.append(query(f'SELECT count(*) FROM "{schema}".a'))
 
     ingest(
@@ -318,7 +328,9 @@ def test_several_tables_are_filled_in_one_transaction_with_bounded_buffers(
     assert read_high_watermark(conn, first) == 1
 
 
-def test_delete_all_replaces_existing_rows(conn: sa.Connection, schema: str, query: Any) -> None:
+def test_delete_all_replaces_existing_rows(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, one_batch(table, 1, [(1, "a"), (2, "b")]))
     ingest(conn, metadata, one_batch(table, 2, [(3, "c")]), delete=Delete.ALL)
@@ -326,7 +338,7 @@ def test_delete_all_replaces_existing_rows(conn: sa.Connection, schema: str, que
 
 
 def test_delete_all_without_batches_empties_the_table(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, one_batch(table, 1, [(1, "a")]))
@@ -336,7 +348,7 @@ def test_delete_all_without_batches_empties_the_table(
 
 
 def test_delete_before_first_batch_leaves_rows_when_there_is_no_batch(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, one_batch(table, 1, [(1, "a")]))
@@ -347,7 +359,7 @@ def test_delete_before_first_batch_leaves_rows_when_there_is_no_batch(
 
 
 def test_first_load_into_an_empty_table_does_not_swap(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     metadata, table = keyed(schema)
     ingest(conn, metadata, lambda _: iter(()))
@@ -356,7 +368,9 @@ def test_first_load_into_an_empty_table_does_not_swap(
     assert query(f"SELECT '\"{schema}\".events'::regclass::oid") == oid
 
 
-def test_awkward_identifiers_are_quoted(conn: sa.Connection, schema: str, query: Any) -> None:
+def test_awkward_identifiers_are_quoted(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
     metadata = sa.MetaData()
     awkward_schema = f'{schema} "Odd" Select'
     table = sa.Table(
@@ -378,7 +392,7 @@ def test_awkward_identifiers_are_quoted(conn: sa.Connection, schema: str, query:
 
 
 def test_a_nul_character_raises_naming_table_column_and_row(
-    conn: sa.Connection, schema: str
+    conn: sa.engine.Connection, schema: str
 ) -> None:
     metadata, table = keyed(schema)
     with pytest.raises(DataError) as raised:
@@ -391,7 +405,9 @@ def test_a_nul_character_raises_naming_table_column_and_row(
     assert read_high_watermark(conn, table) is None
 
 
-def test_a_row_for_a_table_outside_the_metadata_raises(conn: sa.Connection, schema: str) -> None:
+def test_a_row_for_a_table_outside_the_metadata_raises(
+    conn: sa.engine.Connection, schema: str
+) -> None:
     metadata, table = keyed(schema)
     _, other = unkeyed(schema)
     with pytest.raises(SchemaError, match="not a table of the metadata"):
@@ -399,7 +415,7 @@ def test_a_row_for_a_table_outside_the_metadata_raises(conn: sa.Connection, sche
     assert table.name == "events"
 
 
-def test_a_generic_json_type_is_rejected_up_front(conn: sa.Connection, schema: str) -> None:
+def test_a_generic_json_type_is_rejected_up_front(conn: sa.engine.Connection, schema: str) -> None:
     metadata = sa.MetaData()
     sa.Table("j", metadata, sa.Column("doc", sa.JSON), schema=schema)
     with pytest.raises(SchemaError, match="JSON"):

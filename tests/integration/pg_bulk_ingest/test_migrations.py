@@ -20,7 +20,7 @@ def table_of(schema: str, *columns: Any) -> tuple[sa.MetaData, sa.Table]:
     return metadata, sa.Table("items", metadata, *columns, schema=schema)
 
 
-def load(conn: sa.Connection, metadata: sa.MetaData, rows: list[tuple[Any, ...]]) -> None:
+def load(conn: sa.engine.Connection, metadata: sa.MetaData, rows: list[tuple[Any, ...]]) -> None:
     table = next(iter(metadata.tables.values()))
 
     def batches(_: Any) -> Any:
@@ -43,7 +43,7 @@ def columns(query: Any, schema: str) -> list[tuple[Any, ...]]:
 
 
 def test_a_matching_table_is_left_alone_whatever_the_sqlalchemy_spelling(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     upper, _ = table_of(
         schema,
@@ -116,9 +116,9 @@ IN_PLACE = [
 ]
 
 
-@pytest.mark.parametrize(("change", "old", "new"), IN_PLACE, ids=[c[0] for c in IN_PLACE])
+@pytest.mark.parametrize(("old", "new"), [c[1:] for c in IN_PLACE], ids=[c[0] for c in IN_PLACE])
 def test_cheap_changes_are_made_in_place_keeping_rows(
-    conn: sa.Connection, schema: str, query: Any, change: str, old: Any, new: Any
+    conn: sa.engine.Connection, schema: str, query: Any, old: Any, new: Any
 ) -> None:
     old_metadata, _ = table_of(schema, *old())
     load(conn, old_metadata, [(1, "1")])
@@ -136,7 +136,7 @@ def test_cheap_changes_are_made_in_place_keeping_rows(
     assert len(indexes) == 1 + len(new_table.indexes)
 
 
-def _format_types(conn: sa.Connection, table: sa.Table) -> list[str]:
+def _format_types(conn: sa.engine.Connection, table: sa.Table) -> list[str]:
     from pg_bulk_ingest._types import pg_type
 
     return [pg_type(c.type).name for c in table.columns]  # type: ignore[union-attr]
@@ -172,9 +172,9 @@ SWAPS = [
 ]
 
 
-@pytest.mark.parametrize(("change", "old", "new"), SWAPS, ids=[c[0] for c in SWAPS])
+@pytest.mark.parametrize(("old", "new"), [c[1:] for c in SWAPS], ids=[c[0] for c in SWAPS])
 def test_other_changes_swap_in_a_new_table_keeping_rows_grants_and_views(
-    conn: sa.Connection, schema: str, query: Any, change: str, old: Any, new: Any
+    conn: sa.engine.Connection, schema: str, query: Any, old: Any, new: Any
 ) -> None:
     old_metadata, _ = table_of(schema, *old())
     load(conn, old_metadata, [(1, 10)])
@@ -208,7 +208,7 @@ def test_other_changes_swap_in_a_new_table_keeping_rows_grants_and_views(
 
 
 def test_a_rebuild_without_batches_still_changes_the_table(
-    conn: sa.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     old_metadata, _ = table_of(schema, sa.Column("id", sa.INTEGER), sa.Column("v", sa.INTEGER))
     load(conn, old_metadata, [(1, 10)])
@@ -219,7 +219,7 @@ def test_a_rebuild_without_batches_still_changes_the_table(
 
 
 def test_the_swap_terminates_blockers_after_the_configured_delay(
-    conn: sa.Connection, schema: str, driver_engine: sa.engine.Engine, query: Any
+    conn: sa.engine.Connection, schema: str, driver_engine: sa.engine.Engine, query: Any
 ) -> None:
     old_metadata, _ = table_of(schema, sa.Column("id", sa.INTEGER), sa.Column("v", sa.INTEGER))
     load(conn, old_metadata, [(1, 10)])
@@ -228,7 +228,7 @@ def test_the_swap_terminates_blockers_after_the_configured_delay(
     blocker.begin()
     blocker.exec_driver_sql(f'SELECT * FROM "{schema}".items').fetchall()
 
-    def quick(c: sa.Connection, logger: Any) -> Any:
+    def quick(c: sa.engine.Connection, logger: Any) -> Any:
         return pg_force_execute(
             c,
             delay=datetime.timedelta(seconds=0.5),

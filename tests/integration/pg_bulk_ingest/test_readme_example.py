@@ -28,7 +28,9 @@ def test_the_readme_example_runs_and_ingests_its_rows(
     source = source.replace(
         "engine = sa.create_engine(", "engine = sa.create_engine(future=True, url="
     )
-    exec(compile(source, str(DOCS), "exec"), {})
+    namespace: dict[str, object] = {}
+    exec(compile(source, str(DOCS), "exec"), namespace)
+    namespace["engine"].dispose()  # type: ignore[attr-defined]
     engine = sa.create_engine(sqlalchemy_url(database_url, driver), future=True)
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(f'SELECT id, value FROM "{schema}".my_table ORDER BY id')

@@ -57,7 +57,7 @@ CASES: list[tuple[str, Any, list[Any]]] = [
 
 @pytest.mark.parametrize(("name", "type_", "values"), CASES, ids=[c[0] for c in CASES])
 def test_values_round_trip_exactly(
-    conn: sa.Connection, schema: str, name: str, type_: Any, values: list[Any]
+    conn: sa.engine.Connection, schema: str, name: str, type_: Any, values: list[Any]
 ) -> None:
     metadata = sa.MetaData()
     table = sa.Table(

@@ -14,9 +14,7 @@ from .harness import SinkProcess
 
 
 @pytest.fixture
-def sink_config(
-    tmp_path: Path, database_url: str, kafka_bootstrap: str
-) -> Callable[..., Path]:
+def sink_config(tmp_path: Path, database_url: str, kafka_bootstrap: str) -> Callable[..., Path]:
     """Writes a sink config for one test: `sink_config(topics, schema, table, extra=...)`."""
 
     def write(
@@ -36,7 +34,7 @@ def sink_config(
         body = f"""
 [kafka]
 bootstrap_servers = "{kafka_bootstrap}"
-group_id = "{group_id or 'g-' + uuid.uuid4().hex[:8]}"
+group_id = "{group_id or "g-" + uuid.uuid4().hex[:8]}"
 start_from = "earliest"
 [kafka.settings]
 "session.timeout.ms" = "6000"

@@ -64,7 +64,9 @@ def assert_exactly_once(
         )
     assert total == distinct, f"{total - distinct} duplicated rows"
     assert per_partition == {p: n for p, n in ends.items() if n}, "rows missing"
-    assert stored_offsets(engine, schema, "events")[topic] == {str(p): n for p, n in ends.items() if n}
+    assert stored_offsets(engine, schema, "events")[topic] == {
+        str(p): n for p, n in ends.items() if n
+    }
 
 
 def test_restart_after_sigterm_resumes_at_next_offset_without_duplicates(
@@ -105,13 +107,14 @@ def test_sigkill_at_random_moments_neither_loses_nor_duplicates(
     topic = new_topic(partitions=partitions)
     config = sink_config([topic], schema, columns=COORDINATE_COLUMNS, max_messages=1000)
     # The producer keeps going while workers die, so kills land mid-batch and mid-commit.
-    producer = threading.Thread(
-        target=lambda: [
-            produce(kafka_bootstrap, topic, events(20_000, start=i), partitions=partitions)
-            or time.sleep(2)
-            for i in range(0, total, 20_000)
-        ]
-    )
+
+    # ~2,500 msgs/s for ~80 s: the workers keep catching up with it while they are killed.
+    def produce_steadily() -> None:
+        for start in range(0, total, 5_000):
+            produce(kafka_bootstrap, topic, events(5_000, start=start), partitions=partitions)
+            time.sleep(2)
+
+    producer = threading.Thread(target=produce_steadily)
     producer.start()
     rng = random.Random(1)
     try:

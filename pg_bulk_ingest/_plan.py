@@ -1,0 +1,114 @@
+"""What `ingest` would do to each table of `metadata`, read from the catalog, changing nothing.
+
+Each step names its SQL and the lock it takes, so an operator can judge a migration before a
+worker runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from . import _catalog, _migrate
+from ._db import Db
+from ._schema import TableSpec, identifier, wanted_tables
+from ._sql import ident, qualified
+
+NO_LOCK = "none"
+ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
+SHARE = "SHARE"
+SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step of bringing `table` ("schema.name") to its definition.
+
+    `action` is "nothing to do", "create", "alter", "create index" or "rebuild"; `sql` the
+    statement (None for "nothing to do" and for the summary of a rebuild); `lock` the lock it
+    takes on the live table; `rebuild` whether the step belongs to a rebuild that fills a new
+    table and swaps it in at the end of the first batch; `reason` why, for rebuilds.
+    """
+
+    table: str
+    action: str
+    sql: str | None = None
+    lock: str = NO_LOCK
+    rebuild: bool = False
+    reason: str | None = None
+
+
+def migration_plan(conn: sa.engine.Connection, metadata: sa.MetaData) -> list[PlannedStep]:
+    """The steps `ingest` would take for each table of `metadata`, in order.
+
+    Reads the catalog in a read-only transaction that is rolled back (`conn` must not be in a
+    transaction). Raises SchemaError for a definition that cannot be created.
+    """
+    wanted = wanted_tables(metadata)
+    db = Db(conn)
+    with conn.begin() as transaction:
+        try:
+            db.execute("SET TRANSACTION READ ONLY")
+            steps: list[PlannedStep] = []
+            for table in wanted:
+                steps.extend(_table_steps(db, table.spec))
+            return steps
+        finally:
+            transaction.rollback()
+
+
+def _table_steps(db: Db, wanted: TableSpec) -> Iterator[PlannedStep]:
+    name = wanted.display
+    live = _catalog.live_table(db, wanted.schema, wanted.name)
+    plan = _migrate.plan(live, wanted)
+    if plan.is_noop:
+        yield PlannedStep(name, "nothing to do")
+        return
+    if plan.create:
+        if not _catalog.schema_exists(db, wanted.schema):
+            yield PlannedStep(name, "create", f"CREATE SCHEMA IF NOT EXISTS {ident(wanted.schema)}")
+        for statement in _migrate.create_table_sql(wanted):
+            yield PlannedStep(name, "create", statement)
+        return
+    if plan.rebuild:
+        yield from _rebuild_steps(wanted, plan.rebuild_reasons)
+        return
+    live_name = qualified(wanted.schema, wanted.name)
+    if plan.in_place:
+        # ingest takes the lock first (terminating blockers after a delay), then alters.
+        yield PlannedStep(
+            name, "alter", f"LOCK TABLE {live_name} IN ACCESS EXCLUSIVE MODE", ACCESS_EXCLUSIVE
+        )
+    for statement in plan.in_place:
+        yield PlannedStep(name, "alter", statement, ACCESS_EXCLUSIVE)
+    for statement, _index in plan.concurrently:
+        yield PlannedStep(name, "create index", statement, SHARE_UPDATE_EXCLUSIVE)
+
+
+def _rebuild_steps(wanted: TableSpec, reasons: tuple[str, ...]) -> Iterator[PlannedStep]:
+    name = wanted.display
+    reason = "; ".join(reasons)
+    live_name = qualified(wanted.schema, wanted.name)
+    new_name = identifier(wanted.name, "pgbi", "<random>")
+    yield PlannedStep(name, "rebuild", None, NO_LOCK, True, reason)
+    for statement in _migrate.create_table_sql(wanted, new_name):
+        yield PlannedStep(name, "rebuild", statement, NO_LOCK, True)
+    yield PlannedStep(
+        name,
+        "rebuild",
+        f"INSERT INTO {qualified(wanted.schema, new_name)} SELECT ... FROM {live_name}",
+        SHARE,
+        True,
+        "copy the live rows (writes to the table wait; reads continue)",
+    )
+    yield PlannedStep(
+        name,
+        "rebuild",
+        f"DROP TABLE {live_name} CASCADE; ALTER TABLE {qualified(wanted.schema, new_name)} "
+        f"RENAME TO {ident(wanted.name)}",
+        ACCESS_EXCLUSIVE,
+        True,
+        "swap at the end of the first batch; grants, dependent views and the comment are kept",
+    )

@@ -1,0 +1,599 @@
+"""`make bench`: the sink against Kafka Connect's JDBC sink, side by side in one run.
+
+    python -m tests.benchmarks [--quick] [--events N] [--only e2e,peer,scaling,latency,ingest]
+                               [--json out.json]
+
+Prints the machine, then one table, then the issue's targets with the measured ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import sqlalchemy as sa
+
+from . import e2e, peer
+from .measure import (
+    REPO,
+    RUNS_DIR,
+    BenchmarkError,
+    Result,
+    create_schema,
+    delete_topics,
+    drop_schema,
+    engine_for,
+    run_id,
+)
+
+SECTIONS = ("ingest", "e2e", "peer", "scaling", "latency")
+BATCH_SIZES = (1_000, 10_000, 50_000)
+LATENCY_RATES = (1_000, 10_000)
+# The issue's targets.
+TARGET_VS_PEER = 3.0
+TARGET_VS_INGEST = 0.7
+TARGET_RSS_MB = 300.0
+# "Flat within noise": what two runs of the same size differ by on a shared 2-core machine.
+TARGET_FLAT = 0.85
+
+
+@dataclass(frozen=True)
+class Plan:
+    events: int
+    sections: tuple[str, ...]
+    scaling_events: tuple[int, ...]
+    latency_seconds: float
+    ingest_rows: int
+    ingest_repeat: int
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="100k events, 15 s latency runs")
+    parser.add_argument("--events", type=int, help="N for e2e and peer (default 1M; quick 100k)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--json", type=Path, help="also write machine, rows and targets here")
+    args = parser.parse_args(argv)
+    sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+    events = args.events or (100_000 if args.quick else 1_000_000)
+    return (
+        Plan(
+            events=events,
+            sections=sections,
+            # The issue's 100k, 1M, 5M around the default N.
+            scaling_events=(events // 10, events, events * 5),
+            latency_seconds=15.0 if args.quick else 60.0,
+            ingest_rows=100_000 if args.quick else 500_000,
+            ingest_repeat=1 if args.quick else 3,
+        ),
+        args.json,
+    )
+
+
+# --- the machine -------------------------------------------------------------------------------
+
+
+def _first(path: str, prefix: str) -> str:
+    try:
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(prefix):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def _kafka_version() -> str:
+    libs = Path(os.environ.get("SINK_SERVICES_DIR", REPO / ".services")) / "kafka" / "libs"
+    jars = sorted(libs.glob("kafka_2.13-*.jar"))
+    return jars[0].name[len("kafka_2.13-") : -len(".jar")] if jars else "?"
+
+
+def _java_version() -> str:
+    try:
+        out = subprocess.run(
+            ["java", "-version"], check=False, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return out.stderr.splitlines()[0] if out.stderr else "?"
+
+
+def machine(engine: sa.engine.Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        postgres = str(conn.execute(sa.text("SHOW server_version")).scalar_one())
+        settings = conn.execute(
+            sa.text(
+                "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings "
+                "WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', "
+                "'full_page_writes', 'max_wal_size')"
+            )
+        ).scalar_one()
+    memory_kb = _first("/proc/meminfo", "MemTotal").split()[0]
+    return {
+        "cpu": _first("/proc/cpuinfo", "model name"),
+        "cores": str(os.cpu_count()),
+        "memory": f"{int(memory_kb) / 1024 / 1024:.1f} GiB" if memory_kb.isdigit() else "?",
+        "os": f"{platform.system()} {platform.release()}",
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "postgresql": f"{postgres} ({settings})",
+        "kafka broker": _kafka_version(),
+        "python": platform.python_version(),
+        "confluent-kafka": (
+            f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+        ),
+        "java": _java_version(),
+    }
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """The endpoints and what this run created (topics by N, its schema), cleaned up at the end."""
+
+    plan: Plan
+    bootstrap: str
+    database_url: str
+    engine: sa.engine.Engine
+    run_dir: Path
+    schema: str
+    results: list[Result] = field(default_factory=list)
+    _topics: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def topic(self, kind: str, count: int) -> str:
+        """The pre-produced topic of `count` events, plain ("sink") or enveloped ("peer")."""
+        key = (kind, count)
+        if key not in self._topics:
+            name = f"bench-{self.run_dir.name}-{kind}-{count}"
+            producer = e2e.produce_topic if kind == "sink" else peer.produce_topic
+            print(f"  producing {count:,} {kind} events to {name} ...", flush=True)
+            self._topics[key] = name
+            seconds = producer(self.bootstrap, name, count)
+            print(f"  ... {seconds:.1f} s", flush=True)
+        return self._topics[key]
+
+    def drop_topic(self, kind: str, count: int) -> None:
+        name = self._topics.pop((kind, count), None)
+        if name:
+            delete_topics(self.bootstrap, [name])
+
+    def cleanup(self) -> None:
+        delete_topics(self.bootstrap, self._topics.values())
+        self._topics.clear()
+        drop_schema(self.engine, self.schema)
+
+    def step(self, what: str, action: Callable[[], Result | list[Result]], **row: Any) -> None:
+        """Runs one measurement; a failure becomes a row saying so, and the run goes on."""
+        print(f"- {what}", flush=True)
+        try:
+            outcome = action()
+        except (BenchmarkError, subprocess.SubprocessError, OSError, sa.exc.SQLAlchemyError) as exc:
+            print(f"  FAILED: {exc}", flush=True)
+            traceback.print_exc(limit=3, file=sys.stdout)
+            self.results.append(Result(note=f"FAILED: {str(exc).splitlines()[0][:90]}", **row))
+            return
+        for result in outcome if isinstance(outcome, list) else [outcome]:
+            self.results.append(result)
+            print(f"  {_rate(result.rate)} events/s, {_num(result.seconds, 's')}", flush=True)
+
+    def sink(self, *, upsert: bool, workers: int, count: int, batch: int, section: str) -> Result:
+        return e2e.run(
+            bootstrap=self.bootstrap,
+            database_url=self.database_url,
+            engine=self.engine,
+            topic=self.topic("sink", count),
+            events_count=count,
+            schema=self.schema,
+            run_dir=self.run_dir,
+            upsert=upsert,
+            workers=workers,
+            batch=batch,
+            section=section,
+        )
+
+    def connect(self, mode: str, count: int) -> Result:
+        return peer.run(
+            mode,
+            bootstrap=self.bootstrap,
+            database_url=self.database_url,
+            engine=self.engine,
+            topic=self.topic("peer", count),
+            events_count=count,
+            schema=self.schema,
+            run_dir=self.run_dir,
+        )
+
+
+def run_ingest(bench: Bench) -> None:
+    """The ingest core benchmark lives in ingest_bench.py (another engineer's): call its
+    `run(rows, repeat) -> list[dict]` when it has one."""
+    module = importlib.import_module("tests.benchmarks.ingest_bench")
+    entry = getattr(module, "run", None)
+    if entry is None:
+        print(
+            "- ingest: skipped, tests/benchmarks/ingest_bench.py has no run(rows, repeat) yet; "
+            "run it alone: python -m tests.benchmarks.ingest_bench"
+        )
+        return
+
+    def measure() -> list[Result]:
+        rows = entry(rows=bench.plan.ingest_rows, repeat=bench.plan.ingest_repeat)
+        return [_ingest_result(row, bench.plan.ingest_rows) for row in rows]
+
+    bench.step(
+        "ingest core (ingest_bench.run)",
+        measure,
+        section="ingest",
+        system="?",
+        mode="?",
+        events=bench.plan.ingest_rows,
+    )
+
+
+def _ingest_result(row: dict[str, Any], rows: int) -> Result:
+    def pick(*names: str) -> Any:
+        return next((row[n] for n in names if row.get(n) is not None), None)
+
+    rate = pick("rows_per_s", "median_rows_per_s", "rate")
+    return Result(
+        section="ingest",
+        system=str(pick("implementation", "system") or "?"),
+        mode=str(pick("scenario", "mode") or "?"),
+        events=int(pick("rows") or rows),
+        batch=pick("batch_rows", "batch"),
+        seconds=pick("seconds"),
+        rate=float(rate) if rate is not None else None,
+        peak_rss_mb=pick("peak_rss_mib", "peak_rss_mb"),
+        note=str(pick("note") or ""),
+        extra=row,
+    )
+
+
+def run_e2e_and_peer(bench: Bench) -> None:
+    """Sink and peer interleaved, so that load from elsewhere on the machine hits both alike."""
+    n = bench.plan.events
+    want_sink, want_peer = "e2e" in bench.plan.sections, "peer" in bench.plan.sections
+    row = {"section": "e2e", "events": n}
+    for upsert, mode in ((False, "insert"), (True, "upsert")):
+        name = "upsert" if upsert else "append"
+        if want_sink:
+            bench.step(
+                f"sink {name}, 1 worker, N={n:,}",
+                lambda u=upsert: bench.sink(
+                    upsert=u, workers=1, count=n, batch=e2e.DEFAULT_BATCH, section="e2e"
+                ),
+                system=e2e.SYSTEM,
+                mode=name,
+                **row,
+            )
+        if want_peer:
+            bench.step(
+                f"Kafka Connect + Debezium JDBC sink, insert.mode={mode}, N={n:,}",
+                lambda m=mode: bench.connect(m, n),
+                system="kafka-connect+debezium-jdbc",
+                mode=name,
+                **row,
+            )
+    bench.drop_topic("peer", n)
+    if want_sink:
+        for upsert in (False, True):
+            name = "upsert" if upsert else "append"
+            bench.step(
+                f"sink {name}, 2 workers, N={n:,}",
+                lambda u=upsert: bench.sink(
+                    upsert=u, workers=2, count=n, batch=e2e.DEFAULT_BATCH, section="e2e"
+                ),
+                system=e2e.SYSTEM,
+                mode=name,
+                workers=2,
+                **row,
+            )
+
+
+def run_scaling(bench: Bench) -> None:
+    """Append, one worker: rate against N at the default batch, and against the batch size."""
+    n = bench.plan.events
+    done = {
+        (r.events, r.batch)
+        for r in bench.results
+        if r.system == e2e.SYSTEM and r.mode == "append" and r.workers == 1 and r.rate
+    }
+    points = [(count, e2e.DEFAULT_BATCH) for count in bench.plan.scaling_events]
+    points += [(n, batch) for batch in BATCH_SIZES if batch != e2e.DEFAULT_BATCH]
+    for count, batch in sorted(points):
+        if (count, batch) in done:
+            print(f"- scaling N={count:,} batch={batch:,}: the e2e row above")
+            continue
+        bench.step(
+            f"scaling: sink append, N={count:,}, batch {batch:,}",
+            lambda c=count, b=batch: bench.sink(
+                upsert=False, workers=1, count=c, batch=b, section="scaling"
+            ),
+            section="scaling",
+            system=e2e.SYSTEM,
+            mode="append",
+            events=count,
+            batch=batch,
+        )
+        if count != n:
+            bench.drop_topic("sink", count)
+
+
+def run_latency(bench: Bench) -> None:
+    for rate in LATENCY_RATES:
+        bench.step(
+            f"latency: steady {rate:,} events/s for {bench.plan.latency_seconds:.0f} s",
+            lambda r=rate: e2e.latency(
+                bootstrap=bench.bootstrap,
+                database_url=bench.database_url,
+                engine=bench.engine,
+                schema=bench.schema,
+                run_dir=bench.run_dir,
+                rate=r,
+                duration=bench.plan.latency_seconds,
+            ),
+            section="latency",
+            system=e2e.SYSTEM,
+            mode="append",
+            events=int(rate * bench.plan.latency_seconds),
+        )
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def _num(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+COLUMNS = (
+    "section",
+    "system",
+    "mode",
+    "workers",
+    "N",
+    "batch",
+    "seconds",
+    "1st row s",
+    "events/s",
+    "steady/s",
+    "peak RSS MB",
+    "p50 ms",
+    "p99 ms",
+    "note",
+)
+
+
+def _cells(r: Result) -> tuple[str, ...]:
+    steady = None
+    if r.seconds and r.first_row_seconds is not None and r.seconds > r.first_row_seconds:
+        steady = r.events / (r.seconds - r.first_row_seconds)
+    return (
+        r.section,
+        r.system,
+        r.mode,
+        str(r.workers),
+        f"{r.events:,}",
+        "" if r.batch is None else f"{r.batch:,}",
+        _num(r.seconds),
+        _num(r.first_row_seconds),
+        _rate(r.rate),
+        _rate(steady),
+        _num(r.peak_rss_mb, digits=0),
+        _num(r.p50_ms, digits=0),
+        _num(r.p99_ms, digits=0),
+        r.note,
+    )
+
+
+def table(results: Sequence[Result]) -> str:
+    rows = [COLUMNS, *(_cells(r) for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    numeric = {3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [
+            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _find(results: Sequence[Result], **match: Any) -> Result | None:
+    for r in results:
+        if r.rate and all(getattr(r, k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured figure and a verdict (None: not measured)."""
+    n = plan.events
+    one = {"system": e2e.SYSTEM, "workers": 1, "section": "e2e", "events": n}
+    peer_system = {"system": "kafka-connect+debezium-jdbc", "events": n}
+    checks: list[dict[str, Any]] = []
+
+    def ratio(name: str, a: Result | None, b: Result | None, goal: float) -> None:
+        value = a.rate / b.rate if a and b and a.rate and b.rate else None
+        checks.append(
+            {
+                "target": name,
+                "goal": f">= {goal}x",
+                "measured": value,
+                "met": None if value is None else value >= goal,
+            }
+        )
+
+    ratio(
+        "e2e append, 1 worker / peer insert mode",
+        _find(results, mode="append", **one),
+        _find(results, mode="append", **peer_system),
+        TARGET_VS_PEER,
+    )
+    ratio(
+        "e2e upsert, 1 worker / peer upsert mode",
+        _find(results, mode="upsert", **one),
+        _find(results, mode="upsert", **peer_system),
+        TARGET_VS_PEER,
+    )
+    ingest = next(
+        (
+            r
+            for r in results
+            if r.section == "ingest" and r.rate and "ours" in r.system and "append" in r.mode
+        ),
+        None,
+    )
+    ratio(
+        "e2e append, 1 worker / ingest core (ours, append)",
+        _find(results, mode="append", **one),
+        ingest,
+        TARGET_VS_INGEST,
+    )
+    peaks = [
+        r.peak_rss_mb
+        for r in results
+        if r.system == e2e.SYSTEM and r.peak_rss_mb and r.batch == e2e.DEFAULT_BATCH
+    ]
+    checks.append(
+        {
+            "target": "sink peak RSS at default batch limits",
+            "goal": f"<= {TARGET_RSS_MB:.0f} MB",
+            "measured": max(peaks) if peaks else None,
+            "met": max(peaks) <= TARGET_RSS_MB if peaks else None,
+        }
+    )
+    scaling = {"system": e2e.SYSTEM, "mode": "append", "workers": 1, "batch": e2e.DEFAULT_BATCH}
+    ratio(
+        f"rate at N={plan.scaling_events[-1]:,} / at N={n:,} (flat within noise)",
+        _find(results, events=plan.scaling_events[-1], **scaling),
+        _find(results, events=n, **scaling),
+        TARGET_FLAT,
+    )
+    return checks
+
+
+def print_targets(checks: Sequence[dict[str, Any]]) -> None:
+    print("\nTargets (issue):")
+    for check in checks:
+        value = check["measured"]
+        shown = (
+            "not measured"
+            if value is None
+            else (f"{value:.2f}x" if check["goal"].endswith("x") else f"{value:.0f} MB")
+        )
+        verdict = {True: "met", False: "NOT met", None: "-"}[check["met"]]
+        print(f"  {check['target']:58} {check['goal']:>9}  {shown:>12}  {verdict}")
+
+
+@contextmanager
+def bench_context(plan: Plan) -> Iterator[Bench]:
+    bootstrap = os.environ.get("SINK_TEST_KAFKA_BOOTSTRAP")
+    database_url = os.environ.get("SINK_TEST_DATABASE_URL")
+    if not bootstrap or not database_url:
+        sys.exit(
+            "set SINK_TEST_KAFKA_BOOTSTRAP and SINK_TEST_DATABASE_URL: "
+            'make services-up && eval "$(deploy/local/services.sh env)", or run `make bench`'
+        )
+    rid = run_id()
+    run_dir = RUNS_DIR / rid
+    run_dir.mkdir(parents=True)
+    engine = engine_for(database_url)
+    bench = Bench(plan, bootstrap, database_url, engine, run_dir, "bench_" + rid.replace("-", "_"))
+    create_schema(engine, bench.schema)
+    try:
+        yield bench
+    finally:
+        bench.cleanup()
+        engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    plan, json_path = parse_args(argv)
+    with bench_context(plan) as bench:
+        described = machine(bench.engine)
+        print("Machine")
+        for name, value in described.items():
+            print(f"  {name:22} {value}")
+        print(f"  {'peer':22} " + ", ".join(f"{k} {v}" for k, v in _peer_versions(plan).items()))
+        print(f"  {'logs and configs':22} {bench.run_dir}")
+        print(
+            f"\nN = {plan.events:,} events of ~250 bytes, 6 partitions; sections {plan.sections}\n"
+        )
+        started = time.monotonic()
+        if "ingest" in plan.sections:
+            run_ingest(bench)
+        if {"e2e", "peer"} & set(plan.sections):
+            run_e2e_and_peer(bench)
+        if "scaling" in plan.sections:
+            run_scaling(bench)
+        if "latency" in plan.sections:
+            run_latency(bench)
+        described["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        described["benchmark wall time"] = f"{time.monotonic() - started:.0f} s"
+    print(
+        f"\nResults ({described['load average at end']} load average at the end; "
+        f"{described['benchmark wall time']})\n"
+    )
+    print(table(bench.results))
+    checks = targets(bench.results, plan)
+    print_targets(checks)
+    print(
+        "\nevents/s: N / wall time from process start until the table holds all N (and, for "
+        "the sink, its stored offsets equal the log end offsets); steady/s: N / time after "
+        "the first row. Both systems share the same 2 cores with PostgreSQL and Kafka."
+    )
+    if json_path:
+        json_path.write_text(
+            json.dumps(
+                {
+                    "machine": described,
+                    "peer": _peer_versions(plan),
+                    "results": [r.as_dict() for r in bench.results],
+                    "targets": checks,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        print(f"wrote {json_path}")
+    return 1 if any(r.note.startswith("FAILED") for r in bench.results) else 0
+
+
+def _peer_versions(plan: Plan) -> dict[str, str]:
+    if "peer" not in plan.sections:
+        return {}
+    try:
+        peer.ensure_libs()
+    except BenchmarkError as exc:
+        return {"error": str(exc)}
+    return peer.versions()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

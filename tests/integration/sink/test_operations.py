@@ -1,0 +1,366 @@
+"""The operations half against the real broker and database: dead letters, and the operator
+commands `check`, `status` and `reset` run as an operator would (`python -m sink ...`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from confluent_kafka import Consumer, Producer
+
+import pg_bulk_ingest
+from sink.batcher import DeadLetter
+from sink.config import load_settings
+from sink.deadletter import DeadLetterProducer, dead_letter_rows
+from sink.errors import DecodeError, MappingError, SinkError
+from sink.offsets import StoredState, fingerprint
+from sink.records import Message, TopicPartition
+from sink.tables import dead_letter_table, load_tables
+from tests.events import EVENT_COLUMNS_TOML
+
+from .harness import REPO, produce, stored_offsets, wait_until
+
+T0_MS = 1_750_000_000_000
+
+
+def sink(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m sink ARGS` and returns its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "sink", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def table_state(engine: sa.engine.Engine, schema: str, table: str = "events") -> Any:
+    """Columns (name, type, not null) and the raw COMMENT of a table."""
+    with engine.connect() as conn:
+        columns = conn.execute(
+            sa.text(
+                "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+                "WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped "
+                "ORDER BY attnum"
+            ),
+            {"t": f'"{schema}"."{table}"'},
+        ).all()
+        comment = conn.execute(
+            sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"),
+            {"t": f'"{schema}"."{table}"'},
+        ).scalar()
+    return [tuple(c) for c in columns], comment
+
+
+def create_tables(
+    engine: sa.engine.Engine, config: Path, offsets: dict[TopicPartition, int] | None = None
+) -> None:
+    """Creates the config's tables as a worker would, storing `offsets` in the comment."""
+    metadata = load_tables(load_settings(config, {})).metadata
+    state = StoredState(offsets or {}, (fingerprint(metadata.tables.values()),))
+    with engine.connect() as conn:
+        pg_bulk_ingest.ingest(conn, metadata, lambda _: iter([(state.to_json(), None, iter(()))]))
+
+
+def set_comment(engine: sa.engine.Engine, schema: str, document: dict[str, Any]) -> None:
+    text = orjson.dumps(document).decode().replace("'", "''")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"COMMENT ON TABLE \"{schema}\".events IS '{text}'")
+
+
+def produce_at(bootstrap: str, topic: str, partition: int, timestamps_ms: list[int]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i, timestamp in enumerate(timestamps_ms):
+        value = orjson.dumps({"id": i})
+        producer.produce(topic, value=value, partition=partition, timestamp=timestamp)
+    assert producer.flush(30) == 0
+
+
+# --- dead letters --------------------------------------------------------------------------
+
+
+def consume_all(bootstrap: str, topic: str, count: int) -> list[Any]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"dlq-reader-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[Any] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                found.append(msg)
+    finally:
+        consumer.close()
+    return found
+
+
+def test_dead_letter_producer_keeps_the_message_and_adds_its_coordinates_and_reason(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    dlq = new_topic(partitions=1)
+    bad_json = DeadLetter(
+        Message("orders", 3, 1207, T0_MS, b"key-1", b"{nope", (("trace-id", b"t-1"),)),
+        DecodeError("orders[3]@1207", "value is not JSON", code="not-json"),
+    )
+    bad_column = DeadLetter(
+        Message("orders", 0, 9, None, None, b'{"amount": "x"}'),
+        MappingError("orders[0]@9", "not a number", table="s.orders", column="amount", code="type"),
+    )
+    producer = DeadLetterProducer({"bootstrap.servers": kafka_bootstrap, "group.id": "g"}, dlq)
+    try:
+        producer.send([bad_json, bad_column])
+    finally:
+        producer.close()
+
+    first, second = consume_all(kafka_bootstrap, dlq, 2)
+    assert (first.key(), first.value()) == (b"key-1", b"{nope")
+    assert first.headers()[0] == ("trace-id", b"t-1")
+    assert dict(first.headers()) == {
+        "trace-id": b"t-1",
+        "dlq.error.code": b"not-json",
+        "dlq.error.reason": b"value is not JSON",
+        "dlq.source.topic": b"orders",
+        "dlq.source.partition": b"3",
+        "dlq.source.offset": b"1207",
+        "dlq.source.timestamp": str(T0_MS).encode(),
+    }
+    assert (second.key(), second.value()) == (None, b'{"amount": "x"}')
+    headers = dict(second.headers())
+    assert headers["dlq.error.code"] == b"type"
+    assert headers["dlq.error.column"] == b"amount"
+    assert headers["dlq.source.offset"] == b"9"
+
+
+def test_dead_letter_producer_raises_when_nothing_acknowledges_in_time() -> None:
+    letter = DeadLetter(Message("orders", 0, 1, None, b"k", b"v"), DecodeError("c", "bad"))
+    # Nothing listens on port 1: the broker never acknowledges.
+    producer = DeadLetterProducer({"bootstrap.servers": "127.0.0.1:1"}, "dlq", timeout_seconds=1.5)
+    with pytest.raises(SinkError, match="not acknowledged within 2 s"):
+        producer.send([letter])
+
+
+def test_dead_letter_rows_land_in_the_dead_letter_table(
+    engine: sa.engine.Engine, schema: str
+) -> None:
+    metadata = sa.MetaData()
+    table = dead_letter_table(f"{schema}.dead_letters", metadata)
+    failed_at = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    letters = [
+        DeadLetter(
+            Message("orders", 1, 77, T0_MS, b"k", b"\xff\xfe", (("h", b"v"),)),
+            DecodeError("orders[1]@77", "value is not UTF-8 text", code="not-utf8"),
+        )
+    ]
+    rows = dead_letter_rows(table, letters, failed_at=failed_at)
+    with engine.connect() as conn:
+        pg_bulk_ingest.ingest(
+            conn, metadata, lambda _: iter([(None, None, ((table, row) for row in rows))])
+        )
+        found = conn.execute(sa.select(table)).mappings().one()
+    assert (found["topic"], found["partition"], found["offset"]) == ("orders", 1, 77)
+    assert found["timestamp"] == datetime.fromtimestamp(T0_MS / 1000, timezone.utc)
+    assert (found["key"], found["value"]) == (b"k", b"\xff\xfe")
+    assert found["headers"] == {"h": "v"}
+    assert found["error_code"] == "not-utf8"
+    assert "value is not UTF-8 text" in found["error"]
+    assert found["failed_at"] == failed_at
+
+
+# --- check ---------------------------------------------------------------------------------
+
+
+def test_check_prints_the_migration_plan_of_a_changed_table_and_changes_nothing(
+    engine: sa.engine.Engine,
+    schema: str,
+    new_topic: Callable[..., str],
+    sink_config: Callable[..., Path],
+) -> None:
+    topic = new_topic(partitions=2)
+    create_tables(engine, sink_config([topic], schema), {TopicPartition(topic, 0): 5})
+    before = table_state(engine, schema)
+
+    wider = EVENT_COLUMNS_TOML.replace('"VARCHAR(64)"', '"VARCHAR(128)"')
+    wider += '[[tables.columns]]\nname = "note"\ntype = "TEXT"\n'
+    result = sink("check", "--config", str(sink_config([topic], schema, columns=wider)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "connected to database 'sink' as role 'sink'" in out
+    assert f"topic {topic}: 2 partition(s)" in out
+    assert f'ALTER TABLE "{schema}"."events" ALTER COLUMN "key" TYPE character varying(128)' in out
+    assert (
+        f'ALTER TABLE "{schema}"."events" ADD COLUMN "note" text;  -- lock: ACCESS EXCLUSIVE' in out
+    )
+    assert f"role 'sink' can COMMENT ON {schema}.events" in out
+    assert "ready to run" in out
+
+    retyped = EVENT_COLUMNS_TOML.replace('"VARCHAR(16)"', '"BIGINT"')
+    result = sink("check", "--config", str(sink_config([topic], schema, columns=retyped)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{schema}.events: rebuild (column 'status' changes type" in result.stdout
+    assert "lock: ACCESS EXCLUSIVE, part of a rebuild + swap" in result.stdout
+
+    assert table_state(engine, schema) == before
+
+
+def test_check_lists_missing_topics_and_an_unchanged_table_as_nothing_to_do(
+    engine: sa.engine.Engine,
+    schema: str,
+    new_topic: Callable[..., str],
+    sink_config: Callable[..., Path],
+) -> None:
+    topic = new_topic()
+    config = sink_config([topic], schema)
+    create_tables(engine, config)
+    missing = sink_config([topic, "no-such-topic-" + uuid.uuid4().hex[:6]], schema)
+    result = sink("check", "--config", str(missing))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{schema}.events: nothing to do" in result.stdout
+    assert "not ready: 1 problem(s)" in result.stdout
+    assert "topic 'no-such-topic-" in result.stdout.split("not ready")[1]
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def test_status_shows_lag_against_the_real_log_end_offsets(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    schema: str,
+    new_topic: Callable[..., str],
+    sink_config: Callable[..., Path],
+) -> None:
+    topic = new_topic(partitions=2)
+    produce(kafka_bootstrap, topic, [(None, b"{}")] * 10, partitions=2)
+    config = sink_config([topic], schema)
+    create_tables(engine, config, {TopicPartition(topic, 0): 2})
+
+    result = sink("status", "--config", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    status = orjson.loads(result.stdout)
+    assert status["table"] == f"{schema}.events"
+    assert [
+        (p["partition"], p["stored_next_offset"], p["log_end_offset"], p["lag"])
+        for p in status["partitions"]
+    ] == [(0, 2, 5, 3), (1, None, 5, 5)]
+    assert status["total_lag"] == 8
+
+    text = sink("status", "--config", str(config)).stdout
+    assert "total: 2 partition(s), lag 8" in text
+
+
+# --- reset ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reset_setup(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    schema: str,
+    new_topic: Callable[..., str],
+    sink_config: Callable[..., Path],
+) -> Iterator[tuple[str, Path]]:
+    """A topic with 5 messages per partition at T0, T0+1 s, ... and a table storing offsets
+    under a comment that also holds keys the sink does not own."""
+    topic = new_topic(partitions=2)
+    for partition in (0, 1):
+        produce_at(kafka_bootstrap, topic, partition, [T0_MS + i * 1000 for i in range(5)])
+    config = sink_config([topic], schema)
+    create_tables(engine, config)
+    set_comment(
+        engine,
+        schema,
+        {
+            "owner": "team-orders",
+            "pg-bulk-ingest": {
+                "other": 1,
+                "high-watermark": {
+                    "offsets": {topic: {"0": 3}, "retired-topic": {"0": 42}},
+                    "definitions": ["abc"],
+                },
+            },
+        },
+    )
+    yield topic, config
+
+
+def test_reset_moves_stored_offsets_and_keeps_every_other_key_of_the_comment(
+    engine: sa.engine.Engine, schema: str, reset_setup: tuple[str, Path]
+) -> None:
+    topic, config = reset_setup
+
+    dry = sink("reset", "--config", str(config), "--to", "latest", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"{topic}[0]: 3 -> 5" in dry.stdout
+    assert stored_offsets(engine, schema, "events")[topic] == {"0": 3}
+
+    expectations = [
+        ("latest", {"0": 5, "1": 5}),
+        ("earliest", {"0": 0, "1": 0}),
+        (f"timestamp:{T0_MS + 2000}", {"0": 2, "1": 2}),
+        ("timestamp:2025-06-15T15:06:42.500+00:00", {"0": 3, "1": 3}),  # T0 + 2.5 s
+        ("timestamp:2099-01-01T00:00:00Z", {"0": 5, "1": 5}),  # after the last message
+        (f"{topic}:1=4", {"0": 5, "1": 4}),
+    ]
+    for to, offsets in expectations:
+        result = sink("reset", "--config", str(config), "--to", to)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert stored_offsets(engine, schema, "events")[topic] == offsets, to
+
+    _, comment = table_state(engine, schema)
+    document = orjson.loads(comment)
+    assert document["owner"] == "team-orders"
+    assert document["pg-bulk-ingest"]["other"] == 1
+    watermark = document["pg-bulk-ingest"]["high-watermark"]
+    assert watermark["offsets"]["retired-topic"] == {"0": 42}
+    assert watermark["definitions"] == ["abc"]
+
+
+def test_reset_refuses_while_the_group_has_an_active_member_unless_forced(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    schema: str,
+    new_topic: Callable[..., str],
+    sink_config: Callable[..., Path],
+) -> None:
+    topic = new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    produce(kafka_bootstrap, topic, [(None, b"{}")] * 3)
+    config = sink_config([topic], schema, group_id=group)
+    create_tables(engine, config, {TopicPartition(topic, 0): 1})
+    member = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": group, "session.timeout.ms": 6000}
+    )
+    try:
+        member.subscribe([topic])
+
+        def joined() -> bool:
+            member.poll(0.2)
+            return bool(member.assignment())
+
+        wait_until(joined, 30, "the member to join the group")
+        refused = sink("reset", "--config", str(config), "--to", f"{topic}:0=0")
+        assert refused.returncode == 1
+        assert f"consumer group {group!r} has 1 active member(s)" in refused.stdout
+        assert stored_offsets(engine, schema, "events")[topic] == {"0": 1}
+
+        forced = sink("reset", "--config", str(config), "--to", "latest", "--force")
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+    finally:
+        member.close()
+    assert stored_offsets(engine, schema, "events")[topic] == {"0": 3}

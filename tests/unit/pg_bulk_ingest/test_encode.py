@@ -1,0 +1,98 @@
+"""COPY text encoding of values and rows (pure)."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.dialects import postgresql as pg
+
+from pg_bulk_ingest._encode import NulInTextError, encoder, escape, row_encoder
+from pg_bulk_ingest._types import pg_type
+
+
+def enc(type_: sa.types.TypeEngine[object], value: object) -> str:
+    found = pg_type(type_)
+    assert found is not None
+    return encoder(found)(value)
+
+
+def unescape(text: str) -> str:
+    return (
+        text.replace("\\\\", "\0")
+        .replace("\\t", "\t")
+        .replace("\\n", "\n")
+        .replace("\\r", "\r")
+        .replace("\0", "\\")
+    )
+
+
+@given(st.text().filter(lambda s: "\x00" not in s))
+def test_escaped_text_has_no_raw_separators_and_unescapes_to_itself(text: str) -> None:
+    escaped = escape(text)
+    assert not {"\t", "\n", "\r"} & set(escaped)
+    assert unescape(escaped) == text
+
+
+def test_nul_in_text_raises() -> None:
+    with pytest.raises(NulInTextError):
+        escape("a\x00b")
+
+
+def test_a_row_becomes_one_tab_separated_line_with_nulls() -> None:
+    types = [pg_type(sa.INTEGER()), pg_type(sa.TEXT()), pg_type(sa.BOOLEAN())]
+    encode = row_encoder([t for t in types if t is not None])
+    assert encode((1, "a\tb", None)) == "1\ta\\tb\t\\N\n"
+
+
+def test_a_row_of_the_wrong_width_raises() -> None:
+    integer = pg_type(sa.INTEGER())
+    assert integer is not None
+    with pytest.raises(ValueError, match="2 values but the table has 1"):
+        row_encoder([integer])((1, 2))
+
+
+@pytest.mark.parametrize(
+    ("type_", "value", "text"),
+    [
+        (sa.BIGINT(), 2**62, str(2**62)),
+        (sa.NUMERIC(10, 2), decimal.Decimal("1.50"), "1.50"),
+        (pg.DOUBLE_PRECISION(), 0.1, "0.1"),
+        (sa.BOOLEAN(), False, "f"),
+        (
+            sa.TIMESTAMP(timezone=True),
+            datetime.datetime(2024, 1, 2, 3, 4, 5),
+            "2024-01-02T03:04:05+00:00",
+        ),
+        (
+            sa.TIMESTAMP(),
+            datetime.datetime(2024, 1, 2, 4, tzinfo=datetime.timezone(datetime.timedelta(hours=1))),
+            "2024-01-02T03:00:00",
+        ),
+        (pg.INTERVAL(), datetime.timedelta(days=1, seconds=2), "1 days 2 seconds 0 microseconds"),
+        (pg.UUID(), uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+        (pg.BYTEA(), b"\x01\xff", "\\\\x01ff"),
+        (pg.JSONB(), {"a": "b\\c\n"}, '{"a":"b\\\\\\\\c\\\\n"}'),
+        (pg.ARRAY(sa.TEXT), ["a,b", None, '"', "\\"], '{"a,b",NULL,"\\\\"","\\\\\\\\"}'),
+        (pg.ARRAY(sa.INTEGER, dimensions=2), [[1, None]], '{{"1",NULL}}'),
+    ],
+)
+def test_values_encode_to_postgresql_text_input(
+    type_: sa.types.TypeEngine[object], value: object, text: str
+) -> None:
+    assert enc(type_, value) == text
+
+
+def test_a_bool_is_not_an_integer() -> None:
+    with pytest.raises(TypeError):
+        enc(sa.INTEGER(), True)
+
+
+def test_nul_in_jsonb_raises() -> None:
+    with pytest.raises(NulInTextError):
+        enc(pg.JSONB(), {"a": "\x00"})
