@@ -67,7 +67,7 @@ check: lint typecheck validate-deploy pytest
 test: check pytest-sa14 rehearse-image
 
 demo: venv services-up
-	$(WITH_SERVICES) $(BIN)/python -m tests.demo
+	$(WITH_SERVICES) $(BIN)/python deploy/local/demo.py
 
 bench: venv services-up
 	$(WITH_SERVICES) $(BIN)/python -m tests.benchmarks

@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -278,8 +279,13 @@ def run_e2e_and_peer(bench: Bench) -> None:
         if want_sink:
             bench.step(
                 f"sink {name}, 1 worker, N={n:,}",
-                lambda u=upsert: bench.sink(
-                    upsert=u, workers=1, count=n, batch=e2e.DEFAULT_BATCH, section="e2e"
+                partial(
+                    bench.sink,
+                    upsert=upsert,
+                    workers=1,
+                    count=n,
+                    batch=e2e.DEFAULT_BATCH,
+                    section="e2e",
                 ),
                 system=e2e.SYSTEM,
                 mode=name,
@@ -288,7 +294,7 @@ def run_e2e_and_peer(bench: Bench) -> None:
         if want_peer:
             bench.step(
                 f"Kafka Connect + Debezium JDBC sink, insert.mode={mode}, N={n:,}",
-                lambda m=mode: bench.connect(m, n),
+                partial(bench.connect, mode, n),
                 system="kafka-connect+debezium-jdbc",
                 mode=name,
                 **row,
@@ -299,8 +305,13 @@ def run_e2e_and_peer(bench: Bench) -> None:
             name = "upsert" if upsert else "append"
             bench.step(
                 f"sink {name}, 2 workers, N={n:,}",
-                lambda u=upsert: bench.sink(
-                    upsert=u, workers=2, count=n, batch=e2e.DEFAULT_BATCH, section="e2e"
+                partial(
+                    bench.sink,
+                    upsert=upsert,
+                    workers=2,
+                    count=n,
+                    batch=e2e.DEFAULT_BATCH,
+                    section="e2e",
                 ),
                 system=e2e.SYSTEM,
                 mode=name,
@@ -325,8 +336,8 @@ def run_scaling(bench: Bench) -> None:
             continue
         bench.step(
             f"scaling: sink append, N={count:,}, batch {batch:,}",
-            lambda c=count, b=batch: bench.sink(
-                upsert=False, workers=1, count=c, batch=b, section="scaling"
+            partial(
+                bench.sink, upsert=False, workers=1, count=count, batch=batch, section="scaling"
             ),
             section="scaling",
             system=e2e.SYSTEM,
@@ -342,13 +353,14 @@ def run_latency(bench: Bench) -> None:
     for rate in LATENCY_RATES:
         bench.step(
             f"latency: steady {rate:,} events/s for {bench.plan.latency_seconds:.0f} s",
-            lambda r=rate: e2e.latency(
+            partial(
+                e2e.latency,
                 bootstrap=bench.bootstrap,
                 database_url=bench.database_url,
                 engine=bench.engine,
                 schema=bench.schema,
                 run_dir=bench.run_dir,
-                rate=r,
+                rate=rate,
                 duration=bench.plan.latency_seconds,
             ),
             section="latency",

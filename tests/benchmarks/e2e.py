@@ -194,7 +194,7 @@ class OffsetTimeline:
     Rows and offsets commit in one transaction, so an offset stored means its row is visible."""
 
     def __init__(self, engine: sa.engine.Engine, schema: str, table: str, topic: str) -> None:
-        self._read = lambda: stored_offsets(engine, schema, table).get(topic, {})
+        self._where = (engine, schema, table, topic)
         self.times: dict[int, list[float]] = {p: [] for p in range(PARTITIONS)}
         self.offsets: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
         self._stop = threading.Event()
@@ -208,6 +208,10 @@ class OffsetTimeline:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def _read(self) -> dict[str, int]:
+        engine, schema, table, topic = self._where
+        return stored_offsets(engine, schema, table).get(topic, {})
 
     def _loop(self) -> None:
         try:
@@ -247,7 +251,7 @@ def _steady_produce(
     def delivered(index: int) -> Callable[[KafkaError | None, Message], None]:
         def report(error: KafkaError | None, message: Message) -> None:
             if error is None:
-                where[index] = (message.partition(), message.offset())
+                where[index] = (message.partition() or 0, message.offset() or 0)
 
         return report
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 REPO = Path(__file__).resolve().parents[2]
 # Configs and logs of each run, kept for post-mortems; .cache/ is git-ignored.
@@ -111,6 +111,7 @@ class Watched:
         self, argv: Sequence[str], log: Path, *, env: dict[str, str] | None = None
     ) -> None:
         self.log_path = log
+        self.program = Path(argv[0]).name
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             list(argv),
@@ -131,7 +132,7 @@ class Watched:
         code = self.proc.poll()
         if code is not None:
             raise BenchmarkError(
-                f"{self.proc.args[0]} exited with {code} before the table was complete; "
+                f"{self.program} exited with {code} before the table was complete; "
                 f"log: {self.log_path}\n{self.tail()}"
             )
 
