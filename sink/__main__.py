@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from . import admin, logs
 from .config import Settings, load_settings
 from .errors import SinkError
+from .health import Health, database_ping
+from .metrics import SinkMetrics
 from .pipeline import Pipeline
 from .worker import Worker
 from .writer import explain_database_error
@@ -35,10 +37,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logger.info("effective configuration %s", orjson.dumps(settings.redacted()).decode())
     engine = _engine(settings)
+    # Probes get an engine of their own: a hung connect must not stall the loop, nor the loop
+    # the probes.
+    probe_engine = sa.create_engine(
+        settings.postgres.engine_url(),
+        pool_size=1,
+        max_overflow=0,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 3},
+    )
     try:
-        Worker(settings, engine, Pipeline.from_settings(settings)).run()
+        health = Health(database_ping(probe_engine))
+        Worker(settings, engine, Pipeline.from_settings(settings), health, SinkMetrics()).run()
     finally:
         engine.dispose()
+        probe_engine.dispose()
     return 0
 
 

@@ -27,7 +27,7 @@ FIXED_SETTINGS = {
 CLASSIC_ONLY = ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms")
 
 Assigned = Callable[[list[TopicPartition]], Mapping[TopicPartition, int | None]]
-Revoked = Callable[[list[TopicPartition]], None]
+Revoked = Callable[[list[TopicPartition], bool], None]
 
 
 def consumer_config(
@@ -71,7 +71,7 @@ class KafkaSource:
 
     def subscribe(self, topics: Iterable[str]) -> None:
         self._consumer.subscribe(
-            list(topics), on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
+            list(topics), on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lose
         )
 
     def _assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
@@ -85,10 +85,18 @@ class KafkaSource:
         consumer.incremental_assign(positioned)
 
     def _revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        self._give_up(consumer, partitions, lost=False)
+
+    def _lose(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        self._give_up(consumer, partitions, lost=True)
+
+    def _give_up(
+        self, consumer: Consumer, partitions: list[KafkaTopicPartition], *, lost: bool
+    ) -> None:
         self.rebalances += 1
         tps = [TopicPartition(p.topic, p.partition) for p in partitions]
-        logger.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in tps))
-        self._on_revoked(tps)
+        logger.info("%s %s", "lost" if lost else "revoked", ", ".join(f"{t}[{p}]" for t, p in tps))
+        self._on_revoked(tps, lost)
         consumer.incremental_unassign(partitions)
 
     def _positioned(self, tp: TopicPartition, next_offset: int | None) -> KafkaTopicPartition:
@@ -100,6 +108,20 @@ class KafkaSource:
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(p.topic, p.partition) for p in self._consumer.assignment()]
+
+    def log_end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Log end offsets as last seen in fetch responses (no broker round trip)."""
+        ends: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    KafkaTopicPartition(tp.topic, tp.partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high >= 0:
+                ends[tp] = high
+        return ends
 
     def seek(self, positions: Mapping[TopicPartition, int | None]) -> None:
         """Moves assigned partitions back to their stored positions (after an abandoned batch)."""

@@ -21,17 +21,16 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable, NamedTuple, Tuple
+from typing import Any, Callable
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from sink.config import Format, Settings, Source, SourceKind, TombstonePolicy
-from sink.decode import decode
+from sink.config import Format, Source, SourceKind
 from sink.errors import ConfigError, DecodeError, MappingError
 from sink.records import Message, Record
-from sink.tables import Router, Row, TableSet, Target, load_tables
+from sink.tables import Target
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -282,11 +281,12 @@ def _bytea(value: Any) -> object:
     if kind is bytes:
         return value
     if kind is str:
+        padded = value + "=" * (-len(value) % 4)  # producers often drop the padding
         try:
-            return base64.b64decode(value, validate=True)
+            return base64.b64decode(padded, validate=True)
         except (binascii.Error, ValueError):
             try:
-                return base64.b64decode(value, altchars=b"-_", validate=True)
+                return base64.b64decode(padded, altchars=b"-_", validate=True)
             except (binascii.Error, ValueError):
                 raise _Reject(
                     'expected base64 text for BYTEA; or set value_format = "bytes" to store the '
@@ -796,13 +796,20 @@ def _nul_screen(target: Target, json_columns: Iterable[_Column]) -> Callable[[Me
         (SourceKind.KEY, target.key_format, _KEY),
     ):
         if kind in kinds:
-            needle = b"\\u0000" if fmt is Format.JSON else b"\x00"
-            checks.append(lambda m, part=part, needle=needle: needle in (m[part] or b""))
+            checks.append(_contains(part, b"\\u0000" if fmt is Format.JSON else b"\x00"))
     if kinds - {SourceKind.VALUE, SourceKind.KEY}:
         checks.append(lambda m: True)  # metadata and headers are short: always walk them
     if len(checks) == 1:
         return checks[0]
     return lambda message: any(check(message) for check in checks)
+
+
+def _contains(part: int, needle: bytes) -> Callable[[Message], bool]:
+    def check(message: Message) -> bool:
+        data = message[part]
+        return data is not None and needle in data  # type: ignore[operator]
+
+    return check
 
 
 # Positions of key and value in a Message (a NamedTuple).
@@ -813,113 +820,6 @@ _VALUE = Message._fields.index("value")
 def compile_mapper(target: Target) -> Mapper:
     """Compile a target's per-column plan once; reuse the Mapper for every message."""
     return Mapper(target)
-
-
-# --- one message, every table it feeds ------------------------------------------------------
-
-
-class Mapped(NamedTuple):
-    """What one message contributes to a batch (a NamedTuple, like Record: one per message)."""
-
-    record: Record
-    # (table, row) in the table's column order.
-    rows: tuple[Row, ...] = ()
-    # (table, primary key values) for tombstones of tables that delete.
-    deletes: tuple[Row, ...] = ()
-
-
-# Per topic: key format, value format, target names, mappers, mappers that delete tombstones.
-_Route = Tuple[Format, Format, str, Tuple[Mapper, ...], Tuple[Mapper, ...]]
-
-
-class Pipeline:
-    """The front of the sink: decode, route and map a message to rows of every table it feeds.
-
-    `map` raises DecodeError / MappingError for a bad message (to dead-letter it), and
-    ConfigError for a topic no table wants, or that tables disagree how to decode.
-    """
-
-    def __init__(self, table_set: TableSet, router: Router | None = None) -> None:
-        self.table_set = table_set
-        self.router = router or Router(table_set)
-        self._mappers = {target: compile_mapper(target) for target in table_set.targets}
-        self._by_table = {target.table: self._mappers[target] for target in table_set.targets}
-        self._routes: dict[str, _Route] = {}
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Pipeline:
-        """Build the tables (config or module, plus the dead-letter table) and compile them."""
-        return cls(load_tables(settings))
-
-    @property
-    def metadata(self) -> sa.MetaData:
-        """Every table to create and migrate (targets and the dead-letter table)."""
-        return self.table_set.metadata
-
-    def subscription(self) -> list[str]:
-        """Topics and `^regex` patterns for `Consumer.subscribe`."""
-        return self.router.subscription()
-
-    def map(self, message: Message) -> Mapped:
-        route = self._routes.get(message.topic)
-        if route is None:
-            route = self._routes[message.topic] = self._route(message.topic)
-        key_format, value_format, label, mappers, deleters = route
-        record = decode(message, key_format, value_format, target=label)
-        if record.value is None:
-            return Mapped(record, deletes=tuple((m.table, m.key_values(record)) for m in deleters))
-        if self.table_set.map_record is not None:
-            return Mapped(record, rows=self._custom_rows(record))
-        if len(mappers) == 1:
-            return Mapped(record, rows=((mappers[0].table, mappers[0].map(record)),))
-        return Mapped(record, rows=tuple((m.table, m.map(record)) for m in mappers))
-
-    def _route(self, topic: str) -> _Route:
-        targets = self.router.targets(topic)
-        if not targets:
-            raise ConfigError(
-                f"topic {topic!r} feeds no table; add it to a table's topics, or fix the "
-                f"subscription"
-            )
-        mappers = tuple(self._mappers[target] for target in targets)
-        deleters = tuple(m for m in mappers if m.target.tombstones is TombstonePolicy.DELETE)
-        label = ", ".join(target.name for target in targets)
-        return (targets[0].key_format, targets[0].value_format, label, mappers, deleters)
-
-    def _custom_rows(self, record: Record) -> tuple[Row, ...]:
-        assert self.table_set.map_record is not None
-        try:
-            produced = list(self.table_set.map_record(record))
-        except DecodeError:
-            raise
-        except Exception as error:
-            raise MappingError(
-                record.coordinates,
-                f"map_record raised {type(error).__name__}: {error}",
-                table="python.module",
-                code="map-record",
-            ) from error
-        rows: list[Row] = []
-        for item in produced:
-            table, values = item
-            mapper = self._by_table.get(table)
-            if mapper is None:
-                rows.append(_unrouted_row(record, table, values))
-            else:
-                rows.append((table, mapper.coerce(record, values)))
-        return tuple(rows)
-
-
-def _unrouted_row(record: Record, table: object, values: object) -> Row:
-    if not isinstance(table, sa.Table) or not isinstance(values, tuple):
-        raise MappingError(
-            record.coordinates,
-            f"map_record must yield (sa.Table, tuple) pairs, got ({_kind(table)}, {_kind(values)})",
-            table="python.module",
-            code="map-record",
-        )
-    # A table of the metadata that no route names: the module owns its values entirely.
-    return (table, values)
 
 
 # --- dead letters ---------------------------------------------------------------------------

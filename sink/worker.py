@@ -11,7 +11,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Any
@@ -22,11 +22,14 @@ from confluent_kafka import KafkaException
 from .batcher import Batch, Batcher
 from .config import ErrorPolicy, Settings
 from .consumer import KafkaSource, consumer_config, is_fatal
+from .deadletter import DeadLetterProducer, dead_letter_rows
 from .errors import DecodeError, SinkError
+from .health import Health, HealthServer
+from .metrics import SinkMetrics
 from .offsets import FencedError, OutdatedDefinitionError, adopt_definition
 from .pipeline import Pipeline
 from .records import Message, TopicPartition, message_from_kafka
-from .writer import PendingBatch, Writer, backoff_seconds, is_transient
+from .writer import PendingBatch, Row, Writer, backoff_seconds, failure_kind, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +49,21 @@ class BadMessageError(SinkError):
 class Worker:
     """One sink worker: a consumer-group member writing its partitions to PostgreSQL."""
 
-    def __init__(self, settings: Settings, engine: sa.engine.Engine, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: sa.engine.Engine,
+        pipeline: Pipeline,
+        health: Health,
+        metrics: SinkMetrics,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.pipeline = pipeline
+        self.health = health
+        self.metrics = metrics
         self.writer = Writer(engine, pipeline.metadata)
+        self.dead_letter_producer: DeadLetterProducer | None = None
         self.batcher = Batcher(
             max_messages=settings.batch.max_messages,
             max_bytes=settings.batch.max_bytes,
@@ -90,6 +103,18 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous = signal.signal(sig, self.request_stop)
                 stack.callback(signal.signal, sig, previous)
+            http = self.settings.http
+            server = stack.enter_context(
+                HealthServer(http.host, http.port, self.health, self.metrics)
+            )
+            logger.info("serving /livez, /readyz and /metrics on %s:%d", http.host, server.port)
+            errors = self.settings.errors
+            if errors.policy is ErrorPolicy.DEAD_LETTER_TOPIC:
+                assert errors.dead_letter_topic is not None  # checked by load_settings
+                self.dead_letter_producer = DeadLetterProducer(
+                    self.settings.kafka.client_config(), errors.dead_letter_topic
+                )
+                stack.callback(self.dead_letter_producer.close)
             while self._wait_for_definition():
                 try:
                     with self._membership():
@@ -118,6 +143,7 @@ class Worker:
             yield self.source
         finally:
             logger.info("leaving the consumer group")
+            self.health.set_joined(False)
             self.source.close()
             self.source = None
             self.positions.clear()
@@ -135,6 +161,7 @@ class Worker:
                 return True
             except OutdatedDefinitionError as exc:
                 logger.warning("%s; checking again in %.0f s", exc, OUTDATED_RETRY_SECONDS)
+                self.health.beat()
                 self.stopping.wait(OUTDATED_RETRY_SECONDS)
         return False
 
@@ -151,6 +178,7 @@ class Worker:
                 return
             except FencedError as exc:
                 logger.warning("%s", exc)
+                self.metrics.commit_failed("fenced")
             except sa.exc.DBAPIError as exc:
                 if self.stopping.is_set():
                     logger.warning("batch abandoned while stopping: %s", exc.orig)
@@ -158,6 +186,7 @@ class Worker:
                 if not is_transient(exc):
                     raise
                 failures = 1 if self.committed_batches > committed else failures + 1
+                self.metrics.retried(failure_kind(exc))
                 delay = backoff_seconds(failures, self._random)
                 logger.warning(
                     "PostgreSQL failed (%s); batch abandoned, retrying in %.1f s (attempt %d)",
@@ -174,12 +203,17 @@ class Worker:
         stored = self.writer.read_state().offsets
         found = {tp: stored.get(tp) for tp in partitions}
         self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})
+        self.metrics.partitions_assigned(partitions, found)
+        self.health.set_joined(True)
+        self.health.set_partitions(len(self.positions))
         return found
 
-    def _revoked(self, partitions: list[TopicPartition]) -> None:
+    def _revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         self.batcher.drop_partitions(partitions)
         for tp in partitions:
             self.positions.pop(tp, None)
+        self.metrics.partitions_revoked(partitions, lost=lost)
+        self.health.set_partitions(len(self.positions))
 
     def _reposition(self) -> None:
         """After an abandoned batch: forget it and re-read every assigned partition."""
@@ -188,6 +222,7 @@ class Worker:
         stored = self.writer.read_state().offsets
         found = {tp: stored.get(tp) for tp in self.positions}
         self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})
+        self.metrics.offsets_stored({tp: pos for tp, pos in found.items() if pos is not None})
         self.source.seek(found)
 
     # --- batches -----------------------------------------------------------------------------
@@ -200,13 +235,35 @@ class Worker:
                 return
             started = time.monotonic()
             expected = {tp: self.positions[tp] for tp in batch.next_offsets}
-            yield PendingBatch(batch.rows, batch.deletes, expected, batch.next_offsets)
+            yield PendingBatch(
+                self._with_dead_letters(batch), batch.deletes, expected, batch.next_offsets
+            )
             self._committed(batch, time.monotonic() - started)
+
+    def _with_dead_letters(self, batch: Batch) -> Callable[[], Iterator[Row]]:
+        """The batch's rows; its dead letters made durable first (topic) or alongside (table)."""
+        if not batch.dead_letters:
+            return batch.rows
+        if self.dead_letter_producer is not None:
+            # Acknowledged by the broker before the offsets that skip them can commit.
+            self.dead_letter_producer.send(batch.dead_letters)
+            return batch.rows
+        table = self.pipeline.table_set.dead_letter_table
+        assert table is not None  # the dead-letter-table policy always has one
+        rows = dead_letter_rows(table, batch.dead_letters)
+
+        def with_rows() -> Iterator[Row]:
+            yield from batch.rows()
+            for row in rows:
+                yield table, row
+
+        return with_rows
 
     def _collect(self) -> Batch | None:
         """Polls until a batch is due, or until asked to stop (then returns what it has)."""
         assert self.source is not None
         while True:
+            self.health.beat()
             now = time.monotonic()
             if self.stopping.is_set() or self.batcher.is_due(now):
                 return self.batcher.take() if self.batcher.message_count else None
@@ -247,10 +304,14 @@ class Worker:
             if tp in self.positions:
                 self.positions[tp] = next_offset
         self.source.commit_advisory(batch.next_offsets)
+        self.metrics.batch_committed(batch, seconds)
+        self.metrics.log_end_offsets(self.source.log_end_offsets(list(self.positions)))
         logger.info(
-            "committed %d rows from %d messages in %.3f s; next offsets %s",
+            "committed %d rows to %s from %d messages (%d dead letters) in %.3f s; next offsets %s",
             batch.row_count,
+            self.writer.where,
             batch.message_count,
+            len(batch.dead_letters),
             seconds,
             ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(batch.next_offsets.items())),
         )

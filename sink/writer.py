@@ -77,6 +77,13 @@ def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
     return code if isinstance(code, str) else None
 
 
+def failure_kind(exc: sa.exc.DBAPIError) -> str:
+    """A short stable label for metrics: the exception class of the driver's error."""
+    if exc.connection_invalidated:
+        return "connection"
+    return type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+
+
 def backoff_seconds(attempt: int, rng: random.Random) -> float:
     """Exponential backoff with jitter: between half and all of min(cap, base * 2**attempt)."""
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt, 16))

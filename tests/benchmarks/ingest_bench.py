@@ -159,6 +159,14 @@ class Bench:
             self.drop(schema)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def memory_run(url: str, rows: int) -> None:
     """Streams `rows` rows through one ingest call; prints the peak RSS in MiB (child mode)."""
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
@@ -170,10 +178,10 @@ def memory_run(url: str, rows: int) -> None:
         for start in range(0, rows, BATCH_ROWS):
             yield start, None, ((table, next(source)) for _ in range(min(BATCH_ROWS, rows - start)))
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mib()
     with engine.connect() as conn:
         ingest(conn, metadata, batches)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = peak_rss_mib()
     with engine.begin() as conn:
         conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
     print(json.dumps({"rows": rows, "rss_before_mib": before, "peak_rss_mib": after}))

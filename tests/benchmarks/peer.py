@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -37,6 +38,24 @@ LIBS = CACHE / "libs"
 JVM_HEAP = ("-Xms256m", "-Xmx2g")
 MAVEN_TIMEOUT_SECONDS = 1200
 MODES = ("insert", "upsert")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The knobs that decide the connector's speed."""
+
+    label: str
+    batch_size: int  # the connector's batch.size
+    poll_records: int  # its consumer's max.poll.records
+    partition_fetch_bytes: int  # its consumer's max.partition.fetch.bytes
+    rewrite_batched_inserts: bool  # pgjdbc's reWriteBatchedInserts
+
+
+# What a user tuning for throughput sets: the sink's default batch size, polls that fill a batch,
+# multi-row INSERTs. The targets are measured against this one.
+TUNED = Tuning("tuned", 10_000, 10_000, 10 * 1024 * 1024, rewrite_batched_inserts=True)
+# The documented defaults of the connector (batch.size), the consumer and the driver.
+DEFAULTS = Tuning("defaults", 500, 500, 1024 * 1024, rewrite_batched_inserts=False)
 
 # The event as a Connect Struct. Where a column's type has no Connect type, the field carries
 # the logical name the Debezium connector binds with a cast (ZonedTimestamp -> timestamptz,
@@ -187,9 +206,11 @@ def _fill(template: str, out: Path, fields: dict[str, str]) -> Path:
     return out
 
 
-def _jdbc(database_url: str) -> tuple[str, str, str]:
+def _jdbc(database_url: str, tuning: Tuning) -> tuple[str, str, str]:
     url = sa.engine.make_url(database_url)
-    options = "reWriteBatchedInserts=true&stringtype=unspecified"
+    options = "stringtype=unspecified"
+    if tuning.rewrite_batched_inserts:
+        options += "&reWriteBatchedInserts=true"
     jdbc = f"jdbc:postgresql://{url.host}:{url.port or 5432}/{url.database}?{options}"
     return jdbc, url.username or "", url.password or ""
 
@@ -204,18 +225,18 @@ def run(
     events_count: int,
     schema: str,
     run_dir: Path,
-    batch: int = 10_000,
+    tuning: Tuning = TUNED,
     timeout: float | None = None,
 ) -> Result:
     """Runs Connect with the connector in `mode` (insert or upsert) over the whole topic."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     libs = ensure_libs()
-    table = f"peer_{mode}"
+    table = f"peer_{mode}_{tuning.label}"
     create_table(engine, schema, table, primary_key=mode == "upsert")
-    work = run_dir / f"connect-{mode}"
+    work = run_dir / f"connect-{mode}-{tuning.label}"
     work.mkdir(parents=True, exist_ok=True)
-    jdbc, user, password = _jdbc(database_url)
+    jdbc, user, password = _jdbc(database_url, tuning)
     worker = _fill(
         "worker.properties",
         work / "worker.properties",
@@ -223,14 +244,15 @@ def run(
             "BOOTSTRAP": bootstrap,
             "RUN_DIR": str(work),
             "REST_PORT": str(_free_port()),
-            "BATCH": str(batch),
+            "POLL_RECORDS": str(tuning.poll_records),
+            "PARTITION_FETCH_BYTES": str(tuning.partition_fetch_bytes),
         },
     )
     connector = _fill(
         "jdbc-sink.properties",
         work / "jdbc-sink.properties",
         {
-            "NAME": f"bench-{mode}-{run_dir.name}",
+            "NAME": f"bench-{mode}-{tuning.label}-{run_dir.name}",
             "TASKS": "1",
             "TOPIC": topic,
             "JDBC_URL": jdbc,
@@ -239,7 +261,7 @@ def run(
             "INSERT_MODE": mode,
             "PK_MODE": "record_value" if mode == "upsert" else "none",
             "TABLE": f"{schema}.{table}",
-            "BATCH": str(batch),
+            "BATCH": str(tuning.batch_size),
         },
     )
     log4j = _fill(
@@ -275,11 +297,11 @@ def run(
         system="kafka-connect+debezium-jdbc",
         mode="append" if mode == "insert" else "upsert",
         events=events_count,
-        batch=batch,
+        batch=tuning.batch_size,
         seconds=timing.seconds,
         first_row_seconds=timing.first_row_seconds,
         rate=events_count / timing.seconds,
         peak_rss_mb=timing.peak_rss_mb,
-        note=f"insert.mode={mode}, at-least-once",
+        note=f"insert.mode={mode}, {tuning.label} settings, at-least-once",
         extra={"rows": timing.rows},
     )

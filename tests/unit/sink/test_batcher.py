@@ -1,0 +1,210 @@
+"""The batch-due policy and what a batch holds, with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from sink.batcher import Batcher
+from sink.errors import DecodeError, SinkError
+from sink.records import Message, TopicPartition
+
+METADATA = sa.MetaData()
+EVENTS = sa.Table(
+    "events", METADATA, sa.Column("id", sa.BIGINT, primary_key=True), sa.Column("v", sa.TEXT)
+)
+LOG = sa.Table("log", METADATA, sa.Column("line", sa.TEXT))
+A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def msg(
+    tp: TopicPartition, offset: int, value: bytes | None = b"x", key: bytes | None = None
+) -> Message:
+    return Message(tp.topic, tp.partition, offset, None, key, value)
+
+
+def batcher(
+    clock: Clock, max_messages: int = 100, max_bytes: int = 10_000, max_age: float = 1.0
+) -> Batcher:
+    return Batcher(max_messages, max_bytes, max_age, clock=clock)
+
+
+def test_an_empty_batcher_is_never_due_and_waits_at_most_the_linger() -> None:
+    clock = Clock()
+    b = batcher(clock)
+    clock.now += 1000
+    assert not b.is_due()
+    assert b.time_until_due() == 1.0
+    assert b.message_count == 0
+
+
+def test_due_at_max_messages() -> None:
+    b = batcher(Clock(), max_messages=3)
+    b.add(msg(A0, 0), [(LOG, ("a",))])
+    b.add(msg(A0, 1))
+    assert not b.is_due()
+    b.add(msg(A1, 0))
+    assert b.is_due()
+    assert b.time_until_due() == 0.0
+
+
+def test_due_at_max_bytes_of_keys_and_values() -> None:
+    b = batcher(Clock(), max_bytes=10)
+    b.add(msg(A0, 0, value=b"12345", key=b"123"))
+    assert (b.byte_count, b.is_due()) == (8, False)
+    b.add(msg(A0, 1, value=b"12"))
+    assert (b.byte_count, b.is_due()) == (10, True)
+
+
+def test_due_max_age_after_the_first_message() -> None:
+    clock = Clock()
+    b = batcher(clock, max_age=2.0)
+    b.add(msg(A0, 0))
+    clock.now += 1.5
+    b.add(msg(A0, 1))
+    assert not b.is_due()
+    assert b.time_until_due() == pytest.approx(0.5)
+    assert b.time_until_due(now=clock.now + 0.25) == pytest.approx(0.25)
+    clock.now += 0.5
+    assert b.is_due()
+    assert b.is_due(now=clock.now)
+
+
+def test_take_hands_over_rows_offsets_and_counts_then_starts_afresh() -> None:
+    clock = Clock()
+    b = batcher(clock)
+    b.add(msg(A0, 10, value=b"abc"), [(EVENTS, (1, "x")), (LOG, ("l1",))])
+    b.add(msg(B0, 3), [(EVENTS, (2, "y"))])
+    b.add(msg(A0, 11), [(LOG, ("l2",))])
+    batch = b.take()
+    assert batch.table_rows == {EVENTS: [(1, "x"), (2, "y")], LOG: [("l1",), ("l2",)]}
+    assert list(batch.rows()) == [
+        (EVENTS, (1, "x")),
+        (EVENTS, (2, "y")),
+        (LOG, ("l1",)),
+        (LOG, ("l2",)),
+    ]
+    assert batch.next_offsets == {A0: 12, B0: 4}
+    assert batch.first_offsets == {A0: 10, B0: 3}
+    assert (batch.message_count, batch.byte_count, batch.row_count) == (3, 5, 4)
+    assert (b.message_count, b.byte_count) == (0, 0)
+    assert not b.is_due()
+    assert b.take().next_offsets == {}
+
+
+def test_next_offset_follows_the_last_offset_across_gaps() -> None:
+    b = batcher(Clock())
+    b.add(msg(A0, 5))
+    b.add(msg(A0, 9))  # 6..8 compacted away or transaction markers
+    b.add(msg(A0, 20))
+    batch = b.take()
+    assert batch.next_offsets == {A0: 21}
+    assert batch.first_offsets == {A0: 5}
+
+
+def test_messages_without_rows_still_advance_their_partition() -> None:
+    b = batcher(Clock())
+    b.add(msg(A0, 7, value=None))  # an ignored tombstone
+    assert b.take().next_offsets == {A0: 8}
+
+
+def test_an_offset_going_back_without_dropping_the_partition_is_refused() -> None:
+    b = batcher(Clock())
+    b.add(msg(A0, 5))
+    with pytest.raises(SinkError, match=r"a\[0\]@5: offset goes back .*drop_partitions"):
+        b.add(msg(A0, 5))
+
+
+def test_revoked_partitions_lose_their_rows_deletes_dead_letters_and_offsets() -> None:
+    b = batcher(Clock())
+    b.add(msg(A0, 0), [(EVENTS, (1, "a0"))])
+    b.add(msg(A1, 0, value=b"12345"), [(EVENTS, (2, "a1"))], deletes=[(EVENTS, (9,))])
+    b.add_dead_letter(msg(A1, 1), DecodeError("a[1]@1", "bad"))
+    b.add(msg(B0, 0), [(LOG, ("b0",))])
+    b.drop_partitions([A1, TopicPartition("c", 0)])
+    assert (b.message_count, b.byte_count) == (2, 2)
+    batch = b.take()
+    assert batch.table_rows == {EVENTS: [(1, "a0")], LOG: [("b0",)]}
+    assert batch.deletes == {}
+    assert batch.dead_letters == ()
+    assert batch.next_offsets == {A0: 1, B0: 1}
+
+
+def test_a_revoked_partition_can_be_read_again_from_an_earlier_offset() -> None:
+    b = batcher(Clock())
+    b.add(msg(A0, 5))
+    b.drop_partitions([A0])
+    b.add(msg(A0, 3))
+    assert b.take().first_offsets == {A0: 3}
+
+
+def test_dropping_every_partition_resets_the_age_and_dropping_one_keeps_the_oldest() -> None:
+    clock = Clock()
+    b = batcher(clock, max_age=10.0)
+    b.add(msg(A0, 0))
+    clock.now += 4
+    b.add(msg(B0, 0))
+    b.drop_partitions([B0])
+    assert b.time_until_due() == pytest.approx(6.0)
+    b.drop_partitions([A0])
+    assert b.message_count == 0
+    assert b.time_until_due() == 10.0
+    clock.now += 100
+    b.add(msg(B0, 1))
+    assert b.time_until_due() == 10.0
+
+
+def test_a_row_deleted_by_a_later_tombstone_is_left_out() -> None:
+    b = batcher(Clock())
+    b.add(msg(A0, 0), [(EVENTS, (1, "v1"))])
+    b.add(msg(A0, 1), [(EVENTS, (2, "v2"))])
+    b.add(msg(A0, 2, value=None), deletes=[(EVENTS, (1,))])
+    batch = b.take()
+    assert batch.table_rows == {EVENTS: [(2, "v2")]}
+    assert batch.deletes == {EVENTS: ((1,),)}
+    assert batch.delete_count == 1
+
+
+def test_a_row_after_a_tombstone_of_its_key_is_kept_to_re_insert_it() -> None:
+    b = batcher(Clock())
+    b.add(msg(A0, 0, value=None), deletes=[(EVENTS, (1,)), (EVENTS, (2,))])
+    b.add(msg(A0, 1), [(EVENTS, (1, "again"))])
+    batch = b.take()
+    assert batch.table_rows == {EVENTS: [(1, "again")]}
+    assert batch.deletes == {EVENTS: ((2,),)}
+
+
+def test_only_the_last_of_several_writes_and_tombstones_of_a_key_counts() -> None:
+    b = batcher(Clock())
+    b.add(msg(A0, 0, value=None), deletes=[(EVENTS, (1,))])
+    b.add(msg(A0, 1), [(EVENTS, (1, "again"))])
+    b.add(msg(A0, 2, value=None), deletes=[(EVENTS, (1,))])
+    b.add(msg(A0, 3), [(EVENTS, (1, "last"))])
+    batch = b.take()
+    # The last write is an upsert that replaces the row: no delete is needed for that key.
+    assert batch.table_rows == {EVENTS: [(1, "last")]}
+    assert batch.deletes == {EVENTS: ()}
+
+
+def test_dead_letters_travel_with_the_batch_and_advance_their_offset() -> None:
+    b = batcher(Clock())
+    error = DecodeError("a[0]@4", "value is not JSON", code="not-json")
+    b.add_dead_letter(msg(A0, 4, value=b"{bad"), error)
+    batch = b.take()
+    assert [(d.message.offset, d.error) for d in batch.dead_letters] == [(4, error)]
+    assert batch.next_offsets == {A0: 5}
+    assert batch.message_count == 1
+
+
+@pytest.mark.parametrize(("messages", "size", "age"), [(0, 1, 1.0), (1, 0, 1.0), (1, 1, 0.0)])
+def test_limits_must_be_positive(messages: int, size: int, age: float) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        Batcher(messages, size, age)
