@@ -6,13 +6,29 @@ inside a JSON comment is not a bind parameter); transactions stay SQLAlchemy's.
 
 from __future__ import annotations
 
-import io
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 
-# psycopg2 pulls COPY data from a file object in reads of this size: large reads mean few calls.
+# psycopg2 pulls COPY data from a file object in reads of "this size"; ours returns one chunk
+# per read whatever the size, so this only has to be positive.
 _PSYCOPG2_COPY_READ_SIZE = 1 << 20
+
+
+class _ChunkReader:
+    """A file object for psycopg2's `copy_expert` whose reads are the next chunks of text."""
+
+    def __init__(self, chunks: Iterable[str]) -> None:
+        self._chunks = iter(chunks)
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> str:
+        try:
+            return next(self._chunks, "")
+        except BaseException as error:  # psycopg2 would replace it by a QueryCanceled
+            self.error = error
+            raise
 
 
 class Db:
@@ -40,11 +56,21 @@ class Db:
         found = self.rows(sql, params)
         return found[0][0] if found else None
 
-    def copy_from_text(self, sql: str, text: str) -> None:
-        """Runs `COPY ... FROM STDIN` with `text` as its data, in PostgreSQL's text format."""
+    def copy_in(self, sql: str, chunks: Iterable[str]) -> None:
+        """Runs `COPY ... FROM STDIN`, sending each non-empty chunk of text as it is produced.
+
+        An exception raised by `chunks` aborts the COPY and propagates unchanged.
+        """
         with self._cursor() as cursor:
             if self.psycopg2:
-                cursor.copy_expert(sql, io.StringIO(text), size=_PSYCOPG2_COPY_READ_SIZE)
+                reader = _ChunkReader(chunks)
+                try:
+                    cursor.copy_expert(sql, reader, size=_PSYCOPG2_COPY_READ_SIZE)
+                except Exception:
+                    if reader.error is not None:
+                        raise reader.error from None
+                    raise
             else:
                 with cursor.copy(sql) as copy:
-                    copy.write(text)
+                    for chunk in chunks:
+                        copy.write(chunk)

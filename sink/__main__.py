@@ -17,8 +17,8 @@ from .errors import SinkError
 from .health import Health, database_ping
 from .metrics import SinkMetrics
 from .pipeline import Pipeline
+from .retry import DATABASE_ERRORS, explain
 from .worker import Worker
-from .writer import explain_database_error
 
 logger = logging.getLogger("sink")
 
@@ -87,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
     except SinkError as exc:
         message = str(exc)
-    except sa.exc.DBAPIError as exc:
-        message = explain_database_error(exc, "the sink's tables")
+    except DATABASE_ERRORS as exc:
+        message = explain(exc, "the sink's tables")
     else:
         return 0
     logger.error("%s", message)

@@ -4,23 +4,22 @@ to delete for a tombstone, or nothing (an ignored tombstone). Bad input raises D
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from .config import Settings, TombstonePolicy
 from .decode import decode
-from .errors import ConfigError
+from .errors import ConfigError, MappingError
 from .mapping import Mapper
 from .records import Message, Record
-from .tables import Router, Row, TableSet, Target, load_tables
+from .tables import MapRecord, Router, Row, TableSet, Target, load_tables
 
 Handler = Callable[[Message], "Mapped"]
 
 
-@dataclass(frozen=True)
-class Mapped:
-    """What one message contributes to its batch."""
+class Mapped(NamedTuple):
+    """What one message contributes to its batch (a NamedTuple: one is built per message)."""
 
     rows: tuple[Row, ...] = ()
     deletes: tuple[Row, ...] = ()
@@ -66,7 +65,7 @@ class Pipeline:
             if record.value is None:
                 return self._tombstone(record, mappers)
             if map_record is not None:
-                return Mapped(rows=self._coerce(record, map_record(record)))
+                return Mapped(rows=self._coerce(record, _call(map_record, record, names)))
             return Mapped(rows=tuple((m.table, m.map(record)) for _, m in mappers))
 
         return handle
@@ -91,3 +90,17 @@ class Pipeline:
                 )
             mapped.append((table, mapper.coerce(record, values)))
         return tuple(mapped)
+
+
+def _call(map_record: MapRecord, record: Record, names: str) -> list[Row]:
+    """Runs the tables module's hook; its failure on one message makes that message a dead
+    letter rather than stopping the stream."""
+    try:
+        return list(map_record(record))
+    except Exception as exc:
+        raise MappingError(
+            record.coordinates,
+            f"map_record raised {type(exc).__name__}: {exc}",
+            table=names,
+            code="map-record",
+        ) from exc

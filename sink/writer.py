@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -47,66 +46,6 @@ class PendingBatch:
         self.deletes = deletes
         self.expected = expected
         self.next_offsets = next_offsets
-
-
-# Retry delays after transient database failures: doubling from the base, capped, jittered.
-BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_CAP_SECONDS = 30.0
-# SQLSTATE classes that no retry can fix: authorization (28), privilege or syntax (42),
-# unknown database (3D), configuration limits (53 is transient, so not here).
-PERMANENT_SQLSTATE_CLASSES = ("28", "42", "3D")
-
-
-def is_transient(exc: sa.exc.DBAPIError) -> bool:
-    """Whether a database failure may pass by itself: lost connections, restarts, failovers,
-    deadlocks and serialization failures, as opposed to refusals that need a human."""
-    if exc.connection_invalidated:
-        return True
-    sqlstate = _sqlstate(exc)
-    if sqlstate is not None and sqlstate[:2] in PERMANENT_SQLSTATE_CLASSES:
-        return False
-    return isinstance(exc, sa.exc.OperationalError)
-
-
-def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if code is None:
-        diag = getattr(orig, "diag", None)
-        code = getattr(diag, "sqlstate", None)
-    return code if isinstance(code, str) else None
-
-
-def failure_kind(exc: sa.exc.DBAPIError) -> str:
-    """A short stable label for metrics: the exception class of the driver's error."""
-    if exc.connection_invalidated:
-        return "connection"
-    return type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
-
-
-def backoff_seconds(attempt: int, rng: random.Random) -> float:
-    """Exponential backoff with jitter: between half and all of min(cap, base * 2**attempt)."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt, 16))
-    return rng.uniform(ceiling / 2, ceiling)
-
-
-def explain_database_error(exc: sa.exc.DBAPIError, where: str) -> str:
-    """One message for an operator: what PostgreSQL refused and what to change."""
-    sqlstate = _sqlstate(exc) or ""
-    detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-    if sqlstate == "42501":
-        remedy = (
-            f"grant the sink's role what it needs on {where}: it must own the table to store "
-            "offsets in its comment (ALTER TABLE ... OWNER TO <role>) and be able to create it "
-            "in its schema"
-        )
-    elif sqlstate.startswith("28"):
-        remedy = "check postgres.url / postgres.password(_file): the credentials were refused"
-    elif sqlstate == "3D000":
-        remedy = "check the database name in postgres.url"
-    else:
-        remedy = "see the PostgreSQL error above"
-    return f"PostgreSQL refused ({sqlstate or 'no SQLSTATE'}): {detail}. To fix: {remedy}"
 
 
 def _no_rows() -> Iterator[Row]:

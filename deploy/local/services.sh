@@ -211,5 +211,8 @@ case "${1:-}" in
     env) print_env ;;
     postgres-up) postgres_up ;;
     kafka-up) kafka_up ;;
-    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+    # For failure tests: a PostgreSQL restart (fast shutdown, as in a failover) and a broker restart.
+    postgres-restart) postgres_down; postgres_up ;;
+    kafka-restart) kafka_down; kafka_up ;;
+    *) echo "usage: $0 up|down|status|env (also postgres-up|kafka-up|postgres-restart|kafka-restart)" >&2; exit 2 ;;
 esac

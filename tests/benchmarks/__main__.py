@@ -41,6 +41,7 @@ from .measure import (
 )
 
 SECTIONS = ("ingest", "e2e", "peer", "scaling", "latency")
+PEER = peer.SYSTEM
 BATCH_SIZES = (1_000, 10_000, 50_000)
 LATENCY_RATES = (1_000, 10_000)
 # The issue's targets.
@@ -138,7 +139,7 @@ def machine(engine: sa.engine.Engine) -> dict[str, str]:
         "kafka broker": _kafka_version(),
         "python": platform.python_version(),
         "confluent-kafka": (
-            f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+            f"{confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
         ),
         "java": _java_version(),
     }
@@ -211,7 +212,7 @@ class Bench:
             section=section,
         )
 
-    def connect(self, mode: str, count: int) -> Result:
+    def connect(self, mode: str, count: int, tuning: peer.Tuning) -> Result:
         return peer.run(
             mode,
             bootstrap=self.bootstrap,
@@ -221,6 +222,7 @@ class Bench:
             events_count=count,
             schema=self.schema,
             run_dir=self.run_dir,
+            tuning=tuning,
         )
 
 
@@ -294,11 +296,19 @@ def run_e2e_and_peer(bench: Bench) -> None:
         if want_peer:
             bench.step(
                 f"Kafka Connect + Debezium JDBC sink, insert.mode={mode}, N={n:,}",
-                partial(bench.connect, mode, n),
-                system="kafka-connect+debezium-jdbc",
+                partial(bench.connect, mode, n, peer.TUNED),
+                system=PEER,
                 mode=name,
                 **row,
             )
+    if want_peer:
+        bench.step(
+            f"Kafka Connect + Debezium JDBC sink, insert.mode=insert, default settings, N={n:,}",
+            partial(bench.connect, "insert", n, peer.DEFAULTS),
+            system=PEER,
+            mode="append",
+            **row,
+        )
     bench.drop_topic("peer", n)
     if want_sink:
         for upsert in (False, True):
@@ -392,6 +402,7 @@ COLUMNS = (
     "1st row s",
     "events/s",
     "steady/s",
+    "2nd/1st half",
     "peak RSS MB",
     "p50 ms",
     "p99 ms",
@@ -414,6 +425,7 @@ def _cells(r: Result) -> tuple[str, ...]:
         _num(r.first_row_seconds),
         _rate(r.rate),
         _rate(steady),
+        _num(r.extra.get("half_ratio"), digits=2),
         _num(r.peak_rss_mb, digits=0),
         _num(r.p50_ms, digits=0),
         _num(r.p99_ms, digits=0),
@@ -424,7 +436,7 @@ def _cells(r: Result) -> tuple[str, ...]:
 def table(results: Sequence[Result]) -> str:
     rows = [COLUMNS, *(_cells(r) for r in results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    numeric = {3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+    numeric = {3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
     lines = []
     for index, row in enumerate(rows):
         cells = [
@@ -447,7 +459,7 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
     """The issue's targets, each with the measured figure and a verdict (None: not measured)."""
     n = plan.events
     one = {"system": e2e.SYSTEM, "workers": 1, "section": "e2e", "events": n}
-    peer_system = {"system": "kafka-connect+debezium-jdbc", "events": n}
+    peer_system = {"system": PEER, "events": n, "batch": peer.TUNED.batch_size}
     checks: list[dict[str, Any]] = []
 
     def ratio(name: str, a: Result | None, b: Result | None, goal: float) -> None:
@@ -506,6 +518,16 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
         _find(results, events=plan.scaling_events[-1], **scaling),
         _find(results, events=n, **scaling),
         TARGET_FLAT,
+    )
+    largest = _find(results, events=plan.scaling_events[-1], **scaling)
+    within = largest.extra.get("half_ratio") if largest else None
+    checks.append(
+        {
+            "target": f"N={plan.scaling_events[-1]:,} run: 2nd-half rate / 1st-half rate",
+            "goal": f">= {TARGET_FLAT}x",
+            "measured": within,
+            "met": None if within is None else within >= TARGET_FLAT,
+        }
     )
     return checks
 
@@ -578,7 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "\nevents/s: N / wall time from process start until the table holds all N (and, for "
         "the sink, its stored offsets equal the log end offsets); steady/s: N / time after "
-        "the first row. Both systems share the same 2 cores with PostgreSQL and Kafka."
+        "the first row; 2nd/1st half: rate over the last half of the rows / over the first half. "
+        "Both systems share the same 2 cores with PostgreSQL and Kafka."
     )
     if json_path:
         json_path.write_text(

@@ -175,7 +175,7 @@ def run(
         rate=events_count / timing.seconds,
         peak_rss_mb=timing.peak_rss_mb,
         note="exactly-once" + (", peak RSS of the larger worker" if workers > 1 else ""),
-        extra={"rows": timing.rows},
+        extra={"rows": timing.rows, "half_ratio": timing.half_ratio},
     )
 
 

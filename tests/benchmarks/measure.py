@@ -188,6 +188,22 @@ class Timing:
     first_row_seconds: float | None
     rows: int
     peak_rss_mb: float | None
+    # Rate over the second half of the rows / rate over the first half (after the first row):
+    # about 1 when per-event cost does not grow with the size of the table, whatever the load.
+    half_ratio: float | None = None
+
+
+def half_ratio(samples: Sequence[tuple[float, int]], expected: int) -> float | None:
+    """From (seconds, rows) polls: second-half rate over first-half rate, None if too few."""
+    started = next(((t, n) for t, n in samples if n > 0), None)
+    middle = next(((t, n) for t, n in samples if n >= expected // 2), None)
+    end = samples[-1] if samples else None
+    if started is None or middle is None or end is None:
+        return None
+    (t0, n0), (t1, n1), (t2, n2) = started, middle, end
+    if t1 <= t0 or t2 <= t1 or n1 <= n0:
+        return None
+    return ((n2 - n1) / (t2 - t1)) / ((n1 - n0) / (t1 - t0))
 
 
 def time_until_complete(
@@ -203,6 +219,7 @@ def time_until_complete(
     """Polls until `rows()` reaches `expected` and `also_done()` holds; the clock started at
     `started` (just before the processes were launched). Peak RSS is the largest of them."""
     first_row: float | None = None
+    samples: list[tuple[float, int]] = []
     deadline = started + timeout
     while True:
         for proc in processes:
@@ -210,13 +227,20 @@ def time_until_complete(
             proc.check_alive()
         count = rows()
         now = time.monotonic()
+        samples.append((now - started, count))
         if count and first_row is None:
             first_row = now - started
         if count >= expected and also_done():
             for proc in processes:
                 proc.sample()
             peaks = [p.peak_mb for p in processes if p.peak_mb is not None]
-            return Timing(now - started, first_row, count, max(peaks) if peaks else None)
+            return Timing(
+                now - started,
+                first_row,
+                count,
+                max(peaks) if peaks else None,
+                half_ratio(samples, expected),
+            )
         if now > deadline:
             raise BenchmarkError(
                 f"{what}: {count} of {expected} rows after {timeout:.0f} s; "

@@ -38,6 +38,7 @@ LIBS = CACHE / "libs"
 JVM_HEAP = ("-Xms256m", "-Xmx2g")
 MAVEN_TIMEOUT_SECONDS = 1200
 MODES = ("insert", "upsert")
+SYSTEM = "kafka-connect+debezium-jdbc"
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ def run(
         proc.stop()
     return Result(
         section="e2e",
-        system="kafka-connect+debezium-jdbc",
+        system=SYSTEM,
         mode="append" if mode == "insert" else "upsert",
         events=events_count,
         batch=tuning.batch_size,
@@ -303,5 +304,5 @@ def run(
         rate=events_count / timing.seconds,
         peak_rss_mb=timing.peak_rss_mb,
         note=f"insert.mode={mode}, {tuning.label} settings, at-least-once",
-        extra={"rows": timing.rows},
+        extra={"rows": timing.rows, "half_ratio": timing.half_ratio},
     )

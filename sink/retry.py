@@ -1,0 +1,116 @@
+"""What to do when a batch fails: retry it later, split it to find a rejected message, or stop.
+
+Decided on the driver's exception class and SQLSTATE (psycopg 3 or psycopg2, raised raw by the
+ingest core's COPY or wrapped by SQLAlchemy), never on message text.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+
+import psycopg
+import sqlalchemy as sa
+
+import pg_bulk_ingest
+
+# Retry delays after transient database failures: doubling from the base, capped, jittered.
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+
+# SQLSTATE classes: what no retry can fix (authorization, privilege or syntax, unknown
+# database), what one row of the batch caused (data exception, integrity constraint), and what
+# passes by itself (connection, resources, operator intervention such as a restart or failover,
+# serialization failures and deadlocks, system errors).
+PERMANENT_CLASSES = ("28", "42", "3D")
+REJECTED_CLASSES = ("22", "23")
+TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+DRIVER_ERRORS: tuple[type[Exception], ...] = (psycopg.Error,)
+CONNECTION_LOST: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+try:
+    import psycopg2
+except ImportError:  # psycopg2 is an optional extra
+    pass
+else:
+    DRIVER_ERRORS = (*DRIVER_ERRORS, psycopg2.Error)
+    CONNECTION_LOST = (*CONNECTION_LOST, psycopg2.OperationalError, psycopg2.InterfaceError)
+
+# Everything a database call can raise: the drivers' own errors and SQLAlchemy's wrappers.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (*DRIVER_ERRORS, sa.exc.DBAPIError)
+
+
+class Failure(enum.Enum):
+    TRANSIENT = "transient"  # retry the batch after a backoff
+    REJECTED = "rejected"  # PostgreSQL refused a row: split the batch to find its message
+    PERMANENT = "permanent"  # a human must change something: stop with a clear message
+
+
+def _driver_error(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.orig
+    while exc is not None and not isinstance(exc, DRIVER_ERRORS):
+        exc = exc.__cause__  # type: ignore[assignment]
+    return exc
+
+
+_BY_CLASS = {
+    **dict.fromkeys(PERMANENT_CLASSES, Failure.PERMANENT),
+    **dict.fromkeys(REJECTED_CLASSES, Failure.REJECTED),
+    **dict.fromkeys(TRANSIENT_CLASSES, Failure.TRANSIENT),
+}
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    error = _driver_error(exc)
+    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
+def classify(exc: BaseException) -> Failure:
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return Failure.TRANSIENT
+    code = sqlstate(exc)
+    if code is None:
+        if isinstance(exc, pg_bulk_ingest.DataError):
+            return Failure.REJECTED
+        # No SQLSTATE from a driver error: the connection itself failed.
+        lost = isinstance(_driver_error(exc), CONNECTION_LOST)
+        return Failure.TRANSIENT if lost else Failure.PERMANENT
+    if code == LOCK_NOT_AVAILABLE:
+        return Failure.TRANSIENT
+    return _BY_CLASS.get(code[:2], Failure.PERMANENT)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """A short stable label for metrics: the driver's exception class."""
+    error = _driver_error(exc)
+    return type(error if error is not None else exc).__name__
+
+
+def backoff_seconds(attempt: int, rng: random.Random) -> float:
+    """Exponential backoff with jitter: between half and all of min(cap, base * 2**attempt)."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt, 16))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+def explain(exc: BaseException, where: str) -> str:
+    """One message for an operator: what PostgreSQL refused and what to change."""
+    code = sqlstate(exc) or ""
+    error = _driver_error(exc) or exc
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if code == "42501":
+        remedy = (
+            f"grant the sink's role what it needs on {where}: it must own each table to store "
+            "offsets in its comment (ALTER TABLE ... OWNER TO <role>) and be allowed to create "
+            "tables in its schema"
+        )
+    elif code.startswith("28"):
+        remedy = "check postgres.url and postgres.password(_file): the credentials were refused"
+    elif code == "3D000":
+        remedy = "check the database name in postgres.url"
+    else:
+        remedy = "see the PostgreSQL error above"
+    return f"PostgreSQL refused ({code or 'no SQLSTATE'}): {detail}. To fix: {remedy}"

@@ -1,0 +1,152 @@
+"""The worker rides out database and broker restarts, and stops clearly on what it cannot fix."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.events import events
+
+from .harness import REPO, SinkProcess, produce, wait_until
+from .test_exactly_once import COORDINATE_COLUMNS, assert_exactly_once, count_rows
+
+SERVICES = REPO / "deploy" / "local" / "services.sh"
+
+
+def _restart(service: str) -> None:
+    subprocess.run([str(SERVICES), f"{service}-restart"], check=True, timeout=180)
+
+
+def _producing(bootstrap: str, topic: str, total: int, partitions: int) -> threading.Thread:
+    def run() -> None:
+        for start in range(0, total, 2_000):
+            produce(bootstrap, topic, events(2_000, start=start), partitions=partitions)
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("service", ["postgres", "kafka"])
+def test_worker_recovers_by_itself_from_a_restart_and_lands_everything_once(
+    service: str,
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    total, partitions = 40_000, 3
+    topic = new_topic(partitions=partitions)
+    config = sink_config([topic], schema, columns=COORDINATE_COLUMNS, max_messages=1000)
+    worker = start_sink(config)
+    produce(kafka_bootstrap, topic, events(10_000), partitions=partitions)
+    wait_until(lambda: count_rows(engine, schema) >= 10_000, 60, "the first rows")
+    producer = _producing(kafka_bootstrap, topic, 10_000, partitions)
+    _restart(service)
+    producer.join()
+    engine.dispose()  # the test's own pooled connections died with a database restart
+    produce(kafka_bootstrap, topic, events(total - 20_000, start=20_000), partitions=partitions)
+    wait_until(lambda: count_rows(engine, schema) >= total, 180, f"all {total} rows")
+    assert worker.running(), worker.output()[-3000:]
+    assert worker.terminate() == 0
+    assert_exactly_once(engine, kafka_bootstrap, schema, topic, partitions)
+    if service == "postgres":
+        assert "retrying in" in worker.output()
+
+
+def test_a_role_that_does_not_own_the_table_stops_the_worker_with_the_fix(
+    engine: sa.engine.Engine,
+    database_url: str,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
+        conn.execute(
+            sa.text(
+                f'CREATE TABLE "{schema}".events ("partition" integer NOT NULL,'
+                ' "offset" bigint NOT NULL, id bigint NOT NULL, payload jsonb)'
+            )
+        )
+        conn.execute(sa.text(f'GRANT USAGE, CREATE ON SCHEMA "{schema}" TO {role}'))
+        conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{schema}".events TO {role}'))
+    try:
+        topic = new_topic(partitions=1)
+        produce(kafka_bootstrap, topic, events(10))
+        url = sa.engine.make_url(database_url).set(username=role, password="pw")
+        config = sink_config([topic], schema, columns=COORDINATE_COLUMNS)
+        config.write_text(
+            config.read_text().replace(database_url, url.render_as_string(hide_password=False))
+        )
+        worker = start_sink(config)
+        assert worker.proc.wait(60) != 0
+        output = worker.output()
+        assert "must own" in output and "OWNER TO" in output, output[-2000:]
+        assert count_rows(engine, schema) == 0
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{schema}".events'))
+            conn.execute(sa.text(f'REVOKE ALL ON SCHEMA "{schema}" FROM {role}'))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_health_and_metrics_endpoints_report_progress_and_lag_falling_to_zero(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    topic = new_topic(partitions=2)
+    produce(kafka_bootstrap, topic, events(5_000), partitions=2)
+    worker = start_sink(sink_config([topic], schema, columns=COORDINATE_COLUMNS))
+    found: list[int] = []
+    wait_until(
+        lambda: bool(
+            found.extend(int(p) for p in re.findall(r"on port (\d+)", worker.output())) or found
+        ),
+        30,
+        "the HTTP port in the log",
+    )
+    port = found[0]
+    assert _get(port, "/livez")[0] == 200
+    wait_until(lambda: _get(port, "/readyz")[0] == 200, 30, "readiness")
+    wait_until(lambda: count_rows(engine, schema) == 5_000, 60, "all rows")
+
+    def lag_is_zero() -> bool:
+        status, body = _get(port, "/metrics")
+        lags = re.findall(
+            rf'pg_kafka_sink_partition_lag\{{[^}}]*topic="{topic}"[^}}]*\}} (\S+)', body
+        )
+        return status == 200 and len(lags) == 2 and all(float(v) == 0 for v in lags)
+
+    wait_until(lag_is_zero, 30, "lag 0 on both partitions")
+    _, body = _get(port, "/metrics")
+    assert re.search(r"pg_kafka_sink_messages_total(\{[^}]*\})? 5000", body), body[:3000]
+    assert "pg_kafka_sink_batch_duration_seconds_bucket" in body
+    assert worker.terminate() == 0
