@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import orjson
 import sqlalchemy as sa
 
+import pg_bulk_ingest
+
 from . import admin, logs
 from .config import Settings, load_settings
 from .errors import SinkError
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args))
         if code:
             return code
-    except SinkError as exc:
+    except (SinkError, pg_bulk_ingest.IngestError) as exc:
         message = str(exc)
     except DATABASE_ERRORS as exc:
         message = explain(exc, "the sink's tables")
