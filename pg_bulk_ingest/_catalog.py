@@ -65,10 +65,13 @@ def schema_exists(db: Db, schema: str) -> bool:
 
 
 def comment(db: Db, schema: str, name: str) -> str | None:
-    oid = table_oid(db, schema, name)
-    if oid is None:
-        return None
-    found = db.value("SELECT obj_description(%s::oid, 'pg_class')", (oid,))
+    """The table's comment; None without one or without the table (one round trip: per batch)."""
+    found = db.value(
+        "SELECT obj_description(c.oid, 'pg_class') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+        (schema, name),
+    )
     return str(found) if found is not None else None
 
 

@@ -203,11 +203,13 @@ def ingest(  # noqa: PLR0917 (the positional parameters are the seed's API)
                 if on_before_visible is not None:
                     on_before_visible(conn, first.table, batch_metadata)
             ingested_a_batch = True
-            logger.info(
-                "Ingested a batch: %s in %.3fs",
-                ", ".join(f"{t.fullname} {n} rows" for t, n in writer.counts.items()),
-                time.monotonic() - started,
-            )
+            # DEBUG: the caller (a sink) logs its own line per batch; skip the formatting too.
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "Ingested a batch: %s in %.3fs",
+                    ", ".join(f"{t.fullname} {n} rows" for t, n in writer.counts.items()),
+                    time.monotonic() - started,
+                )
 
         if not ingested_a_batch:
             _finish_without_batches(db, states, delete, get_pg_force_execute, logger)

@@ -91,6 +91,8 @@ class Worker:
         self._isolating = False
         self._poison: dict[tuple[str, int, int], str] = {}
         self._in_flight: Batch | None = None
+        # Dead letters already produced for batches not committed yet.
+        self._sent: set[tuple[str, int, int]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -292,8 +294,11 @@ class Worker:
         if not batch.dead_letters:
             return batch.rows
         if self.dead_letter_producer is not None:
-            # Acknowledged by the broker before the offsets that skip them can commit.
-            self.dead_letter_producer.send(batch.dead_letters)
+            # Acknowledged by the broker before the offsets that skip them can commit; sent
+            # once even when the batch is retried (a crash before the commit can repeat them).
+            unsent = [d for d in batch.dead_letters if _coordinates(d.message) not in self._sent]
+            self.dead_letter_producer.send(unsent)
+            self._sent.update(_coordinates(d.message) for d in unsent)
             return batch.rows
         table = self.pipeline.table_set.dead_letter_table
         assert table is not None  # the dead-letter-table policy always has one
@@ -353,6 +358,7 @@ class Worker:
         assert self.source is not None
         self.committed_batches += 1
         self._in_flight = None
+        self._sent.difference_update(_coordinates(d.message) for d in batch.dead_letters)
         if self._isolating and batch.dead_letters and not self._poison:
             self._isolating = False
             self.batcher.max_messages = self.settings.batch.max_messages
@@ -371,3 +377,7 @@ class Worker:
             seconds,
             ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(batch.next_offsets.items())),
         )
+
+
+def _coordinates(message: Message) -> tuple[str, int, int]:
+    return message.topic, message.partition, message.offset

@@ -303,6 +303,6 @@ def run(
         first_row_seconds=timing.first_row_seconds,
         rate=events_count / timing.seconds,
         peak_rss_mb=timing.peak_rss_mb,
-        note=f"insert.mode={mode}, {tuning.label} settings, at-least-once",
+        note=f"insert.mode={mode}, settings: {tuning.label}, at-least-once",
         extra={"rows": timing.rows, "half_ratio": timing.half_ratio},
     )

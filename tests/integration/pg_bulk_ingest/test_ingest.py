@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import uuid
 from typing import Any
 
@@ -84,6 +85,69 @@ def test_upsert_keeps_the_last_row_per_key_and_updates_existing_rows(
         (2, "f"),
         (3, "e"),
     ]
+
+
+def test_upsert_leaves_unchanged_rows_alone_and_rewrites_changed_ones(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "prices",
+        metadata,
+        sa.Column("id", sa.INTEGER, primary_key=True),
+        sa.Column("amount", sa.NUMERIC),
+        sa.Column("note", sa.TEXT),
+        schema=schema,
+    )
+    rows = [(1, decimal.Decimal("1.5"), "a"), (2, decimal.Decimal("2"), None)]
+    ingest(conn, metadata, one_batch(table, 1, rows))
+    before = dict(query(f'SELECT id, xmin::text FROM "{schema}".prices'))
+    replay = [*rows, (3, decimal.Decimal("3"), "c")]
+    ingest(conn, metadata, one_batch(table, 2, replay))
+    assert dict(query(f'SELECT id, xmin::text FROM "{schema}".prices WHERE id < 3')) == before
+    ingest(conn, metadata, one_batch(table, 3, [(1, decimal.Decimal("1.50"), "a")]))
+    assert query(f'SELECT id, amount::text, note FROM "{schema}".prices ORDER BY id') == [
+        (1, "1.50", "a"),
+        (2, "2", None),
+        (3, "3", "c"),
+    ]
+
+
+def test_rows_of_interleaved_tables_keep_their_order_across_copies(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    metadata = sa.MetaData()
+    first = sa.Table(
+        "a",
+        metadata,
+        sa.Column("id", sa.INTEGER, primary_key=True),
+        sa.Column("n", sa.INTEGER),
+        schema=schema,
+    )
+    second = sa.Table("b", metadata, sa.Column("n", sa.INTEGER), schema=schema)
+    order = [first if i % 4 else second for i in range(200)]
+
+    def batches(_: Any) -> Any:
+        yield 1, ((table, (i % 5, i) if table is first else (i,)) for i, table in enumerate(order))
+
+    ingest(conn, metadata, batches, max_rows_per_table_buffer=3)
+    assert query(f'SELECT id, n FROM "{schema}".a ORDER BY id') == [
+        (k, max(i for i in range(200) if i % 4 and i % 5 == k)) for k in range(5)
+    ]
+    assert query(f'SELECT n FROM "{schema}".b ORDER BY n') == [(i,) for i in range(0, 200, 4)]
+
+
+def test_a_bad_value_after_rows_already_sent_rolls_the_batch_back(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    metadata, table = unkeyed(schema)
+    ingest(conn, metadata, one_batch(table, 1, [(0, "a")]))
+    rows = [(i, "x" * 100) if i != 20_000 else ("not a number", "x") for i in range(30_000)]
+    with pytest.raises(DataError) as raised:
+        ingest(conn, metadata, one_batch(table, 2, rows), max_rows_per_table_buffer=25_000)
+    assert (raised.value.column, raised.value.row) == ("id", 20_000)
+    assert query(f'SELECT count(*) FROM "{schema}".log') == [(1,)]
+    assert read_high_watermark(conn, table) == 1
 
 
 def test_upsert_off_inserts_without_merging(

@@ -96,3 +96,23 @@ def test_a_bool_is_not_an_integer() -> None:
 def test_nul_in_jsonb_raises() -> None:
     with pytest.raises(NulInTextError):
         enc(pg.JSONB(), {"a": "\x00"})
+
+
+@given(st.lists(st.text().filter(lambda s: "\x00" not in s), max_size=5))
+def test_a_text_array_is_quoted_element_by_element_then_copy_escaped(values: list[str]) -> None:
+    quoted = ['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
+    assert enc(pg.ARRAY(sa.TEXT), values) == escape("{" + ",".join(quoted) + "}")
+
+
+@given(st.text())
+def test_text_takes_the_fast_path_only_when_nothing_needs_escaping(text: str) -> None:
+    if "\x00" in text:
+        with pytest.raises(NulInTextError):
+            enc(sa.TEXT(), text)
+    else:
+        assert enc(sa.TEXT(), text) == escape(text)
+
+
+def test_none_encodes_to_null_for_every_column_type() -> None:
+    for type_ in (sa.INTEGER(), sa.TEXT(), pg.JSONB(), pg.ARRAY(sa.TEXT), sa.NUMERIC(), pg.UUID()):
+        assert enc(type_, None) == "\\N"
