@@ -168,7 +168,8 @@ kafka_up() {
             || { cat "$kafka_dir/format.log" >&2; die "formatting Kafka storage failed"; }
     fi
     : >"$kafka_log"
-    nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+    # setsid: the broker outlives the shell, or test, that started it (and its process group).
+    setsid nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$kafka_dir/log4j2.properties" \
         -cp "$kafka_libs/*" kafka.Kafka "$kafka_dir/server.properties" \
         >"$kafka_dir/stdout.log" 2>&1 &

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from tests.conftest import sqlalchemy_url
 
-DOCS = Path(__file__).parents[3] / "docs" / "ingest.md"
+DOCS = Path(__file__).parents[3] / "README.md"
 
 
 def example_source() -> str:
