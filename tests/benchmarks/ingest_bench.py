@@ -192,6 +192,53 @@ def summary(seconds: list[float], rows: int) -> tuple[float, float, float]:
     return statistics.median(rates), min(rates), max(rates)
 
 
+RUNS = (
+    ("raw COPY", "append"),
+    ("ours", "append"),
+    ("public 0.1.3", "append"),
+    ("ours", "upsert first load"),
+    ("public 0.1.3", "upsert first load"),
+    ("ours", "upsert re-load"),
+    ("public 0.1.3", "upsert re-load"),
+)
+
+
+def measure(url: str, rows: int, repeat: int) -> dict[tuple[str, str], list[float]]:
+    """Seconds per (implementation, scenario), the repetitions interleaved."""
+    public_python()
+    bench = Bench(url, rows)
+    seconds: dict[tuple[str, str], list[float]] = {run: [] for run in RUNS}
+    for repetition in range(repeat):
+        for impl, scenario in RUNS:
+            seconds[impl, scenario].append(bench.scenario(impl, scenario))
+            print(
+                f"# rep {repetition + 1} {impl:13} {scenario:18} "
+                f"{rows / seconds[impl, scenario][-1]:>9,.0f} rows/s",
+                file=sys.stderr,
+            )
+    return seconds
+
+
+def run(rows: int, repeat: int) -> list[dict[str, Any]]:
+    """The benchmark as rows for the suite's table (`python -m tests.benchmarks`)."""
+    url = os.environ["SINK_TEST_DATABASE_URL"]
+    results = []
+    for (impl, scenario), times in measure(url, rows, repeat).items():
+        median, low, high = summary(times, rows)
+        results.append(
+            {
+                "implementation": impl,
+                "scenario": scenario,
+                "rows": rows,
+                "batch_rows": BATCH_ROWS,
+                "seconds": statistics.median(times),
+                "rows_per_s": median,
+                "note": f"min-max {low:,.0f}..{high:,.0f} rows/s over {repeat}",
+            }
+        )
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=500_000)
@@ -205,33 +252,13 @@ def main() -> None:
         memory_run(url, args.memory_rows)
         return
 
-    public_python()
-    bench = Bench(url, args.rows)
-    runs = [
-        ("raw COPY", "append"),
-        ("ours", "append"),
-        ("public 0.1.3", "append"),
-        ("ours", "upsert first load"),
-        ("public 0.1.3", "upsert first load"),
-        ("ours", "upsert re-load"),
-        ("public 0.1.3", "upsert re-load"),
-    ]
-    seconds: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
-    for repetition in range(args.repeat):
-        for impl, scenario in runs:
-            seconds[impl, scenario].append(bench.scenario(impl, scenario))
-            print(
-                f"# rep {repetition + 1} {impl:13} {scenario:18} "
-                f"{args.rows / seconds[impl, scenario][-1]:>9,.0f} rows/s",
-                file=sys.stderr,
-            )
-
+    seconds = measure(url, args.rows, args.repeat)
     results = {f"{i} / {s}": summary(t, args.rows) for (i, s), t in seconds.items()}
     print(
         f"\n{args.rows:,} rows, {BATCH_ROWS:,}-row batches, {args.repeat} interleaved repetitions"
     )
     print(f"{'scenario':20} {'implementation':14} {'median rows/s':>14} {'min-max rows/s':>22}")
-    for impl, scenario in runs:
+    for impl, scenario in RUNS:
         median, low, high = results[f"{impl} / {scenario}"]
         print(f"{scenario:20} {impl:14} {median:>14,.0f} {f'{low:,.0f}..{high:,.0f}':>22}")
 
