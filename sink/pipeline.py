@@ -68,7 +68,20 @@ class Pipeline:
                 return Mapped(rows=self._coerce(record, _call(map_record, record, names)))
             return Mapped(rows=tuple((m.table, m.map(record)) for _, m in mappers))
 
-        return handle
+        if map_record is not None or len(mappers) != 1:
+            return handle
+        ((_, mapper),) = mappers
+        table, map_row = mapper.table, mapper.map
+
+        def handle_one(message: Message) -> Mapped:
+            # The common case, one table per topic, without the general case's generator:
+            # this runs for every message.
+            record = decode(message, key_format, value_format, target=names)
+            if record.value is None:
+                return self._tombstone(record, mappers)
+            return Mapped(((table, map_row(record)),))
+
+        return handle_one
 
     @staticmethod
     def _tombstone(record: Record, mappers: list[tuple[Target, Mapper]]) -> Mapped:

@@ -332,7 +332,7 @@ class Worker:
             logger.warning("consumer: %s", error)
             return
         message = message_from_kafka(msg)
-        if message.topic_partition not in self.positions:
+        if (message.topic, message.partition) not in self.positions:
             return  # fetched before its partition was revoked
         if self._poison:
             rejected = self._poison.pop((message.topic, message.partition, message.offset), None)

@@ -42,8 +42,7 @@ def event(i: int, rng: random.Random) -> dict[str, object]:
         "id": i,
         "key": f"customer-{rng.randrange(100_000)}",
         "ts": (
-            f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d}"
-            f".{i % 1000:03d}Z"
+            f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d}.{i % 1000:03d}Z"
         ),
         "amount": f"{rng.randrange(1, 1_000_000) / 100:.2f}",
         "status": None if i % 17 == 0 else STATUSES[i % len(STATUSES)],
