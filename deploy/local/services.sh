@@ -23,7 +23,7 @@ die() { say "error: $*"; exit 1; }
 
 as_pg_owner() {
     # initdb refuses to run as root: run PostgreSQL as Debian's postgres user when we are root.
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 pg_bin() {
@@ -47,10 +47,21 @@ ensure_postgres_installed() {
     die "PostgreSQL server binaries not found under /usr/lib/postgresql. Install them: sudo apt-get install postgresql"
 }
 
+# Run as root, PostgreSQL runs as the postgres user, which may not be able to reach a clone under
+# a private home directory: then its data goes to a folder of its own, one per clone.
+choose_pg_dir() {
+    if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$repo"; then
+        pg_dir=/var/tmp/pg-kafka-sink-$(printf '%s' "$repo" | sha256sum | cut -c1-12)/postgres
+        pg_log=$pg_dir/server.log
+    fi
+}
+choose_pg_dir
+
 pg_running() { [ -f "$pg_dir/data/postmaster.pid" ] && as_pg_owner "$(pg_bin)/pg_ctl" -D "$pg_dir/data" status >/dev/null 2>&1; }
 
 postgres_up() {
     ensure_postgres_installed
+    choose_pg_dir
     local bin; bin=$(pg_bin)
     if pg_running; then say "PostgreSQL already running on 127.0.0.1:$pg_port"; return 0; fi
     mkdir -p "$pg_dir"
