@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,6 +16,8 @@ import orjson
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from tests.events import events
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -49,6 +52,22 @@ def produce(
             producer.poll(0)
     assert producer.flush(60) == 0, "messages left unsent"
     return count
+
+
+def produce_steadily(
+    bootstrap: str, topic: str, total: int, partitions: int, *, chunk: int, pause: float
+) -> threading.Thread:
+    """Produces `total` events in chunks with pauses, in a thread, so that workers keep
+    catching up with a live stream while a test kills, adds or restarts things."""
+
+    def run() -> None:
+        for start in range(0, total, chunk):
+            produce(bootstrap, topic, events(chunk, start=start), partitions=partitions)
+            time.sleep(pause)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
 
 
 def log_end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,14 @@ import sqlalchemy as sa
 
 from tests.events import events
 
-from .harness import SinkProcess, log_end_offsets, produce, stored_offsets, wait_until
+from .harness import (
+    SinkProcess,
+    log_end_offsets,
+    produce,
+    produce_steadily,
+    stored_offsets,
+    wait_until,
+)
 
 # A table without a primary key: duplicates would show up as repeated (partition, offset).
 COORDINATE_COLUMNS = """
@@ -109,13 +115,7 @@ def test_sigkill_at_random_moments_neither_loses_nor_duplicates(
     # The producer keeps going while workers die, so kills land mid-batch and mid-commit.
 
     # ~2,500 msgs/s for ~80 s: the workers keep catching up with it while they are killed.
-    def produce_steadily() -> None:
-        for start in range(0, total, 5_000):
-            produce(kafka_bootstrap, topic, events(5_000, start=start), partitions=partitions)
-            time.sleep(2)
-
-    producer = threading.Thread(target=produce_steadily)
-    producer.start()
+    producer = produce_steadily(kafka_bootstrap, topic, total, partitions, chunk=5_000, pause=2)
     rng = random.Random(1)
     try:
         for _ in range(kills):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -16,7 +14,7 @@ import sqlalchemy as sa
 
 from tests.events import events
 
-from .harness import REPO, SinkProcess, produce, wait_until
+from .harness import REPO, SinkProcess, produce, produce_steadily, wait_until
 from .test_exactly_once import COORDINATE_COLUMNS, assert_exactly_once, count_rows
 
 SERVICES = REPO / "deploy" / "local" / "services.sh"
@@ -24,17 +22,6 @@ SERVICES = REPO / "deploy" / "local" / "services.sh"
 
 def _restart(service: str) -> None:
     subprocess.run([str(SERVICES), f"{service}-restart"], check=True, timeout=180)
-
-
-def _producing(bootstrap: str, topic: str, total: int, partitions: int) -> threading.Thread:
-    def run() -> None:
-        for start in range(0, total, 2_000):
-            produce(bootstrap, topic, events(2_000, start=start), partitions=partitions)
-            time.sleep(0.5)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 @pytest.mark.parametrize("service", ["postgres", "kafka"])
@@ -53,7 +40,7 @@ def test_worker_recovers_by_itself_from_a_restart_and_lands_everything_once(
     worker = start_sink(config)
     produce(kafka_bootstrap, topic, events(10_000), partitions=partitions)
     wait_until(lambda: count_rows(engine, schema) >= 10_000, 60, "the first rows")
-    producer = _producing(kafka_bootstrap, topic, 10_000, partitions)
+    producer = produce_steadily(kafka_bootstrap, topic, 10_000, partitions, chunk=2_000, pause=0.5)
     _restart(service)
     producer.join()
     engine.dispose()  # the test's own pooled connections died with a database restart

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,19 +11,15 @@ import sqlalchemy as sa
 
 from tests.events import EVENT_COLUMNS_TOML, events
 
-from .harness import SinkProcess, log_end_offsets, produce, stored_offsets, wait_until
+from .harness import (
+    SinkProcess,
+    log_end_offsets,
+    produce,
+    produce_steadily,
+    stored_offsets,
+    wait_until,
+)
 from .test_exactly_once import COORDINATE_COLUMNS, assert_exactly_once, count_rows
-
-
-def _steady_producer(bootstrap: str, topic: str, total: int, partitions: int) -> threading.Thread:
-    def run() -> None:
-        for start in range(0, total, 5_000):
-            produce(bootstrap, topic, events(5_000, start=start), partitions=partitions)
-            time.sleep(1)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def test_three_workers_with_one_killed_and_one_added_land_every_message_once(
@@ -38,7 +33,7 @@ def test_three_workers_with_one_killed_and_one_added_land_every_message_once(
     total, partitions = 100_000, 6
     topic = new_topic(partitions=partitions)
     config = sink_config([topic], schema, columns=COORDINATE_COLUMNS, max_messages=1000)
-    producer = _steady_producer(kafka_bootstrap, topic, total, partitions)
+    producer = produce_steadily(kafka_bootstrap, topic, total, partitions, chunk=5_000, pause=1)
     try:
         workers = [start_sink(config) for _ in range(3)]
         wait_until(lambda: count_rows(engine, schema) > 10_000, 90, "progress by three workers")
@@ -102,7 +97,7 @@ def test_sigterm_mid_stream_exits_zero_within_the_grace_budget(
 ) -> None:
     topic = new_topic(partitions=3)
     config = sink_config([topic], schema, columns=COORDINATE_COLUMNS, max_messages=500)
-    producer = _steady_producer(kafka_bootstrap, topic, 30_000, 3)
+    producer = produce_steadily(kafka_bootstrap, topic, 30_000, 3, chunk=5_000, pause=1)
     try:
         worker = start_sink(config)
         wait_until(lambda: count_rows(engine, schema) > 1_000, 60, "progress")
@@ -159,7 +154,7 @@ def test_rolling_deploy_never_flips_the_table_back_to_the_old_definition(
                 ).scalar()
             )
 
-    producer = _steady_producer(kafka_bootstrap, topic, total, partitions)
+    producer = produce_steadily(kafka_bootstrap, topic, total, partitions, chunk=5_000, pause=1)
     try:
         old_worker = start_sink(old)
         wait_until(lambda: count_rows(engine, schema) > 5_000, 60, "the old worker's rows")
