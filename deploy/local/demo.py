@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 import sqlalchemy as sa
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -97,10 +97,18 @@ def produce(bootstrap: str, first_id: int) -> None:
 def log_end_offsets(bootstrap: str) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-watermarks"})
     try:
-        return {
-            p: consumer.get_watermark_offsets(KafkaTopicPartition(TOPIC, p), timeout=10)[1]
-            for p in range(PARTITIONS)
-        }
+        # A topic just created may answer "not leader" for a moment while its partitions start.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return {
+                    p: consumer.get_watermark_offsets(KafkaTopicPartition(TOPIC, p), timeout=10)[1]
+                    for p in range(PARTITIONS)
+                }
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
 
@@ -156,22 +164,23 @@ def row_count(engine: sa.engine.Engine) -> int:
 def watch(engine: sa.engine.Engine, bootstrap: str, sink: subprocess.Popen[bytes]) -> bool:
     """A live progress line until the stored offsets reach the log end offsets."""
     ends = log_end_offsets(bootstrap)
-    started = time.monotonic()
-    first_rows = row_count(engine)
-    # The rate counts from the first landed rows, so start-up time does not dilute it.
-    landing_since: float | None = None
+    started = previous_time = time.monotonic()
+    previous_rows = row_count(engine)
     while time.monotonic() - started < TIMEOUT_SECONDS:
         if sink.poll() is not None:
             print("\nthe sink exited early", file=sys.stderr)
             return False
         positions = stored(engine)
         lag = sum(end - positions.get(p, 0) for p, end in ends.items())
-        rows = row_count(engine)
-        if landing_since is None and rows > first_rows:
-            landing_since, first_rows = time.monotonic(), rows
-        elapsed = time.monotonic() - landing_since if landing_since else 0.0
-        rate = (rows - first_rows) / elapsed if elapsed else 0.0
-        print(f"\r  rows {rows:>8}  {rate:>9,.0f} rows/s  lag {lag:>6}", end="", flush=True)
+        rows, now = row_count(engine), time.monotonic()
+        # The rate over the last interval: what the sink is doing now.
+        rate = (rows - previous_rows) / (now - previous_time)
+        previous_rows, previous_time = rows, now
+        print(
+            f"\r  {now - started:5.1f} s  rows {rows:>8}  {rate:>9,.0f} rows/s  lag {lag:>6}",
+            end="",
+            flush=True,
+        )
         if lag == 0:
             print()
             return True
