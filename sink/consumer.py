@@ -70,7 +70,6 @@ class KafkaSource:
         self._start = start_offset(start_from)
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
-        self.rebalances = 0
 
     def subscribe(self, topics: Iterable[str]) -> None:
         self._consumer.subscribe(
@@ -78,7 +77,6 @@ class KafkaSource:
         )
 
     def _assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
-        self.rebalances += 1
         tps = [TopicPartition(p.topic, p.partition) for p in partitions]
         stored = self._on_assigned(tps)
         positioned = [self._positioned(tp, stored.get(tp)) for tp in tps]
@@ -96,7 +94,6 @@ class KafkaSource:
     def _give_up(
         self, consumer: Consumer, partitions: list[KafkaTopicPartition], *, lost: bool
     ) -> None:
-        self.rebalances += 1
         tps = [TopicPartition(p.topic, p.partition) for p in partitions]
         logger.info("%s %s", "lost" if lost else "revoked", ", ".join(f"{t}[{p}]" for t, p in tps))
         self._on_revoked(tps, lost)
@@ -108,9 +105,6 @@ class KafkaSource:
 
     def consume(self, max_messages: int, timeout: float) -> list[Any]:
         return self._consumer.consume(num_messages=max_messages, timeout=timeout)
-
-    def assignment(self) -> list[TopicPartition]:
-        return [TopicPartition(p.topic, p.partition) for p in self._consumer.assignment()]
 
     def log_end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Log end offsets as last seen in fetch responses (no broker round trip)."""
