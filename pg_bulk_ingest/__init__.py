@@ -1,5 +1,6 @@
 """Ingest batches of rows into SQLAlchemy-defined PostgreSQL tables, migrating them as needed."""
 
+from ._encode import CopyRow, copy_encoders
 from ._errors import DataError, IngestError, SchemaError, WatermarkError
 from ._ingest import ingest
 from ._options import Delete, HighWatermark, Upsert, Visibility
@@ -7,6 +8,7 @@ from ._plan import PlannedStep, migration_plan
 from ._read import read_high_watermark
 
 __all__ = [
+    "CopyRow",
     "DataError",
     "Delete",
     "HighWatermark",
@@ -16,6 +18,7 @@ __all__ = [
     "Upsert",
     "Visibility",
     "WatermarkError",
+    "copy_encoders",
     "ingest",
     "migration_plan",
     "read_high_watermark",

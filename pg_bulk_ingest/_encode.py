@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 import orjson
+import sqlalchemy as sa
 
-from ._types import Kind, PgType
+from ._types import Kind, PgType, column_pg_type
 
 Encoder = Callable[[Any], str]
 RowEncoder = Callable[[Sequence[Any]], str]
@@ -34,6 +35,13 @@ _ARRAY_SPECIAL = re.compile(r'[\\"\t\n\r\x00]').search
 _call: Callable[[Encoder, Any], str] = getattr(
     operator, "call", lambda function, value: function(value)
 )
+
+
+class CopyRow(str):
+    """A row already encoded as one line of COPY text: each column's text (as `copy_encoders`
+    makes it) joined by tabs, ending in a newline. It is sent as is; PostgreSQL checks it."""
+
+    __slots__ = ()
 
 
 class NulInTextError(ValueError):
@@ -286,11 +294,19 @@ def row_encoder(types: Sequence[PgType]) -> RowEncoder:
     width = len(encoders)
 
     def encode(row: Sequence[Any]) -> str:
+        if type(row) is CopyRow:
+            return row
         if len(row) != width:
             raise ValueError(f"the row has {len(row)} values but the table has {width} columns")
         return "\t".join(map(_call, encoders, row)) + "\n"
 
     return encode
+
+
+def copy_encoders(table: sa.Table) -> tuple[Encoder, ...]:
+    """Per column of `table`, in order: the function from a value (None is NULL) to its COPY
+    text, as `ingest` encodes it; the parts of a `CopyRow`."""
+    return tuple(encoder(column_pg_type(table, column)) for column in table.columns)
 
 
 def failing_column(types: Sequence[PgType], row: Sequence[Any]) -> tuple[int | None, Exception]:

@@ -9,17 +9,20 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Hashable, List, Tuple
+from typing import Callable, Hashable, List, Tuple, TypeVar
 
 import sqlalchemy as sa
 
+from pg_bulk_ingest import CopyRow, copy_encoders
 from sink.errors import DecodeError, SinkError
 from sink.records import Message, TopicPartition
-from sink.tables import Row
+from sink.tables import Deletion, Row, RowValues
 
 Values = Tuple[object, ...]
 # (partition, sequence number of the message in the batch, row or key values)
-_Entry = Tuple[TopicPartition, int, Values]
+_Entry = Tuple[TopicPartition, int, RowValues]
+_KeyEntry = Tuple[TopicPartition, int, Values]
+_E = TypeVar("_E", _Entry, _KeyEntry)
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Batch:
     """
 
     # Rows per table, in column order, in arrival order.
-    table_rows: Mapping[sa.Table, Sequence[Values]]
+    table_rows: Mapping[sa.Table, Sequence[RowValues]]
     # Primary-key tuples to delete, per table, each key once.
     deletes: Mapping[sa.Table, Sequence[Values]]
     dead_letters: tuple[DeadLetter, ...]
@@ -98,7 +101,7 @@ class Batcher:
     def _reset(self) -> None:
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._rows: dict[sa.Table, List[_Entry]] = {}
-        self._deletes: dict[sa.Table, List[_Entry]] = {}
+        self._deletes: dict[sa.Table, List[_KeyEntry]] = {}
         self._dead: list[DeadLetter] = []
         self._messages: dict[TopicPartition, int] = {}
         self._bytes: dict[TopicPartition, int] = {}
@@ -116,7 +119,7 @@ class Batcher:
         return self._byte_count
 
     def add(
-        self, message: Message, rows: Iterable[Row] = (), *, deletes: Iterable[Row] = ()
+        self, message: Message, rows: Iterable[Row] = (), *, deletes: Iterable[Deletion] = ()
     ) -> None:
         """Add one message with the rows it maps to and the keys it deletes (either may be
         empty: an ignored tombstone still moves its partition's offset)."""
@@ -186,13 +189,8 @@ class Batcher:
             del self._partitions[tp]
             self._message_count -= self._messages.pop(tp)
             self._byte_count -= self._bytes.pop(tp)
-        for entries_by_table in (self._rows, self._deletes):
-            for table, entries in list(entries_by_table.items()):
-                kept = [entry for entry in entries if entry[0] not in gone]
-                if kept:
-                    entries_by_table[table] = kept
-                else:
-                    del entries_by_table[table]
+        _drop_entries(self._rows, gone)
+        _drop_entries(self._deletes, gone)
         self._dead = [d for d in self._dead if d.message.topic_partition not in gone]
         starts = [part.started for part in self._partitions.values()]
         self._started = min(starts) if starts else None
@@ -200,25 +198,29 @@ class Batcher:
     def take(self) -> Batch:
         """Hand over the batch so far (possibly empty) and start a new one."""
         deletes: dict[sa.Table, Sequence[Values]] = {}
-        rows: dict[sa.Table, Sequence[Values]] = {}
+        rows: dict[sa.Table, Sequence[RowValues]] = {}
         deleted_at: dict[sa.Table, dict[Hashable, int]] = {}
         for table, entries in self._deletes.items():
+            keys = _Keys(table)
             last: dict[Hashable, int] = {}
             unique: dict[Hashable, Values] = {}
             for _, sequence, key in entries:
-                last[_hashable(key)] = sequence
-                unique.setdefault(_hashable(key), key)
+                text = keys.of_key(key)
+                last[text] = sequence
+                unique.setdefault(text, key)
             deleted_at[table] = last
             # A key written again after its tombstone is upserted, not deleted.
-            written_at = _last_written(table, self._rows.get(table, []))
+            written_at = {
+                keys.of_row(row): sequence for _, sequence, row in self._rows.get(table, [])
+            }
             deletes[table] = tuple(
-                key for hashed, key in unique.items() if last[hashed] > written_at.get(hashed, -1)
+                key for text, key in unique.items() if last[text] > written_at.get(text, -1)
             )
-        for table, entries in self._rows.items():
+        for table, written in self._rows.items():
             if table in deleted_at:
-                rows[table] = _without_deleted(table, entries, deleted_at[table])
+                rows[table] = _without_deleted(_Keys(table), written, deleted_at[table])
             else:
-                rows[table] = [row for _, _, row in entries]
+                rows[table] = [row for _, _, row in written]
         batch = Batch(
             table_rows=rows,
             deletes=deletes,
@@ -232,31 +234,40 @@ class Batcher:
         return batch
 
 
-def _key_of(table: sa.Table) -> Callable[[Values], Hashable]:
-    key_indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
-    return lambda row: _hashable(tuple(row[i] for i in key_indexes))
+def _drop_entries(entries_by_table: dict[sa.Table, List[_E]], gone: set[TopicPartition]) -> None:
+    for table, entries in list(entries_by_table.items()):
+        kept = [entry for entry in entries if entry[0] not in gone]
+        if kept:
+            entries_by_table[table] = kept
+        else:
+            del entries_by_table[table]
 
 
-def _last_written(table: sa.Table, entries: list[_Entry]) -> dict[Hashable, int]:
-    key = _key_of(table)
-    return {key(row): sequence for _, sequence, row in entries}
+class _Keys:
+    """Primary keys as their COPY text, the one form shared by row tuples, `CopyRow` lines and
+    the key tuples of tombstones; equal keys have equal text (the mapping normalises them)."""
+
+    def __init__(self, table: sa.Table) -> None:
+        encoders = copy_encoders(table)
+        self._indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
+        self._encoders = [encoders[i] for i in self._indexes]
+
+    def of_row(self, row: RowValues) -> Hashable:
+        if type(row) is CopyRow:
+            fields = row[:-1].split("\t")
+            return tuple(fields[i] for i in self._indexes)
+        return tuple(encode(row[i]) for encode, i in zip(self._encoders, self._indexes))
+
+    def of_key(self, key: Values) -> Hashable:
+        return tuple(encode(value) for encode, value in zip(self._encoders, key))
 
 
 def _without_deleted(
-    table: sa.Table, entries: list[_Entry], deleted_at: dict[Hashable, int]
-) -> list[Values]:
+    keys: _Keys, entries: list[_Entry], deleted_at: dict[Hashable, int]
+) -> list[RowValues]:
     """Rows not deleted by a later tombstone of the same batch."""
-    key = _key_of(table)
-    kept: list[Values] = []
+    kept: list[RowValues] = []
     for _, sequence, row in entries:
-        if deleted_at.get(key(row), -1) < sequence:
+        if deleted_at.get(keys.of_row(row), -1) < sequence:
             kept.append(row)
     return kept
-
-
-def _hashable(key: Values) -> Hashable:
-    try:
-        hash(key)
-    except TypeError:  # an array in the key: compare lists as tuples
-        return tuple(tuple(v) if isinstance(v, list) else v for v in key)
-    return key

@@ -27,7 +27,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from pg_bulk_ingest import CopyRow, copy_encoders
 from sink.config import Format, Source, SourceKind
+from sink.copytext import fast_text
 from sink.errors import ConfigError, DecodeError, MappingError
 from sink.records import Message, Record
 from sink.tables import Target
@@ -657,6 +659,64 @@ class Mapper:
         )
         self._may_hold_nul = _nul_screen(target, [self._columns[i] for i in self._json_columns])
         self._key_columns = tuple(i for i, c in enumerate(table.columns) if c.primary_key)
+        encoders = copy_encoders(table)
+        # For `line`: (field name or None, extractor, fast path or None, general path, required)
+        self._line_plan = tuple(
+            (
+                field,
+                extract,
+                fast_text(column.type, key=column.primary_key),
+                self._general(index, convert, encoders[index]),
+                required,
+            )
+            for index, (column, (field, extract, convert, required)) in enumerate(
+                zip(table.columns, self._fast_plan)
+            )
+        )
+
+    def _general(
+        self, index: int, convert: Converter, encode: Callable[[Any], str]
+    ) -> Callable[[Any], str]:
+        """A column's general path to COPY text: its converter, then the core's encoder."""
+        json_column = index in self._json_columns
+
+        def general(value: Any) -> str:
+            converted = convert(value)
+            if json_column:
+                where = _nul_path(converted)
+                if where is not None:
+                    raise _nul_reject(where)
+            try:
+                return encode(converted)
+            except (TypeError, ValueError) as error:  # e.g. a JSON integer beyond 64 bits
+                raise _Reject(
+                    f"cannot be written as {self._columns[index].type_name}: {error}"
+                ) from None
+
+        return general
+
+    def line(self, record: Record) -> CopyRow:
+        """The row for a (non-tombstone) record as one line of COPY text, the values `map`
+        gives encoded as the ingest core would; common values skip the Python objects in
+        between (see sink.copytext). Raises MappingError as `map` does."""
+        data = record.value
+        if type(data) is not dict:
+            data = {}  # every column then reads through its extractor
+        parts: list[str] = []
+        append = parts.append
+        try:
+            for field, extract, fast, general, required in self._line_plan:
+                value = data.get(field, MISSING) if field is not None and data else extract(record)
+                if value is None or value is MISSING:
+                    if required:
+                        raise self._absent(len(parts), value)
+                    append("\\N")
+                    continue
+                text = None if fast is None else fast(value)
+                append(general(value) if text is None else text)
+        except _Reject as error:
+            raise self._error(record, len(parts), error) from None
+        return CopyRow("\t".join(parts) + "\n")
 
     def map(self, record: Record) -> tuple[object, ...]:
         """The row for a (non-tombstone) record, in column order; raises MappingError."""
@@ -774,15 +834,13 @@ class Mapper:
         for index in self._json_columns:
             where = _nul_path(row[index])
             if where is not None:
-                raise self._error(
-                    record,
-                    index,
-                    _Reject(
-                        f"JSON holds a NUL character (\\u0000) at {where}, which jsonb "
-                        f"cannot store",
-                        "nul",
-                    ),
-                )
+                raise self._error(record, index, _nul_reject(where))
+
+
+def _nul_reject(where: str) -> _Reject:
+    return _Reject(
+        f"JSON holds a NUL character (\\u0000) at {where}, which jsonb cannot store", "nul"
+    )
 
 
 def _nul_screen(target: Target, json_columns: Iterable[_Column]) -> Callable[[Message], bool]:

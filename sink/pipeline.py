@@ -13,7 +13,7 @@ from .decode import decode
 from .errors import ConfigError, MappingError
 from .mapping import Mapper
 from .records import Message, Record
-from .tables import MapRecord, Router, Row, TableSet, Target, load_tables
+from .tables import Deletion, MapRecord, Router, Row, TableSet, Target, load_tables
 
 Handler = Callable[[Message], "Mapped"]
 
@@ -22,7 +22,7 @@ class Mapped(NamedTuple):
     """What one message contributes to its batch (a NamedTuple: one is built per message)."""
 
     rows: tuple[Row, ...] = ()
-    deletes: tuple[Row, ...] = ()
+    deletes: tuple[Deletion, ...] = ()
 
 
 _NOTHING = Mapped()
@@ -66,12 +66,12 @@ class Pipeline:
                 return self._tombstone(record, mappers)
             if map_record is not None:
                 return Mapped(rows=self._coerce(record, _call(map_record, record, names)))
-            return Mapped(rows=tuple((m.table, m.map(record)) for _, m in mappers))
+            return Mapped(rows=tuple((m.table, m.line(record)) for _, m in mappers))
 
         if map_record is not None or len(mappers) != 1:
             return handle
         ((_, mapper),) = mappers
-        table, map_row = mapper.table, mapper.map
+        table, map_row = mapper.table, mapper.line
 
         def handle_one(message: Message) -> Mapped:
             # The common case, one table per topic, without the general case's generator:

@@ -19,11 +19,12 @@ import importlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Tuple, Union
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from pg_bulk_ingest import CopyRow
 from sink.config import (
     MAX_IDENTIFIER_BYTES,
     ColumnType,
@@ -38,7 +39,11 @@ from sink.config import (
 from sink.errors import ConfigError
 from sink.records import Record
 
-Row = Tuple[sa.Table, Tuple[object, ...]]
+# A row's values in column order, or (as the mapping makes them) one line of COPY text.
+RowValues = Union[Tuple[object, ...], CopyRow]
+Row = Tuple[sa.Table, RowValues]
+# A tombstone's primary-key values, in key column order.
+Deletion = Tuple[sa.Table, Tuple[object, ...]]
 MapRecord = Callable[[Record], Iterable[Row]]
 
 _SCALAR_TYPES: Mapping[str, Callable[[], sa.types.TypeEngine[Any]]] = {

@@ -31,7 +31,8 @@ from .offsets import FencedError, OutdatedDefinitionError, adopt_definition
 from .pipeline import Pipeline
 from .records import Message, TopicPartition, message_from_kafka
 from .retry import Failure, backoff_seconds, classify, failure_kind
-from .writer import PendingBatch, Row, Writer
+from .tables import Row
+from .writer import PendingBatch, Writer
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,9 @@ from .offsets import (
     fingerprint,
     parse_state,
 )
+from .tables import Row
 
 logger = logging.getLogger(__name__)
-
-Row = tuple[sa.Table, tuple[Any, ...]]
 
 
 class PendingBatch:

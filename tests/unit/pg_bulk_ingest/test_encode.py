@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql as pg
 
+from pg_bulk_ingest import CopyRow, SchemaError, copy_encoders
 from pg_bulk_ingest._encode import NulInTextError, encoder, escape, row_encoder
 from pg_bulk_ingest._types import pg_type
 
@@ -116,3 +117,33 @@ def test_text_takes_the_fast_path_only_when_nothing_needs_escaping(text: str) ->
 def test_none_encodes_to_null_for_every_column_type() -> None:
     for type_ in (sa.INTEGER(), sa.TEXT(), pg.JSONB(), pg.ARRAY(sa.TEXT), sa.NUMERIC(), pg.UUID()):
         assert enc(type_, None) == "\\N"
+
+
+def test_a_copy_row_is_sent_as_it_is() -> None:
+    encode = row_encoder([pg_type(sa.BIGINT()), pg_type(sa.TEXT())])  # type: ignore[list-item]
+    line = CopyRow("7\ttext\n")
+    assert encode(line) is line
+    assert encode((7, "text")) == line
+
+
+def test_copy_encoders_are_the_row_encoders_parts() -> None:
+    table = sa.Table(
+        "t",
+        sa.MetaData(),
+        sa.Column("id", sa.BIGINT),
+        sa.Column("at", sa.TIMESTAMP(timezone=True)),
+        sa.Column("doc", pg.JSONB),
+    )
+    at = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.timezone.utc)
+    row = (1, at, {"a": "b\\c"})
+    encoders = copy_encoders(table)
+    assert "\t".join(e(v) for e, v in zip(encoders, row)) + "\n" == row_encoder(
+        [pg_type(c.type) for c in table.columns]  # type: ignore[misc]
+    )(row)
+    assert [e(None) for e in encoders] == ["\\N"] * 3
+
+
+def test_copy_encoders_refuse_a_type_without_a_single_postgresql_type() -> None:
+    table = sa.Table("t", sa.MetaData(), sa.Column("mood", sa.Enum("happy", "sad")))
+    with pytest.raises(SchemaError, match=r"t\.mood"):
+        copy_encoders(table)

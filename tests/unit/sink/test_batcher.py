@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from pg_bulk_ingest import CopyRow
 from sink.batcher import Batcher
 from sink.errors import DecodeError, SinkError
 from sink.records import Message, TopicPartition
@@ -192,6 +193,25 @@ def test_only_the_last_of_several_writes_and_tombstones_of_a_key_counts() -> Non
     # The last write is an upsert that replaces the row: no delete is needed for that key.
     assert batch.table_rows == {EVENTS: [(1, "last")]}
     assert batch.deletes == {EVENTS: ()}
+
+
+def test_tombstones_match_rows_given_as_copy_lines_by_their_key_text() -> None:
+    keyed = sa.Table(
+        "keyed",
+        METADATA,
+        sa.Column("id", sa.BIGINT, primary_key=True),
+        sa.Column("code", sa.TEXT, primary_key=True),
+        sa.Column("v", sa.TEXT),
+    )
+    b = batcher(Clock())
+    b.add(msg(A0, 0), [(keyed, CopyRow("1\ttab\\there\tfirst\n"))])
+    b.add(msg(A0, 1), [(keyed, CopyRow("2\tb\tkept\n"))])
+    b.add(msg(A0, 2), [(keyed, (3, "c", "a typed row"))])
+    b.add(msg(A0, 3, value=None), deletes=[(keyed, (1, "tab\there")), (keyed, (3, "c"))])
+    b.add(msg(A0, 4), [(keyed, CopyRow("3\tc\tre-created\n"))])
+    batch = b.take()
+    assert batch.table_rows == {keyed: ["2\tb\tkept\n", "3\tc\tre-created\n"]}
+    assert batch.deletes == {keyed: ((1, "tab\there"),)}
 
 
 def test_dead_letters_travel_with_the_batch_and_advance_their_offset() -> None:

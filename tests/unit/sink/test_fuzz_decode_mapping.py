@@ -1,5 +1,6 @@
 """Fuzzing: whatever bytes arrive, decoding and mapping either succeed or raise DecodeError
-(MappingError included); nothing else escapes to stop the stream."""
+(MappingError included); nothing else escapes to stop the stream. The COPY-text mapping
+(`line`) accepts and refuses exactly what the typed mapping (`map`) does."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from sink.config import ColumnSettings, Format, TableSettings, TombstonePolicy
 from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
 from sink.decode import decode
-from sink.errors import DecodeError
-from sink.mapping import compile_mapper
-from sink.records import Message
+from sink.errors import DecodeError, MappingError
+from sink.mapping import Mapper, compile_mapper
+from sink.records import Message, Record
 from sink.tables import tables_from_config
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -85,12 +86,32 @@ def run(message: Message, fmt: Format) -> None:
         mapper = MAPPERS[fmt]
         if record.value is None:
             mapper.key_values(record)
-        else:
-            row = mapper.map(record)
-            assert len(row) == len(mapper.table.columns)
+            return
     except DecodeError as error:
         assert error.coordinates == message.coordinates
         assert str(error).startswith(message.coordinates)
+        return
+    line = _line_or_error(mapper, record)
+    try:
+        row = mapper.map(record)
+    except MappingError as error:
+        assert error.coordinates == message.coordinates
+        assert not isinstance(line, str), f"line accepted what map refused: {error}"
+        # Both name the first failing column, except that map checks JSON for NUL last.
+        if "nul" not in (error.code, line.code):
+            assert (line.column, line.code) == (error.column, error.code)
+        return
+    assert len(row) == len(mapper.table.columns)
+    assert isinstance(line, str), f"map accepted what line refused: {line}"
+    assert line.count("\t") == len(row) - 1
+    assert line.endswith("\n")
+
+
+def _line_or_error(mapper: Mapper, record: Record) -> str | MappingError:
+    try:
+        return mapper.line(record)
+    except MappingError as error:
+        return error
 
 
 @FUZZ

@@ -1,0 +1,210 @@
+"""Common JSON values straight to COPY text, without the Python objects in between.
+
+Per column type, a function that returns the COPY text of a value in one of its simple, common
+forms (an ISO timestamp with an offset, a decimal string that fits, a list of plain strings),
+or None for anything else. The text is read by PostgreSQL as the same value the general path
+stores (the mapping's converter, then the ingest core's encoder), so None only means "take the
+general path", which also makes every error message. Primary-key columns take this path only
+for integers and plain text, whose text is the general path's exactly: the batcher compares
+keys by their COPY text.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any, Callable, Optional
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+FastText = Callable[[Any], Optional[str]]
+
+_REAL_MAX = 3.4028234663852886e38
+_DUMPS = orjson.dumps
+_FROM_ISO = datetime.fromisoformat
+_DATE_FROM_ISO = date.fromisoformat
+# Date, time to the second, at most microseconds: longer fractions are rounded differently by
+# PostgreSQL (half up) and the mapping (truncated), so they take the general path.
+_CLOCK = r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?"
+# An explicit offset PostgreSQL accepts (it refuses displacements beyond 15:59).
+_OFFSET = r"(?:Z|[+-](?:0\d|1[0-4])(?::?[0-5]\d)?)"
+_TIMESTAMPTZ = re.compile(_CLOCK + _OFFSET).fullmatch
+# TIMESTAMP holds UTC wall time and PostgreSQL ignores an offset in its input: so only UTC.
+_TIMESTAMP = re.compile(_CLOCK + r"(?:Z|\+00(?::?00)?)?").fullmatch
+_DATE = re.compile(r"\d{4}-\d\d-\d\d").fullmatch
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Characters that make an array element need quoting or escaping (and NUL, which is refused).
+_ARRAY_SPECIAL = re.compile(r'[\\"\t\n\r\x00]').search
+
+
+def _integer(bits: int) -> FastText:
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def fast(value: Any) -> str | None:
+        if type(value) is int and low <= value <= high:
+            return str(value)
+        return None
+
+    return fast
+
+
+def _text(length: int | None) -> FastText:
+    def fast(value: Any) -> str | None:
+        # isprintable() is False for tab, newline, carriage return and NUL.
+        if (
+            type(value) is str
+            and (length is None or len(value) <= length)
+            and value.isprintable()
+            and "\\" not in value
+        ):
+            return value
+        return None
+
+    return fast
+
+
+def _numeric(precision: int | None, scale: int | None) -> FastText | None:
+    if precision is None:
+        whole, fraction = 1000, 1000
+    else:
+        whole, fraction = precision - (scale or 0), scale or 0
+        if whole < 1:
+            return None
+    pattern = rf"-?\d{{1,{whole}}}" + (rf"(?:\.\d{{1,{fraction}}})?" if fraction else "")
+    decimal_text = re.compile(pattern).fullmatch
+    limit = 10**whole
+
+    def fast(value: Any) -> str | None:
+        kind = type(value)
+        if kind is str and decimal_text(value):
+            return value  # type: ignore[no-any-return]
+        if kind is int and -limit < value < limit:
+            return str(value)
+        return None
+
+    return fast
+
+
+def _float(single: bool) -> FastText:
+    def fast(value: Any) -> str | None:
+        if type(value) is float and (not single or abs(value) <= _REAL_MAX):
+            return repr(value)
+        return None
+
+    return fast
+
+
+def _boolean(value: Any) -> str | None:
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    return None
+
+
+_JSON_KINDS = (dict, list, str, int, float, bool)
+
+
+def _json(value: Any) -> str | None:
+    if type(value) not in _JSON_KINDS:
+        return None
+    try:
+        text = _DUMPS(value).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+        return None
+    # orjson escapes control characters, so a backslash is the only character COPY cares about;
+    # an escaped NUL is refused by the general path with the path to it.
+    if "\\" not in text:
+        return text
+    if "\\u0000" in text:
+        return None
+    return text.replace("\\", "\\\\")
+
+
+def _timestamp(with_time_zone: bool) -> FastText:
+    shape = _TIMESTAMPTZ if with_time_zone else _TIMESTAMP
+
+    def fast(value: Any) -> str | None:
+        if type(value) is str and shape(value):
+            try:
+                _FROM_ISO(value)  # a real date and time (no 31 February)
+            except ValueError:
+                return None
+            return value
+        return None
+
+    return fast
+
+
+def _date(value: Any) -> str | None:
+    if type(value) is str and _DATE(value):
+        try:
+            _DATE_FROM_ISO(value)
+        except ValueError:
+            return None
+        return value
+    return None
+
+
+def _uuid(value: Any) -> str | None:
+    if type(value) is str and _UUID.fullmatch(value):
+        return value
+    return None
+
+
+def _text_array(values: Any) -> str | None:
+    if type(values) is not list:
+        return None
+    try:
+        joined = '","'.join(values)
+    except TypeError:  # a null, a number or a nested list
+        return None
+    if not values:
+        return "{}"
+    if _ARRAY_SPECIAL("".join(values)) is not None:
+        return None
+    return '{"' + joined + '"}'
+
+
+def _integer_bits(type_: Any) -> int:
+    if isinstance(type_, sa.SmallInteger):
+        return 16
+    return 64 if isinstance(type_, sa.BigInteger) else 32
+
+
+def fast_text(type_: sa.types.TypeEngine[Any], *, key: bool) -> FastText | None:
+    """The fast path of a column type, or None when it has none (every value then takes the
+    general path). `key`: the column is part of the primary key."""
+    if isinstance(type_, sa.Integer):
+        return _integer(_integer_bits(type_))
+    if isinstance(type_, sa.String) and not isinstance(type_, sa.Enum):
+        return _text(type_.length)
+    if key:
+        return None
+    if isinstance(type_, sa.ARRAY):
+        item = sa.types.to_instance(type_.item_type)
+        if isinstance(item, sa.String) and not isinstance(item, sa.Enum) and item.length is None:
+            return _text_array
+        return None
+    return _fast_scalar(type_)
+
+
+# Most specific first: sa.Float subclasses sa.Numeric.
+_SCALARS: tuple[tuple[type | tuple[type, ...], Callable[[Any], FastText | None]], ...] = (
+    (sa.Boolean, lambda t: _boolean),
+    (sa.Float, lambda t: _float(single=isinstance(t, sa.REAL))),
+    (sa.Numeric, lambda t: _numeric(t.precision, t.scale)),
+    (sa.JSON, lambda t: _json),
+    ((postgresql.UUID, sa.Uuid), lambda t: _uuid),
+    (sa.DateTime, lambda t: _timestamp(bool(t.timezone))),
+    (sa.Date, lambda t: _date),
+)
+
+
+def _fast_scalar(type_: Any) -> FastText | None:
+    for kind, make in _SCALARS:
+        if isinstance(type_, kind):
+            return make(type_)
+    return None

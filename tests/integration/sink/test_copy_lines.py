@@ -1,0 +1,224 @@
+"""The mapping's COPY lines store exactly what its typed rows store: the same messages go
+through `Mapper.line` into one table and `Mapper.map` into another, and PostgreSQL finds no
+difference, whatever the session time zone."""
+
+from __future__ import annotations
+
+import itertools
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from pg_bulk_ingest import CopyRow, Upsert, ingest
+from sink.config import ColumnSettings, Format, TableSettings, TombstonePolicy
+from sink.config import parse_column_type as ctype
+from sink.config import parse_source as source
+from sink.decode import decode
+from sink.errors import MappingError
+from sink.mapping import Mapper
+from sink.records import Message
+from sink.tables import tables_from_config
+from tests.events import events
+
+pytestmark = pytest.mark.integration
+
+COLUMNS = {
+    "big": "BIGINT",
+    "small": "SMALLINT",
+    "label": "VARCHAR(12)",
+    "body": "TEXT",
+    "flag": "BOOLEAN",
+    "price": "NUMERIC(8,3)",
+    "free": "NUMERIC",
+    "ratio": "REAL",
+    "wide": "DOUBLE PRECISION",
+    "day": "DATE",
+    "at": "TIMESTAMPTZ",
+    "wall": "TIMESTAMP",
+    "doc": "JSONB",
+    "raw": "JSON",
+    "id": "UUID",
+    "tags": "TEXT[]",
+    "codes": "VARCHAR(3)[]",
+    "counts": "BIGINT[]",
+}
+# Values per field: the simple forms the fast path takes, and their near misses, which take the
+# general path (longer fractions, offsets PostgreSQL refuses, days that do not exist, ...).
+VALUES: dict[str, list[object]] = {
+    "big": [0, -(2**63), 2**63 - 1, "42", 7.0],
+    "small": [-32768, 32767, " 12 "],
+    "label": ["plain", "tab\there", "back\\slash", "ünïcødé 🦆", 5, True, "\u2028sep"],
+    "body": ["x" * 300, "", "NULL", "\\N", {"a": 1}, [1, 2]],
+    "flag": [True, False, "true", 0],
+    "price": ["12345.678", "-0.5", "1.2345", "00001.5", 99999, 1.25, "1e2"],
+    "free": ["123456789012345678901234567890.5", "-0", 10**18, 0.1],
+    "ratio": [1.5, 3.4e38, -2.5e-40, 7],
+    "wide": [0.1, -1e300, 5, "2.5"],
+    "day": ["2024-02-29", "2023-02-29", "2024-05-01T23:30:00-02:00", 86_400_000],
+    "at": [
+        "2024-05-01T12:00:00Z",
+        "2024-05-01 12:00:00.123456+05:30",
+        "2024-05-01T12:00:00.1-0800",
+        "2024-05-01T12:00:00+14",
+        "2024-05-01T12:00:00.1234567Z",
+        "2024-05-01T12:00:00",
+        "2024-05-01T12:00:00+15:30",
+        "2024-02-30T12:00:00Z",
+        1_714_564_800_123,
+    ],
+    "wall": [
+        "2024-05-01T12:00:00",
+        "2024-05-01T12:00:00.5Z",
+        "2024-05-01T12:00:00+00:00",
+        "2024-05-01T12:00:00+02:00",
+        1_714_564_800_123,
+    ],
+    "doc": [{"a": [1, "x\ty\\z", None]}, [], "text", 3, 2.5, False, {"é": '"q"\n'}],
+    "raw": [{"k": "v"}, [1, [2, [3]]], "back\\slash"],
+    "id": ["12345678-1234-5678-1234-567812345678", "ABCDEF00-1234-5678-1234-567812345678"],
+    "tags": [["a", "b c"], [], ['q"uote', "x"], ["back\\slash"], ["", "NULL"], ["x", None]],
+    "codes": [["abc"], ["ab", "c"]],
+    "counts": [[1, 2, 3], [], ["4"]],
+}
+
+
+def _mapper(primary_key: tuple[str, ...] = ()) -> Mapper:
+    columns = tuple(
+        ColumnSettings(name, ctype(type_text), source(f"value.{name}"), name not in primary_key)
+        for name, type_text in COLUMNS.items()
+    )
+    table = TableSettings(
+        schema="s",
+        name="t",
+        columns=columns,
+        topics=("t",),
+        primary_key=primary_key,
+        tombstones=TombstonePolicy.DELETE,
+        key_format=Format.STRING,
+        value_format=Format.JSON,
+    )
+    return Mapper(tables_from_config([table]).targets[0])
+
+
+def _messages() -> list[Message]:
+    """Every value of every field at least once, the fields' value lists zipped cyclically."""
+    longest = max(len(values) for values in VALUES.values())
+    cycles = {name: itertools.cycle(values) for name, values in VALUES.items()}
+    return [
+        Message("t", 0, offset, None, None, orjson.dumps({n: next(c) for n, c in cycles.items()}))
+        for offset in range(longest * 3)
+    ] + [
+        # Each field alone, so one refused value does not hide the others of its message.
+        Message("t", 1, offset, None, None, orjson.dumps({name: value}))
+        for offset, (name, value) in enumerate(
+            (name, value) for name, values in VALUES.items() for value in values
+        )
+    ]
+
+
+def _table(mapper: Mapper, schema: str, name: str) -> tuple[sa.MetaData, sa.Table]:
+    metadata = sa.MetaData(schema=schema)
+    return metadata, mapper.table.to_metadata(metadata, schema=schema, name=name)
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "America/New_York"])
+def test_lines_store_what_typed_rows_store(
+    engine: sa.engine.Engine, schema: str, time_zone: str
+) -> None:
+    mapper = _mapper()
+    lines: list[CopyRow] = []
+    rows: list[tuple[object, ...]] = []
+    refused = 0
+    for message in _messages():
+        record = decode(message, Format.STRING, Format.JSON)
+        try:
+            row = mapper.map(record)
+        except MappingError as error:
+            with pytest.raises(MappingError) as raised:
+                mapper.line(record)
+            assert (raised.value.column, raised.value.code) == (error.column, error.code)
+            refused += 1
+            continue
+        rows.append(row)
+        lines.append(mapper.line(record))
+    assert refused > 10 and len(lines) > 100  # both paths and both outcomes were exercised
+
+    by_line_metadata, by_line = _table(mapper, schema, "by_line")
+    by_row_metadata, by_row = _table(mapper, schema, "by_row")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"SET TimeZone = '{time_zone}'"))
+        conn.commit()
+        for metadata, table, batch in (
+            (by_line_metadata, by_line, lines),
+            (by_row_metadata, by_row, rows),
+        ):
+            ingest(conn, metadata, lambda _, t=table, b=batch: [(None, None, ((t, r) for r in b))])
+        # As text, so that 1.5 and 1.50 (or two spellings of one JSON value) differ too.
+        names = ", ".join(f'"{c}"::text' for c in COLUMNS)
+        for left, right in (("by_line", "by_row"), ("by_row", "by_line")):
+            extra = conn.execute(
+                sa.text(
+                    f'SELECT {names} FROM "{schema}".{left} '
+                    f'EXCEPT ALL SELECT {names} FROM "{schema}".{right}'
+                )
+            ).all()
+            assert extra == [], f"{left} holds rows {right} does not"
+        count = conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".by_line')).scalar()
+    assert count == len(rows)
+
+
+def test_lines_upsert_on_the_key_like_typed_rows(engine: sa.engine.Engine, schema: str) -> None:
+    settings = tables_from_config(
+        [
+            TableSettings(
+                schema=schema,
+                name="events",
+                columns=_event_columns(),
+                topics=("t",),
+                primary_key=("id",),
+                tombstones=TombstonePolicy.DELETE,
+                key_format=Format.STRING,
+                value_format=Format.JSON,
+            )
+        ]
+    )
+    mapper = Mapper(settings.targets[0])
+    first = [Message("t", 0, i, None, k, v) for i, (k, v) in enumerate(events(500))]
+    # The same ids again with other values, plus new ones: a re-delivery after a rebalance.
+    again = [Message("t", 0, 500 + i, None, k, v) for i, (k, v) in enumerate(events(600, seed=9))]
+    with engine.connect() as conn:
+        for batch in (first, again):
+            lines = [mapper.line(decode(m, Format.STRING, Format.JSON)) for m in batch]
+            ingest(
+                conn,
+                settings.metadata,
+                lambda _, b=lines: [(None, None, ((mapper.table, line) for line in b))],
+                upsert=Upsert.IF_PRIMARY_KEY,
+            )
+        stored = conn.execute(
+            sa.text(f'SELECT id, amount::text, status FROM "{schema}".events ORDER BY id')
+        ).all()
+    expected = [
+        mapper.map(decode(m, Format.STRING, Format.JSON))
+        for m in again  # the later values win
+    ]
+    assert [(r.id, r.amount, r.status) for r in stored] == [
+        (row[0], str(row[3]), row[4]) for row in expected
+    ]
+
+
+def _event_columns() -> tuple[ColumnSettings, ...]:
+    """The benchmark event's columns (as tests.events.EVENT_COLUMNS_TOML declares them)."""
+    return tuple(
+        ColumnSettings(name, ctype(type_text), source(f"value.{name}"), name != "id")
+        for name, type_text in (
+            ("id", "BIGINT"),
+            ("key", "VARCHAR(64)"),
+            ("ts", "TIMESTAMPTZ"),
+            ("amount", "NUMERIC(12,2)"),
+            ("status", "VARCHAR(16)"),
+            ("payload", "JSONB"),
+            ("tags", "TEXT[]"),
+        )
+    )

@@ -1,0 +1,107 @@
+"""The fast path to COPY text: which forms of a value it takes, the text it gives, and that
+everything else is left to the general path (None)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from sink.copytext import fast_text
+
+
+def fast(type_: Any, value: object, *, key: bool = False) -> str | None:
+    path = fast_text(type_, key=key)
+    assert path is not None
+    return path(value)
+
+
+@pytest.mark.parametrize(
+    ("type_", "value", "text"),
+    [
+        (sa.BIGINT(), 2**63 - 1, "9223372036854775807"),
+        (sa.SMALLINT(), -32768, "-32768"),
+        (sa.VARCHAR(5), "héllo", "héllo"),
+        (sa.TEXT(), "", ""),
+        (sa.BOOLEAN(), False, "f"),
+        (sa.NUMERIC(6, 2), "1234.5", "1234.5"),
+        (sa.NUMERIC(6, 2), -9999, "-9999"),
+        (sa.NUMERIC(), "-123456789012345678901.000001", "-123456789012345678901.000001"),
+        (sa.REAL(), 1.5, "1.5"),
+        (pg.DOUBLE_PRECISION(), 1e300, "1e+300"),
+        (sa.DATE(), "2024-02-29", "2024-02-29"),
+        (sa.TIMESTAMP(timezone=True), "2024-05-01T12:00:00.123456Z", "2024-05-01T12:00:00.123456Z"),
+        (sa.TIMESTAMP(timezone=True), "2024-05-01 12:00:00-08:00", "2024-05-01 12:00:00-08:00"),
+        (sa.TIMESTAMP(timezone=True), "2024-05-01T12:00:00+0530", "2024-05-01T12:00:00+0530"),
+        (sa.TIMESTAMP(), "2024-05-01T12:00:00.5", "2024-05-01T12:00:00.5"),
+        (sa.TIMESTAMP(), "2024-05-01T12:00:00Z", "2024-05-01T12:00:00Z"),
+        (pg.JSONB(), {"a": [1, None, "x\ty\\z"]}, '{"a":[1,null,"x\\\\ty\\\\\\\\z"]}'),
+        (pg.JSON(), "text", '"text"'),
+        (pg.UUID(), "ABCDEF00-1234-5678-1234-567812345678", "ABCDEF00-1234-5678-1234-567812345678"),
+        (pg.ARRAY(sa.TEXT), ["a", "b c", ""], '{"a","b c",""}'),
+        (pg.ARRAY(sa.TEXT), [], "{}"),
+    ],
+)
+def test_simple_forms_become_copy_text(type_: Any, value: object, text: str) -> None:
+    assert fast(type_, value) == text
+
+
+@pytest.mark.parametrize(
+    ("type_", "value"),
+    [
+        (sa.INTEGER(), 2**31),  # out of range: the general path names the limit
+        (sa.INTEGER(), True),
+        (sa.INTEGER(), "12"),
+        (sa.INTEGER(), 12.0),
+        (sa.VARCHAR(3), "four"),
+        (sa.TEXT(), "tab\there"),
+        (sa.TEXT(), "back\\slash"),
+        (sa.TEXT(), "line\u2028separator"),
+        (sa.TEXT(), 12),
+        (sa.BOOLEAN(), "true"),
+        (sa.NUMERIC(6, 2), "1.234"),  # rounded by the general path
+        (sa.NUMERIC(6, 2), "12345.6"),
+        (sa.NUMERIC(6, 2), 10_000),
+        (sa.NUMERIC(6, 2), " 1.5"),
+        (sa.NUMERIC(6, 2), "1e3"),
+        (sa.NUMERIC(6, 2), 1.5),
+        (sa.REAL(), 3.5e38),
+        (sa.REAL(), 2),
+        (sa.DATE(), "2023-02-29"),
+        (sa.DATE(), "20240501"),
+        (sa.TIMESTAMP(timezone=True), "2024-05-01T12:00:00"),  # no offset: read as UTC
+        (sa.TIMESTAMP(timezone=True), "2024-05-01T12:00:00+16:00"),
+        (sa.TIMESTAMP(timezone=True), "2024-05-01T12:00:00.1234567Z"),
+        (sa.TIMESTAMP(timezone=True), "2024-02-30T12:00:00Z"),
+        (sa.TIMESTAMP(timezone=True), "2024-05-01T12:00Z"),
+        (sa.TIMESTAMP(timezone=True), 1_714_564_800_000),
+        (sa.TIMESTAMP(), "2024-05-01T12:00:00+02:00"),  # PostgreSQL would drop the offset
+        (pg.JSONB(), {"a": "nul\x00"}),
+        (pg.JSONB(), None),
+        (pg.UUID(), "{12345678-1234-5678-1234-567812345678}"),
+        (pg.ARRAY(sa.TEXT), ["a", None]),
+        (pg.ARRAY(sa.TEXT), ['q"uote']),
+        (pg.ARRAY(sa.TEXT), "not a list"),
+    ],
+)
+def test_other_forms_take_the_general_path(type_: Any, value: object) -> None:
+    assert fast(type_, value) is None
+
+
+@pytest.mark.parametrize(
+    "type_",
+    [sa.TIME(), pg.INTERVAL(), pg.BYTEA(), pg.ARRAY(sa.BIGINT), pg.ARRAY(sa.VARCHAR(3))],
+)
+def test_types_without_a_fast_path(type_: Any) -> None:
+    assert fast_text(type_, key=False) is None
+
+
+def test_key_columns_take_it_only_where_the_text_is_the_general_paths() -> None:
+    assert fast(sa.BIGINT(), 5, key=True) == "5"
+    assert fast(sa.TEXT(), "k", key=True) == "k"
+    # A timestamp or a number has other spellings of the same key ("+00:00" for "Z", "1.50"
+    # for "1.5"): the batcher compares keys by text, so they take the general path.
+    for type_ in (sa.TIMESTAMP(timezone=True), sa.NUMERIC(6, 2), pg.UUID(), sa.DATE()):
+        assert fast_text(type_, key=True) is None
