@@ -71,13 +71,15 @@ class Batch:
 
 
 class _Partition:
-    __slots__ = ("first_offset", "next_offset", "started", "tp")
+    __slots__ = ("byte_count", "first_offset", "message_count", "next_offset", "started", "tp")
 
     def __init__(self, tp: TopicPartition, first_offset: int, started: float) -> None:
         self.tp = tp
         self.first_offset = first_offset
         self.next_offset = first_offset
         self.started = started
+        self.message_count = 0
+        self.byte_count = 0
 
 
 class Batcher:
@@ -103,8 +105,6 @@ class Batcher:
         self._rows: dict[sa.Table, List[_Entry]] = {}
         self._deletes: dict[sa.Table, List[_KeyEntry]] = {}
         self._dead: list[DeadLetter] = []
-        self._messages: dict[TopicPartition, int] = {}
-        self._bytes: dict[TopicPartition, int] = {}
         self._message_count = 0
         self._byte_count = 0
         self._sequence = 0
@@ -139,33 +139,30 @@ class Batcher:
         self._dead.append(DeadLetter(message, error))
 
     def _advance(self, message: Message) -> TopicPartition:
+        topic, partition, offset, _, key, value, _ = message
         # A plain tuple finds the TopicPartition key (equal, same hash) without building one.
-        part: _Partition | None = self._partitions.get(  # type: ignore[call-overload]
-            (message.topic, message.partition)
-        )
+        part: _Partition | None = self._partitions.get((topic, partition))  # type: ignore[call-overload]
         if part is None:
             now = self._clock()
-            tp = TopicPartition(message.topic, message.partition)
-            part = self._partitions[tp] = _Partition(tp, message.offset, now)
-            self._messages[tp] = self._bytes[tp] = 0
+            tp = TopicPartition(topic, partition)
+            part = self._partitions[tp] = _Partition(tp, offset, now)
             if self._started is None:
                 self._started = now
-        elif message.offset < part.next_offset:
+        elif offset < part.next_offset:
             raise SinkError(
                 f"{message.coordinates}: offset goes back (the batch is at "
                 f"{part.next_offset}); drop_partitions() must be called when a partition is "
                 f"revoked or re-positioned"
             )
-        tp = part.tp
         # Offsets may have gaps (compaction, transaction markers): never assume +1.
-        part.next_offset = message.offset + 1
-        size = message.size
-        self._messages[tp] += 1
-        self._bytes[tp] += size
+        part.next_offset = offset + 1
+        size = (len(key) if key else 0) + (len(value) if value else 0)  # as Message.size
+        part.message_count += 1
+        part.byte_count += size
         self._message_count += 1
         self._byte_count += size
         self._sequence += 1
-        return tp
+        return part.tp
 
     def is_due(self, now: float | None = None) -> bool:
         return self.time_until_due(now) == 0.0
@@ -186,9 +183,9 @@ class Batcher:
         if not gone:
             return
         for tp in gone:
-            del self._partitions[tp]
-            self._message_count -= self._messages.pop(tp)
-            self._byte_count -= self._bytes.pop(tp)
+            part = self._partitions.pop(tp)
+            self._message_count -= part.message_count
+            self._byte_count -= part.byte_count
         _drop_entries(self._rows, gone)
         _drop_entries(self._deletes, gone)
         self._dead = [d for d in self._dead if d.message.topic_partition not in gone]
