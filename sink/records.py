@@ -76,12 +76,19 @@ def message_from_kafka(msg: Any) -> Message:
     """
     timestamp_type, timestamp = msg.timestamp()
     headers = msg.headers()
-    return Message(
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
-        timestamp_ms=None if timestamp_type == _TIMESTAMP_NOT_AVAILABLE else timestamp,
-        key=msg.key(),
-        value=msg.value(),
-        headers=tuple(headers) if headers else (),
+    # tuple.__new__ skips the NamedTuple's Python-level __new__: this runs for every message.
+    return _new_tuple(
+        Message,
+        (
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            None if timestamp_type == _TIMESTAMP_NOT_AVAILABLE else timestamp,
+            msg.key(),
+            msg.value(),
+            tuple(headers) if headers else (),
+        ),
     )
+
+
+_new_tuple = tuple.__new__
