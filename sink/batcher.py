@@ -1,15 +1,17 @@
-"""Batching: accumulate mapped messages per partition and say when a batch is due.
+"""Batching: account for mapped messages per partition and say when a batch is due.
 
 Pure, with an injected clock: a batch is due at `max_messages`, at `max_bytes` of keys and
-values, or `max_age_seconds` after its first message, whichever comes first.
+values, or `max_age_seconds` after its first message, whichever comes first. Rows are not kept
+here: they stream to PostgreSQL as they are read; the batcher keeps what the commit needs
+(the offsets, the keys to delete, the dead letters).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Hashable, List, Tuple, TypeVar
+from typing import Callable, Hashable, Tuple
 
 import sqlalchemy as sa
 
@@ -19,10 +21,6 @@ from sink.records import Message, TopicPartition
 from sink.tables import Deletion, Row, RowValues
 
 Values = Tuple[object, ...]
-# (partition, sequence number of the message in the batch, row or key values)
-_Entry = Tuple[TopicPartition, int, RowValues]
-_KeyEntry = Tuple[TopicPartition, int, Values]
-_E = TypeVar("_E", _Entry, _KeyEntry)
 
 
 @dataclass(frozen=True)
@@ -35,15 +33,15 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class Batch:
-    """Everything one transaction writes.
+    """What one transaction writes, besides its rows (which stream as they are read).
 
-    `deletes` and `table_rows` may be applied in either order: a row whose key a later
-    tombstone of the same batch deletes is left out of `table_rows`, and a key written again
-    after its tombstone is left out of `deletes`.
+    `deletes` are applied after the rows: they hold the keys whose last message in the batch
+    is a tombstone, so a key written again after its tombstone is not deleted, and a row
+    written before its key's tombstone is deleted with it.
     """
 
-    # Rows per table, in column order, in arrival order.
-    table_rows: Mapping[sa.Table, Sequence[RowValues]]
+    # Rows written per table.
+    row_counts: Mapping[sa.Table, int]
     # Primary-key tuples to delete, per table, each key once.
     deletes: Mapping[sa.Table, Sequence[Values]]
     dead_letters: tuple[DeadLetter, ...]
@@ -55,15 +53,9 @@ class Batch:
     message_count: int
     byte_count: int
 
-    def rows(self) -> Iterator[Row]:
-        """`(sa.Table, row)` pairs, as pg_bulk_ingest takes them."""
-        for table, rows in self.table_rows.items():
-            for row in rows:
-                yield table, row
-
     @property
     def row_count(self) -> int:
-        return sum(len(rows) for rows in self.table_rows.values())
+        return sum(self.row_counts.values())
 
     @property
     def delete_count(self) -> int:
@@ -98,16 +90,17 @@ class Batcher:
         self.max_bytes = max_bytes
         self.max_age_seconds = max_age_seconds
         self._clock = clock
+        self._keys: dict[sa.Table, _Keys] = {}
         self._reset()
 
     def _reset(self) -> None:
         self._partitions: dict[TopicPartition, _Partition] = {}
-        self._rows: dict[sa.Table, List[_Entry]] = {}
-        self._deletes: dict[sa.Table, List[_KeyEntry]] = {}
+        self._row_counts: dict[sa.Table, int] = {}
+        # Per table: the keys whose latest message is a tombstone, by their COPY text.
+        self._deletes: dict[sa.Table, dict[Hashable, Values]] = {}
         self._dead: list[DeadLetter] = []
         self._message_count = 0
         self._byte_count = 0
-        self._sequence = 0
         self._started: float | None = None
 
     @property
@@ -121,17 +114,23 @@ class Batcher:
     def add(
         self, message: Message, rows: Iterable[Row] = (), *, deletes: Iterable[Deletion] = ()
     ) -> None:
-        """Add one message with the rows it maps to and the keys it deletes (either may be
-        empty: an ignored tombstone still moves its partition's offset)."""
-        tp = self._advance(message)
-        sequence = self._sequence
+        """Account for one message, with the rows it maps to and the keys it deletes (either
+        may be empty: an ignored tombstone still moves its partition's offset)."""
+        self._advance(message)
+        counts = self._row_counts
         for table, row in rows:
-            entries = self._rows.get(table)
-            if entries is None:
-                entries = self._rows[table] = []
-            entries.append((tp, sequence, row))
+            counts[table] = counts.get(table, 0) + 1
+            pending = self._deletes.get(table)
+            if pending:  # written again after its tombstone: upserted, not deleted
+                pending.pop(self._keys_of(table).of_row(row), None)
         for table, key in deletes:
-            self._deletes.setdefault(table, []).append((tp, sequence, key))
+            self._deletes.setdefault(table, {})[self._keys_of(table).of_key(key)] = key
+
+    def _keys_of(self, table: sa.Table) -> _Keys:
+        keys = self._keys.get(table)
+        if keys is None:
+            keys = self._keys[table] = _Keys(table)
+        return keys
 
     def add_dead_letter(self, message: Message, error: DecodeError) -> None:
         """Add a message that goes to the dead-letter destination instead of its tables."""
@@ -151,8 +150,8 @@ class Batcher:
         elif offset < part.next_offset:
             raise SinkError(
                 f"{message.coordinates}: offset goes back (the batch is at "
-                f"{part.next_offset}); drop_partitions() must be called when a partition is "
-                f"revoked or re-positioned"
+                f"{part.next_offset}); a batch must be taken and abandoned when its partitions "
+                f"are revoked or re-positioned"
             )
         # Offsets may have gaps (compaction, transaction markers): never assume +1.
         part.next_offset = offset + 1
@@ -161,7 +160,6 @@ class Batcher:
         part.byte_count += size
         self._message_count += 1
         self._byte_count += size
-        self._sequence += 1
         return part.tp
 
     def is_due(self, now: float | None = None) -> bool:
@@ -177,50 +175,16 @@ class Batcher:
         now = self._clock() if now is None else now
         return max(self._started + self.max_age_seconds - now, 0.0)
 
-    def drop_partitions(self, revoked: Iterable[TopicPartition]) -> None:
-        """Forget everything read from these partitions: rows, deletes, dead letters, offsets."""
-        gone = {TopicPartition(*tp) for tp in revoked} & set(self._partitions)
-        if not gone:
-            return
-        for tp in gone:
-            part = self._partitions.pop(tp)
-            self._message_count -= part.message_count
-            self._byte_count -= part.byte_count
-        _drop_entries(self._rows, gone)
-        _drop_entries(self._deletes, gone)
-        self._dead = [d for d in self._dead if d.message.topic_partition not in gone]
-        starts = [part.started for part in self._partitions.values()]
-        self._started = min(starts) if starts else None
+    def holds_any(self, partitions: Iterable[TopicPartition]) -> bool:
+        """Whether the batch holds messages of these partitions (its rows went out already:
+        when they are revoked, the batch must be abandoned)."""
+        return any(TopicPartition(*tp) in self._partitions for tp in partitions)
 
     def take(self) -> Batch:
         """Hand over the batch so far (possibly empty) and start a new one."""
-        deletes: dict[sa.Table, Sequence[Values]] = {}
-        rows: dict[sa.Table, Sequence[RowValues]] = {}
-        deleted_at: dict[sa.Table, dict[Hashable, int]] = {}
-        for table, entries in self._deletes.items():
-            keys = _Keys(table)
-            last: dict[Hashable, int] = {}
-            unique: dict[Hashable, Values] = {}
-            for _, sequence, key in entries:
-                text = keys.of_key(key)
-                last[text] = sequence
-                unique.setdefault(text, key)
-            deleted_at[table] = last
-            # A key written again after its tombstone is upserted, not deleted.
-            written_at = {
-                keys.of_row(row): sequence for _, sequence, row in self._rows.get(table, [])
-            }
-            deletes[table] = tuple(
-                key for text, key in unique.items() if last[text] > written_at.get(text, -1)
-            )
-        for table, written in self._rows.items():
-            if table in deleted_at:
-                rows[table] = _without_deleted(_Keys(table), written, deleted_at[table])
-            else:
-                rows[table] = [row for _, _, row in written]
         batch = Batch(
-            table_rows=rows,
-            deletes=deletes,
+            row_counts=self._row_counts,
+            deletes={table: tuple(keys.values()) for table, keys in self._deletes.items()},
             dead_letters=tuple(self._dead),
             next_offsets={tp: p.next_offset for tp, p in self._partitions.items()},
             first_offsets={tp: p.first_offset for tp, p in self._partitions.items()},
@@ -229,15 +193,6 @@ class Batcher:
         )
         self._reset()
         return batch
-
-
-def _drop_entries(entries_by_table: dict[sa.Table, List[_E]], gone: set[TopicPartition]) -> None:
-    for table, entries in list(entries_by_table.items()):
-        kept = [entry for entry in entries if entry[0] not in gone]
-        if kept:
-            entries_by_table[table] = kept
-        else:
-            del entries_by_table[table]
 
 
 class _Keys:
@@ -257,14 +212,3 @@ class _Keys:
 
     def of_key(self, key: Values) -> Hashable:
         return tuple(encode(value) for encode, value in zip(self._encoders, key))
-
-
-def _without_deleted(
-    keys: _Keys, entries: list[_Entry], deleted_at: dict[Hashable, int]
-) -> list[RowValues]:
-    """Rows not deleted by a later tombstone of the same batch."""
-    kept: list[RowValues] = []
-    for _, sequence, row in entries:
-        if deleted_at.get(keys.of_row(row), -1) < sequence:
-            kept.append(row)
-    return kept

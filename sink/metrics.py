@@ -256,7 +256,7 @@ class SinkMetrics:
         self.batches = r.counter("batches_total", "Batches committed.")
         self.batch_seconds = r.histogram(
             "batch_duration_seconds",
-            "Seconds from handing a batch to the writer to its commit (COPY, upsert, comment).",
+            "Seconds from a batch's first message to its commit (rows stream to COPY meanwhile).",
             BATCH_SECONDS_BUCKETS,
         )
         self.batch_messages = r.histogram(
@@ -305,15 +305,15 @@ class SinkMetrics:
 
     def batch_committed(self, batch: Batch, seconds: float, *, now: float | None = None) -> None:
         """A batch has committed. `batch` is what `Batcher.take()` returned, `seconds` the time
-        from handing it to the writer to the commit, `now` the unix time (default: now).
+        from its first message to the commit, `now` the unix time (default: now).
 
         Counts messages, bytes, rows and deletes per table, the batch, its dead letters by
         `error.code`, and moves each partition's stored offset (and lag) to `next_offsets`.
         """
         self.messages.inc(batch.message_count)
         self.bytes.inc(batch.byte_count)
-        for table, rows in batch.table_rows.items():
-            self.rows.inc(len(rows), [_table_name(table.schema, table.name)])
+        for table, count in batch.row_counts.items():
+            self.rows.inc(count, [_table_name(table.schema, table.name)])
         for table, keys in batch.deletes.items():
             self.deletes.inc(len(keys), [_table_name(table.schema, table.name)])
         for dead in batch.dead_letters:

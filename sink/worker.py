@@ -12,8 +12,9 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -49,6 +50,10 @@ OUTDATED_RETRY_SECONDS = 15.0
 
 class BadMessageError(SinkError):
     """A message could not be decoded or mapped and the error policy is to stop."""
+
+
+class RevokedError(SinkError):
+    """Partitions of the batch being written were revoked: it rolls back and is read again."""
 
 
 class RejectedError(DecodeError):
@@ -91,7 +96,11 @@ class Worker:
         # Set while a batch PostgreSQL rejected is being split to find the message at fault.
         self._isolating = False
         self._poison: dict[tuple[str, int, int], str] = {}
+        # The batch being written, once its last message is read.
         self._in_flight: Batch | None = None
+        self._pending = PendingBatch(_no_rows, {}, {}, {})
+        # Set when partitions of the batch being read are revoked: it must not commit.
+        self._spoiled = False
         # Dead letters already produced for batches not committed yet.
         self._sent: set[tuple[str, int, int]] = set()
 
@@ -200,6 +209,9 @@ class Worker:
             except FencedError as exc:
                 logger.warning("%s", exc)
                 self.metrics.commit_failed("fenced")
+            except RevokedError as exc:
+                logger.info("%s", exc)
+                self.metrics.commit_failed("revoked")
             except Exception as exc:
                 failure = classify(exc)
                 if failure is Failure.PERMANENT:
@@ -227,8 +239,10 @@ class Worker:
     def _isolate(self, error: Exception) -> None:
         """Halves the batch size until the one message PostgreSQL rejects is alone, then sets
         it aside as a dead letter so the rest of the stream lands."""
-        batch, self._in_flight = self._in_flight, None
-        if batch is None:
+        # The batch failed after its last message (then it is in flight) or while its rows
+        # were streaming (then the batcher holds what was read of it).
+        batch, self._in_flight = self._in_flight or self.batcher.take(), None
+        if not batch.message_count:
             raise error
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         if batch.message_count == 1:
@@ -258,7 +272,10 @@ class Worker:
         return found
 
     def _revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
-        self.batcher.drop_partitions(partitions)
+        if self.batcher.holds_any(partitions):
+            # Its rows went out already: the batch rolls back and is read again, the revoked
+            # partitions by their new owner. It cannot commit before the check in _stream.
+            self._spoiled = True
         for tp in partitions:
             self.positions.pop(tp, None)
         self.metrics.partitions_revoked(partitions, lost=lost)
@@ -274,78 +291,108 @@ class Worker:
         self.metrics.offsets_stored({tp: pos for tp, pos in found.items() if pos is not None})
         self.source.seek(found)
 
-    # --- batches -----------------------------------------------------------------------------
+    # --- batches ---------------------------------------------------------------------------
 
     def _batches(self) -> Iterator[PendingBatch]:
-        """Yields each due batch; resumes only once ingest has committed the previous one."""
+        """Yields a batch once its first message is read; its rows stream to PostgreSQL as
+        they are read, so PostgreSQL writes while the next messages are decoded. Resumes only
+        once ingest has committed the batch."""
         while not self.stopping.is_set():
-            batch = self._collect()
-            if batch is None:
+            first = self._first_rows()
+            if first is None:
                 return
             started = time.monotonic()
-            self._in_flight = batch
-            expected = {tp: self.positions[tp] for tp in batch.next_offsets}
-            yield PendingBatch(
-                self._with_dead_letters(batch), batch.deletes, expected, batch.next_offsets
-            )
-            self._committed(batch, time.monotonic() - started)
+            self._in_flight = None
+            pending = self._pending = PendingBatch(partial(self._stream, first), {}, {}, {})
+            yield pending
+            assert self._in_flight is not None  # set by _stream once the batch is complete
+            self._committed(self._in_flight, time.monotonic() - started)
 
-    def _with_dead_letters(self, batch: Batch) -> Callable[[], Iterator[Row]]:
-        """The batch's rows; its dead letters made durable first (topic) or alongside (table)."""
+    def _first_rows(self) -> list[Row] | None:
+        """Polls until a message arrives (rows, a tombstone or a dead letter); None once asked
+        to stop. No transaction is open meanwhile."""
+        assert self.source is not None
+        rows: list[Row] = []
+        while not self.batcher.message_count:
+            self.health.beat()
+            if self.stopping.is_set():
+                return None
+            for msg in self.source.consume(
+                min(CONSUME_CHUNK, self.batcher.max_messages), POLL_SECONDS
+            ):
+                rows.extend(self._add(msg))
+            if self._spoiled:  # revoked before the batch began: just forget it
+                self._spoiled = False
+                self.batcher.take()
+                rows = []
+        return rows
+
+    def _stream(self, first: list[Row]) -> Iterator[Row]:
+        """The batch's rows, read until the batch is due (or a stop is asked for); then
+        completes the batch: its dead letters, its deletes and the offsets it reaches."""
+        assert self.source is not None
+        yield from first
+        batcher = self.batcher
+        while True:
+            self.health.beat()
+            now = time.monotonic()
+            if self.stopping.is_set() or batcher.is_due(now):
+                break
+            wait = min(POLL_SECONDS, batcher.time_until_due(now))
+            room = batcher.max_messages - batcher.message_count
+            for msg in self.source.consume(min(CONSUME_CHUNK, room), wait):
+                rows = self._add(msg)
+                if rows:
+                    yield from rows
+            if self._spoiled:
+                self._spoiled = False
+                raise RevokedError("partitions of the batch were revoked; it is read again")
+        batch = self._in_flight = batcher.take()
+        pending = self._pending
+        pending.deletes = batch.deletes
+        pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}
+        pending.next_offsets = batch.next_offsets
+        yield from self._dead_letter_rows(batch)
+
+    def _dead_letter_rows(self, batch: Batch) -> Iterator[Row]:
+        """Makes the batch's dead letters durable first (topic) or writes them with it (table)."""
         if not batch.dead_letters:
-            return batch.rows
+            return
         if self.dead_letter_producer is not None:
             # Acknowledged by the broker before the offsets that skip them can commit; sent
             # once even when the batch is retried (a crash before the commit can repeat them).
             unsent = [d for d in batch.dead_letters if _coordinates(d.message) not in self._sent]
             self.dead_letter_producer.send(unsent)
             self._sent.update(_coordinates(d.message) for d in unsent)
-            return batch.rows
+            return
         table = self.pipeline.table_set.dead_letter_table
         assert table is not None  # the dead-letter-table policy always has one
-        rows = dead_letter_rows(table, batch.dead_letters)
+        for row in dead_letter_rows(table, batch.dead_letters):
+            yield table, row
 
-        def with_rows() -> Iterator[Row]:
-            yield from batch.rows()
-            for row in rows:
-                yield table, row
-
-        return with_rows
-
-    def _collect(self) -> Batch | None:
-        """Polls until a batch is due, or until asked to stop (then returns what it has)."""
-        assert self.source is not None
-        while True:
-            self.health.beat()
-            now = time.monotonic()
-            if self.stopping.is_set() or self.batcher.is_due(now):
-                return self.batcher.take() if self.batcher.message_count else None
-            wait = min(POLL_SECONDS, self.batcher.time_until_due(now))
-            room = self.batcher.max_messages - self.batcher.message_count
-            for msg in self.source.consume(min(CONSUME_CHUNK, room), wait):
-                self._add(msg)
-
-    def _add(self, msg: Any) -> None:
+    def _add(self, msg: Any) -> tuple[Row, ...]:
+        """Accounts for one consumed message in the batch; returns the rows it maps to."""
         error = msg.error()
         if error is not None:
             if is_fatal(error):
                 raise KafkaException(error)
             logger.warning("consumer: %s", error)
-            return
+            return ()
         message = message_from_kafka(msg)
         if (message.topic, message.partition) not in self.positions:
-            return  # fetched before its partition was revoked
+            return ()  # fetched before its partition was revoked
         if self._poison:
             rejected = self._poison.pop((message.topic, message.partition, message.offset), None)
             if rejected is not None:
                 self._bad_message(message, RejectedError(message, rejected))
-                return
+                return ()
         try:
             mapped = self.pipeline.map(message)
         except DecodeError as exc:
             self._bad_message(message, exc)
-            return
+            return ()
         self.batcher.add(message, mapped.rows, deletes=mapped.deletes)
+        return mapped.rows
 
     def _bad_message(self, message: Message, error: DecodeError) -> None:
         if self.settings.errors.policy is ErrorPolicy.FAIL:
@@ -378,6 +425,10 @@ class Worker:
             seconds,
             ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(batch.next_offsets.items())),
         )
+
+
+def _no_rows() -> Iterator[Row]:
+    return iter(())
 
 
 def _coordinates(message: Message) -> tuple[str, int, int]:

@@ -31,7 +31,9 @@ class PendingBatch:
     """What the writer needs of one batch: rows to write, keys to delete, where it ends.
 
     `expected` maps each partition of the batch to the stored next offset this worker last saw,
-    `next_offsets` to where the batch ends: both go into the fenced watermark update.
+    `next_offsets` to where the batch ends: both go into the fenced watermark update. Rows may
+    be read as they stream: `deletes`, `expected` and `next_offsets` are read only once the
+    rows are exhausted, and may be filled in by then.
     """
 
     def __init__(
