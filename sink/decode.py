@@ -11,6 +11,8 @@ from sink.config import Format
 from sink.errors import DecodeError
 from sink.records import Message, Record
 
+# Builds a Record without the NamedTuple's Python-level __new__: this runs for every message.
+_new_tuple = tuple.__new__
 # How many bytes around a JSON syntax error to quote in the error message.
 _EXCERPT_BYTES = 24
 
@@ -33,7 +35,7 @@ def decode(
     if decoded is None:
         reason = "value is JSON null; a delete (tombstone) is a message without a value, not null"
         raise _error(message, target, reason, "null-value")
-    return Record(message, key, decoded)
+    return _new_tuple(Record, (message, key, decoded))
 
 
 class _Undecodable(Exception):

@@ -317,9 +317,8 @@ class Worker:
             self.health.beat()
             if self.stopping.is_set():
                 return None
-            for msg in self.source.consume(
-                min(CONSUME_CHUNK, self.batcher.max_messages), POLL_SECONDS
-            ):
+            # One message: the batch opens with it, and the rest stream while PostgreSQL writes.
+            for msg in self.source.consume(1, POLL_SECONDS):
                 rows.extend(self._add(msg))
             if self._spoiled:  # revoked before the batch began: just forget it
                 self._spoiled = False
