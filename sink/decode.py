@@ -11,6 +11,8 @@ from sink.config import Format
 from sink.errors import DecodeError
 from sink.records import Message, Record
 
+_JSON = Format.JSON
+_loads = orjson.loads
 # Builds a Record without the NamedTuple's Python-level __new__: this runs for every message.
 _new_tuple = tuple.__new__
 # How many bytes around a JSON syntax error to quote in the error message.
@@ -24,12 +26,18 @@ def decode(
 
     `target` ("schema.table", or several joined by ", ") is named in errors when given.
     """
+    _, _, _, _, raw_key, value, _ = message
     try:
-        key = None if message.key is None else _decode("key", message.key, key_format)
-        value = message.value
+        key = None if raw_key is None else _decode("key", raw_key, key_format)
         if value is None:
             return Record(message, key, None)
-        decoded = _decode("value", value, value_format)
+        if value_format is _JSON:
+            try:
+                decoded = _loads(value)  # the common case, without a call to _decode
+            except orjson.JSONDecodeError:
+                decoded = _decode("value", value, value_format)  # raises, saying why
+        else:
+            decoded = _decode("value", value, value_format)
     except _Undecodable as error:
         raise _error(message, target, error.reason, error.code) from None
     if decoded is None:

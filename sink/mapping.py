@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 
 from pg_bulk_ingest import CopyRow, copy_encoders
 from sink.config import Format, Source, SourceKind
-from sink.copytext import fast_text
+from sink.copytext import LineColumn, compile_line, fast_text
 from sink.errors import ConfigError, DecodeError, MappingError
 from sink.records import Message, Record
 from sink.tables import Target
@@ -673,6 +673,7 @@ class Mapper:
                 zip(table.columns, self._fast_plan)
             )
         )
+        self._compiled_line = compile_line([LineColumn(*step) for step in self._line_plan], MISSING)
 
     def _general(
         self, index: int, convert: Converter, encode: Callable[[Any], str]
@@ -699,6 +700,16 @@ class Mapper:
         """The row for a (non-tombstone) record as one line of COPY text, the values `map`
         gives encoded as the ingest core would; common values skip the Python objects in
         between (see sink.copytext). Raises MappingError as `map` does."""
+        data = record.value
+        if type(data) is dict and data:
+            text = self._compiled_line(record, data)
+            if text is not None:
+                return CopyRow(text)
+        return self._line_step_by_step(record)
+
+    def _line_step_by_step(self, record: Record) -> CopyRow:
+        """`line` as a loop over the columns: for the rows the compiled function gives up on,
+        and to name the column at fault."""
         data = record.value
         if type(data) is not dict:
             data = {}  # every column then reads through its extractor

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from sink.copytext import fast_text
+from sink.copytext import LineColumn, compile_line, fast_text
 
 
 def fast(type_: Any, value: object, *, key: bool = False) -> str | None:
@@ -105,3 +105,42 @@ def test_key_columns_take_it_only_where_the_text_is_the_general_paths() -> None:
     # for "1.5"): the batcher compares keys by text, so they take the general path.
     for type_ in (sa.TIMESTAMP(timezone=True), sa.NUMERIC(6, 2), pg.UUID(), sa.DATE()):
         assert fast_text(type_, key=True) is None
+
+
+MISSING = object()
+
+
+def _general(value: object) -> str:
+    if value == "refused":
+        raise ValueError("refused")
+    return f"<{value}>"
+
+
+def test_a_compiled_line_writes_every_column_in_order() -> None:
+    weird = 'it\'s {a} "field"\n\\'
+    line = compile_line(
+        [
+            LineColumn(weird, lambda r: None, fast_text(sa.BIGINT(), key=True), _general, True),
+            LineColumn("text", lambda r: None, None, _general, False),
+            LineColumn(None, lambda record: record["meta"], None, _general, False),
+            LineColumn("gone", lambda r: None, None, _general, False),
+        ],
+        MISSING,
+    )
+    record = {"meta": 7}
+    assert line(record, {weird: 5, "text": "a\tb"}) == "5\t<a\tb>\t<7>\t\\N\n"
+    assert line(record, {weird: "5", "text": None}) == "<5>\t\\N\t<7>\t\\N\n"
+
+
+def test_a_compiled_line_gives_up_where_the_step_by_step_path_raises() -> None:
+    line = compile_line(
+        [
+            LineColumn("id", lambda r: None, None, _general, True),
+            LineColumn("v", lambda r: None, None, _general, False),
+        ],
+        MISSING,
+    )
+    assert line({}, {"v": 1}) is None  # a required value missing
+    assert line({}, {"id": None}) is None  # or null
+    assert line({}, {"id": 1, "v": "refused"}) is None  # a value the general path refuses
+    assert line({}, {"id": 1, "v": "fine"}) == "<1>\t<fine>\n"
