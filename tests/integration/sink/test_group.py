@@ -87,6 +87,34 @@ def test_a_paused_zombie_commits_nothing_for_partitions_it_lost(
     assert_exactly_once(engine, kafka_bootstrap, schema, topic, partitions)
 
 
+def test_partitions_revoked_from_an_open_batch_roll_it_back_and_are_read_once(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    partitions, total = 4, 20_000
+    topic = new_topic(partitions=partitions)
+    # A batch stays open (its rows already sent into COPY) for 10 s: long enough for a second
+    # worker to join and take partitions from it.
+    config = sink_config(
+        [topic], schema, columns=COORDINATE_COLUMNS, max_messages=1_000_000, max_age_seconds=10
+    )
+    produce(kafka_bootstrap, topic, events(total), partitions=partitions)
+    first = start_sink(config)
+    wait_until(lambda: "assigned" in first.output(), 60, "the first worker's assignment")
+    time.sleep(1.5)  # it has read the backlog into its open batch
+    assert count_rows(engine, schema) == 0
+    second = start_sink(config)
+    wait_until(lambda: count_rows(engine, schema) >= total, 90, f"all {total} rows")
+    for worker in (first, second):
+        assert worker.terminate() == 0, worker.output()[-2000:]
+    assert "partitions of the batch were revoked; it is read again" in first.output()
+    assert_exactly_once(engine, kafka_bootstrap, schema, topic, partitions)
+
+
 def test_sigterm_mid_stream_exits_zero_within_the_grace_budget(
     engine: sa.engine.Engine,
     kafka_bootstrap: str,

@@ -1,0 +1,113 @@
+"""Where one worker's time goes: the sink's front half alone, stage by stage, on one topic.
+
+    python -m tests.benchmarks.ceiling [--events N]
+
+Reads the same pre-produced topic (the benchmark's events, 6 partitions) three times in one
+process, each time with a fresh consumer group, and prints the rate of each stage:
+
+1. consume only: librdkafka's consume loop, nothing done with the messages;
+2. plus `Message`: each copied into the sink's `Message`, as the worker does;
+3. plus decode, map and batch: the worker's whole per-message work short of PostgreSQL.
+
+The sink end to end can be no faster than the last line; the ingest core alone (the
+`ingest` section of `make bench`) starts from ready rows and skips all three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from sink.batcher import Batcher
+from sink.config import load_settings
+from sink.consumer import consumer_config
+from sink.pipeline import Pipeline
+from sink.records import message_from_kafka
+from tests.events import events
+from tests.integration.sink.harness import produce
+
+from .e2e import write_config
+from .measure import PARTITIONS, create_topic, delete_topics
+
+CHUNK = 2000
+
+
+def _read_all(bootstrap: str, topic: str, count: int, handle: Callable[[Any], None]) -> float:
+    """Seconds from the first message to the last, calling `handle` on each."""
+    consumer = Consumer(
+        consumer_config(bootstrap, f"ceiling-{uuid.uuid4().hex[:8]}", "earliest", {})
+    )
+    consumer.subscribe([topic])
+    seen, started = 0, None
+    try:
+        while seen < count:
+            messages = consumer.consume(CHUNK, 1.0)
+            if messages and started is None:
+                started = time.perf_counter()
+            for msg in messages:
+                handle(msg)
+            seen += len(messages)
+    finally:
+        consumer.close()
+    assert started is not None
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    count = parser.parse_args().events
+    bootstrap = os.environ["SINK_TEST_KAFKA_BOOTSTRAP"]
+    topic = f"ceiling-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic)
+    try:
+        produce(bootstrap, topic, events(count), partitions=PARTITIONS)
+        with tempfile.TemporaryDirectory() as folder:
+            config = write_config(
+                Path(folder) / "sink.toml",
+                bootstrap=bootstrap,
+                database_url="postgresql://unused@127.0.0.1:1/unused",
+                topic=topic,
+                schema="ceiling",
+                table="events",
+                group_id="unused",
+                upsert=False,
+            )
+            pipeline = Pipeline.from_settings(load_settings(config, {}))
+        batcher = Batcher(10_000, 1 << 40, 3600.0)
+
+        def mapped(msg: Any) -> None:
+            message = message_from_kafka(msg)
+            result = pipeline.map(message)
+            batcher.add(message, result.rows, deletes=result.deletes)
+            if batcher.message_count >= batcher.max_messages:
+                batcher.take()
+
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, *gc.get_threshold()[1:])  # as the worker does
+        stages: list[tuple[str, Callable[[Any], None]]] = [
+            ("consume only", lambda msg: None),
+            ("consume + Message", message_from_kafka),
+            ("consume + decode, map, batch", mapped),
+        ]
+        print(f"{count:,} events of ~250 bytes, {PARTITIONS} partitions, one process")
+        for name, handle in stages:
+            seconds = _read_all(bootstrap, topic, count, handle)
+            rate, each = count / seconds, seconds / count * 1e6
+            print(f"  {name:<30} {rate:>10,.0f} events/s  {each:6.2f} µs each")
+    finally:
+        delete_topics(bootstrap, [topic])
+
+
+if __name__ == "__main__":
+    main()
