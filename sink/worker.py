@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -98,7 +97,6 @@ class Worker:
         self._poison: dict[tuple[str, int, int], str] = {}
         # The batch being written, once its last message is read.
         self._in_flight: Batch | None = None
-        self._pending = PendingBatch(_no_rows, {}, {}, {})
         # Set when partitions of the batch being read are revoked: it must not commit.
         self._spoiled = False
         # Dead letters already produced for batches not committed yet.
@@ -303,10 +301,15 @@ class Worker:
                 return
             started = time.monotonic()
             self._in_flight = None
-            pending = self._pending = PendingBatch(partial(self._stream, first), {}, {}, {})
+            pending = self._open(first)
             yield pending
             assert self._in_flight is not None  # set by _stream once the batch is complete
             self._committed(self._in_flight, time.monotonic() - started)
+
+    def _open(self, first: list[Row]) -> PendingBatch:
+        """A batch whose rows stream from `first` on; `_stream` completes it as they end."""
+        pending: PendingBatch = PendingBatch(lambda: self._stream(first, pending), {}, {}, {})
+        return pending
 
     def _first_rows(self) -> list[Row] | None:
         """Polls until a message arrives (rows, a tombstone or a dead letter); None once asked
@@ -326,9 +329,9 @@ class Worker:
                 rows = []
         return rows
 
-    def _stream(self, first: list[Row]) -> Iterator[Row]:
+    def _stream(self, first: list[Row], pending: PendingBatch) -> Iterator[Row]:
         """The batch's rows, read until the batch is due (or a stop is asked for); then
-        completes the batch: its dead letters, its deletes and the offsets it reaches."""
+        completes `pending`: its deletes and the offsets it reaches; and its dead letters."""
         assert self.source is not None
         yield from first
         batcher = self.batcher
@@ -347,7 +350,6 @@ class Worker:
                 self._spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
         batch = self._in_flight = batcher.take()
-        pending = self._pending
         pending.deletes = batch.deletes
         pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}
         pending.next_offsets = batch.next_offsets
@@ -424,10 +426,6 @@ class Worker:
             seconds,
             ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(batch.next_offsets.items())),
         )
-
-
-def _no_rows() -> Iterator[Row]:
-    return iter(())
 
 
 def _coordinates(message: Message) -> tuple[str, int, int]:
