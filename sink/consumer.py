@@ -57,7 +57,7 @@ def start_offset(start_from: str) -> int:
 
 
 class KafkaSource:
-    """Subscribes and positions partitions; all calls come from the polling thread."""
+    """Subscribes and positions partitions; called from one thread at a time."""
 
     def __init__(
         self,

@@ -10,9 +10,10 @@ import gc
 import logging
 import random
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Any
@@ -41,6 +42,16 @@ POLL_SECONDS = 0.5
 # Messages taken from librdkafka per call: large enough to amortise the call, small enough to
 # keep a batch's age check frequent.
 CONSUME_CHUNK = 2000
+# Messages per consume call while reading ahead: small, so that the thread hands the
+# interpreter back soon after PostgreSQL answers the commit it waits for.
+AHEAD_CHUNK = 200
+# How long one consume call may block while reading ahead: bounds the wait for the thread
+# to stop once the batch in flight has committed.
+AHEAD_POLL_SECONDS = 0.02
+# How long a thread that wants the interpreter waits before the running one must hand it over
+# (CPython's default is 5 ms). While a batch commits, the thread waiting on PostgreSQL needs it
+# back after every reply; the thread reading ahead rarely gives it up by itself.
+SWITCH_SECONDS = 0.0005
 # Allocations between young-generation collections (CPython's default is 700).
 GC_YOUNG_THRESHOLD = 50_000
 # Waits between attempts when the table was migrated by a newer worker of a rollout.
@@ -101,6 +112,12 @@ class Worker:
         self._spoiled = False
         # Dead letters already produced for batches not committed yet.
         self._sent: set[tuple[str, int, int]] = set()
+        # While a batch commits, the next one is read on a thread of its own (see _read_ahead);
+        # the rows it read wait here. `_settled` is clear while that thread may run.
+        self._reading_ahead: _Background | None = None
+        self._ahead: list[Row] = []
+        self._settled = threading.Event()
+        self._settled.set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -143,6 +160,7 @@ class Worker:
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+            sys.setswitchinterval(SWITCH_SECONDS)
             while self._wait_for_definition():
                 try:
                     with self._membership():
@@ -202,7 +220,11 @@ class Worker:
             try:
                 if reposition:
                     self._reposition()
-                self.writer.run(self._batches)
+                try:
+                    self.writer.run(self._batches)
+                finally:
+                    self._stop_reading_ahead()
+                    self._ahead = []  # every partition is read again from the table
                 return
             except FencedError as exc:
                 logger.warning("%s", exc)
@@ -270,9 +292,12 @@ class Worker:
         return found
 
     def _revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
+        # Called while reading ahead, a batch may be committing: it commits (or fails) first.
+        self._settled.wait()
         if self.batcher.holds_any(partitions):
-            # Its rows went out already: the batch rolls back and is read again, the revoked
-            # partitions by their new owner. It cannot commit before the check in _stream.
+            # Its rows went out already (or were read ahead): the batch is abandoned and read
+            # again, the revoked partitions by their new owner. It cannot commit before the
+            # check in _stream.
             self._spoiled = True
         for tp in partitions:
             self.positions.pop(tp, None)
@@ -283,6 +308,8 @@ class Worker:
         """After an abandoned batch: forget it and re-read every assigned partition."""
         assert self.source is not None
         self.batcher.take()
+        self._ahead = []
+        self._spoiled = False
         stored = self.writer.read_state().offsets
         found = {tp: stored.get(tp) for tp in self.positions}
         self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})
@@ -303,8 +330,11 @@ class Worker:
             self._in_flight = None
             pending = self._open(first)
             yield pending
+            error = self._stop_reading_ahead()
             assert self._in_flight is not None  # set by _stream once the batch is complete
             self._committed(self._in_flight, time.monotonic() - started)
+            if error is not None:
+                raise error  # met reading the next batch ahead
 
     def _open(self, first: list[Row]) -> PendingBatch:
         """A batch whose rows stream from `first` on; `_stream` completes it as they end."""
@@ -312,10 +342,15 @@ class Worker:
         return pending
 
     def _first_rows(self) -> list[Row] | None:
-        """Polls until a message arrives (rows, a tombstone or a dead letter); None once asked
-        to stop. No transaction is open meanwhile."""
+        """The rows read ahead, or else polls until a message arrives (rows, a tombstone or a
+        dead letter); None once asked to stop. No transaction is open meanwhile."""
         assert self.source is not None
-        rows: list[Row] = []
+        rows, self._ahead = self._ahead, []
+        if self._spoiled:
+            # Partitions read ahead were revoked; the others are read again from the table.
+            logger.info("partitions read ahead were revoked; reading the others again")
+            self._reposition()
+            rows = []
         while not self.batcher.message_count:
             self.health.beat()
             if self.stopping.is_set():
@@ -323,10 +358,6 @@ class Worker:
             # One message: the batch opens with it, and the rest stream while PostgreSQL writes.
             for msg in self.source.consume(1, POLL_SECONDS):
                 rows.extend(self._add(msg))
-            if self._spoiled:  # revoked before the batch began: just forget it
-                self._spoiled = False
-                self.batcher.take()
-                rows = []
         return rows
 
     def _stream(self, first: list[Row], pending: PendingBatch) -> Iterator[Row]:
@@ -353,7 +384,32 @@ class Worker:
         pending.deletes = batch.deletes
         pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}
         pending.next_offsets = batch.next_offsets
+        self._settled.clear()
+        self._reading_ahead = _Background(self._read_ahead, "read-ahead")
         yield from self._dead_letter_rows(batch)
+
+    def _read_ahead(self, stop: threading.Event) -> None:
+        """Reads the next batch on a thread of its own while this one commits: Python decodes
+        and maps while PostgreSQL merges and commits. It stops when told to (the commit is
+        done, or failed), when the next batch is due, or when its partitions are revoked."""
+        assert self.source is not None
+        batcher = self.batcher
+        while not (stop.is_set() or self.stopping.is_set() or self._spoiled):
+            self.health.beat()
+            if batcher.is_due():
+                return
+            room = batcher.max_messages - batcher.message_count
+            for msg in self.source.consume(min(AHEAD_CHUNK, room), AHEAD_POLL_SECONDS):
+                rows = self._add(msg)
+                if rows:
+                    self._ahead.extend(rows)
+
+    def _stop_reading_ahead(self) -> BaseException | None:
+        """The batch in flight has settled (committed or failed): reading comes back to this
+        thread. Returns the error that stopped reading ahead, if one did."""
+        self._settled.set()
+        reading, self._reading_ahead = self._reading_ahead, None
+        return None if reading is None else reading.finish()
 
     def _dead_letter_rows(self, batch: Batch) -> Iterator[Row]:
         """Makes the batch's dead letters durable first (topic) or writes them with it (table)."""
@@ -426,6 +482,28 @@ class Worker:
             seconds,
             ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(batch.next_offsets.items())),
         )
+
+
+class _Background:
+    """Runs `target(stop)` on a thread of its own; `finish` asks it to stop and waits."""
+
+    def __init__(self, target: Callable[[threading.Event], None], name: str) -> None:
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(target,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, target: Callable[[threading.Event], None]) -> None:
+        try:
+            target(self._stop)
+        except BaseException as exc:  # re-raised on the thread that calls finish
+            self._error = exc
+
+    def finish(self) -> BaseException | None:
+        """Stops the thread; returns what it raised, if anything."""
+        self._stop.set()
+        self._thread.join()
+        return self._error
 
 
 def _coordinates(message: Message) -> tuple[str, int, int]:

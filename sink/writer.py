@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -100,6 +101,10 @@ class Writer:
                 stream,
                 high_watermark=pg_bulk_ingest.HighWatermark.LATEST,
                 on_before_visible=self._delete_keys,
+                # The batcher bounds a batch. Unbounded here, each table's COPY (and upsert
+                # merge) ends once per batch, after its last message is read: the worker reads
+                # the next batch ahead meanwhile.
+                max_rows_per_table_buffer=sys.maxsize,
             )
             self._ingesting = None
 

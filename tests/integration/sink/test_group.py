@@ -115,6 +115,48 @@ def test_partitions_revoked_from_an_open_batch_roll_it_back_and_are_read_once(
     assert_exactly_once(engine, kafka_bootstrap, schema, topic, partitions)
 
 
+def test_a_revocation_while_a_batch_commits_waits_for_the_commit(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    partitions, batch = 4, 3_000
+    topic = new_topic(partitions=partitions)
+    config = sink_config(
+        [topic], schema, columns=COORDINATE_COLUMNS, max_messages=batch, max_age_seconds=10
+    )
+    produce(kafka_bootstrap, topic, events(batch), partitions=partitions)
+    first = start_sink(config)
+    wait_until(lambda: count_rows(engine, schema) == batch, 60, "the first batch")
+    with engine.connect() as blocker:
+        # Holds the lock each commit takes: the next batch is written but cannot commit.
+        blocker.execute(sa.text(f'LOCK TABLE "{schema}".events IN SHARE UPDATE EXCLUSIVE MODE'))
+        produce(kafka_bootstrap, topic, events(batch, start=batch), partitions=partitions)
+        time.sleep(2)  # the second batch is due and waits for the lock
+        # Read ahead while the second batch waits: these open a third batch.
+        produce(kafka_bootstrap, topic, events(500, start=2 * batch), partitions=partitions)
+        time.sleep(1)
+        second = start_sink(config)
+        wait_until(lambda: "revoked" in first.output(), 60, "the revocation")
+        time.sleep(2)
+        assert count_rows(engine, schema) == batch
+        blocker.rollback()
+    total = 2 * batch + 500
+    wait_until(lambda: count_rows(engine, schema) >= total, 90, f"all {total} rows")
+    for worker in (first, second):
+        assert worker.terminate() == 0, worker.output()[-2000:]
+    # The revocation waited for the second batch to commit: no worker had a batch fenced off;
+    # the partitions revoked from the third batch, read ahead, were read again by their owner.
+    assert first.output().count(f"committed {batch} rows") == 2, first.output()[-3000:]
+    assert "partitions read ahead were revoked" in first.output()
+    for worker in (first, second):
+        assert "moved on by another worker" not in worker.output(), worker.output()[-3000:]
+    assert_exactly_once(engine, kafka_bootstrap, schema, topic, partitions)
+
+
 def test_sigterm_mid_stream_exits_zero_within_the_grace_budget(
     engine: sa.engine.Engine,
     kafka_bootstrap: str,
