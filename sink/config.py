@@ -296,6 +296,10 @@ class BatchSettings:
     max_messages: int = 10_000
     max_bytes: int = 16 * 1024 * 1024
     max_age_seconds: float = 1.0
+    # How long a due batch stays open while another session holds the lock its commit needs
+    # (autovacuum, VACUUM, ANALYZE, an index build); 0 commits on time, which cancels an
+    # autovacuum once PostgreSQL's deadlock_timeout has passed.
+    yield_to_vacuum_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -573,13 +577,14 @@ class _Section:
             self.fail(key, f"must be {wanted}, got {_show(value)}")
         return number
 
-    def number(self, key: str, default: float) -> float:
+    def number(self, key: str, default: float, *, zero: bool = False) -> float:
         value = self.get(key)
         if value is _MISSING:
             return default
         number = _as_float(value)
-        if number is None or not number > 0:
-            self.fail(key, f"must be a positive number of seconds, got {_show(value)}")
+        if number is None or not (number >= 0 if zero else number > 0):
+            wanted = "0 or a positive number" if zero else "a positive number"
+            self.fail(key, f"must be {wanted} of seconds, got {_show(value)}")
         return number
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -786,6 +791,9 @@ def _parse_batch(section: _Section) -> BatchSettings:
         max_messages=section.integer("max_messages", defaults.max_messages),
         max_bytes=section.integer("max_bytes", defaults.max_bytes),
         max_age_seconds=section.number("max_age_seconds", defaults.max_age_seconds),
+        yield_to_vacuum_seconds=section.number(
+            "yield_to_vacuum_seconds", defaults.yield_to_vacuum_seconds, zero=True
+        ),
     )
     section.finish()
     return batch

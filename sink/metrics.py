@@ -237,9 +237,9 @@ def _partition_labels(tp: TopicPartition) -> tuple[str, str]:
 class SinkMetrics:
     """The sink's metrics, as methods the run loop calls with plain values.
 
-    Calls come from the polling thread only (never from an HTTP handler); `render()` may be
-    called from any thread. Every per-partition series is removed when its partition is
-    revoked, so that summing lag over workers counts each partition once.
+    Calls come from the worker's polling threads, one at a time (never from an HTTP handler);
+    `render()` may be called from any thread. Every per-partition series is removed when its
+    partition is revoked, so that summing lag over workers counts each partition once.
     """
 
     def __init__(self, registry: Registry | None = None) -> None:
@@ -270,6 +270,11 @@ class SinkMetrics:
         self.retries = r.counter("retries_total", "Retried operations, by kind.", ["kind"])
         self.commit_failures = r.counter(
             "commit_failures_total", "Batches that failed to commit, by kind.", ["kind"]
+        )
+        self.commit_deferred_seconds = r.counter(
+            "commit_deferred_seconds_total",
+            "Seconds due batches were kept open while another session (autovacuum, VACUUM, "
+            "ANALYZE, an index build) held the lock a commit needs.",
         )
         self.rebalances = r.counter(
             "rebalances_total", "Partition rebalance events, by event.", ["event"]
@@ -328,6 +333,11 @@ class SinkMetrics:
         """An operation is being retried; `kind` is a short stable label such as
         "serialization", "deadlock", "connection" or "dead-letter-producer"."""
         self.retries.inc(1, [kind])
+
+    def commit_deferred(self, seconds: float) -> None:
+        """A due batch was kept open `seconds` while another session held the table's lock."""
+        if seconds > 0:
+            self.commit_deferred_seconds.inc(seconds)
 
     def commit_failed(self, kind: str) -> None:
         """A batch did not commit; `kind` is a short stable label such as "fenced",

@@ -33,6 +33,7 @@ from .pipeline import Pipeline
 from .records import Message, TopicPartition, message_from_kafka
 from .retry import Failure, backoff_seconds, classify, failure_kind
 from .tables import Row
+from .vacuum import RECHECK_SECONDS, VacuumYield
 from .writer import PendingBatch, Writer
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ class Worker:
         self.metrics = metrics
         self.writer = Writer(engine, pipeline.metadata)
         self.dead_letter_producer: DeadLetterProducer | None = None
+        self.vacuum_yield = VacuumYield(
+            settings.batch.yield_to_vacuum_seconds, self.writer.lock_holder
+        )
         self.batcher = Batcher(
             max_messages=settings.batch.max_messages,
             max_bytes=settings.batch.max_bytes,
@@ -369,17 +373,24 @@ class Worker:
         while True:
             self.health.beat()
             now = time.monotonic()
-            if self.stopping.is_set() or batcher.is_due(now):
+            if self.stopping.is_set():
                 break
-            wait = min(POLL_SECONDS, batcher.time_until_due(now))
-            room = batcher.max_messages - batcher.message_count
-            for msg in self.source.consume(min(CONSUME_CHUNK, room), wait):
+            if batcher.is_due(now):
+                # Rather than wait for a VACUUM (or cancel an autovacuum), the batch grows.
+                if self._isolating or not self.vacuum_yield.keep_open(now):
+                    break
+                wait, room = RECHECK_SECONDS, CONSUME_CHUNK
+            else:
+                wait = min(POLL_SECONDS, batcher.time_until_due(now))
+                room = min(CONSUME_CHUNK, batcher.max_messages - batcher.message_count)
+            for msg in self.source.consume(room, wait):
                 rows = self._add(msg)
                 if rows:
                     yield from rows
             if self._spoiled:
                 self._spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
+        self.metrics.commit_deferred(self.vacuum_yield.done(time.monotonic()))
         batch = self._in_flight = batcher.take()
         pending.deletes = batch.deletes
         pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}

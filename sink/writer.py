@@ -54,6 +54,22 @@ def _no_rows() -> Iterator[Row]:
     return iter(())
 
 
+# Granted locks of other sessions that conflict with the SHARE UPDATE EXCLUSIVE one each commit
+# takes to write the comment.
+_LOCK_HOLDER = sa.text(
+    """
+    SELECT l.pid, a.backend_type
+    FROM pg_locks AS l LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.relation = to_regclass(:table)
+      AND l.mode IN ('ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock',
+                     'ExclusiveLock', 'AccessExclusiveLock')
+    LIMIT 1
+    """
+)
+
+
 def _lock_key(name: str) -> int:
     digest = hashlib.sha256(f"pg-kafka-sink migrations {name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -76,6 +92,16 @@ class Writer:
             value = pg_bulk_ingest.read_high_watermark(conn, self.first_table)
             conn.rollback()
         return parse_state(value, self.where)
+
+    def lock_holder(self) -> str | None:
+        """The session holding a lock on the first table that a commit would wait for (its
+        offsets go into that table's comment), as "autovacuum worker (pid 123)"; None if none
+        does. Read on a connection of its own; pg_locks needs no privilege."""
+        name = self.engine.dialect.identifier_preparer.format_table(self.first_table)
+        with self.engine.connect() as conn:
+            found = conn.execute(_LOCK_HOLDER, {"table": name}).first()
+            conn.rollback()
+        return None if found is None else f"{found.backend_type or 'a session'} (pid {found.pid})"
 
     def run(self, batches: Callable[[], Iterator[PendingBatch]]) -> None:
         """Ingests every batch the iterator yields, each in its own transaction.

@@ -28,6 +28,7 @@ def sink_config(tmp_path: Path, database_url: str, kafka_bootstrap: str) -> Call
         extra: str = "",
         max_messages: int = 2000,
         max_age_seconds: float = 0.3,
+        yield_to_vacuum_seconds: float = 5.0,
         group_id: str | None = None,
     ) -> Path:
         pk = f"primary_key = {primary_key!r}\n" if primary_key else ""
@@ -46,6 +47,7 @@ url = "{database_url}"
 [batch]
 max_messages = {max_messages}
 max_age_seconds = {max_age_seconds}
+yield_to_vacuum_seconds = {yield_to_vacuum_seconds}
 
 [http]
 port = 0

@@ -76,6 +76,7 @@ def test_defaults_apply_to_a_minimal_config(tmp_path: Path) -> None:
     assert settings.batch.max_messages == 10_000
     assert settings.batch.max_bytes == 16 * 1024 * 1024
     assert settings.batch.max_age_seconds == 1.0
+    assert settings.batch.yield_to_vacuum_seconds == 5.0
     assert (settings.http.host, settings.http.port) == ("0.0.0.0", 8080)
     assert settings.shutdown.grace_seconds == 20
     assert settings.errors.policy is ErrorPolicy.FAIL
@@ -93,12 +94,14 @@ def test_environment_overrides_the_file_with_typed_values(tmp_path: Path) -> Non
         SINK_KAFKA__BOOTSTRAP_SERVERS="other:9092",
         SINK_BATCH__MAX_MESSAGES="500",
         SINK_BATCH__MAX_AGE_SECONDS="0.25",
+        SINK_BATCH__YIELD_TO_VACUUM_SECONDS="0",
         SINK_KAFKA__START_FROM="latest",
         SINK_HTTP__PORT="9000",
     )
     assert settings.kafka.bootstrap_servers == "other:9092"
     assert settings.batch.max_messages == 500
     assert settings.batch.max_age_seconds == 0.25
+    assert settings.batch.yield_to_vacuum_seconds == 0.0
     assert settings.kafka.start_from is StartFrom.LATEST
     assert settings.http.port == 9000
 
@@ -234,6 +237,11 @@ COLUMN = '[[tables.columns]]\nname = "id"\ntype = "BIGINT"'
         (MINIMAL, {"SINK_BATCH__MAX_MESSAGES": "0"}, "batch.max_messages: must be a positive"),
         (MINIMAL, {"SINK_BATCH__MAX_BYTES": "1.5"}, "batch.max_bytes: must be a positive"),
         (MINIMAL, {"SINK_BATCH__MAX_AGE_SECONDS": "-1"}, "batch.max_age_seconds: must be a pos"),
+        (
+            MINIMAL,
+            {"SINK_BATCH__YIELD_TO_VACUUM_SECONDS": "-1"},
+            "batch.yield_to_vacuum_seconds: must be 0 or a positive number of seconds",
+        ),
         (MINIMAL, {"SINK_HTTP__PORT": "70000"}, "http.port: must be an integer from 0 to 65535"),
         (MINIMAL, {"SINK_SHUTDOWN__GRACE_SECONDS": "soon"}, "shutdown.grace_seconds: must be"),
         (MINIMAL, {"SINK_KAFKA__START_FROM": "middle"}, "kafka.start_from: must be one of"),
