@@ -297,9 +297,9 @@ class BatchSettings:
     max_bytes: int = 16 * 1024 * 1024
     max_age_seconds: float = 1.0
     # How long a due batch stays open while another session holds the lock its commit needs
-    # (autovacuum, VACUUM, ANALYZE, an index build); 0 commits on time, which cancels an
-    # autovacuum once PostgreSQL's deadlock_timeout has passed.
-    yield_to_vacuum_seconds: float = 5.0
+    # (autovacuum, VACUUM, ANALYZE, an index build). 0 (the default) commits on time, which
+    # cancels an autovacuum once PostgreSQL's deadlock_timeout has passed.
+    yield_to_vacuum_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,19 @@
 """Autovacuum of the sink's table while it ingests, with and without yielding to it.
 
-    python -m tests.benchmarks.vacuum [--events N] [--rounds R]
+    python -m tests.benchmarks.vacuum [--events N] [--rounds R] [--budget S] [--cost-delay MS]
 
 Each commit writes the offsets into the table's comment, which takes the lock autovacuum holds.
-This runs one worker over the same pre-produced topic with `batch.yield_to_vacuum_seconds` 0
-(commit on time: a commit that meets autovacuum cancels it after `deadlock_timeout`) and at its
-default, alternately, and prints for each run: the rate, the vacuums and analyzes of the table
-that completed, the autovacuums PostgreSQL cancelled, and the longest gap between two commits.
+This runs one worker over the same pre-produced topic with `batch.yield_to_vacuum_seconds` at 0
+(the default: commit on time, and a commit that meets autovacuum cancels it after
+`deadlock_timeout`) and at `--budget` (10 s), alternately, and prints for each run: the rate,
+the vacuums and analyzes of the table that completed, the autovacuums PostgreSQL cancelled, and
+the longest gap between two commits.
 
 So that autovacuum visits the table during a short run, the server's `autovacuum_naptime` is set
 to 1 s for the duration (ALTER SYSTEM: a superuser on the local test server) and the table gets
-insert thresholds of 20,000 rows and a cost delay of 10 ms (the default is 2 ms), which makes
-a vacuum of it last seconds, as on a table of a few GB. Targets the local services only.
+insert thresholds of 20,000 rows; `--cost-delay` (PostgreSQL's default, 2 ms) sets its
+`autovacuum_vacuum_cost_delay`: 10 makes each vacuum of it last seconds, as on a table of a few
+GB. Targets the local services only.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from sink.config import BatchSettings
-
 from .e2e import produce_topic, start_workers, write_config
 from .measure import REPO, RUNS_DIR, create_schema, delete_topics, drop_schema, engine_for, run_id
 from .measure import row_count as count_rows
@@ -34,8 +34,7 @@ from .measure import row_count as count_rows
 SERVER_LOG = REPO / ".services" / "postgres" / "server.log"
 THRESHOLDS = (
     "autovacuum_vacuum_insert_threshold = 20000, autovacuum_vacuum_insert_scale_factor = 0, "
-    "autovacuum_analyze_threshold = 20000, autovacuum_analyze_scale_factor = 0, "
-    "autovacuum_vacuum_cost_delay = 10"
+    "autovacuum_analyze_threshold = 20000, autovacuum_analyze_scale_factor = 0"
 )
 _COMMITTED = re.compile(r"^(\S+ \S+) INFO +sink\.worker: committed ", re.MULTILINE)
 
@@ -69,7 +68,8 @@ def _one_run(
     events: int,
     run_dir: Path,
     label: str,
-    yield_seconds: str | None,
+    yield_seconds: str,
+    cost_delay_ms: int,
 ) -> dict[str, float]:
     table = label.replace("-", "_")
     config = write_config(
@@ -82,10 +82,7 @@ def _one_run(
         group_id=f"bench-{run_dir.name}-{label}",
         upsert=False,
     )
-    if yield_seconds is None:
-        os.environ.pop("SINK_BATCH__YIELD_TO_VACUUM_SECONDS", None)
-    else:
-        os.environ["SINK_BATCH__YIELD_TO_VACUUM_SECONDS"] = yield_seconds
+    os.environ["SINK_BATCH__YIELD_TO_VACUUM_SECONDS"] = yield_seconds
     log_start = SERVER_LOG.stat().st_size if SERVER_LOG.exists() else 0
     started = time.monotonic()
     (worker,) = start_workers(config, 1, run_dir, label)
@@ -95,7 +92,12 @@ def _one_run(
             worker.check_alive()
             time.sleep(0.05)
         with engine.connect() as conn:
-            conn.execute(sa.text(f"ALTER TABLE {qualified} SET ({THRESHOLDS})"))
+            conn.execute(
+                sa.text(
+                    f"ALTER TABLE {qualified} SET ({THRESHOLDS}, "
+                    f"autovacuum_vacuum_cost_delay = {cost_delay_ms})"
+                )
+            )
         while count_rows(engine, schema, table) < events:
             worker.check_alive()
             time.sleep(0.1)
@@ -137,6 +139,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=10.0)
+    parser.add_argument("--cost-delay", type=int, default=2)
     args = parser.parse_args()
     bootstrap = os.environ.get("SINK_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     database_url = os.environ.get(
@@ -157,9 +161,8 @@ def main() -> None:
             f"{'analyzes':>9} {'cancelled':>10} {'longest gap s':>14}"
         )
         for round_ in range(args.rounds):
-            default = f"default ({BatchSettings().yield_to_vacuum_seconds:g})"
-            order = [("0", "0"), (default, None)]
-            for name, value in order if round_ % 2 == 0 else order[::-1]:
+            order = ["0", f"{args.budget:g}"]
+            for value in order if round_ % 2 == 0 else order[::-1]:
                 result = _one_run(
                     engine,
                     bootstrap=bootstrap,
@@ -168,11 +171,12 @@ def main() -> None:
                     schema=schema,
                     events=args.events,
                     run_dir=run_dir,
-                    label=f"vacuum-{name}-{round_}",
+                    label=f"vacuum-{value.replace('.', '_')}-{round_}",
                     yield_seconds=value,
+                    cost_delay_ms=args.cost_delay,
                 )
                 print(
-                    f"{name:>24} {result['rate']:>9,.0f} "
+                    f"{value:>24} {result['rate']:>9,.0f} "
                     f"{result['vacuums']:>8} {result['analyzes']:>9} "
                     f"{result['cancelled']:>10} {result['gap']:>14.1f}",
                     flush=True,

@@ -28,7 +28,7 @@ def sink_config(tmp_path: Path, database_url: str, kafka_bootstrap: str) -> Call
         extra: str = "",
         max_messages: int = 2000,
         max_age_seconds: float = 0.3,
-        yield_to_vacuum_seconds: float = 5.0,
+        yield_to_vacuum_seconds: float = 0.0,
         group_id: str | None = None,
     ) -> Path:
         pk = f"primary_key = {primary_key!r}\n" if primary_key else ""

@@ -131,7 +131,7 @@ def test_a_revocation_while_a_batch_commits_waits_for_the_commit(
         columns=COORDINATE_COLUMNS,
         max_messages=batch,
         max_age_seconds=10,
-        yield_to_vacuum_seconds=0,  # commit (and wait for the lock) as soon as a batch is due
+        yield_to_vacuum_seconds=0,  # commits (and waits for the lock) as soon as it is due
     )
     produce(kafka_bootstrap, topic, events(batch), partitions=partitions)
     first = start_sink(config)

@@ -76,7 +76,7 @@ def test_defaults_apply_to_a_minimal_config(tmp_path: Path) -> None:
     assert settings.batch.max_messages == 10_000
     assert settings.batch.max_bytes == 16 * 1024 * 1024
     assert settings.batch.max_age_seconds == 1.0
-    assert settings.batch.yield_to_vacuum_seconds == 5.0
+    assert settings.batch.yield_to_vacuum_seconds == 0.0
     assert (settings.http.host, settings.http.port) == ("0.0.0.0", 8080)
     assert settings.shutdown.grace_seconds == 20
     assert settings.errors.policy is ErrorPolicy.FAIL
@@ -94,14 +94,14 @@ def test_environment_overrides_the_file_with_typed_values(tmp_path: Path) -> Non
         SINK_KAFKA__BOOTSTRAP_SERVERS="other:9092",
         SINK_BATCH__MAX_MESSAGES="500",
         SINK_BATCH__MAX_AGE_SECONDS="0.25",
-        SINK_BATCH__YIELD_TO_VACUUM_SECONDS="0",
+        SINK_BATCH__YIELD_TO_VACUUM_SECONDS="7.5",
         SINK_KAFKA__START_FROM="latest",
         SINK_HTTP__PORT="9000",
     )
     assert settings.kafka.bootstrap_servers == "other:9092"
     assert settings.batch.max_messages == 500
     assert settings.batch.max_age_seconds == 0.25
-    assert settings.batch.yield_to_vacuum_seconds == 0.0
+    assert settings.batch.yield_to_vacuum_seconds == 7.5
     assert settings.kafka.start_from is StartFrom.LATEST
     assert settings.http.port == 9000
 
