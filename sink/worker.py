@@ -49,6 +49,8 @@ AHEAD_CHUNK = 200
 # How long one consume call may block while reading ahead: bounds the wait for the thread
 # to stop once the batch in flight has committed.
 AHEAD_POLL_SECONDS = 0.02
+# Rows read ahead at most: they wait in memory, and a message may map to many rows.
+AHEAD_MAX_ROWS = 20_000
 # How long a thread that wants the interpreter waits before the running one must hand it over
 # (CPython's default is 5 ms). While a batch commits, the thread waiting on PostgreSQL needs it
 # back after every reply; the thread reading ahead rarely gives it up by itself.
@@ -402,12 +404,13 @@ class Worker:
     def _read_ahead(self, stop: threading.Event) -> None:
         """Reads the next batch on a thread of its own while this one commits: Python decodes
         and maps while PostgreSQL merges and commits. It stops when told to (the commit is
-        done, or failed), when the next batch is due, or when its partitions are revoked."""
+        done, or failed), when the next batch is due or holds AHEAD_MAX_ROWS rows, or when its
+        partitions are revoked."""
         assert self.source is not None
         batcher = self.batcher
         while not (stop.is_set() or self.stopping.is_set() or self._spoiled):
             self.health.beat()
-            if batcher.is_due():
+            if batcher.is_due() or len(self._ahead) >= AHEAD_MAX_ROWS:
                 return
             room = batcher.max_messages - batcher.message_count
             for msg in self.source.consume(min(AHEAD_CHUNK, room), AHEAD_POLL_SECONDS):
