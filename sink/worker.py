@@ -199,7 +199,7 @@ class Worker:
             self.source.close()
             self.source = None
             self.positions.clear()
-            self.batcher.take()  # whatever was not committed is read again by the next owner
+            self._forget_unread()  # whatever was not committed is read again by the next owner
 
     def _wait_for_definition(self) -> bool:
         """Waits, outside the group, while a newer definition of the table is live.
@@ -230,7 +230,6 @@ class Worker:
                     self.writer.run(self._batches)
                 finally:
                     self._stop_reading_ahead()
-                    self._ahead = []  # every partition is read again from the table
                 return
             except FencedError as exc:
                 logger.warning("%s", exc)
@@ -310,12 +309,16 @@ class Worker:
         self.metrics.partitions_revoked(partitions, lost=lost)
         self.health.set_partitions(len(self.positions))
 
-    def _reposition(self) -> None:
-        """After an abandoned batch: forget it and re-read every assigned partition."""
-        assert self.source is not None
+    def _forget_unread(self) -> None:
+        """Drops what was read but not committed: the batch so far and the rows read ahead."""
         self.batcher.take()
         self._ahead = []
         self._spoiled = False
+
+    def _reposition(self) -> None:
+        """After an abandoned batch: forget it and re-read every assigned partition."""
+        assert self.source is not None
+        self._forget_unread()
         stored = self.writer.read_state().offsets
         found = {tp: stored.get(tp) for tp in self.positions}
         self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})

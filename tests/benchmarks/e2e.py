@@ -105,10 +105,14 @@ def _offsets_reached(
     return reached
 
 
-def start_workers(config: Path, workers: int, run_dir: Path, label: str) -> list[Watched]:
+def start_workers(
+    config: Path, workers: int, run_dir: Path, label: str, env: dict[str, str] | None = None
+) -> list[Watched]:
     argv = [sys.executable, "-m", "sink", "run", "--config", str(config)]
     return [
-        Watched(argv, run_dir / f"{label}-worker{i}.log", env={"PYTHONUNBUFFERED": "1"})
+        Watched(
+            argv, run_dir / f"{label}-worker{i}.log", env={"PYTHONUNBUFFERED": "1", **(env or {})}
+        )
         for i in range(workers)
     ]
 

@@ -82,10 +82,11 @@ def _one_run(
         group_id=f"bench-{run_dir.name}-{label}",
         upsert=False,
     )
-    os.environ["SINK_BATCH__YIELD_TO_VACUUM_SECONDS"] = yield_seconds
     log_start = SERVER_LOG.stat().st_size if SERVER_LOG.exists() else 0
     started = time.monotonic()
-    (worker,) = start_workers(config, 1, run_dir, label)
+    (worker,) = start_workers(
+        config, 1, run_dir, label, env={"SINK_BATCH__YIELD_TO_VACUUM_SECONDS": yield_seconds}
+    )
     qualified = f'"{schema}"."{table}"'
     try:
         while count_rows(engine, schema, table) == 0:
