@@ -116,15 +116,26 @@ class Batcher:
     ) -> None:
         """Account for one message, with the rows it maps to and the keys it deletes (either
         may be empty: an ignored tombstone still moves its partition's offset)."""
-        self._advance(message)
-        counts = self._row_counts
+        topic, partition, offset, _, raw_key, value, _ = message
+        size = (len(raw_key) if raw_key else 0) + (len(value) if value else 0)  # Message.size
+        self._advance(topic, partition, offset, size)
         for table, row in rows:
-            counts[table] = counts.get(table, 0) + 1
-            pending = self._deletes.get(table)
-            if pending:  # written again after its tombstone: upserted, not deleted
-                pending.pop(self._keys_of(table).of_row(row), None)
+            self._count_row(table, row)
         for table, key in deletes:
             self._deletes.setdefault(table, {})[self._keys_of(table).of_key(key)] = key
+
+    def add_row(self, topic: str, partition: int, offset: int, size: int, row: Row) -> None:
+        """`add` for a message that maps to one row, given by its parts (`size` as
+        `Message.size`): the common case, for which the worker builds no `Message`."""
+        self._advance(topic, partition, offset, size)
+        self._count_row(*row)
+
+    def _count_row(self, table: sa.Table, row: RowValues) -> None:
+        counts = self._row_counts
+        counts[table] = counts.get(table, 0) + 1
+        pending = self._deletes.get(table)
+        if pending:  # written again after its tombstone: upserted, not deleted
+            pending.pop(self._keys_of(table).of_row(row), None)
 
     def _keys_of(self, table: sa.Table) -> _Keys:
         keys = self._keys.get(table)
@@ -134,11 +145,10 @@ class Batcher:
 
     def add_dead_letter(self, message: Message, error: DecodeError) -> None:
         """Add a message that goes to the dead-letter destination instead of its tables."""
-        self._advance(message)
+        self._advance(message.topic, message.partition, message.offset, message.size)
         self._dead.append(DeadLetter(message, error))
 
-    def _advance(self, message: Message) -> TopicPartition:
-        topic, partition, offset, _, key, value, _ = message
+    def _advance(self, topic: str, partition: int, offset: int, size: int) -> None:
         # A plain tuple finds the TopicPartition key (equal, same hash) without building one.
         part: _Partition | None = self._partitions.get((topic, partition))  # type: ignore[call-overload]
         if part is None:
@@ -149,18 +159,16 @@ class Batcher:
                 self._started = now
         elif offset < part.next_offset:
             raise SinkError(
-                f"{message.coordinates}: offset goes back (the batch is at "
+                f"{topic}[{partition}]@{offset}: offset goes back (the batch is at "
                 f"{part.next_offset}); a batch must be taken and abandoned when its partitions "
                 f"are revoked or re-positioned"
             )
         # Offsets may have gaps (compaction, transaction markers): never assume +1.
         part.next_offset = offset + 1
-        size = (len(key) if key else 0) + (len(value) if value else 0)  # as Message.size
         part.message_count += 1
         part.byte_count += size
         self._message_count += 1
         self._byte_count += size
-        return part.tp
 
     def is_due(self, now: float | None = None) -> bool:
         return self.time_until_due(now) == 0.0

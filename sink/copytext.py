@@ -21,6 +21,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from pg_bulk_ingest import CopyRow
+
 FastText = Callable[[Any], Optional[str]]
 
 _REAL_MAX = 3.4028234663852886e38
@@ -225,18 +227,19 @@ class LineColumn:
     required: bool
 
 
-LineFunction = Callable[[Any, Dict[str, Any]], Optional[str]]
+LineFunction = Callable[[Any, Dict[str, Any]], Optional[CopyRow]]
 
 
 def compile_line(columns: Sequence[LineColumn], missing: object) -> LineFunction:
     """One function per table, `line(record, value)`, from a record whose value is a non-empty
-    JSON object to its COPY line, written out column by column (no loop, no per-column tuple).
+    JSON object to its COPY line as a `CopyRow`, written out column by column (no loop, no
+    per-column tuple). `record` is only read by the columns without a `field`.
 
     It returns None for a row it cannot finish without an error (a required value missing or
     null, a value the general path refuses): the caller then maps that record the slow way,
     which raises the error naming the column.
     """
-    namespace: dict[str, Any] = {"MISSING": missing}
+    namespace: dict[str, Any] = {"MISSING": missing, "CopyRow": CopyRow}
     body = []
     for i, column in enumerate(columns):
         namespace[f"extract{i}"] = column.extract
@@ -263,7 +266,7 @@ def compile_line(columns: Sequence[LineColumn], missing: object) -> LineFunction
     source = (
         "def line(record, value):\n"
         "    try:\n" + "".join(body) + "    except Exception:\n        return None\n"
-        f'    return f"{joined}\\n"\n'
+        f'    return CopyRow(f"{joined}\\n")\n'
     )
     # The source holds only repr()s of field names and generated names: nothing is injected.
     exec(compile(source, "<sink.copytext line>", "exec"), namespace)

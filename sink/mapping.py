@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 
 from pg_bulk_ingest import CopyRow, copy_encoders
 from sink.config import Format, Source, SourceKind
-from sink.copytext import LineColumn, compile_line, fast_text
+from sink.copytext import LineColumn, LineFunction, compile_line, fast_text
 from sink.errors import ConfigError, DecodeError, MappingError
 from sink.records import Message, Record
 from sink.tables import Target
@@ -674,6 +674,10 @@ class Mapper:
             )
         )
         self._compiled_line = compile_line([LineColumn(*step) for step in self._line_plan], MISSING)
+        # When every column reads a top-level field of the value, a line needs the value alone.
+        self.value_line: LineFunction | None = (
+            self._compiled_line if all(step[0] is not None for step in self._line_plan) else None
+        )
 
     def _general(
         self, index: int, convert: Converter, encode: Callable[[Any], str]
@@ -702,9 +706,9 @@ class Mapper:
         between (see sink.copytext). Raises MappingError as `map` does."""
         data = record.value
         if type(data) is dict and data:
-            text = self._compiled_line(record, data)
-            if text is not None:
-                return CopyRow(text)
+            row = self._compiled_line(record, data)
+            if row is not None:
+                return row
         return self._line_step_by_step(record)
 
     def _line_step_by_step(self, record: Record) -> CopyRow:

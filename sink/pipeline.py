@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import orjson
 import sqlalchemy as sa
 
-from .config import Settings, TombstonePolicy
+from pg_bulk_ingest import CopyRow
+
+from .config import Format, Settings, TombstonePolicy
+from .copytext import LineFunction
 from .decode import decode
 from .errors import ConfigError, MappingError
 from .mapping import Mapper
@@ -28,6 +32,42 @@ class Mapped(NamedTuple):
 _NOTHING = Mapped()
 # Builds a NamedTuple without its Python-level __new__ (a third of the cost), for every message.
 _new_tuple = tuple.__new__
+_loads = orjson.loads
+# How `decode` reads a key, per format; a key it cannot read raises ValueError (bytes: none).
+_KEY_READERS: dict[Format, Callable[[bytes], object] | None] = {
+    Format.JSON: _loads,
+    Format.STRING: bytes.decode,
+    Format.BYTES: None,
+}
+
+
+class FastPath:
+    """The common case, mapped straight from a message's key and value bytes: a topic that
+    feeds one table without `map_record`, whose JSON object values give every column from a
+    top-level field. `row` gives the same `CopyRow` as `Pipeline.map`, or None where `map`
+    would do more (a tombstone, a value that is not a non-empty JSON object, a key or value
+    that does not decode, a value that does not map): the caller then takes `map`, which
+    raises the error that names the message."""
+
+    __slots__ = ("_line", "_read_key", "table")
+
+    def __init__(self, table: sa.Table, line: LineFunction, key_format: Format) -> None:
+        self.table = table
+        self._line = line
+        self._read_key = _KEY_READERS[key_format]
+
+    def row(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
+        if value is None:
+            return None
+        try:
+            data = _loads(value)
+            if key is not None and self._read_key is not None:
+                self._read_key(key)
+        except ValueError:  # orjson.JSONDecodeError, UnicodeDecodeError
+            return None
+        if type(data) is not dict or not data:
+            return None
+        return self._line(None, data)
 
 
 class Pipeline:
@@ -39,6 +79,7 @@ class Pipeline:
         self.router = Router(table_set)
         self._mappers = {target.table: Mapper(target) for target in table_set.targets}
         self._handlers: dict[str, Handler] = {}
+        self._fast_paths: dict[str, FastPath | None] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pipeline:
@@ -52,6 +93,24 @@ class Pipeline:
         if handler is None:
             handler = self._handlers[message.topic] = self._compile(message.topic)
         return handler(message)
+
+    def fast_path(self, topic: str) -> FastPath | None:
+        """The fast path of `topic`'s messages, or None when they all take `map`."""
+        try:
+            return self._fast_paths[topic]
+        except KeyError:
+            path = self._fast_paths[topic] = self._compile_fast_path(topic)
+            return path
+
+    def _compile_fast_path(self, topic: str) -> FastPath | None:
+        targets = self.router.targets(topic)
+        if len(targets) != 1 or self.table_set.map_record is not None:
+            return None
+        (target,) = targets
+        line = self._mappers[target.table].value_line
+        if target.value_format is not Format.JSON or line is None:
+            return None
+        return FastPath(target.table, line, target.key_format)
 
     def _compile(self, topic: str) -> Handler:
         targets = self.router.targets(topic)

@@ -365,8 +365,7 @@ class Worker:
             if self.stopping.is_set():
                 return None
             # One message: the batch opens with it, and the rest stream while PostgreSQL writes.
-            for msg in self.source.consume(1, POLL_SECONDS):
-                rows.extend(self._add(msg))
+            rows.extend(self._add_all(self.source.consume(1, POLL_SECONDS)))
         return rows
 
     def _stream(self, first: list[Row], pending: PendingBatch) -> Iterator[Row]:
@@ -388,10 +387,7 @@ class Worker:
             else:
                 wait = min(POLL_SECONDS, batcher.time_until_due(now))
                 room = min(CONSUME_CHUNK, batcher.max_messages - batcher.message_count)
-            for msg in self.source.consume(room, wait):
-                rows = self._add(msg)
-                if rows:
-                    yield from rows
+            yield from self._add_all(self.source.consume(room, wait))
             if self._spoiled:
                 self._spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
@@ -416,10 +412,9 @@ class Worker:
             if batcher.is_due() or len(self._ahead) >= AHEAD_MAX_ROWS:
                 return
             room = batcher.max_messages - batcher.message_count
-            for msg in self.source.consume(min(AHEAD_CHUNK, room), AHEAD_POLL_SECONDS):
-                rows = self._add(msg)
-                if rows:
-                    self._ahead.extend(rows)
+            self._ahead.extend(
+                self._add_all(self.source.consume(min(AHEAD_CHUNK, room), AHEAD_POLL_SECONDS))
+            )
 
     def _stop_reading_ahead(self) -> BaseException | None:
         """The batch in flight has settled (committed or failed): reading comes back to this
@@ -443,6 +438,31 @@ class Worker:
         assert table is not None  # the dead-letter-table policy always has one
         for row in dead_letter_rows(table, batch.dead_letters):
             yield table, row
+
+    def _add_all(self, msgs: list[Any]) -> list[Row]:
+        """Accounts for consumed messages in the batch; returns the rows they map to.
+
+        A message its topic's fast path maps (see `Pipeline.fast_path`) goes from the
+        consumer's message to its row; any other message, and every one while poisoned
+        offsets are pending, takes `_add`. This loop runs for every message."""
+        rows: list[Row] = []
+        fast_path = None if self._poison else self.pipeline.fast_path
+        positions, add_row = self.positions, self.batcher.add_row
+        for msg in msgs:
+            path = None if fast_path is None or msg.error() is not None else fast_path(msg.topic())
+            if path is not None:
+                key, value = msg.key(), msg.value()
+                row = path.row(key, value)
+                if row is not None:
+                    topic, partition = msg.topic(), msg.partition()
+                    if (topic, partition) in positions:  # else fetched before a revocation
+                        size = len(value) + (len(key) if key else 0)  # as Message.size
+                        mapped = (path.table, row)
+                        add_row(topic, partition, msg.offset(), size, mapped)
+                        rows.append(mapped)
+                    continue
+            rows.extend(self._add(msg))
+        return rows
 
     def _add(self, msg: Any) -> tuple[Row, ...]:
         """Accounts for one consumed message in the batch; returns the rows it maps to."""
