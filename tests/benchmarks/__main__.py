@@ -1,14 +1,17 @@
 """`make bench`: the sink against Kafka Connect's JDBC sink, side by side in one run.
 
-    python -m tests.benchmarks [--quick] [--events N] [--only e2e,peer,scaling,latency,ingest]
-                               [--json out.json]
+    python -m tests.benchmarks [--quick] [--events N] [--rounds R]
+                               [--only e2e,peer,scaling,latency,ingest] [--json out.json]
 
-Prints the machine, then one table, then the issue's targets with the measured ratios.
+Prints the machine, then one table, then the issue's targets with the measured ratios. The
+one-worker runs of the sink and the peer's tuned runs, which the targets compare, are repeated
+R times, interleaved, and reported as their medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -60,12 +63,16 @@ class Plan:
     latency_seconds: float
     ingest_rows: int
     ingest_repeat: int
+    rounds: int = 1
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100k events, 15 s latency runs")
     parser.add_argument("--events", type=int, help="N for e2e and peer (default 1M; quick 100k)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds of the compared one-worker runs (default 3; quick 1)"
+    )
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--json", type=Path, help="also write machine, rows and targets here")
     args = parser.parse_args(argv)
@@ -74,6 +81,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     if unknown:
         parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
     events = args.events or (100_000 if args.quick else 1_000_000)
+    rounds = args.rounds or (1 if args.quick else 3)
+    if rounds < 1:
+        parser.error("--rounds must be at least 1")
     return (
         Plan(
             events=events,
@@ -83,6 +93,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
             latency_seconds=15.0 if args.quick else 60.0,
             ingest_rows=100_000 if args.quick else 500_000,
             ingest_repeat=1 if args.quick else 3,
+            rounds=rounds,
         ),
         args.json,
     )
@@ -184,6 +195,12 @@ class Bench:
         drop_schema(self.engine, self.schema)
 
     def step(self, what: str, action: Callable[[], Result | list[Result]], **row: Any) -> None:
+        """Runs one measurement and keeps its rows."""
+        self.results.extend(self.measure(what, action, **row))
+
+    def measure(
+        self, what: str, action: Callable[[], Result | list[Result]], **row: Any
+    ) -> list[Result]:
         """Runs one measurement; a failure becomes a row saying so, and the run goes on."""
         print(f"- {what}", flush=True)
         try:
@@ -191,11 +208,11 @@ class Bench:
         except (BenchmarkError, subprocess.SubprocessError, OSError, sa.exc.SQLAlchemyError) as exc:
             print(f"  FAILED: {exc}", flush=True)
             traceback.print_exc(limit=3, file=sys.stdout)
-            self.results.append(Result(note=f"FAILED: {str(exc).splitlines()[0][:90]}", **row))
-            return
-        for result in outcome if isinstance(outcome, list) else [outcome]:
-            self.results.append(result)
+            return [Result(note=f"FAILED: {str(exc).splitlines()[0][:90]}", **row)]
+        results = outcome if isinstance(outcome, list) else [outcome]
+        for result in results:
             print(f"  {_rate(result.rate)} events/s, {_num(result.seconds, 's')}", flush=True)
+        return results
 
     def sink(self, *, upsert: bool, workers: int, count: int, batch: int, section: str) -> Result:
         return e2e.run(
@@ -272,35 +289,44 @@ def _ingest_result(row: dict[str, Any], rows: int) -> Result:
 
 
 def run_e2e_and_peer(bench: Bench) -> None:
-    """Sink and peer interleaved, so that load from elsewhere on the machine hits both alike."""
+    """Sink and peer interleaved, so that load from elsewhere on the machine hits both alike;
+    the compared runs `plan.rounds` times each, reported as their medians."""
     n = bench.plan.events
     want_sink, want_peer = "e2e" in bench.plan.sections, "peer" in bench.plan.sections
     row = {"section": "e2e", "events": n}
-    for upsert, mode in ((False, "insert"), (True, "upsert")):
-        name = "upsert" if upsert else "append"
-        if want_sink:
-            bench.step(
-                f"sink {name}, 1 worker, N={n:,}",
-                partial(
-                    bench.sink,
-                    upsert=upsert,
-                    workers=1,
-                    count=n,
-                    batch=e2e.DEFAULT_BATCH,
-                    section="e2e",
-                ),
-                system=e2e.SYSTEM,
-                mode=name,
-                **row,
-            )
-        if want_peer:
-            bench.step(
-                f"Kafka Connect + Debezium JDBC sink, insert.mode={mode}, N={n:,}",
-                partial(bench.connect, mode, n, peer.TUNED),
-                system=PEER,
-                mode=name,
-                **row,
-            )
+    runs: dict[tuple[str, str], list[Result]] = {}
+    for round_ in range(1, bench.plan.rounds + 1):
+        of = f", round {round_} of {bench.plan.rounds}" if bench.plan.rounds > 1 else ""
+        for upsert, mode in ((False, "insert"), (True, "upsert")):
+            name = "upsert" if upsert else "append"
+            if want_sink:
+                runs.setdefault((e2e.SYSTEM, name), []).extend(
+                    bench.measure(
+                        f"sink {name}, 1 worker, N={n:,}{of}",
+                        partial(
+                            bench.sink,
+                            upsert=upsert,
+                            workers=1,
+                            count=n,
+                            batch=e2e.DEFAULT_BATCH,
+                            section="e2e",
+                        ),
+                        system=e2e.SYSTEM,
+                        mode=name,
+                        **row,
+                    )
+                )
+            if want_peer:
+                runs.setdefault((PEER, name), []).extend(
+                    bench.measure(
+                        f"Kafka Connect + Debezium JDBC sink, insert.mode={mode}, N={n:,}{of}",
+                        partial(bench.connect, mode, n, peer.TUNED),
+                        system=PEER,
+                        mode=name,
+                        **row,
+                    )
+                )
+    bench.results.extend(median(results) for results in runs.values())
     if want_peer:
         bench.step(
             f"Kafka Connect + Debezium JDBC sink, insert.mode=insert, default settings, N={n:,}",
@@ -328,6 +354,22 @@ def run_e2e_and_peer(bench: Bench) -> None:
                 workers=2,
                 **row,
             )
+
+
+def median(results: Sequence[Result]) -> Result:
+    """The run of median rate, noting the others; any failed run is the row instead."""
+    failed = [r for r in results if not r.rate]
+    if failed or len(results) == 1:
+        return failed[0] if failed else results[0]
+    ordered = sorted(results, key=lambda r: r.rate or 0.0)
+    middle = ordered[(len(ordered) - 1) // 2]
+    spread = f"{_rate(ordered[0].rate)}..{_rate(ordered[-1].rate)}"
+    note = f"median of {len(results)} (min-max {spread} events/s)"
+    return dataclasses.replace(
+        middle,
+        note=f"{middle.note}, {note}" if middle.note else note,
+        extra={**middle.extra, "rates": [r.rate for r in results]},
+    )
 
 
 def run_scaling(bench: Bench) -> None:
