@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,10 +234,12 @@ def run(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     libs = ensure_libs()
-    table = f"peer_{mode}_{tuning.label}"
+    # Each run its own table, folder and connector name (hence consumer group): runs repeat.
+    label = f"{mode}-{tuning.label}-{uuid.uuid4().hex[:6]}"
+    table = f"peer_{label}".replace("-", "_")
     create_table(engine, schema, table, primary_key=mode == "upsert")
-    work = run_dir / f"connect-{mode}-{tuning.label}"
-    work.mkdir(parents=True, exist_ok=True)
+    work = run_dir / f"connect-{label}"
+    work.mkdir(parents=True)
     jdbc, user, password = _jdbc(database_url, tuning)
     worker = _fill(
         "worker.properties",
@@ -253,7 +256,7 @@ def run(
         "jdbc-sink.properties",
         work / "jdbc-sink.properties",
         {
-            "NAME": f"bench-{mode}-{tuning.label}-{run_dir.name}",
+            "NAME": f"bench-{label}-{run_dir.name}",
             "TASKS": "1",
             "TOPIC": topic,
             "JDBC_URL": jdbc,
@@ -293,6 +296,8 @@ def run(
         )
     finally:
         proc.stop()
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{schema}"."{table}"'))
     return Result(
         section="e2e",
         system=SYSTEM,
