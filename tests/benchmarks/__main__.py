@@ -229,6 +229,26 @@ class Bench:
             section=section,
         )
 
+    def e2e_sink(self, *, upsert: bool, workers: int, of: str = "") -> list[Result]:
+        """One end-to-end run of the sink over the plan's N events, at the default batch."""
+        n, name = self.plan.events, "upsert" if upsert else "append"
+        return self.measure(
+            f"sink {name}, {workers} worker{'s' if workers > 1 else ''}, N={n:,}{of}",
+            partial(
+                self.sink,
+                upsert=upsert,
+                workers=workers,
+                count=n,
+                batch=e2e.DEFAULT_BATCH,
+                section="e2e",
+            ),
+            section="e2e",
+            system=e2e.SYSTEM,
+            mode=name,
+            events=n,
+            workers=workers,
+        )
+
     def connect(self, mode: str, count: int, tuning: peer.Tuning) -> Result:
         return peer.run(
             mode,
@@ -301,20 +321,7 @@ def run_e2e_and_peer(bench: Bench) -> None:
             name = "upsert" if upsert else "append"
             if want_sink:
                 runs.setdefault((e2e.SYSTEM, name), []).extend(
-                    bench.measure(
-                        f"sink {name}, 1 worker, N={n:,}{of}",
-                        partial(
-                            bench.sink,
-                            upsert=upsert,
-                            workers=1,
-                            count=n,
-                            batch=e2e.DEFAULT_BATCH,
-                            section="e2e",
-                        ),
-                        system=e2e.SYSTEM,
-                        mode=name,
-                        **row,
-                    )
+                    bench.e2e_sink(upsert=upsert, workers=1, of=of)
                 )
             if want_peer:
                 runs.setdefault((PEER, name), []).extend(
@@ -338,22 +345,7 @@ def run_e2e_and_peer(bench: Bench) -> None:
     bench.drop_topic("peer", n)
     if want_sink:
         for upsert in (False, True):
-            name = "upsert" if upsert else "append"
-            bench.step(
-                f"sink {name}, 2 workers, N={n:,}",
-                partial(
-                    bench.sink,
-                    upsert=upsert,
-                    workers=2,
-                    count=n,
-                    batch=e2e.DEFAULT_BATCH,
-                    section="e2e",
-                ),
-                system=e2e.SYSTEM,
-                mode=name,
-                workers=2,
-                **row,
-            )
+            bench.results.extend(bench.e2e_sink(upsert=upsert, workers=2))
 
 
 def median(results: Sequence[Result]) -> Result:
