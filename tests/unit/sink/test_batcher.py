@@ -196,3 +196,21 @@ def test_dead_letters_travel_with_the_batch_and_advance_their_offset() -> None:
 def test_limits_must_be_positive(messages: int, size: int, age: float) -> None:
     with pytest.raises(ValueError, match="must be positive"):
         Batcher(messages, size, age)
+
+
+def test_add_row_accounts_for_a_message_as_add_does() -> None:
+    by_message, by_parts = batcher(Clock()), batcher(Clock())
+    for b in (by_message, by_parts):
+        b.add(msg(A0, 0, value=None), deletes=[(EVENTS, (1,)), (EVENTS, (2,))])
+    by_message.add(msg(A0, 4, value=b"12345", key=b"k1"), [(EVENTS, CopyRow("1\tagain\n"))])
+    by_message.add(msg(B0, 9, value=b"678"), [(EVENTS, CopyRow("3\tnew\n"))])
+    by_parts.add_row("a", 0, 4, 7, (EVENTS, CopyRow("1\tagain\n")))
+    by_parts.add_row("b", 0, 9, 3, (EVENTS, CopyRow("3\tnew\n")))
+    assert by_parts.take() == by_message.take()
+
+
+def test_add_row_refuses_an_offset_that_goes_back() -> None:
+    b = batcher(Clock())
+    b.add_row("a", 0, 5, 1, (LOG, ("l",)))
+    with pytest.raises(SinkError, match=r"a\[0\]@4: offset goes back"):
+        b.add_row("a", 0, 4, 1, (LOG, ("l",)))
