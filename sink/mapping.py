@@ -674,10 +674,13 @@ class Mapper:
             )
         )
         self._compiled_line = compile_line([LineColumn(*step) for step in self._line_plan], MISSING)
-        # When every column reads a top-level field of the value, a line needs the value alone.
-        self.value_line: LineFunction | None = (
-            self._compiled_line if all(step[0] is not None for step in self._line_plan) else None
+        # When every column reads a top-level field of the value, a line needs the value alone;
+        # else `beyond_value_fields` names the first column that reads something more.
+        beyond = next((c for c, step in zip(self._columns, self._line_plan) if not step[0]), None)
+        self.beyond_value_fields: str | None = (
+            None if beyond is None else f"column {beyond.name} reads {beyond.source}"
         )
+        self.value_line: LineFunction | None = self._compiled_line if beyond is None else None
 
     def _general(
         self, index: int, convert: Converter, encode: Callable[[Any], str]

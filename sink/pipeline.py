@@ -3,7 +3,8 @@ to delete for a tombstone, or nothing (an ignored tombstone). Bad input raises D
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import orjson
@@ -20,6 +21,7 @@ from .records import Message, Record
 from .tables import Deletion, MapRecord, Router, Row, TableSet, Target, load_tables
 
 Handler = Callable[[Message], "Mapped"]
+logger = logging.getLogger(__name__)
 
 
 class Mapped(NamedTuple):
@@ -104,13 +106,24 @@ class Pipeline:
 
     def _compile_fast_path(self, topic: str) -> FastPath | None:
         targets = self.router.targets(topic)
-        if len(targets) != 1 or self.table_set.map_record is not None:
+        if not targets:
             return None
-        (target,) = targets
-        line = self._mappers[target.table].value_line
-        if target.value_format is not Format.JSON or line is None:
+        line = self._mappers[targets[0].table].value_line
+        why_not = self._why_not_fast(targets)
+        if why_not is not None or line is None:
+            logger.info("%s: messages take the general path (%s)", topic, why_not)
             return None
-        return FastPath(target.table, line, target.key_format)
+        logger.info("%s: messages go straight from JSON to COPY text", topic)
+        return FastPath(targets[0].table, line, targets[0].key_format)
+
+    def _why_not_fast(self, targets: Sequence[Target]) -> str | None:
+        if self.table_set.map_record is not None:
+            return "the tables module's map_record maps them"
+        if len(targets) != 1:
+            return f"the topic feeds {len(targets)} tables"
+        if targets[0].value_format is not Format.JSON:
+            return f'value_format is "{targets[0].value_format.value}"'
+        return self._mappers[targets[0].table].beyond_value_fields
 
     def _compile(self, topic: str) -> Handler:
         targets = self.router.targets(topic)

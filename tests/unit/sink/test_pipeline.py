@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -75,6 +76,20 @@ def test_a_topic_for_one_table_of_top_level_fields_takes_the_fast_path() -> None
 )
 def test_columns_that_need_more_than_top_level_fields_take_map(settings: TableSettings) -> None:
     assert pipeline(settings).fast_path("t") is None
+
+
+def test_each_topic_logs_once_which_path_its_messages_take(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fast = pipeline(table())
+    slow = pipeline(table(ColumnSettings("at", ctype("TIMESTAMPTZ"), source("kafka.timestamp"))))
+    with caplog.at_level(logging.INFO, logger="sink.pipeline"):
+        for pipe in (fast, fast, slow):
+            pipe.fast_path("t")
+    assert caplog.messages == [
+        "t: messages go straight from JSON to COPY text",
+        "t: messages take the general path (column at reads kafka.timestamp)",
+    ]
 
 
 def test_a_topic_feeding_two_tables_or_a_map_record_hook_takes_map() -> None:
