@@ -95,6 +95,34 @@ topics = ["{topic}"]
     return path
 
 
+def run_config(
+    run_dir: Path,
+    label: str,
+    *,
+    bootstrap: str,
+    database_url: str,
+    topic: str,
+    schema: str,
+    upsert: bool,
+    max_messages: int = DEFAULT_BATCH,
+) -> tuple[Path, str]:
+    """The config of the run named `label`, and its table: file, table and consumer group all
+    follow from the label."""
+    table = label.replace("-", "_")
+    config = write_config(
+        run_dir / f"{label}.toml",
+        bootstrap=bootstrap,
+        database_url=database_url,
+        topic=topic,
+        schema=schema,
+        table=table,
+        group_id=f"bench-{run_dir.name}-{label}",
+        upsert=upsert,
+        max_messages=max_messages,
+    )
+    return config, table
+
+
 def _offsets_reached(
     engine: sa.engine.Engine, schema: str, table: str, topic: str, ends: dict[int, int]
 ) -> Callable[[], bool]:
@@ -145,18 +173,16 @@ def run(
     """Times `workers` sink processes over the whole topic into a table of their own."""
     mode = "upsert" if upsert else "append"
     label = f"sink-{mode}-w{workers}-b{batch}-n{events_count}"
-    table = label.replace("-", "_")
     ends = log_end_offsets(bootstrap, topic, PARTITIONS)
     if sum(ends.values()) != events_count:
         raise BenchmarkError(f"topic {topic} holds {sum(ends.values())} events, not {events_count}")
-    config = write_config(
-        run_dir / f"{label}.toml",
+    config, table = run_config(
+        run_dir,
+        label,
         bootstrap=bootstrap,
         database_url=database_url,
         topic=topic,
         schema=schema,
-        table=table,
-        group_id=f"bench-{run_dir.name}-{label}",
         upsert=upsert,
         max_messages=batch,
     )
@@ -295,16 +321,14 @@ def latency(
     for `duration` s; p50/p99 from each event's produce() call until its offset is stored."""
     label = f"latency-{rate}"
     topic = f"bench-{run_dir.name}-{label}"
-    table = label.replace("-", "_")
     create_topic(bootstrap, topic)
-    config = write_config(
-        run_dir / f"{label}.toml",
+    config, table = run_config(
+        run_dir,
+        label,
         bootstrap=bootstrap,
         database_url=database_url,
         topic=topic,
         schema=schema,
-        table=table,
-        group_id=f"bench-{run_dir.name}-{label}",
         upsert=False,
     )
     total = int(rate * duration)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .e2e import produce_topic, start_workers, write_config
+from .e2e import produce_topic, run_config, start_workers
 from .measure import REPO, RUNS_DIR, create_schema, delete_topics, drop_schema, engine_for, run_id
 from .measure import row_count as count_rows
 
@@ -71,15 +71,13 @@ def _one_run(
     yield_seconds: str,
     cost_delay_ms: int,
 ) -> dict[str, float]:
-    table = label.replace("-", "_")
-    config = write_config(
-        run_dir / f"{label}.toml",
+    config, table = run_config(
+        run_dir,
+        label,
         bootstrap=bootstrap,
         database_url=database_url,
         topic=topic,
         schema=schema,
-        table=table,
-        group_id=f"bench-{run_dir.name}-{label}",
         upsert=False,
     )
     log_start = SERVER_LOG.stat().st_size if SERVER_LOG.exists() else 0
