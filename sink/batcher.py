@@ -124,11 +124,29 @@ class Batcher:
         for table, key in deletes:
             self._deletes.setdefault(table, {})[self._keys_of(table).of_key(key)] = key
 
-    def add_row(self, topic: str, partition: int, offset: int, size: int, row: Row) -> None:
-        """`add` for a message that maps to one row, given by its parts (`size` as
-        `Message.size`): the common case, for which the worker builds no `Message`."""
-        self._advance(topic, partition, offset, size)
-        self._count_row(*row)
+    def add_rows(
+        self,
+        table: sa.Table,
+        rows: Sequence[Row],
+        *,
+        topic: str,
+        partition: int,
+        first: int,
+        last: int,
+        size: int,
+    ) -> None:
+        """`add` for consecutive messages of one partition that map to one row of `table`
+        each, given by their parts: the common case, for which the worker builds no
+        `Message`. Their offsets run from `first` to `last` (in order, with gaps where the log
+        has them), `size` is their total `Message.size`, `rows` holds each one's row."""
+        self._advance(topic, partition, first, size, last=last, count=len(rows))
+        counts = self._row_counts
+        counts[table] = counts.get(table, 0) + len(rows)
+        pending = self._deletes.get(table)
+        if pending:  # written again after its tombstone: upserted, not deleted
+            keys = self._keys_of(table)
+            for _, row in rows:
+                pending.pop(keys.of_row(row), None)
 
     def _count_row(self, table: sa.Table, row: RowValues) -> None:
         counts = self._row_counts
@@ -148,7 +166,18 @@ class Batcher:
         self._advance(message.topic, message.partition, message.offset, message.size)
         self._dead.append(DeadLetter(message, error))
 
-    def _advance(self, topic: str, partition: int, offset: int, size: int) -> None:
+    def _advance(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        size: int,
+        *,
+        last: int | None = None,
+        count: int = 1,
+    ) -> None:
+        """Accounts for `count` messages of one partition, from `offset` to `last` (default:
+        the one message at `offset`), of `size` bytes in all."""
         # A plain tuple finds the TopicPartition key (equal, same hash) without building one.
         part: _Partition | None = self._partitions.get((topic, partition))  # type: ignore[call-overload]
         if part is None:
@@ -164,10 +193,10 @@ class Batcher:
                 f"are revoked or re-positioned"
             )
         # Offsets may have gaps (compaction, transaction markers): never assume +1.
-        part.next_offset = offset + 1
-        part.message_count += 1
+        part.next_offset = (offset if last is None else last) + 1
+        part.message_count += count
         part.byte_count += size
-        self._message_count += 1
+        self._message_count += count
         self._byte_count += size
 
     def is_due(self, now: float | None = None) -> bool:

@@ -443,25 +443,54 @@ class Worker:
         """Accounts for consumed messages in the batch; returns the rows they map to.
 
         A message its topic's fast path maps (see `Pipeline.fast_path`) goes from the
-        consumer's message to its row; any other message, and every one while poisoned
-        offsets are pending, takes `_add`. This loop runs for every message."""
+        consumer's message to its row, and the batcher takes each run of such messages of one
+        partition at once; any other message, and every one while poisoned offsets are
+        pending, takes `_add`. This loop runs for every message."""
+        if self._poison:
+            return [row for msg in msgs for row in self._add(msg)]
         rows: list[Row] = []
-        fast_path = None if self._poison else self.pipeline.fast_path
-        positions, add_row = self.positions, self.batcher.add_row
+        fast_path, positions = self.pipeline.fast_path, self.positions
+        # The run: messages of one partition that took the fast path, with offsets first..last
+        # and `size` bytes; rows[start:] are their rows.
+        topic, partition, path = "", -1, None
+        start, first, last, size = 0, -1, -1, 0
+
+        def account_for_run() -> None:
+            if len(rows) > start:
+                assert path is not None
+                self.batcher.add_rows(
+                    path.table,
+                    rows[start:],
+                    topic=topic,
+                    partition=partition,
+                    first=first,
+                    last=last,
+                    size=size,
+                )
+
         for msg in msgs:
-            path = None if fast_path is None or msg.error() is not None else fast_path(msg.topic())
-            if path is not None:
-                key, value = msg.key(), msg.value()
-                row = path.row(key, value)
-                if row is not None:
+            if msg.error() is None:
+                offset = msg.offset()
+                if msg.partition() != partition or msg.topic() != topic or offset <= last:
+                    account_for_run()
                     topic, partition = msg.topic(), msg.partition()
-                    if (topic, partition) in positions:  # else fetched before a revocation
-                        size = len(value) + (len(key) if key else 0)  # as Message.size
-                        mapped = (path.table, row)
-                        add_row(topic, partition, msg.offset(), size, mapped)
-                        rows.append(mapped)
-                    continue
+                    start, first, last, size = len(rows), -1, -1, 0
+                    # Not in positions: fetched before its partition was revoked (`_add` skips).
+                    path = fast_path(topic) if (topic, partition) in positions else None
+                if path is not None:
+                    key, value = msg.key(), msg.value()
+                    row = path.row(key, value)
+                    if row is not None:
+                        if first < 0:
+                            first = offset
+                        last = offset
+                        size += len(value) + (len(key) if key else 0)  # as Message.size
+                        rows.append((path.table, row))
+                        continue
+            account_for_run()  # in offset order, before the message that ends it
             rows.extend(self._add(msg))
+            start, first, size = len(rows), -1, 0
+        account_for_run()
         return rows
 
     def _add(self, msg: Any) -> tuple[Row, ...]:

@@ -198,19 +198,27 @@ def test_limits_must_be_positive(messages: int, size: int, age: float) -> None:
         Batcher(messages, size, age)
 
 
-def test_add_row_accounts_for_a_message_as_add_does() -> None:
+def test_add_rows_accounts_for_a_run_of_messages_as_add_does() -> None:
     by_message, by_parts = batcher(Clock()), batcher(Clock())
     for b in (by_message, by_parts):
         b.add(msg(A0, 0, value=None), deletes=[(EVENTS, (1,)), (EVENTS, (2,))])
-    by_message.add(msg(A0, 4, value=b"12345", key=b"k1"), [(EVENTS, CopyRow("1\tagain\n"))])
+    run = [(EVENTS, CopyRow("1\tagain\n")), (EVENTS, CopyRow("4\tfour\n"))]
+    by_message.add(msg(A0, 4, value=b"12345", key=b"k1"), [run[0]])
+    by_message.add(msg(A0, 7, value=b"6"), [run[1]])  # a gap: 5 and 6 are compacted away
     by_message.add(msg(B0, 9, value=b"678"), [(EVENTS, CopyRow("3\tnew\n"))])
-    by_parts.add_row("a", 0, 4, 7, (EVENTS, CopyRow("1\tagain\n")))
-    by_parts.add_row("b", 0, 9, 3, (EVENTS, CopyRow("3\tnew\n")))
-    assert by_parts.take() == by_message.take()
+    by_parts.add_rows(EVENTS, run, topic="a", partition=0, first=4, last=7, size=8)
+    new = [(EVENTS, CopyRow("3\tnew\n"))]
+    by_parts.add_rows(EVENTS, new, topic="b", partition=0, first=9, last=9, size=3)
+    taken = by_parts.take()
+    assert taken == by_message.take()
+    assert taken.next_offsets[TopicPartition("a", 0)] == 8
+    assert taken.deletes == {EVENTS: ((2,),)}  # key 1 was written again after its tombstone
+    assert (taken.message_count, taken.row_count) == (4, 3)
 
 
-def test_add_row_refuses_an_offset_that_goes_back() -> None:
+def test_add_rows_refuses_a_run_that_goes_back() -> None:
     b = batcher(Clock())
-    b.add_row("a", 0, 5, 1, (LOG, ("l",)))
-    with pytest.raises(SinkError, match=r"a\[0\]@4: offset goes back"):
-        b.add_row("a", 0, 4, 1, (LOG, ("l",)))
+    two = [(LOG, ("l",)), (LOG, ("l",))]
+    b.add_rows(LOG, two, topic="a", partition=0, first=5, last=6, size=2)
+    with pytest.raises(SinkError, match=r"a\[0\]@6: offset goes back"):
+        b.add_rows(LOG, two, topic="a", partition=0, first=6, last=8, size=2)
