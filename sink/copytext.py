@@ -30,14 +30,28 @@ _DUMPS = orjson.dumps
 _FROM_ISO = datetime.fromisoformat
 _DATE_FROM_ISO = date.fromisoformat
 # Date, time to the second, at most microseconds: longer fractions are rounded differently by
-# PostgreSQL (half up) and the mapping (truncated), so they take the general path.
-_CLOCK = r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?"
+# PostgreSQL (half up) and the mapping (truncated), so they take the general path. ASCII digits
+# only: PostgreSQL reads no others.
+_DAY = r"\d{4}-\d\d-\d\d"
+_CLOCK = _DAY + r"[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?"
+# The same, where the shape alone makes a real date and time: month 01-12, day 01-28 (so no 31
+# February), hour 00-23, minute and second 00-59, year from 0001. Most values fit, and skip the
+# check by `fromisoformat`.
+_SURE_DAY = r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
+_SURE_CLOCK = _SURE_DAY + r"[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
 # An explicit offset PostgreSQL accepts (it refuses displacements beyond 15:59).
 _OFFSET = r"(?:Z|[+-](?:0\d|1[0-4])(?::?[0-5]\d)?)"
-_TIMESTAMPTZ = re.compile(_CLOCK + _OFFSET).fullmatch
 # TIMESTAMP holds UTC wall time and PostgreSQL ignores an offset in its input: so only UTC.
-_TIMESTAMP = re.compile(_CLOCK + r"(?:Z|\+00(?::?00)?)?").fullmatch
-_DATE = re.compile(r"\d{4}-\d\d-\d\d").fullmatch
+_UTC = r"(?:Z|\+00(?::?00)?)?"
+
+
+def _shape(pattern: str) -> Callable[[str], Optional[re.Match[str]]]:
+    return re.compile(pattern, re.ASCII).fullmatch
+
+
+_TIMESTAMPTZ, _SURE_TIMESTAMPTZ = _shape(_CLOCK + _OFFSET), _shape(_SURE_CLOCK + _OFFSET)
+_TIMESTAMP, _SURE_TIMESTAMP = _shape(_CLOCK + _UTC), _shape(_SURE_CLOCK + _UTC)
+_DATE, _SURE_DATE = _shape(_DAY), _shape(_SURE_DAY)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Characters that make an array element need quoting or escaping (and NUL, which is refused).
 _ARRAY_SPECIAL = re.compile(r'[\\"\t\n\r\x00]').search
@@ -77,7 +91,7 @@ def _numeric(precision: int | None, scale: int | None) -> FastText | None:
         if whole < 1:
             return None
     pattern = rf"-?\d{{1,{whole}}}" + (rf"(?:\.\d{{1,{fraction}}})?" if fraction else "")
-    decimal_text = re.compile(pattern).fullmatch
+    decimal_text = re.compile(pattern, re.ASCII).fullmatch
     limit = 10**whole
 
     def fast(value: Any) -> str | None:
@@ -128,10 +142,17 @@ def _json(value: Any) -> str | None:
 
 
 def _timestamp(with_time_zone: bool) -> FastText:
-    shape = _TIMESTAMPTZ if with_time_zone else _TIMESTAMP
+    if with_time_zone:
+        sure, shape = _SURE_TIMESTAMPTZ, _TIMESTAMPTZ
+    else:
+        sure, shape = _SURE_TIMESTAMP, _TIMESTAMP
 
     def fast(value: Any) -> str | None:
-        if type(value) is str and shape(value):
+        if type(value) is not str:
+            return None
+        if sure(value):
+            return value
+        if shape(value):
             try:
                 _FROM_ISO(value)  # a real date and time (no 31 February)
             except ValueError:
@@ -143,7 +164,11 @@ def _timestamp(with_time_zone: bool) -> FastText:
 
 
 def _date(value: Any) -> str | None:
-    if type(value) is str and _DATE(value):
+    if type(value) is not str:
+        return None
+    if _SURE_DATE(value):
+        return value
+    if _DATE(value):
         try:
             _DATE_FROM_ISO(value)
         except ValueError:
