@@ -53,6 +53,7 @@ CONSUMER_ONLY_SETTINGS = frozenset(
         "fetch.max.bytes",
         "fetch.message.max.bytes",
         "fetch.error.backoff.ms",
+        "fetch.queue.backoff.ms",
         "isolation.level",
         "check.crcs",
     }
