@@ -13,7 +13,7 @@ WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 	pytest-sa14 validate-deploy rehearse-image check test demo bench clean
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # SQLAlchemy 1.4 (with psycopg2) for the ingest core, in an environment of its own.
 venv-sa14: $(SA14_VENV)/.installed
-$(SA14_VENV)/.installed: pyproject.toml constraints.txt
+$(SA14_VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c
 	$(PYTHON) -m venv $(SA14_VENV)
 	$(SA14_VENV)/bin/pip install -q --upgrade pip
 	sed 's/^SQLAlchemy==.*/SQLAlchemy==1.4.54/' constraints.txt > $(SA14_VENV)/constraints.txt
@@ -73,4 +73,4 @@ bench: venv services-up
 	$(WITH_SERVICES) $(BIN)/python -m tests.benchmarks
 
 clean:
-	rm -rf $(VENV) $(SA14_VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SA14_VENV) .mypy_cache .ruff_cache .pytest_cache build sink/_copyline.*.so

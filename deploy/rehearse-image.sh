@@ -54,7 +54,7 @@ while read -r _ args; do
         fi
     done
 done < <(sed -n '/^FROM .* AS build$/,/^FROM /p' "$here/Dockerfile" | grep '^COPY ' | grep -v -- '--from')
-find "$work/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+find "$work/src" \( -name __pycache__ -o -name '*.egg-info' -o -name '*.so' \) -prune -exec rm -rf {} +
 
 # 2. The virtual environment, with the Dockerfile's own install step.
 say "building the environment from constraints.txt with deploy/install.sh ($python)"

@@ -7,6 +7,10 @@ stores (the mapping's converter, then the ingest core's encoder), so None only m
 general path", which also makes every error message. Primary-key columns take this path only
 for integers and plain text, whose text is the general path's exactly: the batcher compares
 keys by their COPY text.
+
+`native_kind` names the same fast path per column for the C extension `sink._copyline`, which
+goes from a message's bytes to its line without making the Python objects (see FastPath in
+sink/pipeline.py). It takes a subset of these forms and hands the rest to this module's.
 """
 
 from __future__ import annotations
@@ -234,6 +238,51 @@ _SCALARS: tuple[tuple[type | tuple[type, ...], Callable[[Any], FastText | None]]
 
 def _fast_scalar(type_: Any) -> FastText | None:
     for kind, make in _SCALARS:
+        if isinstance(type_, kind):
+            return make(type_)
+    return None
+
+
+# Column kinds of the native line (sink/_copyline.c's `enum kind`), each with two parameters.
+NATIVE_INT, NATIVE_TEXT, NATIVE_NUMERIC, NATIVE_FLOAT, NATIVE_BOOL, NATIVE_JSONB = range(1, 7)
+NATIVE_TIMESTAMPTZ, NATIVE_TIMESTAMP, NATIVE_DATE, NATIVE_UUID, NATIVE_TEXT_ARRAY = range(7, 12)
+NativeKind = tuple[int, int, int]
+
+
+def _native_numeric(type_: Any) -> NativeKind:
+    if type_.precision is None:
+        return NATIVE_NUMERIC, 1000, 1000
+    scale = type_.scale or 0
+    return NATIVE_NUMERIC, type_.precision - scale, scale
+
+
+def _native_integer(type_: Any) -> NativeKind:
+    bits = _integer_bits(type_)
+    return NATIVE_INT, -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+# Most specific first, as in _SCALARS. jsonb stores one value for any spelling of it, which the
+# native line keeps; json keeps the text as written, so it has no native kind.
+_NATIVE_KINDS: tuple[tuple[type | tuple[type, ...], Callable[[Any], NativeKind]], ...] = (
+    (sa.Integer, _native_integer),
+    (sa.String, lambda t: (NATIVE_TEXT, -1 if t.length is None else t.length, 0)),
+    (sa.ARRAY, lambda t: (NATIVE_TEXT_ARRAY, 0, 0)),
+    (sa.Boolean, lambda t: (NATIVE_BOOL, 0, 0)),
+    (sa.Float, lambda t: (NATIVE_FLOAT, int(isinstance(t, sa.REAL)), 0)),
+    (sa.Numeric, _native_numeric),
+    (postgresql.JSONB, lambda t: (NATIVE_JSONB, 0, 0)),
+    ((postgresql.UUID, sa.Uuid), lambda t: (NATIVE_UUID, 0, 0)),
+    (sa.DateTime, lambda t: (NATIVE_TIMESTAMPTZ if t.timezone else NATIVE_TIMESTAMP, 0, 0)),
+    (sa.Date, lambda t: (NATIVE_DATE, 0, 0)),
+)
+
+
+def native_kind(type_: sa.types.TypeEngine[Any], *, key: bool) -> NativeKind | None:
+    """The column's kind in the native line, with its parameters, where its type has a fast
+    path (`fast_text`); None where the native line cannot write it."""
+    if fast_text(type_, key=key) is None:
+        return None
+    for kind, make in _NATIVE_KINDS:
         if isinstance(type_, kind):
             return make(type_)
     return None

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 
 from pg_bulk_ingest import CopyRow, copy_encoders
 from sink.config import Format, Source, SourceKind
-from sink.copytext import LineColumn, LineFunction, compile_line, fast_text
+from sink.copytext import LineColumn, LineFunction, compile_line, fast_text, native_kind
 from sink.errors import ConfigError, DecodeError, MappingError
 from sink.records import Message, Record
 from sink.tables import Target
@@ -681,6 +681,18 @@ class Mapper:
             None if beyond is None else f"column {beyond.name} reads {beyond.source}"
         )
         self.value_line: LineFunction | None = self._compiled_line if beyond is None else None
+        # The same line for the native code, (field, kind, a, b, required) per column, where
+        # every column reads a top-level field and has a native kind.
+        native = [native_kind(column.type, key=column.primary_key) for column in table.columns]
+        self.native_columns: tuple[tuple[str, int, int, int, bool], ...] | None = (
+            tuple(
+                (step[0], *kind, step[4])
+                for step, kind in zip(self._line_plan, native)
+                if step[0] is not None and kind is not None
+            )
+            if self.value_line is not None and None not in native
+            else None
+        )
 
     def _general(
         self, index: int, convert: Converter, encode: Callable[[Any], str]

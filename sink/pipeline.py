@@ -20,6 +20,11 @@ from .mapping import Mapper
 from .records import Message, Record
 from .tables import Deletion, MapRecord, Router, Row, TableSet, Target, load_tables
 
+try:
+    from . import _copyline
+except ImportError:  # not built: the Python form of the fast path does the same, slower
+    _copyline = None  # type: ignore[assignment]
+
 Handler = Callable[[Message], "Mapped"]
 logger = logging.getLogger(__name__)
 
@@ -41,24 +46,46 @@ _KEY_READERS: dict[Format, Callable[[bytes], object] | None] = {
     Format.STRING: bytes.decode,
     Format.BYTES: None,
 }
+# The same checks in the native line (sink/_copyline.c's `enum key_format`).
+_NATIVE_KEY_FORMATS = {Format.BYTES: 0, Format.STRING: 1, Format.JSON: 2}
 
 
 class FastPath:
     """The common case, mapped straight from a message's key and value bytes: a topic that
     feeds one table without `map_record`, whose JSON object values give every column from a
-    top-level field. `row` gives the same `CopyRow` as `Pipeline.map`, or None where `map`
-    would do more (a tombstone, a value that is not a non-empty JSON object, a key or value
-    that does not decode, a value that does not map): the caller then takes `map`, which
-    raises the error that names the message."""
+    top-level field. `row(key, value)` gives the same `CopyRow` as `Pipeline.map` (a jsonb
+    value may be spelled differently: the same value), or None where `map` would do more (a
+    tombstone, a value that is not a non-empty JSON object, a key or value that does not
+    decode, a value that does not map): the caller then takes `map`, which raises the error
+    that names the message.
 
-    __slots__ = ("_line", "_read_key", "table")
+    Where every column has a native kind (see `copytext.native_kind`) and the C extension is
+    built, `row` is its `Line.row`: it reads the bytes without making Python objects and hands
+    anything it is not sure of to the Python form, `python_row`."""
 
-    def __init__(self, table: sa.Table, line: LineFunction, key_format: Format) -> None:
+    __slots__ = ("_line", "_read_key", "native", "native_columns", "row", "table")
+
+    def __init__(
+        self,
+        table: sa.Table,
+        line: LineFunction,
+        key_format: Format,
+        native_columns: Sequence[tuple[str, int, int, int, bool]] | None = None,
+    ) -> None:
         self.table = table
         self._line = line
         self._read_key = _KEY_READERS[key_format]
+        self.native_columns = native_columns
+        self.row: Callable[[bytes | None, bytes | None], CopyRow | None] = self.python_row
+        self.native = _copyline is not None and native_columns is not None
+        if self.native:
+            assert _copyline is not None and native_columns is not None
+            native = _copyline.Line(
+                native_columns, CopyRow, self.python_row, _NATIVE_KEY_FORMATS[key_format]
+            )
+            self.row = native.row
 
-    def row(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
+    def python_row(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
         if value is None:
             return None
         try:
@@ -113,8 +140,14 @@ class Pipeline:
         if why_not is not None or line is None:
             logger.info("%s: messages take the general path (%s)", topic, why_not)
             return None
-        logger.info("%s: messages go straight from JSON to COPY text", topic)
-        return FastPath(targets[0].table, line, targets[0].key_format)
+        mapper = self._mappers[targets[0].table]
+        path = FastPath(targets[0].table, line, targets[0].key_format, mapper.native_columns)
+        logger.info(
+            "%s: messages go straight from JSON to COPY text%s",
+            topic,
+            " (native)" if path.native else "",
+        )
+        return path
 
     def _why_not_fast(self, targets: Sequence[Target]) -> str | None:
         if self.table_set.map_record is not None:

@@ -5,12 +5,14 @@ difference, whatever the session time zone."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import orjson
 import pytest
 import sqlalchemy as sa
 
 from pg_bulk_ingest import CopyRow, Upsert, ingest
+from sink import _copyline
 from sink.config import ColumnSettings, Format, TableSettings, TombstonePolicy
 from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
@@ -22,6 +24,7 @@ from sink.tables import tables_from_config
 from tests.events import events
 
 pytestmark = pytest.mark.integration
+FORMATS = (Format.STRING, Format.JSON)
 
 COLUMNS = {
     "big": "BIGINT",
@@ -96,15 +99,16 @@ VALUES: dict[str, list[object]] = {
 }
 
 
-def _mapper(primary_key: tuple[str, ...] = ()) -> Mapper:
-    columns = tuple(
+def _mapper(primary_key: tuple[str, ...] = (), columns: list[str] | None = None) -> Mapper:
+    settings = tuple(
         ColumnSettings(name, ctype(type_text), source(f"value.{name}"), name not in primary_key)
         for name, type_text in COLUMNS.items()
+        if columns is None or name in columns
     )
     table = TableSettings(
         schema="s",
         name="t",
-        columns=columns,
+        columns=settings,
         topics=("t",),
         primary_key=primary_key,
         tombstones=TombstonePolicy.DELETE,
@@ -114,10 +118,11 @@ def _mapper(primary_key: tuple[str, ...] = ()) -> Mapper:
     return Mapper(tables_from_config([table]).targets[0])
 
 
-def _messages() -> list[Message]:
+def _messages(names: list[str] | None = None) -> list[Message]:
     """Every value of every field at least once, the fields' value lists zipped cyclically."""
-    longest = max(len(values) for values in VALUES.values())
-    cycles = {name: itertools.cycle(values) for name, values in VALUES.items()}
+    values = {n: v for n, v in VALUES.items() if names is None or n in names}
+    longest = max(len(v) for v in values.values())
+    cycles = {name: itertools.cycle(v) for name, v in values.items()}
     return [
         Message("t", 0, offset, None, None, orjson.dumps({n: next(c) for n, c in cycles.items()}))
         for offset in range(longest * 3)
@@ -125,7 +130,7 @@ def _messages() -> list[Message]:
         # Each field alone, so one refused value does not hide the others of its message.
         Message("t", 1, offset, None, None, orjson.dumps({name: value}))
         for offset, (name, value) in enumerate(
-            (name, value) for name, values in VALUES.items() for value in values
+            (name, value) for name, vs in values.items() for value in vs
         )
     ]
 
@@ -157,6 +162,18 @@ def test_lines_store_what_typed_rows_store(
         lines.append(mapper.line(record))
     assert refused > 10 and len(lines) > 100  # both paths and both outcomes were exercised
 
+    _assert_same_rows(engine, schema, time_zone, mapper, lines, rows)
+
+
+def _assert_same_rows(
+    engine: sa.engine.Engine,
+    schema: str,
+    time_zone: str,
+    mapper: Mapper,
+    lines: list[CopyRow],
+    rows: list[tuple[object, ...]],
+) -> None:
+    """Stores `lines` and `rows` in two tables like `mapper.table` and finds no difference."""
     by_line_metadata, by_line = _table(mapper, schema, "by_line")
     by_row_metadata, by_row = _table(mapper, schema, "by_row")
     with engine.connect() as conn:
@@ -168,7 +185,7 @@ def test_lines_store_what_typed_rows_store(
         ):
             ingest(conn, metadata, lambda _, t=table, b=batch: [(None, None, ((t, r) for r in b))])
         # As text, so that 1.5 and 1.50 (or two spellings of one JSON value) differ too.
-        names = ", ".join(f'"{c}"::text' for c in COLUMNS)
+        names = ", ".join(f'"{c.name}"::text' for c in mapper.table.columns)
         for left, right in (("by_line", "by_row"), ("by_row", "by_line")):
             extra = conn.execute(
                 sa.text(
@@ -179,6 +196,54 @@ def test_lines_store_what_typed_rows_store(
             assert extra == [], f"{left} holds rows {right} does not"
         count = conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".by_line')).scalar()
     assert count == len(rows)
+
+
+# The columns the native line (sink/_copyline.c) writes: all but json and non-text arrays.
+NATIVE = [name for name in COLUMNS if name not in ("raw", "codes", "counts")]
+# Spellings the Python form never sees: jsonb numbers with trailing zeros, exponents, -0,
+# whitespace, escapes and repeated keys, text with escapes.
+NATIVE_DOCUMENTS = [
+    b'{"doc": {"p": 1.10, "q": [1e2, -0, -0.0, 2.5E-3, 1E+300], "p": 7}}',
+    rb'{"doc": [ "\u00e9\t\"x\"\/" , {"\u0061": true} ] , "label": "\u00e9t\u00e9"}',
+    rb'{"body": "line\nbreak\ttab\\back \ud83e\udd86", "tags": ["a b", ""]}',
+    b'{"big": -9223372036854775808, "small": 32767, "doc": 9999999999999999999}',
+    b'{"wide": 0.1, "ratio": -2.5e-40, "free": 12345678901234567, "price": "-0.5"}',
+]
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "America/New_York"])
+def test_native_lines_store_what_typed_rows_store(
+    engine: sa.engine.Engine, schema: str, time_zone: str
+) -> None:
+    mapper = _mapper(columns=NATIVE)
+    assert mapper.native_columns is not None
+    handed_over: list[bytes] = []
+
+    def fallback(key: bytes | None, value: bytes | None) -> None:
+        assert value is not None
+        handed_over.append(value)
+
+    native = _copyline.Line(mapper.native_columns, CopyRow, fallback, 0)
+    documents = [
+        spelled
+        for message in _messages(NATIVE)
+        for spelled in (
+            message.value,
+            json.dumps(orjson.loads(message.value or b"")).encode(),  # ASCII, with spaces
+            json.dumps(orjson.loads(message.value or b""), indent=2).encode(),
+        )
+    ] + NATIVE_DOCUMENTS
+    lines: list[CopyRow] = []
+    rows: list[tuple[object, ...]] = []
+    for offset, document in enumerate(documents):
+        line = native.row(None, document)
+        if line is None:
+            continue
+        lines.append(line)
+        rows.append(mapper.map(decode(Message("t", 0, offset, None, None, document), *FORMATS)))
+    assert len(lines) > 100 and len(handed_over) > 10  # both outcomes were exercised
+    assert not set(NATIVE_DOCUMENTS) & set(handed_over)
+    _assert_same_rows(engine, schema, time_zone, mapper, lines, rows)
 
 
 def test_lines_upsert_on_the_key_like_typed_rows(engine: sa.engine.Engine, schema: str) -> None:

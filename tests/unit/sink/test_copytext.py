@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from sink.copytext import LineColumn, compile_line, fast_text
+from sink import copytext
+from sink.copytext import LineColumn, compile_line, fast_text, native_kind
 
 
 def fast(type_: Any, value: object, *, key: bool = False) -> str | None:
@@ -119,6 +120,33 @@ def test_key_columns_take_it_only_where_the_text_is_the_general_paths() -> None:
     # for "1.5"): the batcher compares keys by text, so they take the general path.
     for type_ in (sa.TIMESTAMP(timezone=True), sa.NUMERIC(6, 2), pg.UUID(), sa.DATE()):
         assert fast_text(type_, key=True) is None
+
+
+@pytest.mark.parametrize(
+    ("type_", "key", "kind"),
+    [
+        (sa.SMALLINT(), True, (copytext.NATIVE_INT, -32768, 32767)),
+        (sa.VARCHAR(5), True, (copytext.NATIVE_TEXT, 5, 0)),
+        (sa.TEXT(), False, (copytext.NATIVE_TEXT, -1, 0)),
+        (sa.NUMERIC(6, 2), False, (copytext.NATIVE_NUMERIC, 4, 2)),
+        (sa.NUMERIC(), False, (copytext.NATIVE_NUMERIC, 1000, 1000)),
+        (sa.REAL(), False, (copytext.NATIVE_FLOAT, 1, 0)),
+        (pg.DOUBLE_PRECISION(), False, (copytext.NATIVE_FLOAT, 0, 0)),
+        (pg.JSONB(), False, (copytext.NATIVE_JSONB, 0, 0)),
+        (sa.TIMESTAMP(timezone=True), False, (copytext.NATIVE_TIMESTAMPTZ, 0, 0)),
+        (sa.TIMESTAMP(), False, (copytext.NATIVE_TIMESTAMP, 0, 0)),
+        (pg.ARRAY(sa.TEXT), False, (copytext.NATIVE_TEXT_ARRAY, 0, 0)),
+        # json keeps its text as written; no fast path; a key the batcher compares by text.
+        (pg.JSON(), False, None),
+        (sa.NUMERIC(2, 3), False, None),
+        (pg.INTERVAL(), False, None),
+        (pg.ARRAY(sa.VARCHAR(3)), False, None),
+        (sa.TIMESTAMP(timezone=True), True, None),
+        (sa.Enum("a", "b", name="e"), False, None),
+    ],
+)
+def test_native_kinds(type_: Any, key: bool, kind: tuple[int, int, int] | None) -> None:
+    assert native_kind(type_, key=key) == kind
 
 
 MISSING = object()

@@ -1,0 +1,890 @@
+/* From a Kafka message's JSON bytes straight to the COPY line of its row, in C.
+ *
+ * The native form of sink/copytext.py's fast path: `Line(columns, row_type, fallback,
+ * key_format)` compiles one table's columns (each a top-level field of a JSON object value and
+ * the kind of its column, see KINDS in copytext.py), and `Line.row(key, value)` gives the row's
+ * `row_type` (CopyRow) without building any Python object for the JSON. The whole document is
+ * validated as orjson would read it. Wherever this code is not sure its text is the one the
+ * Python path makes (an escape it does not decode, a number it would have to round, a date its
+ * shape alone does not make valid, ...), it hands the message to `fallback(key, value)`, the
+ * Python path, which gives the row or None and makes every error message. So it only ever
+ * gives a row the Python path gives too; tests/unit/sink/test_copyline.py checks that.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+enum kind {
+    K_INT = 1,
+    K_TEXT,
+    K_NUMERIC,
+    K_FLOAT,
+    K_BOOL,
+    K_JSONB,
+    K_TIMESTAMPTZ,
+    K_TIMESTAMP,
+    K_DATE,
+    K_UUID,
+    K_TEXT_ARRAY,
+};
+enum key_format { KEY_BYTES = 0, KEY_TEXT = 1, KEY_JSON = 2 };
+
+#define MAX_DEPTH 512        /* orjson refuses 1024 levels; deeper documents take the fallback */
+#define MAX_INT_DIGITS 19    /* fits uint64; longer integers take the fallback */
+#define MAX_NUMBER_CHARS 64  /* a longer number with a fraction or exponent takes the fallback */
+#define REAL_MAX 3.4028234663852886e38
+
+typedef struct {
+    char *name;
+    Py_ssize_t name_len;
+    int kind;
+    long long a, b; /* INT: low, high; TEXT: max chars or -1; NUMERIC: whole, fraction digits */
+    int required;
+} Column;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t count;
+    Column *columns;
+    PyObject *row_type;
+    PyObject *fallback;
+    int key_format;
+} Line;
+
+/* Where a column's value is in the document: [start, end), or start NULL when absent. */
+typedef struct {
+    const unsigned char *start, *end;
+} Span;
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+    char local[1024];
+} Out;
+
+/* ---- output buffer ---- */
+
+static int out_reserve(Out *out, size_t more) {
+    size_t need = out->len + more;
+    if (need <= out->cap) return 0;
+    size_t cap = out->cap * 2 > need ? out->cap * 2 : need;
+    char *data;
+    if (out->data == out->local) {
+        data = PyMem_Malloc(cap);
+        if (data) memcpy(data, out->local, out->len);
+    } else {
+        data = PyMem_Realloc(out->data, cap);
+    }
+    if (!data) return -1;
+    out->data = data;
+    out->cap = cap;
+    return 0;
+}
+
+static inline int out_put(Out *out, const void *bytes, size_t n) {
+    if (out->len + n > out->cap && out_reserve(out, n) < 0) return -1;
+    memcpy(out->data + out->len, bytes, n);
+    out->len += n;
+    return 0;
+}
+
+static void out_free(Out *out) {
+    if (out->data != out->local) PyMem_Free(out->data);
+}
+
+/* ---- validation, as orjson reads JSON (anything doubtful is refused: -1) ---- */
+
+typedef struct {
+    const unsigned char *p, *end;
+} Reader;
+
+static inline void skip_ws(Reader *r) {
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\t' || *r->p == '\r'))
+        r->p++;
+}
+
+/* One UTF-8 sequence starting at p (a byte >= 0x80): its length, or 0 when invalid (overlong,
+ * a surrogate, beyond U+10FFFF, cut short). */
+static int utf8_length(const unsigned char *p, const unsigned char *end) {
+    unsigned c = p[0];
+    if (c >= 0xC2 && c <= 0xDF) {
+        return (end - p >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+    }
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (end - p < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && p[1] < 0xA0) return 0; /* overlong */
+        if (c == 0xED && p[1] >= 0xA0) return 0; /* a surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (end - p < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 ||
+            (p[3] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xF0 && p[1] < 0x90) return 0; /* overlong */
+        if (c == 0xF4 && p[1] >= 0x90) return 0; /* beyond U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+static int hex4(const unsigned char *p, unsigned *value) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= c - '0';
+        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+        else return -1;
+    }
+    *value = v;
+    return 0;
+}
+
+/* A \u escape at p (pointing at the backslash): the code point and the bytes it takes, or -1
+ * for a lone surrogate or bad hex. */
+static int unicode_escape(const unsigned char *p, const unsigned char *end, unsigned *code) {
+    unsigned high, low;
+    if (end - p < 6 || hex4(p + 2, &high) < 0) return -1;
+    if (high >= 0xDC00 && high <= 0xDFFF) return -1;
+    if (high < 0xD800 || high > 0xDBFF) {
+        *code = high;
+        return 6;
+    }
+    if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || hex4(p + 8, &low) < 0) return -1;
+    if (low < 0xDC00 || low > 0xDFFF) return -1;
+    *code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+    return 12;
+}
+
+/* A string at r->p (the opening quote): moves past it. `escaped` tells whether it holds a
+ * backslash escape. */
+static int scan_string(Reader *r, int *escaped) {
+    const unsigned char *p = r->p + 1, *end = r->end;
+    *escaped = 0;
+    while (p < end) {
+        unsigned c = *p;
+        if (c == '"') {
+            r->p = p + 1;
+            return 0;
+        }
+        if (c < 0x20) return -1;
+        if (c == '\\') {
+            *escaped = 1;
+            if (p + 1 >= end) return -1;
+            switch (p[1]) {
+            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+                p += 2;
+                break;
+            case 'u': {
+                unsigned code;
+                int n = unicode_escape(p, end, &code);
+                if (n < 0) return -1;
+                p += n;
+                break;
+            }
+            default:
+                return -1;
+            }
+        } else if (c >= 0x80) {
+            int n = utf8_length(p, end);
+            if (n == 0) return -1;
+            p += n;
+        } else {
+            p++;
+        }
+    }
+    return -1;
+}
+
+/* The C string of a number token, NUL-terminated into buf (at most MAX_NUMBER_CHARS). */
+static int number_text(const unsigned char *start, const unsigned char *end, char *buf) {
+    size_t n = (size_t)(end - start);
+    if (n > MAX_NUMBER_CHARS) return -1;
+    memcpy(buf, start, n);
+    buf[n] = '\0';
+    return 0;
+}
+
+/* A number at r->p: moves past it. `integral`: no fraction and no exponent. A number orjson
+ * reads as infinity, or an integer of more than MAX_INT_DIGITS digits, is refused. */
+static int scan_number(Reader *r, int *integral) {
+    const unsigned char *p = r->p, *end = r->end, *digits;
+    if (p < end && *p == '-') p++;
+    digits = p;
+    if (p < end && *p == '0') {
+        p++;
+    } else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    } else {
+        return -1;
+    }
+    *integral = 1;
+    if (p < end && *p == '.') {
+        *integral = 0;
+        p++;
+        if (p >= end || *p < '0' || *p > '9') return -1;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        *integral = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p >= end || *p < '0' || *p > '9') return -1;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (*integral) {
+        if (p - digits > MAX_INT_DIGITS) return -1;
+    } else {
+        char buf[MAX_NUMBER_CHARS + 1];
+        if (number_text(r->p, p, buf) < 0) return -1;
+        double value = PyOS_string_to_double(buf, NULL, NULL);
+        if (value == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        if (!isfinite(value)) return -1;
+    }
+    r->p = p;
+    return 0;
+}
+
+static int scan_literal(Reader *r, const char *word, size_t n) {
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, word, n) != 0) return -1;
+    r->p += n;
+    return 0;
+}
+
+static int scan_value(Reader *r, int depth);
+
+static int scan_container(Reader *r, int depth, unsigned char close) {
+    int escaped;
+    if (depth > MAX_DEPTH) return -1;
+    r->p++;
+    skip_ws(r);
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return 0;
+    }
+    for (;;) {
+        if (close == '}') {
+            if (r->p >= r->end || *r->p != '"' || scan_string(r, &escaped) < 0) return -1;
+            skip_ws(r);
+            if (r->p >= r->end || *r->p != ':') return -1;
+            r->p++;
+            skip_ws(r);
+        }
+        if (scan_value(r, depth + 1) < 0) return -1;
+        skip_ws(r);
+        if (r->p >= r->end) return -1;
+        if (*r->p == ',') {
+            r->p++;
+            skip_ws(r);
+            continue;
+        }
+        if (*r->p != close) return -1;
+        r->p++;
+        return 0;
+    }
+}
+
+/* One value at r->p (no leading whitespace): moves past it. */
+static int scan_value(Reader *r, int depth) {
+    int flag;
+    if (r->p >= r->end) return -1;
+    switch (*r->p) {
+    case '{':
+        return scan_container(r, depth, '}');
+    case '[':
+        return scan_container(r, depth, ']');
+    case '"':
+        return scan_string(r, &flag);
+    case 't':
+        return scan_literal(r, "true", 4);
+    case 'f':
+        return scan_literal(r, "false", 5);
+    case 'n':
+        return scan_literal(r, "null", 4);
+    default:
+        return scan_number(r, &flag);
+    }
+}
+
+/* A whole document of one value, with whitespace around it. */
+static int valid_document(const unsigned char *p, Py_ssize_t n) {
+    Reader r = {p, p + n};
+    skip_ws(&r);
+    if (scan_value(&r, 0) < 0) return -1;
+    skip_ws(&r);
+    return r.p == r.end ? 0 : -1;
+}
+
+/* Text that is valid UTF-8, as bytes.decode() requires. */
+static int valid_utf8(const unsigned char *p, Py_ssize_t n) {
+    const unsigned char *end = p + n;
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+        } else {
+            int k = utf8_length(p, end);
+            if (k == 0) return -1;
+            p += k;
+        }
+    }
+    return 0;
+}
+
+/* ---- COPY text of one column ---- */
+
+static int digits(const unsigned char *p, int n) {
+    for (int i = 0; i < n; i++)
+        if (p[i] < '0' || p[i] > '9') return 0;
+    return 1;
+}
+
+static int two(const unsigned char *p) { return (p[0] - '0') * 10 + (p[1] - '0'); }
+
+/* YYYY-MM-DD with month 01-12, day 01-28, year from 0001: a real date by its shape alone. */
+static int sure_day(const unsigned char *p, Py_ssize_t n) {
+    if (n < 10 || !digits(p, 4) || p[4] != '-' || !digits(p + 5, 2) || p[7] != '-' ||
+        !digits(p + 8, 2))
+        return 0;
+    if (memcmp(p, "0000", 4) == 0) return 0;
+    int month = two(p + 5), day = two(p + 8);
+    return month >= 1 && month <= 12 && day >= 1 && day <= 28;
+}
+
+/* A sure day, [T ], hh:mm:ss with hour 00-23, minute and second 00-59, then at most six
+ * fraction digits: the length it takes, or 0. */
+static Py_ssize_t sure_clock(const unsigned char *p, Py_ssize_t n) {
+    if (n < 19 || !sure_day(p, 10) || (p[10] != 'T' && p[10] != ' ')) return 0;
+    const unsigned char *c = p + 11;
+    if (!digits(c, 2) || c[2] != ':' || !digits(c + 3, 2) || c[5] != ':' || !digits(c + 6, 2))
+        return 0;
+    if (two(c) > 23 || two(c + 3) > 59 || two(c + 6) > 59) return 0;
+    Py_ssize_t at = 19;
+    if (at < n && p[at] == '.') {
+        Py_ssize_t k = 0;
+        while (at + 1 + k < n && p[at + 1 + k] >= '0' && p[at + 1 + k] <= '9') k++;
+        if (k < 1 || k > 6) return 0;
+        at += 1 + k;
+    }
+    return at;
+}
+
+/* [+-]hh[[:]mm] with hour 00-14 and minute 00-59, or Z: PostgreSQL's accepted offsets. */
+static int sure_offset(const unsigned char *p, Py_ssize_t n) {
+    if (n == 1 && p[0] == 'Z') return 1;
+    if (n < 3 || (p[0] != '+' && p[0] != '-') || !digits(p + 1, 2) || two(p + 1) > 14) return 0;
+    if (n == 3) return 1;
+    if (n == 5) return digits(p + 3, 2) && two(p + 3) <= 59;
+    return n == 6 && p[3] == ':' && digits(p + 4, 2) && two(p + 4) <= 59;
+}
+
+/* Nothing, Z, +00, +0000 or +00:00: UTC. */
+static int utc_offset(const unsigned char *p, Py_ssize_t n) {
+    if (n == 0 || (n == 1 && p[0] == 'Z')) return 1;
+    if (n == 3) return memcmp(p, "+00", 3) == 0;
+    if (n == 5) return memcmp(p, "+0000", 5) == 0;
+    return n == 6 && memcmp(p, "+00:00", 6) == 0;
+}
+
+static int hex_digit(unsigned c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static int uuid_shape(const unsigned char *p, Py_ssize_t n) {
+    if (n != 36) return 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (p[i] != '-') return 0;
+        } else if (!hex_digit(p[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* -?d{1,whole}(.d{1,fraction})? */
+static int decimal_shape(const unsigned char *p, Py_ssize_t n, long long whole, long long fraction) {
+    Py_ssize_t i = 0, k = 0;
+    if (i < n && p[i] == '-') i++;
+    while (i + k < n && p[i + k] >= '0' && p[i + k] <= '9') k++;
+    if (k < 1 || k > whole) return 0;
+    i += k;
+    if (i == n) return 1;
+    if (p[i] != '.' || fraction == 0) return 0;
+    i++;
+    k = 0;
+    while (i + k < n && p[i + k] >= '0' && p[i + k] <= '9') k++;
+    return k >= 1 && k <= fraction && i + k == n;
+}
+
+/* The magnitude of an integer token of at most MAX_INT_DIGITS digits. */
+static unsigned long long magnitude_of(const unsigned char *p, Py_ssize_t n) {
+    unsigned long long magnitude = 0;
+    for (Py_ssize_t i = p[0] == '-'; i < n; i++) magnitude = magnitude * 10 + (p[i] - '0');
+    return magnitude;
+}
+
+/* An integer token within [low, high] (low < 0 <= high). "-0" is refused: Python's text of it
+ * is "0". */
+static int integer_in(const unsigned char *p, Py_ssize_t n, long long low, long long high) {
+    if (n - (p[0] == '-') > MAX_INT_DIGITS || (n == 2 && p[0] == '-' && p[1] == '0')) return 0;
+    unsigned long long magnitude = magnitude_of(p, n);
+    if (p[0] == '-') return magnitude <= (unsigned long long)(-(low + 1)) + 1;
+    return magnitude <= (unsigned long long)high;
+}
+
+/* An integer token orjson reads as an int, not a float: from -2**63 to 2**64 - 1. */
+static int orjson_int(const unsigned char *p, Py_ssize_t n) {
+    return p[0] != '-' || magnitude_of(p, n) <= (unsigned long long)INT64_MAX + 1;
+}
+
+static int put_escaped_byte(Out *out, unsigned char c) {
+    switch (c) {
+    case '\\': return out_put(out, "\\\\", 2);
+    case '\t': return out_put(out, "\\t", 2);
+    case '\n': return out_put(out, "\\n", 2);
+    case '\r': return out_put(out, "\\r", 2);
+    default: return out_put(out, &c, 1);
+    }
+}
+
+/* Bytes escaped for COPY, copied in runs between the bytes that need it. */
+static int put_escaped(Out *out, const unsigned char *p, const unsigned char *end) {
+    const unsigned char *run = p;
+    for (; p < end; p++) {
+        unsigned char c = *p;
+        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+            if (out_put(out, run, (size_t)(p - run)) < 0 || put_escaped_byte(out, c) < 0)
+                return -1;
+            run = p + 1;
+        }
+    }
+    return out_put(out, run, (size_t)(end - run));
+}
+
+static int put_code_point(Out *out, unsigned code) {
+    unsigned char b[4];
+    size_t n;
+    if (code < 0x80) return put_escaped_byte(out, (unsigned char)code);
+    if (code < 0x800) {
+        b[0] = (unsigned char)(0xC0 | (code >> 6));
+        b[1] = 0x80 | (code & 0x3F);
+        n = 2;
+    } else if (code < 0x10000) {
+        b[0] = (unsigned char)(0xE0 | (code >> 12));
+        b[1] = 0x80 | ((code >> 6) & 0x3F);
+        b[2] = 0x80 | (code & 0x3F);
+        n = 3;
+    } else {
+        b[0] = (unsigned char)(0xF0 | (code >> 18));
+        b[1] = 0x80 | ((code >> 12) & 0x3F);
+        b[2] = 0x80 | ((code >> 6) & 0x3F);
+        b[3] = 0x80 | (code & 0x3F);
+        n = 4;
+    }
+    return out_put(out, b, n);
+}
+
+/* The text of a validated JSON string (its content, between the quotes), decoded and escaped
+ * for COPY; `chars` counts its characters. -1 for a NUL (PostgreSQL cannot store it) or no
+ * memory. */
+static int put_string(Out *out, const unsigned char *p, const unsigned char *end, long long *chars) {
+    *chars = 0;
+    while (p < end) {
+        const unsigned char *plain = p;
+        while (p < end && *p != '\\') {
+            if ((*p & 0xC0) != 0x80) (*chars)++;
+            p++;
+        }
+        if (p > plain && out_put(out, plain, (size_t)(p - plain)) < 0) return -1;
+        if (p >= end) break;
+        unsigned code;
+        switch (p[1]) {
+        case 'b': code = '\b'; break;
+        case 'f': code = '\f'; break;
+        case 'n': code = '\n'; break;
+        case 'r': code = '\r'; break;
+        case 't': code = '\t'; break;
+        case 'u': {
+            int n = unicode_escape(p, end, &code);
+            if (n < 0 || code == 0) return -1;
+            p += n;
+            (*chars)++;
+            if (put_code_point(out, code) < 0) return -1;
+            continue;
+        }
+        default: code = p[1]; /* " \ / */
+        }
+        p += 2;
+        (*chars)++;
+        if (put_escaped_byte(out, (unsigned char)code) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Python's repr() of a double read from a number token: orjson's float, as the Python path
+ * writes it. */
+static int put_float(Out *out, const unsigned char *p, const unsigned char *end, int single) {
+    char buf[MAX_NUMBER_CHARS + 1];
+    if (number_text(p, end, buf) < 0) return -1;
+    double value = PyOS_string_to_double(buf, NULL, NULL);
+    if (value == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (!isfinite(value) || (single && fabs(value) > REAL_MAX)) return -1;
+    char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (!text) {
+        PyErr_Clear();
+        return -1;
+    }
+    int status = out_put(out, text, strlen(text));
+    PyMem_Free(text);
+    return status;
+}
+
+/* A JSON value for a jsonb column: its text as it is, escaped for COPY, with each number that
+ * has a fraction or an exponent written as Python writes the float orjson reads (jsonb keeps a
+ * number's scale, so 1.10 and 1.1 are stored differently). Keys, whitespace and escapes other
+ * than \u0000 do not change what jsonb stores. */
+static int put_jsonb(Out *out, const unsigned char *p, const unsigned char *end) {
+    while (p < end) {
+        unsigned char c = *p;
+        const unsigned char *q = p + 1;
+        if (c == '"') {
+            while (*q != '"') {
+                if (*q == '\\') {
+                    if (q[1] == 'u' && memcmp(q + 2, "0000", 4) == 0) return -1;
+                    q += 2;
+                } else {
+                    q++;
+                }
+            }
+            q++;
+            if (put_escaped(out, p, q) < 0) return -1;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            int integral = 1;
+            while (q < end && (*q == '-' || *q == '+' || *q == '.' || *q == 'e' || *q == 'E' ||
+                               (*q >= '0' && *q <= '9'))) {
+                if (*q == '.' || *q == 'e' || *q == 'E') integral = 0;
+                q++;
+            }
+            if (!integral) {
+                if (put_float(out, p, q, 0) < 0) return -1;
+            } else if (!orjson_int(p, q - p)) {
+                return -1;
+            } else if (q - p == 2 && p[0] == '-' && p[1] == '0') { /* orjson reads -0 as 0 */
+                if (out_put(out, "0", 1) < 0) return -1;
+            } else if (out_put(out, p, (size_t)(q - p)) < 0) {
+                return -1;
+            }
+        } else {
+            /* Structure, whitespace and literals, up to the next string or number. */
+            while (q < end && *q != '"' && *q != '-' && (*q < '0' || *q > '9')) q++;
+            if (put_escaped(out, p, q) < 0) return -1;
+        }
+        p = q;
+    }
+    return 0;
+}
+
+/* The text of a string array, {"a","b"}, when no element needs quoting or escaping. */
+static int put_text_array(Out *out, const unsigned char *p, const unsigned char *end) {
+    Reader r = {p + 1, end};
+    skip_ws(&r);
+    if (r.p < r.end && *r.p == ']') return out_put(out, "{}", 2);
+    if (out_put(out, "{", 1) < 0) return -1;
+    for (;;) {
+        int escaped;
+        const unsigned char *start = r.p;
+        if (r.p >= r.end || *r.p != '"' || scan_string(&r, &escaped) < 0 || escaped) return -1;
+        if (out_put(out, start, (size_t)(r.p - start)) < 0) return -1;
+        skip_ws(&r);
+        if (*r.p == ']') return out_put(out, "}", 1);
+        r.p++; /* the comma */
+        skip_ws(&r);
+        if (out_put(out, ",", 1) < 0) return -1;
+    }
+}
+
+/* The content of a string value without escapes (between its quotes), or NULL. */
+static const unsigned char *plain_string(Span span, Py_ssize_t *n) {
+    if (*span.start != '"') return NULL;
+    const unsigned char *p = span.start + 1;
+    *n = span.end - 1 - p;
+    return memchr(p, '\\', (size_t)*n) ? NULL : p;
+}
+
+/* One column's COPY text: 0, or -1 to take the fallback. */
+static int put_column(Out *out, const Column *column, Span span) {
+    const unsigned char *p = span.start;
+    Py_ssize_t n = span.end - span.start;
+    long long chars;
+    if (p == NULL || *p == 'n') {
+        return column->required ? -1 : out_put(out, "\\N", 2);
+    }
+    switch (column->kind) {
+    case K_INT:
+        if (*p != '-' && (*p < '0' || *p > '9')) return -1;
+        if (!digits(p + (*p == '-'), (int)(n - (*p == '-')))) return -1; /* a fraction or exponent */
+        if (!integer_in(p, n, column->a, column->b)) return -1;
+        return out_put(out, p, (size_t)n);
+    case K_TEXT: {
+        if (*p != '"') return -1;
+        size_t before = out->len;
+        if (put_string(out, p + 1, span.end - 1, &chars) < 0) return -1;
+        if (column->a >= 0 && chars > column->a) {
+            out->len = before;
+            return -1;
+        }
+        return 0;
+    }
+    case K_NUMERIC: {
+        Py_ssize_t k;
+        const unsigned char *text = plain_string(span, &k);
+        if (text != NULL)
+            return decimal_shape(text, k, column->a, column->b) ? out_put(out, text, (size_t)k) : -1;
+        if (*p != '-' && (*p < '0' || *p > '9')) return -1;
+        if (!digits(p + (*p == '-'), (int)(n - (*p == '-')))) return -1;
+        if (n - (*p == '-') > column->a) return -1;
+        if (!integer_in(p, n, -INT64_MAX, INT64_MAX)) return -1;
+        return out_put(out, p, (size_t)n);
+    }
+    case K_FLOAT:
+        if (*p != '-' && (*p < '0' || *p > '9')) return -1;
+        if (digits(p + (*p == '-'), (int)(n - (*p == '-')))) return -1; /* an int: not a float */
+        return put_float(out, p, span.end, (int)column->a);
+    case K_BOOL:
+        if (*p == 't') return out_put(out, "t", 1);
+        if (*p == 'f') return out_put(out, "f", 1);
+        return -1;
+    case K_JSONB:
+        return put_jsonb(out, p, span.end);
+    case K_TIMESTAMPTZ:
+    case K_TIMESTAMP:
+    case K_DATE: {
+        Py_ssize_t k, at;
+        const unsigned char *text = plain_string(span, &k);
+        if (text == NULL) return -1;
+        if (column->kind == K_DATE) {
+            if (k != 10 || !sure_day(text, k)) return -1;
+        } else {
+            at = sure_clock(text, k);
+            if (at == 0) return -1;
+            if (column->kind == K_TIMESTAMPTZ ? !sure_offset(text + at, k - at)
+                                              : !utc_offset(text + at, k - at))
+                return -1;
+        }
+        return out_put(out, text, (size_t)k);
+    }
+    case K_UUID: {
+        Py_ssize_t k;
+        const unsigned char *text = plain_string(span, &k);
+        if (text == NULL || !uuid_shape(text, k)) return -1;
+        return out_put(out, text, (size_t)k);
+    }
+    case K_TEXT_ARRAY:
+        if (*p != '[') return -1;
+        return put_text_array(out, p, span.end);
+    }
+    return -1;
+}
+
+/* ---- the row ---- */
+
+/* The spans of the columns' fields in a top-level object; -1 when the document is not a
+ * non-empty object, is not valid, or has a key with an escape (it could spell a field). */
+static int read_fields(const Line *self, const unsigned char *p, Py_ssize_t n, Span *spans) {
+    Reader r = {p, p + n};
+    int escaped;
+    skip_ws(&r);
+    if (r.p >= r.end || *r.p != '{') return -1;
+    r.p++;
+    skip_ws(&r);
+    if (r.p >= r.end || *r.p == '}') return -1;
+    for (;;) {
+        const unsigned char *key = r.p + 1;
+        if (r.p >= r.end || *r.p != '"' || scan_string(&r, &escaped) < 0 || escaped) return -1;
+        Py_ssize_t key_len = r.p - 1 - key;
+        skip_ws(&r);
+        if (r.p >= r.end || *r.p != ':') return -1;
+        r.p++;
+        skip_ws(&r);
+        const unsigned char *start = r.p;
+        if (scan_value(&r, 1) < 0) return -1;
+        for (Py_ssize_t i = 0; i < self->count; i++) {
+            const Column *column = &self->columns[i];
+            if (column->name_len == key_len && memcmp(column->name, key, (size_t)key_len) == 0) {
+                spans[i].start = start; /* a repeated key: the last one counts, as in orjson */
+                spans[i].end = r.p;
+            }
+        }
+        skip_ws(&r);
+        if (r.p >= r.end) return -1;
+        if (*r.p == ',') {
+            r.p++;
+            skip_ws(&r);
+            continue;
+        }
+        if (*r.p != '}') return -1;
+        r.p++;
+        skip_ws(&r);
+        return r.p == r.end ? 0 : -1;
+    }
+}
+
+static int key_ok(const Line *self, PyObject *key) {
+    if (key == Py_None || self->key_format == KEY_BYTES) return 1;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(key);
+    Py_ssize_t n = PyBytes_GET_SIZE(key);
+    if (self->key_format == KEY_TEXT) return valid_utf8(p, n) == 0;
+    return valid_document(p, n) == 0;
+}
+
+#define MAX_COLUMNS 64
+
+static PyObject *Line_row(Line *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "row(key, value) takes two arguments");
+        return NULL;
+    }
+    PyObject *key = args[0], *value = args[1];
+    if (value == Py_None) Py_RETURN_NONE; /* a tombstone */
+    if (!PyBytes_CheckExact(value) || (key != Py_None && !PyBytes_CheckExact(key)))
+        return PyObject_Vectorcall(self->fallback, args, 2, NULL);
+    Span spans[MAX_COLUMNS];
+    memset(spans, 0, sizeof(Span) * (size_t)self->count);
+    Out out;
+    out.data = out.local;
+    out.len = 0;
+    out.cap = sizeof out.local;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(value);
+    if (!key_ok(self, key) || read_fields(self, p, PyBytes_GET_SIZE(value), spans) < 0)
+        goto fallback;
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        if (i > 0 && out_put(&out, "\t", 1) < 0) goto fallback;
+        if (put_column(&out, &self->columns[i], spans[i]) < 0) goto fallback;
+    }
+    if (out_put(&out, "\n", 1) < 0) goto fallback;
+    PyObject *text = PyUnicode_DecodeUTF8(out.data, (Py_ssize_t)out.len, NULL);
+    out_free(&out);
+    if (text == NULL) return NULL; /* no memory: the text was checked to be UTF-8 */
+    PyObject *row = PyObject_CallOneArg(self->row_type, text);
+    Py_DECREF(text);
+    return row;
+fallback:
+    out_free(&out);
+    if (PyErr_Occurred()) return NULL; /* no memory */
+    return PyObject_Vectorcall(self->fallback, args, 2, NULL);
+}
+
+/* ---- the type ---- */
+
+static void Line_dealloc(Line *self) {
+    for (Py_ssize_t i = 0; i < self->count; i++) PyMem_Free(self->columns[i].name);
+    PyMem_Free(self->columns);
+    Py_XDECREF(self->row_type);
+    Py_XDECREF(self->fallback);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Line_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"columns", "row_type", "fallback", "key_format", NULL};
+    PyObject *columns, *row_type, *fallback;
+    int key_format;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOi", names, &columns, &row_type, &fallback,
+                                     &key_format))
+        return NULL;
+    PyObject *seq = PySequence_Fast(columns, "columns must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    if (count < 1 || count > MAX_COLUMNS || key_format < KEY_BYTES || key_format > KEY_JSON) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "1 to 64 columns, and a key format of 0, 1 or 2");
+        return NULL;
+    }
+    Line *self = (Line *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    self->columns = PyMem_Calloc((size_t)count, sizeof(Column));
+    if (self->columns == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Column *column = &self->columns[i];
+        const char *name;
+        Py_ssize_t name_len;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "s#iLLp", &name, &name_len,
+                              &column->kind, &column->a, &column->b, &column->required)) {
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return NULL;
+        }
+        if (column->kind < K_INT || column->kind > K_TEXT_ARRAY) {
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return PyErr_Format(PyExc_ValueError, "column %zd: unknown kind %d", i, column->kind);
+        }
+        column->name = PyMem_Malloc((size_t)name_len + 1);
+        if (column->name == NULL) {
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return PyErr_NoMemory();
+        }
+        memcpy(column->name, name, (size_t)name_len + 1);
+        column->name_len = name_len;
+        self->count = i + 1;
+    }
+    Py_DECREF(seq);
+    Py_INCREF(row_type);
+    self->row_type = row_type;
+    Py_INCREF(fallback);
+    self->fallback = fallback;
+    self->key_format = key_format;
+    return (PyObject *)self;
+}
+
+static PyMethodDef Line_methods[] = {
+    {"row", (PyCFunction)(void (*)(void))Line_row, METH_FASTCALL,
+     "row(key, value): the message's row, or what fallback(key, value) gives."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sink._copyline.Line",
+    .tp_basicsize = sizeof(Line),
+    .tp_dealloc = (destructor)Line_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One table's COPY line from a JSON object value, in C.",
+    .tp_methods = Line_methods,
+    .tp_new = Line_new,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "sink._copyline",
+    .m_doc = "JSON message to COPY line, in C.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__copyline(void) {
+    if (PyType_Ready(&LineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&LineType);
+    if (PyModule_AddObject(m, "Line", (PyObject *)&LineType) < 0) {
+        Py_DECREF(&LineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,13 @@
+from collections.abc import Callable, Sequence
+
+from pg_bulk_ingest import CopyRow
+
+class Line:
+    def __init__(
+        self,
+        columns: Sequence[tuple[str, int, int, int, bool]],
+        row_type: type[CopyRow],
+        fallback: Callable[[bytes | None, bytes | None], CopyRow | None],
+        key_format: int,
+    ) -> None: ...
+    def row(self, key: bytes | None, value: bytes | None) -> CopyRow | None: ...

@@ -1,0 +1,295 @@
+"""The native line (sink/_copyline.c): for any bytes, it gives the row the Python form of the
+fast path gives, or hands the message to that Python form; jsonb values may be spelled as the
+message spelled them. Which documents it writes itself and which it hands over."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pg_bulk_ingest import CopyRow
+from sink import _copyline
+from sink.config import ColumnSettings, Format, TableSettings
+from sink.config import parse_column_type as ctype
+from sink.config import parse_source as source
+from sink.pipeline import FastPath, Pipeline
+from sink.tables import tables_from_config
+
+COLUMNS = {
+    "id": "BIGINT",
+    "small": "SMALLINT",
+    "int": "INTEGER",
+    "short": "VARCHAR(5)",
+    "body": "TEXT",
+    "price": "NUMERIC(6,2)",
+    "free": "NUMERIC",
+    "wide": "DOUBLE PRECISION",
+    "ratio": "REAL",
+    "flag": "BOOLEAN",
+    "doc": "JSONB",
+    "at": "TIMESTAMPTZ",
+    "wall": "TIMESTAMP",
+    "day": "DATE",
+    "uid": "UUID",
+    "tags": "TEXT[]",
+}
+JSONB_COLUMN = list(COLUMNS).index("doc")
+
+
+def fast_path(key_format: Format) -> FastPath:
+    columns = [
+        ColumnSettings(name, ctype(type_text), source(f"value.{name}"), nullable=name != "id")
+        for name, type_text in COLUMNS.items()
+    ]
+    table = TableSettings(
+        schema="public",
+        name="events",
+        columns=tuple(columns),
+        topics=("t",),
+        primary_key=("id",),
+        key_format=key_format,
+    )
+    path = Pipeline(tables_from_config([table])).fast_path("t")
+    assert path is not None
+    return path
+
+
+PATHS = {key_format: fast_path(key_format) for key_format in Format}
+KEY_CODES = {Format.BYTES: 0, Format.STRING: 1, Format.JSON: 2}
+
+
+class Native:
+    """The native line of `PATHS[key_format]`, counting the messages it hands over."""
+
+    def __init__(self, key_format: Format) -> None:
+        path = PATHS[key_format]
+        assert path.native_columns is not None
+        self.python = path.python_row
+        self.handed_over = 0
+        line = _copyline.Line(path.native_columns, CopyRow, self._fallback, KEY_CODES[key_format])
+        self.row = line.row
+
+    def _fallback(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
+        self.handed_over += 1
+        return self.python(key, value)
+
+
+def same_row(native: CopyRow | None, python: CopyRow | None) -> bool:
+    """Equal rows; the jsonb column's texts as the same JSON value."""
+    if native is None or python is None:
+        return native is python
+    left, right = native.split("\t"), python.split("\t")
+    if len(left) != len(right):
+        return False
+    for index, (mine, theirs) in enumerate(zip(left, right)):
+        if index == JSONB_COLUMN and mine != "\\N":
+            if _canonical_json(mine) != _canonical_json(theirs):
+                return False
+        elif mine != theirs:
+            return False
+    return True
+
+
+def _canonical_json(text: str) -> bytes:
+    return orjson.dumps(orjson.loads(_copy_unescape(text)))
+
+
+def _copy_unescape(text: str) -> str:
+    escapes = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+    out, chars = [], iter(text.rstrip("\n"))
+    for char in chars:
+        out.append(escapes[next(chars)] if char == "\\" else char)
+    return "".join(out)
+
+
+def test_a_table_whose_every_column_has_a_native_kind_takes_the_native_line() -> None:
+    assert all(path.native for path in PATHS.values())
+
+
+texts = st.text(max_size=8) | st.sampled_from(
+    ["a\tb", 'q"uote', "back\\slash", "nul\u0000", "ünï", "🦆 duck", "\u2028", "x" * 6, "/"]
+)
+numbers = st.integers(-(2**70), 2**70) | st.floats() | st.sampled_from([-0, 0.0])
+json_values = st.recursive(
+    st.none() | st.booleans() | numbers | texts,
+    lambda items: st.lists(items, max_size=3) | st.dictionaries(texts, items, max_size=3),
+    max_leaves=10,
+)
+stamps = st.sampled_from(
+    [
+        "2024-05-01T12:00:00Z",
+        "2024-05-01 12:00:00.123456+05:30",
+        "2024-05-01T12:00:00.1234567Z",
+        "2024-02-29T12:00:00Z",
+        "2024-05-01T24:00:00Z",
+        "2024-05-01T12:00:00+15",
+        "2024-05-01T12:00:00",
+        "2024-05-01T12:00:00+00:00",
+        "2024-05-01T12:00:00-0800",
+        "0000-05-01T12:00:00Z",
+        "2024-05-01",
+        "2024-13-01",
+        "2024-05-28",
+        "١٢٣٤-05-01",
+    ]
+)
+FIELD_VALUES: dict[str, Any] = {
+    "id": st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.sampled_from(["7", 1.0, -0]),
+    "small": st.integers(min_value=-40_000, max_value=40_000),
+    "int": st.integers(min_value=-(2**32), max_value=2**32),
+    "short": texts,
+    "body": texts | numbers,
+    "price": st.sampled_from(["12.50", "-0.5", "1e3", "9999.99", "1.234", "\u0661.\u0665", 12.5])
+    | st.integers(-20_000, 20_000),
+    "free": st.sampled_from(["123456789012345678901234567890.5", "-0", "+1", "1."]) | numbers,
+    "wide": numbers,
+    "ratio": numbers | st.just(3.5e38),
+    "flag": st.booleans() | st.sampled_from(["true", 0]),
+    "doc": json_values,
+    "at": stamps,
+    "wall": stamps,
+    "day": stamps,
+    "uid": st.uuids().map(str) | st.sampled_from(["not-a-uuid", "ABCDEF00-1234-5678-1234-5678"]),
+    "tags": st.lists(texts | st.none(), max_size=4),
+}
+objects = st.fixed_dictionaries(
+    {},
+    optional={
+        **{name: values | st.none() for name, values in FIELD_VALUES.items()},
+        "extra": json_values,
+    },
+)
+
+
+def spellings(value: object) -> list[bytes]:
+    """One JSON value as producers write it: compact, ASCII-escaped with spaces, indented."""
+    spelled = [json.dumps(value, ensure_ascii=True), json.dumps(value, indent=1)]
+    with contextlib.suppress(TypeError):  # orjson refuses integers past 64 bits
+        spelled.append(orjson.dumps(value).decode())
+    return [text.encode() for text in spelled]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    value=objects,
+    key=st.none() | st.binary(max_size=4) | st.sampled_from([b'"k"', b"1", b"\xff", b" [1] "]),
+    key_format=st.sampled_from(list(Format)),
+    cut=st.none() | st.integers(min_value=0, max_value=400),
+    flip=st.none() | st.tuples(st.integers(min_value=0, max_value=400), st.integers(0, 255)),
+)
+def test_the_native_line_gives_the_row_the_python_form_gives(
+    value: dict[str, object],
+    key: bytes | None,
+    key_format: Format,
+    cut: int | None,
+    flip: tuple[int, int] | None,
+) -> None:
+    native = Native(key_format)
+    for spelled in spellings(value):
+        raw = spelled if cut is None else spelled[:cut]
+        if flip is not None and raw:
+            at = flip[0] % len(raw)
+            raw = raw[:at] + bytes([flip[1]]) + raw[at + 1 :]
+        assert same_row(native.row(key, raw), native.python(key, raw)), raw
+
+
+def test_no_python_object_is_needed_for_the_common_forms() -> None:
+    native = Native(Format.STRING)
+    documents = [
+        b'{"id": 1}',
+        b'{"id":-9223372036854775808,"small":-32768,"int":2147483647,"short":"h\\u00e9llo"}',
+        b'{"id":2,"body":"tab\\there \\"quoted\\" back\\\\slash \\ud83e\\udd86 \\/ \\b"}',
+        b'{"id":3,"price":"-1234.5","free":"123456789012345678901234567890.5","wide":0.1}',
+        b'{"id":4,"ratio":-2.5e-3,"flag":false,"uid":"ABCDEF00-1234-5678-1234-567812345678"}',
+        b'{"id":5,"doc":{"a": [1.10, -0, 1e2, "x\\ty", {"b": null}], "a": true},"tags":[]}',
+        b'{"id":6,"at":"2024-05-28T23:59:59.999999-14:00","wall":"2024-05-01 12:00:00+0000"}',
+        b'{"id":7,"day":"0001-01-28","tags":["a","b c",""],"extra":{"deep":[[[]]]}}',
+        b'{"id":9223372036854775807,"doc":[9999999999999999999,-9223372036854775808]}',
+        b'\t{ "id" : 8 , "id" : 9 }\n',
+    ]
+    for document in documents:
+        row = native.row(b"k", document)
+        assert row is not None and same_row(row, native.python(b"k", document)), document
+    assert native.handed_over == 0
+    assert native.row(None, b'{"id": 1, "id": 2}') == "2" + "\t\\N" * (len(COLUMNS) - 1) + "\n"
+    assert native.row(None, b'{"id":1,"doc":{"p": 1.10}}').split("\t")[JSONB_COLUMN] == '{"p": 1.1}'
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"id":1,"body":"nul \\u0000"}',  # refused by the Python form, with its reason
+        b'{"id":1,"doc":["\\u0000"]}',
+        b'{"id":1,"extra":"\\ud800"}',  # a lone surrogate, even where no column reads it
+        b'{"id":1,"extra":"\\udc00\\ud800"}',
+        b'{"id":1,"extra":"\xff"}',  # not UTF-8
+        b'{"id":1,"extra":"\xed\xa0\x80"}',  # an encoded surrogate
+        b'{"id":1,"extra":"\xc0\xaf"}',  # overlong
+        b'{"id":1,"extra":1e400}',  # infinity
+        b'{"id":1,"extra":12345678901234567890}',  # 20 digits
+        b'{"id":1,"doc":[-9223372036854775809]}',  # orjson makes it a float
+        b'{"id":9223372036854775808}',
+        b'{"id":1,"small":-32769}',
+        b'{"id":1,"extra":01}',
+        b'{"id":1,"extra":"a\tb"}',  # a raw control character
+        b'{"id":1} x',
+        b'{"id":1,}',
+        b'{"\\u0069d":1}',  # a key with an escape could spell a field
+        b"{}",
+        b"[1]",
+        b'{"id":null}',  # required
+        b'{"id":-0}',  # "0" in Python
+        b'{"id":1.0}',
+        b'{"id":"1"}',
+        b'{"id":1,"small":32768}',
+        b'{"id":1,"short":"sixsix"}',
+        b'{"id":1,"short":"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9"}',
+        b'{"id":1,"price":"12.345"}',
+        b'{"id":1,"price":12.5}',
+        b'{"id":1,"wide":1}',
+        b'{"id":1,"ratio":3.5e38}',
+        b'{"id":1,"at":"2024-02-29T12:00:00Z"}',  # valid, but not by its shape alone
+        b'{"id":1,"at":"2024-05-01T12:00:00"}',  # no offset
+        b'{"id":1,"wall":"2024-05-01T12:00:00+02:00"}',
+        b'{"id":1,"day":"2024-05-01T12:00:00Z"}',
+        b'{"id":1,"uid":"abcdef00-1234-5678-1234-56781234567g"}',
+        b'{"id":1,"tags":["a\\"b"]}',
+        b'{"id":1,"tags":["a",null]}',
+        b'{"id":1,"doc":' + b"[" * 600 + b"]" * 600 + b"}",
+    ],
+)
+def test_what_the_native_line_is_not_sure_of_goes_to_the_python_form(document: bytes) -> None:
+    native = Native(Format.STRING)
+    assert same_row(native.row(None, document), native.python(None, document))
+    assert native.handed_over == 1
+
+
+def test_keys_are_checked_as_their_format_reads_them() -> None:
+    value = b'{"id": 1}'
+    assert Native(Format.BYTES).row(b"\xff", value) is not None
+    assert Native(Format.STRING).row(b"\xff", value) is None
+    assert Native(Format.STRING).row("é".encode(), value) is not None
+    assert Native(Format.JSON).row(b'{"k": [1]}', value) is not None
+    assert Native(Format.JSON).row(b"k", value) is None
+
+
+def test_a_tombstone_or_a_value_that_is_not_bytes() -> None:
+    native = Native(Format.STRING)
+    assert native.row(b"k", None) is None
+    assert native.handed_over == 0
+    value = bytearray(b'{"id": 1}')
+    assert native.row(b"k", value) == native.python(b"k", value)
+    assert native.handed_over == 1
+
+
+def test_columns_are_checked_when_the_line_is_made() -> None:
+    with pytest.raises(ValueError, match="unknown kind 99"):
+        _copyline.Line([("a", 99, 0, 0, False)], CopyRow, lambda k, v: None, 0)
+    with pytest.raises(ValueError, match="1 to 64 columns"):
+        _copyline.Line([], CopyRow, lambda k, v: None, 0)
