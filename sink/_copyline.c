@@ -754,6 +754,10 @@ static PyObject *Line_row(Line *self, PyObject *const *args, Py_ssize_t nargs) {
         return NULL;
     }
     PyObject *key = args[0], *value = args[1];
+    if (self->fallback == NULL || self->row_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the line was cleared");
+        return NULL;
+    }
     if (value == Py_None) Py_RETURN_NONE; /* a tombstone */
     if (!PyBytes_CheckExact(value) || (key != Py_None && !PyBytes_CheckExact(key)))
         return PyObject_Vectorcall(self->fallback, args, 2, NULL);
@@ -785,11 +789,25 @@ fallback:
 
 /* ---- the type ---- */
 
+/* The fallback is usually a bound method of the object that holds this line: a cycle, which
+ * the garbage collector can only break through these two. */
+static int Line_traverse(Line *self, visitproc visit, void *arg) {
+    Py_VISIT(self->row_type);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int Line_clear(Line *self) {
+    Py_CLEAR(self->row_type);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
 static void Line_dealloc(Line *self) {
+    PyObject_GC_UnTrack(self);
+    Line_clear(self);
     for (Py_ssize_t i = 0; i < self->count; i++) PyMem_Free(self->columns[i].name);
     PyMem_Free(self->columns);
-    Py_XDECREF(self->row_type);
-    Py_XDECREF(self->fallback);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -863,7 +881,9 @@ static PyTypeObject LineType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sink._copyline.Line",
     .tp_basicsize = sizeof(Line),
     .tp_dealloc = (destructor)Line_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Line_traverse,
+    .tp_clear = (inquiry)Line_clear,
     .tp_doc = "One table's COPY line from a JSON object value, in C.",
     .tp_methods = Line_methods,
     .tp_new = Line_new,

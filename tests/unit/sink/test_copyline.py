@@ -5,7 +5,9 @@ message spelled them. Which documents it writes itself and which it hands over."
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
+import weakref
 from typing import Any
 
 import orjson
@@ -293,3 +295,12 @@ def test_columns_are_checked_when_the_line_is_made() -> None:
         _copyline.Line([("a", 99, 0, 0, False)], CopyRow, lambda k, v: None, 0)
     with pytest.raises(ValueError, match="1 to 64 columns"):
         _copyline.Line([], CopyRow, lambda k, v: None, 0)
+
+
+def test_a_line_and_its_holder_are_collected_together() -> None:
+    # The holder keeps the line's `row`, and the line keeps the holder's method as its fallback.
+    native = Native(Format.STRING)
+    gone = weakref.ref(native)
+    del native
+    gc.collect()
+    assert gone() is None
