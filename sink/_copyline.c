@@ -199,13 +199,20 @@ static int scan_string(Reader *r, int *escaped) {
     return -1;
 }
 
-/* The C string of a number token, NUL-terminated into buf (at most MAX_NUMBER_CHARS). */
-static int number_text(const unsigned char *start, const unsigned char *end, char *buf) {
+/* The finite double a number token reads as (as orjson reads it), or -1: longer than
+ * MAX_NUMBER_CHARS, or infinity. */
+static int finite_double(const unsigned char *start, const unsigned char *end, double *value) {
+    char buf[MAX_NUMBER_CHARS + 1];
     size_t n = (size_t)(end - start);
     if (n > MAX_NUMBER_CHARS) return -1;
     memcpy(buf, start, n);
     buf[n] = '\0';
-    return 0;
+    *value = PyOS_string_to_double(buf, NULL, NULL);
+    if (*value == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return isfinite(*value) ? 0 : -1;
 }
 
 /* A number at r->p: moves past it. `integral`: no fraction and no exponent. A number orjson
@@ -238,14 +245,8 @@ static int scan_number(Reader *r, int *integral) {
     if (*integral) {
         if (p - digits > MAX_INT_DIGITS) return -1;
     } else {
-        char buf[MAX_NUMBER_CHARS + 1];
-        if (number_text(r->p, p, buf) < 0) return -1;
-        double value = PyOS_string_to_double(buf, NULL, NULL);
-        if (value == -1.0 && PyErr_Occurred()) {
-            PyErr_Clear();
-            return -1;
-        }
-        if (!isfinite(value)) return -1;
+        double value;
+        if (finite_double(r->p, p, &value) < 0) return -1;
     }
     r->p = p;
     return 0;
@@ -530,14 +531,8 @@ static int put_string(Out *out, const unsigned char *p, const unsigned char *end
 /* Python's repr() of a double read from a number token: orjson's float, as the Python path
  * writes it. */
 static int put_float(Out *out, const unsigned char *p, const unsigned char *end, int single) {
-    char buf[MAX_NUMBER_CHARS + 1];
-    if (number_text(p, end, buf) < 0) return -1;
-    double value = PyOS_string_to_double(buf, NULL, NULL);
-    if (value == -1.0 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return -1;
-    }
-    if (!isfinite(value) || (single && fabs(value) > REAL_MAX)) return -1;
+    double value;
+    if (finite_double(p, end, &value) < 0 || (single && fabs(value) > REAL_MAX)) return -1;
     char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (!text) {
         PyErr_Clear();
@@ -612,6 +607,13 @@ static int put_text_array(Out *out, const unsigned char *p, const unsigned char 
     }
 }
 
+/* For a value's span: 1 for an integer token, 0 for a number with a fraction or an exponent,
+ * -1 for anything else. */
+static int integral_number(const unsigned char *p, Py_ssize_t n) {
+    if (*p != '-' && (*p < '0' || *p > '9')) return -1;
+    return digits(p + (*p == '-'), (int)(n - (*p == '-')));
+}
+
 /* The content of a string value without escapes (between its quotes), or NULL. */
 static const unsigned char *plain_string(Span span, Py_ssize_t *n) {
     if (*span.start != '"') return NULL;
@@ -630,9 +632,7 @@ static int put_column(Out *out, const Column *column, Span span) {
     }
     switch (column->kind) {
     case K_INT:
-        if (*p != '-' && (*p < '0' || *p > '9')) return -1;
-        if (!digits(p + (*p == '-'), (int)(n - (*p == '-')))) return -1; /* a fraction or exponent */
-        if (!integer_in(p, n, column->a, column->b)) return -1;
+        if (integral_number(p, n) != 1 || !integer_in(p, n, column->a, column->b)) return -1;
         return out_put(out, p, (size_t)n);
     case K_TEXT: {
         if (*p != '"') return -1;
@@ -649,15 +649,12 @@ static int put_column(Out *out, const Column *column, Span span) {
         const unsigned char *text = plain_string(span, &k);
         if (text != NULL)
             return decimal_shape(text, k, column->a, column->b) ? out_put(out, text, (size_t)k) : -1;
-        if (*p != '-' && (*p < '0' || *p > '9')) return -1;
-        if (!digits(p + (*p == '-'), (int)(n - (*p == '-')))) return -1;
-        if (n - (*p == '-') > column->a) return -1;
+        if (integral_number(p, n) != 1 || n - (*p == '-') > column->a) return -1;
         if (!integer_in(p, n, -INT64_MAX, INT64_MAX)) return -1;
         return out_put(out, p, (size_t)n);
     }
     case K_FLOAT:
-        if (*p != '-' && (*p < '0' || *p > '9')) return -1;
-        if (digits(p + (*p == '-'), (int)(n - (*p == '-')))) return -1; /* an int: not a float */
+        if (integral_number(p, n) != 0) return -1; /* an int is not a float, in Python */
         return put_float(out, p, span.end, (int)column->a);
     case K_BOOL:
         if (*p == 't') return out_put(out, "t", 1);

@@ -77,13 +77,12 @@ class FastPath:
         self._read_key = _KEY_READERS[key_format]
         self.native_columns = native_columns
         self.row: Callable[[bytes | None, bytes | None], CopyRow | None] = self.python_row
-        self.native = _copyline is not None and native_columns is not None
-        if self.native:
-            assert _copyline is not None and native_columns is not None
+        self.native = False
+        if _copyline is not None and native_columns is not None:
             native = _copyline.Line(
                 native_columns, CopyRow, self.python_row, _NATIVE_KEY_FORMATS[key_format]
             )
-            self.row = native.row
+            self.row, self.native = native.row, True
 
     def python_row(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
         if value is None:
@@ -135,13 +134,14 @@ class Pipeline:
         targets = self.router.targets(topic)
         if not targets:
             return None
-        line = self._mappers[targets[0].table].value_line
+        mapper = self._mappers[targets[0].table]
         why_not = self._why_not_fast(targets)
-        if why_not is not None or line is None:
+        if why_not is not None or mapper.value_line is None:
             logger.info("%s: messages take the general path (%s)", topic, why_not)
             return None
-        mapper = self._mappers[targets[0].table]
-        path = FastPath(targets[0].table, line, targets[0].key_format, mapper.native_columns)
+        path = FastPath(
+            targets[0].table, mapper.value_line, targets[0].key_format, mapper.native_columns
+        )
         logger.info(
             "%s: messages go straight from JSON to COPY text%s",
             topic,
