@@ -551,9 +551,35 @@ def headers_object(message: Message) -> dict[str, str | None]:
     return out
 
 
+def kafka_instant(timestamp_ms: int | None) -> datetime | None:
+    """A Kafka timestamp as an aware UTC datetime; None without one, or beyond the years 1 to
+    9999 a datetime holds (see `kafka_timestamp_out_of_range`)."""
+    if timestamp_ms is None:
+        return None
+    try:
+        return _EPOCH + timedelta(milliseconds=timestamp_ms)
+    except (OverflowError, ValueError):
+        return None
+
+
+def kafka_timestamp_out_of_range(timestamp_ms: int) -> str:
+    """Why a Kafka timestamp has no datetime: a producer that sets CreateTime in microseconds
+    or nanoseconds, rather than milliseconds, lands after the year 9999."""
+    when = "after the year 9999" if timestamp_ms > 0 else "before the year 1"
+    return (
+        f"the Kafka timestamp {timestamp_ms} (milliseconds since 1970) is {when}, out of range "
+        f"for a timestamp; the producer may set it in micro- or nanoseconds"
+    )
+
+
 def _kafka_timestamp(record: Record) -> object:
     ms = record.message.timestamp_ms
-    return None if ms is None else _from_epoch_ms(ms)
+    if ms is None:
+        return None
+    moment = kafka_instant(ms)
+    if moment is None:
+        raise _Reject(kafka_timestamp_out_of_range(ms), "range")
+    return moment
 
 
 _METADATA: Mapping[SourceKind, Extractor] = {
@@ -916,21 +942,86 @@ def compile_mapper(target: Target) -> Mapper:
 def dead_letter_row(
     message: Message, error: DecodeError, failed_at: datetime
 ) -> tuple[object, ...]:
-    """A row of the dead-letter table (sink.tables.dead_letter_table) for a rejected message."""
-    timestamp = (
-        None
-        if message.timestamp_ms is None
-        else _EPOCH + timedelta(milliseconds=message.timestamp_ms)
-    )
+    """A row of the dead-letter table (sink.tables.dead_letter_table) for a rejected message.
+
+    Every value is one PostgreSQL stores whatever the message holds: a row it refused would be
+    refused again each time the batch is retried. So the headers are `storable_headers`, text
+    has NUL and lone surrogates escaped, and a Kafka timestamp a datetime cannot hold is NULL,
+    the reason saying why."""
+    reason = storable_text(str(error))
+    timestamp = kafka_instant(message.timestamp_ms)
+    if timestamp is None and message.timestamp_ms is not None:
+        reason += f"; the timestamp is NULL: {kafka_timestamp_out_of_range(message.timestamp_ms)}"
     return (
-        message.topic,
+        storable_text(message.topic),
         message.partition,
         message.offset,
         timestamp,
         message.key,
         message.value,
-        headers_object(message),
-        error.code,
-        str(error).replace("\x00", "\\0"),
+        storable_headers(message),
+        storable_text(error.code),
+        reason,
         failed_at,
     )
+
+
+def storable_text(text: str) -> str:
+    """Text PostgreSQL can store: NUL written as `\\x00`, a lone surrogate as `\\udcff`."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_storable(text: str) -> bool:
+    """Text PostgreSQL's text and jsonb can hold as it is: UTF-8, without NUL."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def _stored_header_value(value: bytes | None) -> str | dict[str, str] | None:
+    if value is None:
+        return None
+    if b"\x00" not in value:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return {"base64": base64.b64encode(value).decode("ascii")}
+
+
+def storable_headers(message: Message) -> dict[str, object]:
+    """Headers as a JSON object that jsonb stores whatever they hold, every byte kept, for the
+    dead-letter table.
+
+    A name maps to its value: its UTF-8 text, null for no value, or `{"base64": ...}` for bytes
+    that are not text PostgreSQL can store (not UTF-8, or with NUL). A name given more than
+    once maps to the list of its values, in order. A name PostgreSQL cannot store (with NUL or a
+    lone surrogate) is only stood in for by its key (those characters as U+FFFD): its value is
+    then an object with the name's UTF-8 bytes in "name_base64", and the value in "text" or
+    "base64" (neither for no value)."""
+    values: dict[str, list[object]] = {}
+    for name, value in message.headers:
+        stored: object = _stored_header_value(value)
+        key = name
+        if not _is_storable(name):
+            exact = name.encode("utf-8", "surrogatepass")
+            entry = {"name_base64": base64.b64encode(exact).decode("ascii")}
+            if isinstance(stored, str):
+                entry["text"] = stored
+            elif isinstance(stored, dict):
+                entry.update(stored)
+            stored = entry
+            key = _UNSTORABLE_CHARACTER.sub("\ufffd", name)
+        values.setdefault(key, []).append(stored)
+    return {key: found[0] if len(found) == 1 else found for key, found in values.items()}

@@ -148,6 +148,20 @@ def test_kafka_metadata_columns() -> None:
     )
 
 
+def test_a_kafka_timestamp_past_the_year_9999_is_refused_naming_it() -> None:
+    m = mapper(("id", "BIGINT"), ("ts", "TIMESTAMPTZ", "kafka.timestamp"))
+    late = record({"id": 1})
+    late = late._replace(message=late.message._replace(timestamp_ms=1_700_000_000_000_000))
+    for path in (m.map, m.line):
+        with pytest.raises(MappingError) as caught:
+            path(late)
+        assert caught.value.code == "range"
+        assert "app.events.ts: the Kafka timestamp 1700000000000000 (milliseconds since 1970) " in (
+            str(caught.value)
+        )
+        assert "after the year 9999" in str(caught.value)
+
+
 def test_key_fields_are_read_from_a_json_key() -> None:
     m = mapper(("tenant", "TEXT", "key.tenant"), key_format=Format.JSON)
     assert m.map(record({}, b'{"tenant": "acme"}', key_format=Format.JSON)) == ("acme",)
