@@ -5,7 +5,7 @@ from ._errors import DataError, IngestError, SchemaError, WatermarkError
 from ._ingest import ingest
 from ._options import Delete, HighWatermark, Upsert, Visibility
 from ._plan import PlannedStep, migration_plan
-from ._read import read_high_watermark
+from ._watermark import read_high_watermark, write_high_watermark
 
 __all__ = [
     "CopyRow",
@@ -22,4 +22,5 @@ __all__ = [
     "ingest",
     "migration_plan",
     "read_high_watermark",
+    "write_high_watermark",
 ]

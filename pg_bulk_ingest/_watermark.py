@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
-from ._catalog import comment
+from ._catalog import comment, table_oid
 from ._db import Db
 from ._errors import WatermarkError
+from ._schema import DEFAULT_SCHEMA
 from ._sql import literal, qualified
 
 KEY = "pg-bulk-ingest"
@@ -72,3 +74,26 @@ def save(db: Db, schema: str, name: str, value: Any) -> None:
     table = f"{schema}.{name}"
     text = serialize(table, with_watermark(load(db, schema, name), value))
     db.execute(f"COMMENT ON TABLE {qualified(schema, name)} IS {literal(text)}")
+
+
+def read_high_watermark(conn: sa.engine.Connection, table: sa.Table) -> Any:
+    """The high watermark stored on `table`, or None when there is no table or none stored.
+
+    Raises WatermarkError when the table's COMMENT is corrupt.
+    """
+    return watermark(load(Db(conn), table.schema or DEFAULT_SCHEMA, table.name))
+
+
+def write_high_watermark(conn: sa.engine.Connection, table: sa.Table, value: Any) -> None:
+    """Stores `value` as the high watermark of `table`, as `ingest` does after a batch: every
+    other key of the COMMENT is kept. Runs in the caller's transaction, which holds the table's
+    SHARE UPDATE EXCLUSIVE lock from here to its end, so that concurrent writers of the
+    watermark queue up (under READ COMMITTED, each then reads the one written before it).
+
+    Raises WatermarkError when the table does not exist or its COMMENT is corrupt.
+    """
+    db, schema = Db(conn), table.schema or DEFAULT_SCHEMA
+    if table_oid(db, schema, table.name) is None:
+        raise WatermarkError(f"{schema}.{table.name} does not exist: no watermark to write")
+    db.execute(f"LOCK TABLE {qualified(schema, table.name)} IN SHARE UPDATE EXCLUSIVE MODE")
+    save(db, schema, table.name, value)

@@ -21,6 +21,7 @@ from .metrics import SinkMetrics
 from .pipeline import Pipeline
 from .retry import DATABASE_ERRORS, explain
 from .worker import Worker
+from .writer import create_engine
 
 logger = logging.getLogger("sink")
 
@@ -31,14 +32,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _engine(settings: Settings) -> sa.engine.Engine:
-    return sa.create_engine(settings.postgres.engine_url(), future=True, pool_pre_ping=True)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logger.info("effective configuration %s", orjson.dumps(settings.redacted()).decode())
-    engine = _engine(settings)
+    engine = create_engine(settings.postgres, pool_pre_ping=True)
     # Probes get an engine of their own: a hung connect must not stall the loop, nor the loop
     # the probes.
     probe_engine = sa.create_engine(

@@ -1,8 +1,8 @@
 """Operator commands next to `run`: `check` (ready to run?), `status` (stored offsets and lag)
 and `reset` (move the stored offsets), all reading the same config as the worker.
 
-The stored offsets are the ingest high watermark in the first table's COMMENT; Kafka is only
-asked for topics, partitions, log offsets and group membership.
+The stored offsets are the ingest high watermark in the COMMENT of the sink's state table; Kafka
+is only asked for topics, partitions, log offsets and group membership.
 """
 
 from __future__ import annotations
@@ -29,15 +29,10 @@ from . import logs
 from .config import ErrorPolicy, Settings, StartFrom, load_settings
 from .deadletter import without_consumer_settings
 from .errors import ConfigError, SinkError
-from .offsets import (
-    StoredState,
-    adopt_definition,
-    advance,
-    fingerprint,
-    parse_state,
-)
+from .offsets import StoredState, adopt_definition
 from .records import TopicPartition
 from .tables import TableSet, load_tables
+from .writer import Writer, create_engine
 
 # Every Kafka request of a command waits at most this long: enough for a broker that is
 # electing leaders, short enough that a wrong bootstrap address fails visibly.
@@ -66,7 +61,8 @@ def register(command: Command) -> None:
     status.set_defaults(func=cmd_status)
     reset = command(
         "reset",
-        "set the stored offsets (in the first table's COMMENT) of the subscribed partitions",
+        "set the stored offsets (in the state table's COMMENT) of the subscribed partitions; "
+        "creates the state table, or replaces a state that cannot be read",
     )
     reset.add_argument(
         "--to",
@@ -96,21 +92,19 @@ class Context:
     tables: TableSet
 
     @property
-    def first_table(self) -> sa.Table:
-        """The table whose COMMENT holds the offsets (the first of the metadata)."""
-        return next(iter(self.tables.metadata.tables.values()))
-
-    @property
-    def first_name(self) -> str:
-        table = self.first_table
-        return f"{table.schema or 'public'}.{table.name}"
+    def state_name(self) -> str:
+        """The state table, whose COMMENT holds the offsets, as `schema.table`."""
+        table = self.tables.state_table
+        assert table is not None  # load_tables always adds it
+        return f"{table.schema}.{table.name}"
 
     def engine(self) -> sa.engine.Engine:
-        return sa.create_engine(
-            self.settings.postgres.engine_url(),
-            future=True,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        return create_engine(
+            self.settings.postgres, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         )
+
+    def writer(self, engine: sa.engine.Engine) -> Writer:
+        return Writer(engine, self.tables, self.settings.kafka.group_id)
 
     def admin(self) -> Any:
         config = without_consumer_settings(self.settings.kafka.client_config())
@@ -187,11 +181,6 @@ def _list_offsets(
     return found
 
 
-def _stored_state(context: Context, conn: sa.engine.Connection) -> StoredState:
-    value = pg_bulk_ingest.read_high_watermark(conn, context.first_table)
-    return parse_state(value, context.first_name)
-
-
 # --- check -------------------------------------------------------------------------------
 
 
@@ -223,7 +212,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     report.say(
         f"config: valid; tables {tables}; group {settings.kafka.group_id!r}; "
-        f"errors.policy {settings.errors.policy.value}"
+        f"state table {context.state_name}; errors.policy {settings.errors.policy.value}"
     )
     _check_kafka(context, report)
     _check_postgres(context, report)
@@ -353,35 +342,43 @@ def _check_privileges(
 
 
 def _check_offsets(context: Context, conn: sa.engine.Connection, report: _Report) -> None:
-    first = context.first_name
+    first = context.state_name
+    state_table = context.tables.state_table
+    assert state_table is not None
     owner = conn.execute(
         sa.text(
             "SELECT pg_get_userbyid(c.relowner), pg_has_role(current_user, c.relowner, 'USAGE') "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = :schema AND c.relname = :name"
         ),
-        {"schema": context.first_table.schema or "public", "name": context.first_table.name},
+        {"schema": state_table.schema, "name": state_table.name},
     ).first()
     if owner is None:
-        report.say(f"offsets: {first} does not exist yet; it is created with no stored offsets")
+        report.say(
+            f"offsets: the state table {first} does not exist yet; the first worker creates it "
+            "(adopting offsets that an earlier release stored on a data table)"
+        )
         conn.rollback()
         return
     role = conn.execute(sa.text("SELECT current_user")).scalar()
     if owner[1]:
-        report.say(f"offsets: role {role!r} can COMMENT ON {first} (owner {owner[0]!r})")
+        report.say(
+            f"offsets: stored in the state table {first}; role {role!r} can COMMENT ON it "
+            f"(owner {owner[0]!r})"
+        )
     else:
         report.problem(
             f"role {role!r} cannot COMMENT ON {first}, where the offsets are stored: it is "
             f"owned by {owner[0]!r} (ALTER TABLE {first} OWNER TO {role}, or grant the role)"
         )
+    conn.rollback()
+    writer = context.writer(conn.engine)
     try:
-        state = _stored_state(context, conn)
-        adopt_definition(state, fingerprint(context.tables.metadata.tables.values()), first)
+        state = writer.read_state()
+        adopt_definition(state, writer.definition, first)
         report.say(f"  {len(state.offsets)} partition offset(s) stored")
     except (SinkError, pg_bulk_ingest.IngestError) as exc:
         report.problem(str(exc))
-    finally:
-        conn.rollback()
 
 
 # --- status ------------------------------------------------------------------------------
@@ -427,8 +424,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     found, missing = _subscribed(context, _cluster_topics(context, admin))
     engine = context.engine()
     try:
-        with engine.connect() as conn:
-            state = _stored_state(context, conn)
+        state = context.writer(engine).stored_state() or StoredState()
     finally:
         engine.dispose()
     cluster_partitions = _partitions(found)
@@ -441,7 +437,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     total = sum(row.lag or 0 for row in rows)
     if args.json:
         document = {
-            "table": context.first_name,
+            "state_table": context.state_name,
             "group_id": context.settings.kafka.group_id,
             "partitions": [vars(row) for row in rows],
             "missing_topics": missing,
@@ -449,7 +445,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
         print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
         return 0
-    print(f"offsets stored in the COMMENT of {context.first_name}")
+    print(
+        f"offsets of consumer group {context.settings.kafka.group_id!r}, stored in the COMMENT "
+        f"of {context.state_name}"
+    )
     print(
         _table(
             ["TOPIC", "PARTITION", "STORED", "LOG-END", "LAG"],
@@ -593,77 +592,22 @@ def cmd_reset(args: argparse.Namespace) -> int:
     new_offsets = _reset_offsets(context, admin, target)
     engine = context.engine()
     try:
-        with engine.connect() as conn, conn.begin():
-            before = write_offsets(conn, context.first_table, new_offsets, dry_run=args.dry_run)
+        before, problem = context.writer(engine).reset(new_offsets, dry_run=args.dry_run)
     finally:
         engine.dispose()
     verb = "would set" if args.dry_run else "set"
-    print(f"{verb} stored offsets in the COMMENT of {context.first_name}:")
+    if before is None and problem is None:
+        print(f"the state table {context.state_name} does not exist: {verb[:-3]}create it")
+    if problem is not None:
+        print(
+            f"the stored state cannot be read ({problem}); it is replaced: only the offsets below"
+        )
+    print(f"{verb} stored offsets in the COMMENT of {context.state_name}:")
+    stored = {} if before is None else before.offsets
     for tp, offset in sorted(new_offsets.items()):
-        print(f"  {tp.topic}[{tp.partition}]: {_show(before.offsets.get(tp))} -> {offset}")
+        print(f"  {tp.topic}[{tp.partition}]: {_show(stored.get(tp))} -> {offset}")
     if args.dry_run:
         print("dry run: nothing changed")
     elif members:
         print(f"note: {members} active member(s) of {group!r} re-read from the new offsets")
     return 0
-
-
-def write_offsets(
-    conn: sa.engine.Connection,
-    table: sa.Table,
-    next_offsets: Mapping[TopicPartition, int],
-    *,
-    dry_run: bool = False,
-) -> StoredState:
-    """Moves the stored next offsets of these partitions, every other key of the comment kept;
-    returns the state before. Call inside a transaction: the table is locked (SHARE UPDATE
-    EXCLUSIVE, as a batch commit does) until it ends."""
-    schema = table.schema or "public"
-    where = f"{schema}.{table.name}"
-    quoted = f"{_ident(schema)}.{_ident(table.name)}"
-    exists = conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": quoted}).scalar()
-    if exists is None:
-        raise SinkError(
-            f"{where} does not exist yet, so there are no stored offsets to reset; start the "
-            "sink once (or set kafka.start_from) instead"
-        )
-    conn.execute(sa.text(f"LOCK TABLE {quoted} IN SHARE UPDATE EXCLUSIVE MODE"))
-    # Validates the comment (a corrupt one raises) before it is parsed again below.
-    before = parse_state(pg_bulk_ingest.read_high_watermark(conn, table), where)
-    if dry_run:
-        return before
-    comment = conn.execute(
-        sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"), {"t": quoted}
-    ).scalar()
-    document = _comment_document(comment)
-    ours = document.get("pg-bulk-ingest", {})
-    ours["high-watermark"] = advance(before, next_offsets).to_json()
-    document["pg-bulk-ingest"] = ours
-    text = orjson.dumps(document).decode()
-    # COMMENT takes no bind parameters: send it as a literal through the driver's cursor so
-    # that nothing parses `:name` or `%` inside the JSON.
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(f"COMMENT ON TABLE {quoted} IS {_literal(text)}")
-    finally:
-        cursor.close()
-    return before
-
-
-def _comment_document(comment: str | None) -> dict[str, Any]:
-    """The comment as the ingest core keeps it: a JSON object, a human text under "comment"."""
-    if comment is None or not comment.strip():
-        return {}
-    if not comment.lstrip().startswith("{"):
-        return {"comment": comment}
-    document = orjson.loads(comment)
-    assert isinstance(document, dict)  # read_high_watermark has validated it
-    return document
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import logging
 import re
 import sys
 from collections.abc import Mapping
@@ -26,11 +27,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
+logger = logging.getLogger(__name__)
+
 ENV_PREFIX = "SINK_"
 ENV_DELIMITER = "__"
 CONFIG_ENV = "SINK_CONFIG"
 REDACTED = "**********"
 
+# Accepted and ignored, with a warning: it kept a batch open while VACUUM held the lock that
+# storing offsets on a data table needed; offsets now live in a state table of their own.
+RETIRED_VACUUM_SETTING = "yield_to_vacuum_seconds"
 # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1 bytes): refuse them instead.
 MAX_IDENTIFIER_BYTES = 63
 # Largest n PostgreSQL accepts in VARCHAR(n).
@@ -282,6 +288,9 @@ class PostgresSettings:
 
     url: URL
     password: Secret | None = None
+    # "schema.table" (or "table", in the default schema) whose comment holds the offsets;
+    # None: derived from kafka.group_id (see sink.tables.state_table).
+    state_table: str | None = None
 
     def engine_url(self) -> URL:
         """The SQLAlchemy URL to connect with, password included (psycopg 3 unless the
@@ -296,10 +305,6 @@ class BatchSettings:
     max_messages: int = 10_000
     max_bytes: int = 16 * 1024 * 1024
     max_age_seconds: float = 1.0
-    # How long a due batch stays open while another session holds the lock its commit needs
-    # (autovacuum, VACUUM, ANALYZE, an index build). 0 (the default) commits on time, which
-    # cancels an autovacuum once PostgreSQL's deadlock_timeout has passed.
-    yield_to_vacuum_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -397,6 +402,7 @@ class Settings:
             },
             "postgres": {
                 "url": self.postgres.engine_url().render_as_string(hide_password=True),
+                "state_table": self.postgres.state_table,
             },
             "batch": _plain(self.batch),
             "http": _plain(self.http),
@@ -778,11 +784,22 @@ def _parse_postgres(section: _Section) -> PostgresSettings:
         passwords.append(
             ("postgres.password_file", _read_secret_file("postgres.password_file", password_file))
         )
+    state_table = section.optional_text("state_table")
+    if state_table is not None:
+        schema, _, name = state_table.rpartition(".")
+        for part in (schema or "public", name):
+            problem = _identifier_problem(part)
+            if problem:
+                section.fail("state_table", f"{problem}; expected schema.table or table")
     section.finish()
     if len(passwords) > 1:
         given = " and ".join(name for name, _ in passwords)
         raise ConfigError(f"postgres.password: given in {given}; keep only one")
-    return PostgresSettings(url=url, password=Secret(passwords[0][1]) if passwords else None)
+    return PostgresSettings(
+        url=url,
+        password=Secret(passwords[0][1]) if passwords else None,
+        state_table=state_table,
+    )
 
 
 def _parse_batch(section: _Section) -> BatchSettings:
@@ -791,10 +808,13 @@ def _parse_batch(section: _Section) -> BatchSettings:
         max_messages=section.integer("max_messages", defaults.max_messages),
         max_bytes=section.integer("max_bytes", defaults.max_bytes),
         max_age_seconds=section.number("max_age_seconds", defaults.max_age_seconds),
-        yield_to_vacuum_seconds=section.number(
-            "yield_to_vacuum_seconds", defaults.yield_to_vacuum_seconds, zero=True
-        ),
     )
+    if section.get(RETIRED_VACUUM_SETTING) is not _MISSING:
+        logger.warning(
+            "batch.%s is ignored: the offsets are stored in a state table of their own, so a "
+            "commit never waits for VACUUM on a data table; remove the setting",
+            RETIRED_VACUUM_SETTING,
+        )
     section.finish()
     return batch
 

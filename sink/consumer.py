@@ -6,13 +6,24 @@ offsets decide where each partition is read from.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+)
 from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient
 
+from .deadletter import without_consumer_settings
+from .errors import SinkError
 from .records import TopicPartition
 
 logger = logging.getLogger(__name__)
@@ -23,6 +34,8 @@ FIXED_SETTINGS = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
 }
+# How long asking the broker for the group's committed offsets may take.
+GROUP_OFFSETS_TIMEOUT_SECONDS = 30.0
 # Settings that librdkafka rejects under the KIP-848 group protocol.
 CLASSIC_ONLY = ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms")
 
@@ -157,3 +170,28 @@ def is_fatal(error: KafkaError) -> bool:
         KafkaError.GROUP_AUTHORIZATION_FAILED,
         KafkaError._INVALID_ARG,
     )
+
+
+class KafkaUnavailableError(SinkError):
+    """The broker did not answer a request the sink cannot do without; worth retrying."""
+
+
+def group_offsets(client_config: Mapping[str, Any], group_id: str) -> dict[TopicPartition, int]:
+    """The offsets the consumer group has committed in Kafka (the sink's advisory ones)."""
+    admin = AdminClient(without_consumer_settings(client_config))
+    request = [ConsumerGroupTopicPartitions(group_id)]
+    try:
+        future = admin.list_consumer_group_offsets(
+            request, request_timeout=GROUP_OFFSETS_TIMEOUT_SECONDS
+        )[group_id]
+        found = future.result(timeout=GROUP_OFFSETS_TIMEOUT_SECONDS)
+    except (KafkaException, concurrent.futures.TimeoutError) as exc:
+        raise KafkaUnavailableError(
+            f"cannot read the committed offsets of consumer group {group_id!r} from Kafka "
+            f"({exc}); they tell whether the sink stored offsets before"
+        ) from None
+    return {
+        TopicPartition(p.topic, p.partition): p.offset
+        for p in found.topic_partitions or ()
+        if p.offset >= 0
+    }

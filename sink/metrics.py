@@ -271,11 +271,6 @@ class SinkMetrics:
         self.commit_failures = r.counter(
             "commit_failures_total", "Batches that failed to commit, by kind.", ["kind"]
         )
-        self.commit_deferred_seconds = r.counter(
-            "commit_deferred_seconds_total",
-            "Seconds due batches were kept open while another session (autovacuum, VACUUM, "
-            "ANALYZE, an index build) held the lock a commit needs.",
-        )
         self.rebalances = r.counter(
             "rebalances_total", "Partition rebalance events, by event.", ["event"]
         )
@@ -333,11 +328,6 @@ class SinkMetrics:
         """An operation is being retried; `kind` is a short stable label such as
         "serialization", "deadlock", "connection" or "dead-letter-producer"."""
         self.retries.inc(1, [kind])
-
-    def commit_deferred(self, seconds: float) -> None:
-        """A due batch was kept open `seconds` while another session held the table's lock."""
-        if seconds > 0:
-            self.commit_deferred_seconds.inc(seconds)
 
     def commit_failed(self, kind: str) -> None:
         """A batch did not commit; `kind` is a short stable label such as "fenced",

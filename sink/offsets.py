@@ -1,9 +1,10 @@
 """Kafka positions as the ingest high watermark: parse, fence-check and merge, all pure.
 
-The stored value, JSON in the first table's comment through pg_bulk_ingest, is
-`{"offsets": {topic: {partition: next_offset}}, "definitions": [fingerprint, ...]}`.
+The stored value, JSON in the comment of the sink's state table through pg_bulk_ingest, is
+`{"group": group_id, "offsets": {topic: {partition: next_offset}}, "definitions": [...]}`.
 Offsets are always the next offset to read; `definitions` lists the table definitions that
 have been applied, newest last, so a worker with an older one never migrates the table back.
+Releases before the state table kept the same value, without "group", on the first data table.
 """
 
 from __future__ import annotations
@@ -34,31 +35,67 @@ class OutdatedDefinitionError(SinkError):
 
 
 class StoredStateError(SinkError):
-    """The stored high watermark is not one this sink wrote."""
+    """The stored state cannot be used: it is missing, unreadable, or not this sink's.
+
+    The worker stops rather than start over from `kafka.start_from`; `reset` is the remedy.
+    """
+
+    def __init__(self, message: str, *, stored: Positions | None = None) -> None:
+        super().__init__(message)
+        # Offsets found in the broken state, when there are some to offer `reset`.
+        self.stored = stored
 
 
 @dataclass(frozen=True)
 class StoredState:
-    """What the table comment holds for the sink."""
+    """What the state table's comment holds for the sink."""
 
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     definitions: tuple[str, ...] = ()
+    group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         topics: dict[str, dict[str, int]] = {}
         for (topic, partition), next_offset in sorted(self.offsets.items()):
             topics.setdefault(topic, {})[str(partition)] = next_offset
-        return {"offsets": topics, "definitions": list(self.definitions)}
+        document: dict[str, Any] = {"offsets": topics, "definitions": list(self.definitions)}
+        if self.group is not None:
+            document = {"group": self.group, **document}
+        return document
 
 
-def parse_state(value: Any, where: str) -> StoredState:
-    """The sink's state from a stored high watermark (None when nothing is stored)."""
-    if value is None:
-        return StoredState()
+# What a data table's comment says once its offsets moved to a state table: a value that
+# releases before the state table refuse to read ("offsets" is not an object), so that a
+# worker of such a release, still running during a rolling upgrade, stops at its next commit.
+MOVED = "moved"
+
+
+def moved_marker(state_table: str, group: str) -> dict[str, Any]:
+    return {
+        "offsets": f"moved to the state table {state_table} for consumer group {group!r} by a "
+        "newer pg-kafka-sink: upgrade this worker",
+        MOVED: state_table,
+    }
+
+
+def is_legacy_state(value: Any) -> bool:
+    """Whether a data table's stored watermark is the sink's state as kept before the state
+    table (and not yet moved)."""
+    return isinstance(value, dict) and isinstance(value.get("offsets"), dict) and MOVED not in value
+
+
+def parse_state(value: Any, where: str, group: str | None = None) -> StoredState:
+    """The sink's state from a stored high watermark; `group`, if given, must be its owner."""
     if not isinstance(value, dict) or not isinstance(value.get("offsets", {}), dict):
         raise StoredStateError(
-            f"{where}: the stored high watermark {value!r} was not written by this sink; "
-            "point the sink at its own table or reset the offsets (pg-kafka-sink reset)"
+            f"{where}: the stored high watermark {_short(value)} was not written by this sink"
+        )
+    owner = value.get("group")
+    if group is not None and owner is not None and owner != group:
+        raise StoredStateError(
+            f"{where} holds the offsets of consumer group {owner!r}, not {group!r}: each "
+            "consumer group needs a state table of its own (set postgres.state_table, or leave "
+            "it unset to derive one from kafka.group_id)"
         )
     offsets: dict[TopicPartition, int] = {}
     for topic, partitions in value.get("offsets", {}).items():
@@ -74,7 +111,12 @@ def parse_state(value: Any, where: str) -> StoredState:
     definitions = value.get("definitions", [])
     if not isinstance(definitions, list) or not all(isinstance(d, str) for d in definitions):
         raise StoredStateError(f"{where}: stored definitions {definitions!r} are not a list")
-    return StoredState(offsets, tuple(definitions))
+    return StoredState(offsets, tuple(definitions), owner if isinstance(owner, str) else group)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def check_owned(stored: StoredState, expected: Positions, where: str) -> None:
@@ -98,7 +140,7 @@ def check_owned(stored: StoredState, expected: Positions, where: str) -> None:
 
 def advance(stored: StoredState, next_offsets: Positions) -> StoredState:
     """The stored state with this batch's partitions moved on and every other one kept."""
-    return StoredState({**stored.offsets, **next_offsets}, stored.definitions)
+    return StoredState({**stored.offsets, **next_offsets}, stored.definitions, stored.group)
 
 
 def fingerprint(tables: Iterable[sa.Table]) -> str:
@@ -127,4 +169,10 @@ def adopt_definition(stored: StoredState, mine: str, where: str) -> StoredState:
             "Roll out the new table definition to every worker"
         )
     history = (*stored.definitions, mine)[-MAX_DEFINITIONS:]
-    return StoredState(stored.offsets, history)
+    return StoredState(stored.offsets, history, stored.group)
+
+
+def reset_command(offsets: Positions) -> str:
+    """The `reset` command that stores these offsets."""
+    listed = ",".join(f"{t}:{p}={o}" for (t, p), o in sorted(offsets.items()))
+    return f"pg-kafka-sink reset --to {listed}"

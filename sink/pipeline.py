@@ -106,6 +106,10 @@ class Pipeline:
         self.metadata: sa.MetaData = table_set.metadata
         self.router = Router(table_set)
         self._mappers = {target.table: Mapper(target) for target in table_set.targets}
+        # map_record returns rows of a tables module's own tables: each maps to its copy.
+        for original, copy in table_set.copies.items():
+            if copy in self._mappers:
+                self._mappers[original] = self._mappers[copy]
         self._handlers: dict[str, Handler] = {}
         self._fast_paths: dict[str, FastPath | None] = {}
 
@@ -208,7 +212,7 @@ class Pipeline:
                     f"{record.coordinates}: map_record returned a row for {table!r}, which is "
                     "not a table of the sink's metadata"
                 )
-            mapped.append((table, mapper.coerce(record, values)))
+            mapped.append((mapper.table, mapper.coerce(record, values)))
         return tuple(mapped)
 
 

@@ -14,11 +14,12 @@ and a table's `info["tombstones"]` ("delete" | "ignore") defaults to "delete" wi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Tuple, Union
 
 import sqlalchemy as sa
@@ -125,22 +126,81 @@ class TableSet:
     # with [[tables]], a topic matching two tables is a configuration error).
     fan_out: bool = False
     dead_letter_table: sa.Table | None = None
+    # The first table of `metadata`: its comment holds the offsets (see `state_table`).
+    state_table: sa.Table | None = None
+    # A tables module's own tables, each mapped to its copy in `metadata` (map_record returns
+    # rows of the module's tables).
+    copies: Mapping[sa.Table, sa.Table] = field(default_factory=dict)
+
+    @property
+    def data_tables(self) -> list[sa.Table]:
+        """Every table the sink writes rows to (all but the state table)."""
+        return [t for t in self.metadata.tables.values() if t is not self.state_table]
 
 
 def load_tables(settings: Settings) -> TableSet:
-    """The tables of these settings, plus the dead-letter table if the error policy uses one."""
+    """The tables of these settings: the state table first, then the targets, then the
+    dead-letter table if the error policy uses one."""
     if settings.python is not None:
         table_set = tables_from_module(settings.python.module)
     else:
         table_set = tables_from_config(settings.tables)
     _check_dead_letter_topic(table_set, settings.errors.dead_letter_topic)
+    schemas = {t.schema or "public" for t in table_set.metadata.tables.values()}
+    metadata = sa.MetaData()
+    state = state_table(settings.postgres.state_table, settings.kafka.group_id, schemas, metadata)
+    copies = {t: _copy(t, metadata) for t in table_set.metadata.tables.values()}
+    dead = None
     if settings.errors.policy is ErrorPolicy.DEAD_LETTER_TABLE:
         assert settings.errors.dead_letter_table is not None  # checked by load_settings
-        dead = dead_letter_table(settings.errors.dead_letter_table, table_set.metadata)
-        return TableSet(
-            table_set.metadata, table_set.targets, table_set.map_record, table_set.fan_out, dead
+        dead = dead_letter_table(settings.errors.dead_letter_table, metadata)
+    return TableSet(
+        metadata,
+        tuple(dataclasses.replace(t, table=copies[t.table]) for t in table_set.targets),
+        table_set.map_record,
+        table_set.fan_out,
+        dead,
+        state,
+        copies,
+    )
+
+
+def _copy(table: sa.Table, metadata: sa.MetaData) -> sa.Table:
+    if table.key in metadata.tables:
+        raise ConfigError(
+            f"table {table.key} is also the sink's state table; set postgres.state_table to "
+            "another name"
         )
-    return table_set
+    return table.to_metadata(metadata)
+
+
+STATE_TABLE_PREFIX = "kafka_sink_state_"
+
+
+def state_table_name(group_id: str) -> str:
+    """`kafka_sink_state_<group>`: the group lower-cased, anything but letters, digits and `_`
+    replaced by `_`, so that it needs no quoting. A name past PostgreSQL's 63 bytes is cut and
+    ends with a digest of the group. Two groups whose names differ only in case or punctuation
+    map to one name: the state records its group, and the second one stops, naming it."""
+    name = STATE_TABLE_PREFIX + re.sub(r"[^a-z0-9_]", "_", group_id.lower())
+    if len(name) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha256(group_id.encode("utf-8")).hexdigest()[:8]
+    return f"{name[: MAX_IDENTIFIER_BYTES - len(digest) - 1]}_{digest}"
+
+
+def state_table(
+    configured: str | None, group_id: str, schemas: set[str], metadata: sa.MetaData
+) -> sa.Table:
+    """The sink's state table: its COMMENT holds the consumer group's offsets and the table
+    definitions applied; it has no columns and no rows, so that no data table is ever locked
+    to store offsets. `postgres.state_table` names it; by default it is `state_table_name`,
+    in the schema of the sink's tables when they share one, else in "public"."""
+    if configured is not None:
+        schema, _, name = configured.rpartition(".")
+    else:
+        schema, name = (next(iter(schemas)) if len(schemas) == 1 else ""), ""
+    return sa.Table(name or state_table_name(group_id), metadata, schema=schema or "public")
 
 
 def tables_from_config(tables: Sequence[TableSettings]) -> TableSet:

@@ -23,18 +23,29 @@ from confluent_kafka import KafkaException
 
 from .batcher import Batch, Batcher
 from .config import ErrorPolicy, Settings
-from .consumer import KafkaSource, consumer_config, is_fatal
+from .consumer import (
+    KafkaSource,
+    KafkaUnavailableError,
+    consumer_config,
+    group_offsets,
+    is_fatal,
+)
 from .deadletter import DeadLetterProducer, dead_letter_rows
 from .errors import DecodeError, SinkError
 from .health import Health, HealthServer
 from .metrics import SinkMetrics
-from .offsets import FencedError, OutdatedDefinitionError, adopt_definition
+from .offsets import (
+    FencedError,
+    OutdatedDefinitionError,
+    Positions,
+    StoredStateError,
+    adopt_definition,
+)
 from .pipeline import Pipeline
 from .records import Message, TopicPartition, message_from_kafka
 from .retry import Failure, backoff_seconds, classify, failure_kind
 from .tables import Row
-from .vacuum import RECHECK_SECONDS, VacuumYield
-from .writer import PendingBatch, Writer
+from .writer import PendingBatch, Writer, lost_state
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +70,8 @@ SWITCH_SECONDS = 0.0005
 GC_YOUNG_THRESHOLD = 50_000
 # Waits between attempts when the table was migrated by a newer worker of a rollout.
 OUTDATED_RETRY_SECONDS = 15.0
+# Waits between attempts to ask an unreachable broker for the group's offsets at start.
+KAFKA_RETRY_SECONDS = 5.0
 
 
 class BadMessageError(SinkError):
@@ -92,11 +105,8 @@ class Worker:
         self.pipeline = pipeline
         self.health = health
         self.metrics = metrics
-        self.writer = Writer(engine, pipeline.metadata)
+        self.writer = Writer(engine, pipeline.table_set, settings.kafka.group_id)
         self.dead_letter_producer: DeadLetterProducer | None = None
-        self.vacuum_yield = VacuumYield(
-            settings.batch.yield_to_vacuum_seconds, self.writer.lock_holder
-        )
         self.batcher = Batcher(
             max_messages=settings.batch.max_messages,
             max_bytes=settings.batch.max_bytes,
@@ -202,19 +212,23 @@ class Worker:
             self._forget_unread()  # whatever was not committed is read again by the next owner
 
     def _wait_for_definition(self) -> bool:
-        """Waits, outside the group, while a newer definition of the table is live.
+        """Opens the stored state (creating the state table on first start), then waits,
+        outside the group, while a newer definition of the tables is live.
 
         False once asked to stop."""
         while not self.stopping.is_set():
             try:
-                adopt_definition(
-                    self.writer.read_state(), self.writer.definition, self.writer.where
-                )
+                state = self.writer.open_state(self._group_offsets)
+                adopt_definition(state, self.writer.definition, self.writer.where)
                 return True
             except OutdatedDefinitionError as exc:
                 logger.warning("%s; checking again in %.0f s", exc, OUTDATED_RETRY_SECONDS)
                 self.health.beat()
                 self.stopping.wait(OUTDATED_RETRY_SECONDS)
+            except KafkaUnavailableError as exc:
+                logger.warning("%s; trying again in %.0f s", exc, KAFKA_RETRY_SECONDS)
+                self.health.beat()
+                self.stopping.wait(KAFKA_RETRY_SECONDS)
         return False
 
     def _ingest_until_stopped(self) -> None:
@@ -231,6 +245,8 @@ class Worker:
                 finally:
                     self._stop_reading_ahead()
                 return
+            except StoredStateError as exc:
+                raise self._lost(exc) from None
             except FencedError as exc:
                 logger.warning("%s", exc)
                 self.metrics.commit_failed("fenced")
@@ -260,6 +276,22 @@ class Worker:
                 )
                 self.stopping.wait(delay)
             reposition = True
+
+    def _group_offsets(self) -> Positions:
+        kafka = self.settings.kafka
+        return group_offsets(kafka.client_config(), kafka.group_id)
+
+    def _lost(self, error: StoredStateError) -> StoredStateError:
+        """The error with the `reset` command that resumes this worker's partitions."""
+        if error.stored is not None:
+            return error
+        known = {tp: position for tp, position in self.positions.items() if position >= 0}
+        return lost_state(
+            str(error),
+            known,
+            "the offsets this worker last stored or read for its partitions (the group's other "
+            "workers print theirs)",
+        )
 
     def _isolate(self, error: Exception) -> None:
         """Halves the batch size until the one message PostgreSQL rejects is alone, then sets
@@ -380,18 +412,13 @@ class Worker:
             if self.stopping.is_set():
                 break
             if batcher.is_due(now):
-                # Rather than wait for a VACUUM (or cancel an autovacuum), the batch grows.
-                if self._isolating or not self.vacuum_yield.keep_open(now):
-                    break
-                wait, room = RECHECK_SECONDS, CONSUME_CHUNK
-            else:
-                wait = min(POLL_SECONDS, batcher.time_until_due(now))
-                room = min(CONSUME_CHUNK, batcher.max_messages - batcher.message_count)
+                break
+            wait = min(POLL_SECONDS, batcher.time_until_due(now))
+            room = min(CONSUME_CHUNK, batcher.max_messages - batcher.message_count)
             yield from self._add_all(self.source.consume(room, wait))
             if self._spoiled:
                 self._spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
-        self.metrics.commit_deferred(self.vacuum_yield.done(time.monotonic()))
         batch = self._in_flight = batcher.take()
         pending.deletes = batch.deletes
         pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}

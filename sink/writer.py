@@ -1,8 +1,11 @@
 """The PostgreSQL side of the sink: one long `pg_bulk_ingest.ingest` call per run of batches,
-with each batch's next offsets merged into the stored high watermark under the table lock."""
+with each batch's next offsets merged into the stored high watermark under the state table's
+lock, and everything else that reads or writes that state (creating it, adopting the layout
+of earlier releases, `reset`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import sys
@@ -10,20 +13,28 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 import pg_bulk_ingest
 
+from .config import PostgresSettings
 from .offsets import (
+    MOVED,
     Positions,
     StoredState,
+    StoredStateError,
     adopt_definition,
     advance,
     check_owned,
     fingerprint,
+    is_legacy_state,
+    moved_marker,
     parse_state,
+    reset_command,
 )
-from .tables import Row
+from .retry import DATABASE_ERRORS, sqlstate
+from .tables import Row, TableSet
 
 logger = logging.getLogger(__name__)
 
@@ -54,54 +65,235 @@ def _no_rows() -> Iterator[Row]:
     return iter(())
 
 
-# Granted locks of other sessions that conflict with the SHARE UPDATE EXCLUSIVE one each commit
-# takes to write the comment.
-_LOCK_HOLDER = sa.text(
-    """
-    SELECT l.pid, a.backend_type
-    FROM pg_locks AS l LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
-    WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.relation = to_regclass(:table)
-      AND l.mode IN ('ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock',
-                     'ExclusiveLock', 'AccessExclusiveLock')
-    LIMIT 1
-    """
-)
-
-
 def _lock_key(name: str) -> int:
     digest = hashlib.sha256(f"pg-kafka-sink migrations {name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class Writer:
-    """Writes batches into the sink's tables; the first table's comment holds the offsets."""
+UNDEFINED_TABLE = "42P01"
 
-    def __init__(self, engine: sa.engine.Engine, metadata: sa.MetaData) -> None:
+
+def create_engine(postgres: PostgresSettings, **options: Any) -> sa.engine.Engine:
+    """An engine for the sink's tables and its state. READ COMMITTED whatever the role's,
+    database's or server's default: a commit locks the state table and then reads the stored
+    offsets, and only under READ COMMITTED does that read see what another worker committed
+    while this transaction waited for the lock."""
+    return sa.create_engine(
+        postgres.engine_url(), future=True, isolation_level="READ COMMITTED", **options
+    )
+
+
+# Tables named like a state table, in any schema: where the state went when it is not here.
+_STATE_TABLES_ELSEWHERE = sa.text(
+    "SELECT n.nspname || '.' || c.relname FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relname = :name AND c.relkind IN ('r', 'p') ORDER BY 1"
+)
+
+
+class Writer:
+    """Writes batches into the sink's tables; the state table's comment holds the offsets."""
+
+    def __init__(self, engine: sa.engine.Engine, tables: TableSet, group: str) -> None:
+        assert tables.state_table is not None  # load_tables always adds it
         self.engine = engine
-        self.metadata = metadata
-        self.first_table = next(iter(metadata.tables.values()))
-        self.where = self.first_table.fullname
-        self.definition = fingerprint(metadata.tables.values())
+        self.metadata = tables.metadata
+        self.state_table = tables.state_table
+        self.data_tables = tables.data_tables
+        self.group = group
+        self.where = f"{self.state_table.schema}.{self.state_table.name}"
+        self.definition = fingerprint(self.data_tables)
         self._ingesting: sa.Connection | None = None
+
+    # --- the stored state --------------------------------------------------------------------
+
+    def open_state(self, prior: Callable[[], Positions]) -> StoredState:
+        """The stored state; on first start, creates the state table first, with the offsets
+        that a release before the state table kept on a data table, if one did.
+
+        Raises StoredStateError where positions were stored before but the state is gone or
+        unreadable; `prior()` gives the consumer group's offsets in Kafka, which say so and
+        are offered to `reset`."""
+        with self._migration_lock() as (conn, release):
+            try:
+                return self._open(conn, prior)
+            finally:
+                release()
+
+    def _open(self, conn: sa.Connection, prior: Callable[[], Positions]) -> StoredState:
+        with conn.begin():
+            if self._exists(conn):
+                return self._read_or_explain(conn, prior)
+            state = self._adopt_legacy(conn)
+            if state is None:
+                self._check_never_stored(conn, prior)
+                state = StoredState(group=self.group)
+            self._create(conn, state)
+        logger.info(
+            "created the state table %s for consumer group %r (%d stored offsets)",
+            self.where,
+            self.group,
+            len(state.offsets),
+        )
+        return state
 
     def read_state(self) -> StoredState:
         """The stored offsets and definitions, read on a connection of its own."""
-        with self.engine.connect() as conn:
-            value = pg_bulk_ingest.read_high_watermark(conn, self.first_table)
-            conn.rollback()
-        return parse_state(value, self.where)
+        state = self.stored_state()
+        if state is None:
+            raise StoredStateError(self._missing())
+        return state
 
-    def lock_holder(self) -> str | None:
-        """The session holding a lock on the first table that a commit would wait for (its
-        offsets go into that table's comment), as "autovacuum worker (pid 123)"; None if none
-        does. Read on a connection of its own; pg_locks needs no privilege."""
-        name = self.engine.dialect.identifier_preparer.format_table(self.first_table)
-        with self.engine.connect() as conn:
-            found = conn.execute(_LOCK_HOLDER, {"table": name}).first()
-            conn.rollback()
-        return None if found is None else f"{found.backend_type or 'a session'} (pid {found.pid})"
+    def stored_state(self) -> StoredState | None:
+        """As `read_state`, but None when the state table does not exist (yet)."""
+        with self.engine.connect() as conn, conn.begin():
+            return self._read(conn) if self._exists(conn) else None
+
+    def reset(
+        self, next_offsets: Positions, *, dry_run: bool = False
+    ) -> tuple[StoredState | None, str | None]:
+        """Stores these next offsets, every other partition kept; creates the state table if
+        there is none and replaces a state that cannot be read. Returns the state before
+        (None without one) and why it could not be read, if it could not."""
+        with self.engine.connect() as conn, conn.begin():
+            if not self._exists(conn):
+                if not dry_run:
+                    self._create(conn, StoredState(dict(next_offsets), group=self.group))
+                return None, None
+            before: StoredState | None = None
+            problem = None
+            if not dry_run:  # as a commit does: the read below sees the last commit's offsets
+                conn.execute(sa.text(f"LOCK TABLE {self._quoted()} IN SHARE UPDATE EXCLUSIVE MODE"))
+            try:
+                before = self._read(conn)
+            except StoredStateError as exc:
+                problem = str(exc)
+            if not dry_run:
+                base = before or StoredState(group=self.group)
+                self._store(conn, advance(base, next_offsets))
+            return before, problem
+
+    def _exists(self, conn: sa.Connection) -> bool:
+        found = conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": self._quoted()}).scalar()
+        return found is not None
+
+    def _quoted(self) -> str:
+        return self.engine.dialect.identifier_preparer.format_table(self.state_table)
+
+    def _read(self, conn: sa.Connection) -> StoredState:
+        """The state in the table's comment; StoredStateError if there is none, or not ours."""
+        try:
+            value = pg_bulk_ingest.read_high_watermark(conn, self.state_table)
+        except pg_bulk_ingest.WatermarkError as exc:
+            raise StoredStateError(
+                f"the sink's state table {self.where} is unreadable: {exc}"
+            ) from None
+        if value is None:
+            found = conn.execute(
+                sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"),
+                {"t": self._quoted()},
+            ).scalar()
+            shown = "no comment" if found is None else f"the comment {_short(found)}"
+            raise StoredStateError(
+                f"the COMMENT of the sink's state table {self.where} no longer holds the sink's "
+                f"state (found {shown}): it was replaced, or the table made again by hand"
+            )
+        return parse_state(value, f"the sink's state table {self.where}", self.group)
+
+    def _read_or_explain(self, conn: sa.Connection, prior: Callable[[], Positions]) -> StoredState:
+        try:
+            return self._read(conn)
+        except StoredStateError as exc:
+            raise lost_state(str(exc), prior(), KAFKA_OFFSETS) from None
+
+    def _missing(self) -> str:
+        return (
+            f"the sink's state table {self.where} does not exist, yet offsets of consumer group "
+            f"{self.group!r} were stored before: it was dropped, or postgres.state_table (or "
+            "kafka.group_id, which names it by default) changed"
+        )
+
+    def _check_never_stored(self, conn: sa.Connection, prior: Callable[[], Positions]) -> None:
+        """Raises StoredStateError unless nothing suggests that offsets were ever stored: no
+        data table says its offsets moved to a state table, and the consumer group has no
+        offsets in Kafka (the sink commits them there too, after each batch)."""
+        moved = [t for t, value in self._stored_on_data_tables(conn) if MOVED in value]
+        offsets = prior()
+        if not moved and not offsets:
+            return
+        elsewhere = [
+            name
+            for (name,) in conn.execute(_STATE_TABLES_ELSEWHERE, {"name": self.state_table.name})
+        ]
+        what = self._missing()
+        if moved:
+            what += f" ({', '.join(t.fullname for t in moved)} says its offsets moved there)"
+        if elsewhere:
+            what += (
+                f"; a state table of that name exists as {', '.join(elsewhere)}: if it is this "
+                f'sink\'s, set postgres.state_table = "{elsewhere[0]}"'
+            )
+        raise lost_state(what, offsets, KAFKA_OFFSETS)
+
+    def _stored_on_data_tables(self, conn: sa.Connection) -> list[tuple[sa.Table, dict[str, Any]]]:
+        """Data tables whose comment holds a watermark that the sink wrote (before the state
+        table: its state; since: the marker saying where it moved)."""
+        found = []
+        for table in self.data_tables:
+            try:
+                value = pg_bulk_ingest.read_high_watermark(conn, table)
+            except pg_bulk_ingest.WatermarkError:
+                continue  # a data table's comment is not the sink's to judge
+            if is_legacy_state(value) or (isinstance(value, dict) and MOVED in value):
+                found.append((table, value))
+        return found
+
+    def _adopt_legacy(self, conn: sa.Connection) -> StoredState | None:
+        """The state a release before the state table kept in a data table's comment, moved
+        here: that comment then says where it went, which makes such a release's workers stop
+        at their next commit (their fence reads it and refuses it)."""
+        candidates = [t for t, value in self._stored_on_data_tables(conn) if MOVED not in value]
+        if not candidates:
+            return None
+        # As those workers do to commit: lock, then read what the last of them committed.
+        for table in candidates:
+            name = self.engine.dialect.identifier_preparer.format_table(table)
+            conn.execute(sa.text(f"LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE"))
+        legacy = [(t, pg_bulk_ingest.read_high_watermark(conn, t)) for t in candidates]
+        legacy = [(t, value) for t, value in legacy if is_legacy_state(value)]
+        if len(legacy) > 1:
+            raise StoredStateError(
+                f"the comments of {', '.join(t.fullname for t, _ in legacy)} all hold offsets "
+                "stored by an earlier release; which are current cannot be told. Set the "
+                "offsets with pg-kafka-sink reset --to TOPIC:PARTITION=OFFSET,..."
+            )
+        if not legacy:
+            return None
+        ((table, value),) = legacy
+        state = dataclasses.replace(parse_state(value, table.fullname), group=self.group)
+        pg_bulk_ingest.write_high_watermark(conn, table, moved_marker(self.where, self.group))
+        logger.warning(
+            "moved the offsets stored in the comment of %s (%d partitions) to the state table "
+            "%s; workers of earlier releases stop at their next commit",
+            table.fullname,
+            len(state.offsets),
+            self.where,
+        )
+        return state
+
+    def _create(self, conn: sa.Connection, state: StoredState) -> None:
+        """Creates the state table with its comment, both in the caller's transaction."""
+        schema = self.state_table.schema
+        assert schema is not None  # state_table always names one
+        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}"))
+        self.state_table.create(conn)
+        about = orjson.dumps({"about": _about(self.group)}).decode()
+        with _cursor(conn) as cursor:
+            cursor.execute(f"COMMENT ON TABLE {self._quoted()} IS {_literal(about)}")
+        self._store(conn, state)
+
+    def _store(self, conn: sa.Connection, state: StoredState) -> None:
+        pg_bulk_ingest.write_high_watermark(conn, self.state_table, state.to_json())
 
     def run(self, batches: Callable[[], Iterator[PendingBatch]]) -> None:
         """Ingests every batch the iterator yields, each in its own transaction.
@@ -109,7 +301,9 @@ class Writer:
         Before any migration, the stored definitions are checked under an advisory lock held
         until the first batch (an empty one when the definition is new) has committed.
         """
-        with self._migration_lock() as (state, release), self.engine.connect() as conn:
+        with self._migration_lock() as (locked, release), self.engine.connect() as conn:
+            with locked.begin():
+                state = self._read(locked)
             self._ingesting = conn
             adopted = adopt_definition(state, self.definition, self.where)
 
@@ -121,18 +315,25 @@ class Writer:
                 for batch in batches():
                     yield self._watermark(conn, batch), batch, batch.rows()
 
-            pg_bulk_ingest.ingest(
-                conn,
-                self.metadata,
-                stream,
-                high_watermark=pg_bulk_ingest.HighWatermark.LATEST,
-                on_before_visible=self._delete_keys,
-                # The batcher bounds a batch. Unbounded here, each table's COPY (and upsert
-                # merge) ends once per batch, after its last message is read: the worker reads
-                # the next batch ahead meanwhile.
-                max_rows_per_table_buffer=sys.maxsize,
-            )
-            self._ingesting = None
+            try:
+                pg_bulk_ingest.ingest(
+                    conn,
+                    self.metadata,
+                    stream,
+                    high_watermark=pg_bulk_ingest.HighWatermark.LATEST,
+                    on_before_visible=self._delete_keys,
+                    # The batcher bounds a batch. Unbounded here, each table's COPY (and upsert
+                    # merge) ends once per batch, after its last message is read: the worker
+                    # reads the next batch ahead meanwhile.
+                    max_rows_per_table_buffer=sys.maxsize,
+                )
+            except DATABASE_ERRORS as exc:
+                # The state table dropped while running: say so rather than "does not exist".
+                if sqlstate(exc) == UNDEFINED_TABLE and not self._exists_now():
+                    raise StoredStateError(self._missing()) from exc
+                raise
+            finally:
+                self._ingesting = None
 
     def cancel(self) -> None:
         """Cancels the statement in flight, from any thread; its batch rolls back."""
@@ -142,10 +343,10 @@ class Writer:
 
     def _watermark(self, conn: sa.Connection, batch: PendingBatch) -> Callable[[], Any]:
         def merged() -> Any:
-            # Called by ingest inside the batch transaction, under the table's
-            # SHARE UPDATE EXCLUSIVE lock: no other worker can write the comment meanwhile.
-            value = pg_bulk_ingest.read_high_watermark(conn, self.first_table)
-            stored = parse_state(value, self.where)
+            # Called by ingest inside the batch transaction, under the state table's
+            # SHARE UPDATE EXCLUSIVE lock: no other worker can write the comment meanwhile,
+            # and (READ COMMITTED) this reads what the last one committed.
+            stored = self._read(conn)
             check_owned(stored, batch.expected, self.where)
             stored = adopt_definition(stored, self.definition, self.where)
             return advance(stored, batch.next_offsets).to_json()
@@ -161,18 +362,20 @@ class Writer:
                 columns = sa.tuple_(*table.primary_key.columns)
                 conn.execute(sa.delete(table).where(columns.in_(keys)))
 
-    @contextmanager
-    def _migration_lock(self) -> Iterator[tuple[StoredState, Callable[[], None]]]:
-        """Holds a session advisory lock, on a connection of its own, until released.
+    def _exists_now(self) -> bool:
+        with self.engine.connect() as conn:
+            return self._exists(conn)
 
-        Yields the stored state read under the lock, and the function that releases it.
+    @contextmanager
+    def _migration_lock(self) -> Iterator[tuple[sa.Connection, Callable[[], None]]]:
+        """Holds a session advisory lock, on a connection of its own, until released: one
+        worker of the group at a time creates the state table or applies a definition.
+
+        Yields that connection, and the function that releases the lock.
         """
         key = _lock_key(self.where)
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            state = parse_state(
-                pg_bulk_ingest.read_high_watermark(conn, self.first_table), self.where
-            )
             conn.commit()
             held = True
 
@@ -184,7 +387,55 @@ class Writer:
                     conn.commit()
 
             try:
-                yield state, release
+                yield conn, release
             finally:
                 if not conn.invalidated:
                     release()
+
+
+def lost_state(what: str, known: Positions, whose: str) -> StoredStateError:
+    """The error that stops a worker whose stored state is gone: what was found, and the
+    `reset` commands that resume from `known` offsets or start over."""
+    resume = f"`{reset_command(known)}` resumes from {whose}; " if known else ""
+    return StoredStateError(
+        f"{what}. Nothing was written, and the sink does not start over from kafka.start_from "
+        f"by itself: {resume}`pg-kafka-sink reset --to earliest` (or latest) starts over",
+        stored=known,
+    )
+
+
+# How `lost_state` names the consumer group's offsets in Kafka.
+KAFKA_OFFSETS = (
+    "the consumer group's offsets in Kafka, which trail the stored ones by at most the last "
+    "batch of each partition"
+)
+
+
+def _about(group: str) -> str:
+    return (
+        f"pg-kafka-sink: the Kafka offsets of consumer group {group!r}, stored in this comment "
+        "in the same transaction as each batch. Change them only with pg-kafka-sink reset."
+    )
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+@contextmanager
+def _cursor(conn: sa.Connection) -> Iterator[Any]:
+    """The driver's cursor: COMMENT takes no bind parameters, and nothing may parse `:name`
+    or `%` inside the text."""
+    cursor = conn.connection.cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()

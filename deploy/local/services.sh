@@ -214,6 +214,8 @@ kafka_status() {
 print_env() {
     echo "export SINK_TEST_DATABASE_URL=$database_url"
     echo "export SINK_TEST_KAFKA_BOOTSTRAP=$bootstrap"
+    # The server's log, for tests that look for what PostgreSQL logged (autovacuum cancels).
+    echo "export SINK_TEST_POSTGRES_LOG=$pg_log"
 }
 
 case "${1:-}" in

@@ -1,7 +1,7 @@
 """`make bench`: the sink against Kafka Connect's JDBC sink, side by side in one run.
 
     python -m tests.benchmarks [--quick] [--events N] [--rounds R]
-                               [--only e2e,peer,scaling,latency,ingest] [--json out.json]
+                               [--only e2e,peer,scaling,latency,ingest,vacuum] [--json out.json]
 
 Prints the machine, then one table, then the issue's targets with the measured ratios. The
 one-worker runs of the sink and the peer's tuned runs, which the targets compare, are repeated
@@ -30,7 +30,7 @@ from typing import Any
 import confluent_kafka
 import sqlalchemy as sa
 
-from . import e2e, peer
+from . import e2e, peer, vacuum
 from .measure import (
     REPO,
     RUNS_DIR,
@@ -43,10 +43,12 @@ from .measure import (
     run_id,
 )
 
-SECTIONS = ("ingest", "e2e", "peer", "scaling", "latency")
+SECTIONS = ("ingest", "e2e", "peer", "scaling", "latency", "vacuum")
 PEER = peer.SYSTEM
 BATCH_SIZES = (1_000, 10_000, 50_000)
 LATENCY_RATES = (1_000, 10_000)
+# The sustained upsert load under which autovacuum of the data table must run to completion.
+VACUUM_RATE = 5_000
 # The issue's targets.
 TARGET_VS_PEER = 3.0
 TARGET_VS_INGEST = 0.7
@@ -170,6 +172,8 @@ class Bench:
     run_dir: Path
     schema: str
     results: list[Result] = field(default_factory=list)
+    # The vacuum section's figures, as one line.
+    vacuum: str | None = None
     _topics: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def topic(self, kind: str, count: int) -> str:
@@ -414,6 +418,24 @@ def run_latency(bench: Bench) -> None:
         )
 
 
+def run_vacuum(bench: Bench) -> None:
+    seconds = bench.plan.latency_seconds * 3
+    print(f"  vacuum: {VACUUM_RATE:,} upserts/s for {seconds:.0f} s ...", flush=True)
+    log = os.environ.get("SINK_TEST_POSTGRES_LOG")
+    result = vacuum.sustained_upserts(
+        bootstrap=bench.bootstrap,
+        database_url=bench.database_url,
+        engine=bench.engine,
+        schema=bench.schema,
+        run_dir=bench.run_dir,
+        seconds=seconds,
+        rate=VACUUM_RATE,
+        server_log=Path(log) if log else None,
+    )
+    bench.vacuum = vacuum.describe(result)
+    print(f"  ... {bench.vacuum}", flush=True)
+
+
 # --- output ------------------------------------------------------------------------------------
 
 
@@ -622,6 +644,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_scaling(bench)
         if "latency" in plan.sections:
             run_latency(bench)
+        if "vacuum" in plan.sections:
+            run_vacuum(bench)
         described["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         described["benchmark wall time"] = f"{time.monotonic() - started:.0f} s"
     print(
@@ -629,6 +653,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{described['benchmark wall time']})\n"
     )
     print(table(bench.results))
+    if bench.vacuum is not None:
+        print(f"\nAutovacuum under sustained upserts: {bench.vacuum}")
     checks = targets(bench.results, plan)
     print_targets(checks)
     print(

@@ -127,7 +127,7 @@ def _offsets_reached(
     engine: sa.engine.Engine, schema: str, table: str, topic: str, ends: dict[int, int]
 ) -> Callable[[], bool]:
     def reached() -> bool:
-        stored = stored_offsets(engine, schema, table).get(topic, {})
+        stored = stored_offsets(engine, schema).get(topic, {})
         return all(int(stored.get(str(p), -1)) == end for p, end in ends.items())
 
     return reached
@@ -138,7 +138,7 @@ def _committed(engine: sa.engine.Engine, schema: str, table: str, topic: str) ->
     these topics, and each event is one row): a cheap stand-in for count(*)."""
 
     def committed() -> int:
-        return sum(int(o) for o in stored_offsets(engine, schema, table).get(topic, {}).values())
+        return sum(int(o) for o in stored_offsets(engine, schema).get(topic, {}).values())
 
     return committed
 
@@ -244,8 +244,8 @@ class OffsetTimeline:
         self._thread.join(10)
 
     def _read(self) -> dict[str, int]:
-        engine, schema, table, topic = self._where
-        return stored_offsets(engine, schema, table).get(topic, {})
+        engine, schema, _, topic = self._where
+        return stored_offsets(engine, schema).get(topic, {})
 
     def _loop(self) -> None:
         try:

@@ -1,189 +1,185 @@
-"""Autovacuum of the sink's table while it ingests, with and without yielding to it.
+"""Autovacuum of a data table under sustained upserts by the sink.
 
-    python -m tests.benchmarks.vacuum [--events N] [--rounds R] [--budget S] [--cost-delay MS]
+    python -m tests.benchmarks.vacuum [--seconds S] [--rate R]
 
-Each commit writes the offsets into the table's comment, which takes the lock autovacuum holds.
-This runs one worker over the same pre-produced topic with `batch.yield_to_vacuum_seconds` at 0
-(the default: commit on time, and a commit that meets autovacuum cancels it after
-`deadlock_timeout`) and at `--budget` (10 s), alternately, and prints for each run: the rate,
-the vacuums and analyzes of the table that completed, the autovacuums PostgreSQL cancelled, and
-the longest gap between two commits.
+The sink stores its offsets in a state table of its own, so nothing it does conflicts with
+VACUUM of the tables it writes. This runs one worker under a steady upsert load (R events/s for
+S seconds over 20,000 keys, so that nearly every event leaves a dead tuple) and prints the rate
+reached, the autovacuums and autoanalyzes of the table that completed, the ones PostgreSQL
+cancelled, and the dead tuples left at the end.
 
 So that autovacuum visits the table during a short run, the server's `autovacuum_naptime` is set
 to 1 s for the duration (ALTER SYSTEM: a superuser on the local test server) and the table gets
-insert thresholds of 20,000 rows; `--cost-delay` (PostgreSQL's default, 2 ms) sets its
-`autovacuum_vacuum_cost_delay`: 10 makes each vacuum of it last seconds, as on a table of a few
-GB. Targets the local services only.
+thresholds of 5,000 dead tuples. Also the `vacuum` section of `make bench`. Targets the local
+services only.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
-from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from .e2e import produce_topic, run_config, start_workers
-from .measure import REPO, RUNS_DIR, create_schema, delete_topics, drop_schema, engine_for, run_id
-from .measure import row_count as count_rows
+from tests.events import events
+from tests.integration.sink.harness import autovacuum_cancels, produce, stored_offsets
 
-SERVER_LOG = REPO / ".services" / "postgres" / "server.log"
-THRESHOLDS = (
-    "autovacuum_vacuum_insert_threshold = 20000, autovacuum_vacuum_insert_scale_factor = 0, "
-    "autovacuum_analyze_threshold = 20000, autovacuum_analyze_scale_factor = 0"
+from .e2e import run_config, start_workers
+from .measure import (
+    PARTITIONS,
+    RUNS_DIR,
+    create_schema,
+    create_topic,
+    delete_topics,
+    drop_schema,
+    engine_for,
+    run_id,
 )
-_COMMITTED = re.compile(r"^(\S+ \S+) INFO +sink\.worker: committed ", re.MULTILINE)
+
+KEYS = 20_000
+THRESHOLDS = (
+    "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000, "
+    "autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 5000"
+)
 
 
-def _naptime(engine: sa.engine.Engine, value: str | None) -> None:
-    with engine.connect() as conn:
-        if value is None:
-            conn.execute(sa.text("ALTER SYSTEM RESET autovacuum_naptime"))
-        else:
-            conn.execute(sa.text(f"ALTER SYSTEM SET autovacuum_naptime = '{value}'"))
+def _server_settings(engine: sa.engine.Engine, values: dict[str, str | None]) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for name, value in values.items():
+            if value is None:
+                conn.execute(sa.text(f"ALTER SYSTEM RESET {name}"))
+            else:
+                conn.execute(sa.text(f"ALTER SYSTEM SET {name} = '{value}'"))
         conn.execute(sa.text("SELECT pg_reload_conf()"))
 
 
-def _longest_gap(log: Path) -> float:
-    """Seconds of the longest gap between two commits in a worker's (text) log."""
-    times = [
-        datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
-        for stamp in _COMMITTED.findall(log.read_text(errors="replace"))
-    ]
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
-    return max(gaps, default=0.0)
+def _stats(engine: sa.engine.Engine, table: str) -> tuple[int, int, int]:
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.text(
+                "SELECT autovacuum_count, autoanalyze_count, n_dead_tup FROM pg_stat_user_tables "
+                "WHERE relid = to_regclass(:t)"
+            ),
+            {"t": table},
+        ).one()
+    return int(found[0]), int(found[1]), int(found[2])
 
 
-def _one_run(
-    engine: sa.engine.Engine,
+def _stored(engine: sa.engine.Engine, schema: str, topic: str) -> int:
+    """Events the sink has committed: the sum of its stored next offsets."""
+    return sum(stored_offsets(engine, schema).get(topic, {}).values())
+
+
+def sustained_upserts(
     *,
     bootstrap: str,
     database_url: str,
-    topic: str,
+    engine: sa.engine.Engine,
     schema: str,
-    events: int,
     run_dir: Path,
-    label: str,
-    yield_seconds: str,
-    cost_delay_ms: int,
+    seconds: float,
+    rate: int,
+    server_log: Path | None,
 ) -> dict[str, float]:
-    config, table = run_config(
+    """One worker under `rate` upserts/s for `seconds`; the table's vacuum figures after."""
+    topic = f"bench-vacuum-{run_dir.name}"
+    create_topic(bootstrap, topic)
+    config, name = run_config(
         run_dir,
-        label,
+        "vacuum",
         bootstrap=bootstrap,
         database_url=database_url,
         topic=topic,
         schema=schema,
-        upsert=False,
+        upsert=True,
     )
-    log_start = SERVER_LOG.stat().st_size if SERVER_LOG.exists() else 0
-    started = time.monotonic()
-    (worker,) = start_workers(
-        config, 1, run_dir, label, env={"SINK_BATCH__YIELD_TO_VACUUM_SECONDS": yield_seconds}
-    )
-    qualified = f'"{schema}"."{table}"'
+    table = f'"{schema}"."{name}"'
+    _server_settings(engine, {"autovacuum_naptime": "1s"})
+    (worker,) = start_workers(config, 1, run_dir, "vacuum")
     try:
-        while count_rows(engine, schema, table) == 0:
+        produce(bootstrap, topic, events(KEYS), partitions=PARTITIONS)
+        while _stored(engine, schema, topic) < KEYS:
             worker.check_alive()
-            time.sleep(0.05)
-        with engine.connect() as conn:
-            conn.execute(
-                sa.text(
-                    f"ALTER TABLE {qualified} SET ({THRESHOLDS}, "
-                    f"autovacuum_vacuum_cost_delay = {cost_delay_ms})"
-                )
-            )
-        while count_rows(engine, schema, table) < events:
+            time.sleep(0.2)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {table} SET ({THRESHOLDS})"))
+        log_start = server_log.stat().st_size if server_log else 0
+        vacuums, analyzes, _ = _stats(engine, table)
+        produced = 0
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < seconds:
+            batch = int(elapsed * rate) + rate // 5 - produced
+            if batch > 0:
+                chunk = events(batch, start=produced % KEYS)
+                produce(bootstrap, topic, chunk, partitions=PARTITIONS)
+                produced += batch
             worker.check_alive()
-            time.sleep(0.1)
-        seconds = time.monotonic() - started
-        with engine.connect() as conn:
-            stats = conn.execute(
-                sa.text(
-                    "SELECT autovacuum_count, autoanalyze_count FROM pg_stat_user_tables "
-                    "WHERE relid = to_regclass(:t)"
-                ),
-                {"t": qualified},
-            ).one()
+            time.sleep(0.2)
+        while _stored(engine, schema, topic) < KEYS + produced:
+            worker.check_alive()
+            time.sleep(0.2)
+        took = time.monotonic() - started
+        vacuums_after, analyzes_after, dead = _stats(engine, table)
     finally:
         worker.stop()
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {qualified}"))
-    cancelled = 0
-    if SERVER_LOG.exists():
-        with SERVER_LOG.open(errors="replace") as log:
+        _server_settings(engine, {"autovacuum_naptime": None})
+        delete_topics(bootstrap, [topic])
+    cancelled = -1
+    if server_log is not None:
+        with server_log.open(errors="replace") as log:
             log.seek(log_start)
-            text = log.read()
-        lines = text.splitlines()
-        cancelled = sum(
-            1
-            for i, line in enumerate(lines)
-            if "canceling autovacuum task" in line and table in " ".join(lines[i + 1 : i + 3])
-        )
+            cancelled = autovacuum_cancels(log.read(), f"{schema}.{name}")
     return {
-        "seconds": seconds,
-        "rate": events / seconds,
-        "vacuums": stats.autovacuum_count,
-        "analyzes": stats.autoanalyze_count,
+        "events": produced,
+        "rate": produced / took,
+        "vacuums": vacuums_after - vacuums,
+        "analyzes": analyzes_after - analyzes,
         "cancelled": cancelled,
-        "gap": _longest_gap(worker.log_path),
+        "dead": dead,
     }
+
+
+def describe(result: dict[str, float]) -> str:
+    cancelled = "unknown" if result["cancelled"] < 0 else f"{result['cancelled']:.0f}"
+    return (
+        f"{result['events']:,.0f} upserts at {result['rate']:,.0f}/s: {result['vacuums']:.0f} "
+        f"autovacuums and {result['analyzes']:.0f} autoanalyzes completed, {cancelled} "
+        f"cancelled, {result['dead']:,.0f} dead tuples at the end"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--budget", type=float, default=10.0)
-    parser.add_argument("--cost-delay", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--rate", type=int, default=5_000)
     args = parser.parse_args()
     bootstrap = os.environ.get("SINK_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     database_url = os.environ.get(
         "SINK_TEST_DATABASE_URL", "postgresql://sink:sink@127.0.0.1:54329/sink"
     )
+    log = os.environ.get("SINK_TEST_POSTGRES_LOG")
     rid = run_id()
     run_dir = RUNS_DIR / rid
     run_dir.mkdir(parents=True)
     engine = engine_for(database_url)
     schema = "vacuum_" + rid.replace("-", "_")
-    topic = f"bench-vacuum-{rid}"
     create_schema(engine, schema)
-    _naptime(engine, "1s")
     try:
-        produce_topic(bootstrap, topic, args.events)
-        print(
-            f"{'yield_to_vacuum_seconds':>24} {'events/s':>9} {'vacuums':>8} "
-            f"{'analyzes':>9} {'cancelled':>10} {'longest gap s':>14}"
+        result = sustained_upserts(
+            bootstrap=bootstrap,
+            database_url=database_url,
+            engine=engine,
+            schema=schema,
+            run_dir=run_dir,
+            seconds=args.seconds,
+            rate=args.rate,
+            server_log=Path(log) if log else None,
         )
-        for round_ in range(args.rounds):
-            order = ["0", f"{args.budget:g}"]
-            for value in order if round_ % 2 == 0 else order[::-1]:
-                result = _one_run(
-                    engine,
-                    bootstrap=bootstrap,
-                    database_url=database_url,
-                    topic=topic,
-                    schema=schema,
-                    events=args.events,
-                    run_dir=run_dir,
-                    label=f"vacuum-{value.replace('.', '_')}-{round_}",
-                    yield_seconds=value,
-                    cost_delay_ms=args.cost_delay,
-                )
-                print(
-                    f"{value:>24} {result['rate']:>9,.0f} "
-                    f"{result['vacuums']:>8} {result['analyzes']:>9} "
-                    f"{result['cancelled']:>10} {result['gap']:>14.1f}",
-                    flush=True,
-                )
+        print(describe(result))
     finally:
-        _naptime(engine, None)
         drop_schema(engine, schema)
-        delete_topics(bootstrap, [topic])
         engine.dispose()
 
 

@@ -28,7 +28,6 @@ def sink_config(tmp_path: Path, database_url: str, kafka_bootstrap: str) -> Call
         extra: str = "",
         max_messages: int = 2000,
         max_age_seconds: float = 0.3,
-        yield_to_vacuum_seconds: float = 0.0,
         group_id: str | None = None,
     ) -> Path:
         pk = f"primary_key = {primary_key!r}\n" if primary_key else ""
@@ -47,7 +46,6 @@ url = "{database_url}"
 [batch]
 max_messages = {max_messages}
 max_age_seconds = {max_age_seconds}
-yield_to_vacuum_seconds = {yield_to_vacuum_seconds}
 
 [http]
 port = 0
@@ -70,12 +68,13 @@ topics = {topics!r}
 
 
 @pytest.fixture
-def start_sink(tmp_path: Path) -> Iterator[Callable[[Path], SinkProcess]]:
-    """Starts workers; every one still running at the end of the test is killed."""
+def start_sink(tmp_path: Path) -> Iterator[Callable[..., SinkProcess]]:
+    """Starts workers, `start_sink(config, env=None)`; every one still running at the end of
+    the test is killed."""
     started: list[SinkProcess] = []
 
-    def start(config: Path) -> SinkProcess:
-        proc = SinkProcess(config, tmp_path / f"worker-{len(started)}.log")
+    def start(config: Path, env: dict[str, str] | None = None) -> SinkProcess:
+        proc = SinkProcess(config, tmp_path / f"worker-{len(started)}.log", env)
         started.append(proc)
         return proc
 

@@ -81,17 +81,53 @@ def log_end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, in
         consumer.close()
 
 
-def stored_offsets(engine: sa.engine.Engine, schema: str, table: str) -> dict[str, dict[str, int]]:
-    """The sink's stored next offsets, read straight from the table comment."""
+def state_table(engine: sa.engine.Engine, schema: str) -> str | None:
+    """The one sink state table in `schema` (as `"schema"."table"`), or None if there is none."""
+    with engine.connect() as conn:
+        names = (
+            conn.execute(
+                sa.text(
+                    "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace(:schema) "
+                    "AND relname LIKE 'kafka\\_sink\\_state\\_%'"
+                ),
+                {"schema": schema},
+            )
+            .scalars()
+            .all()
+        )
+    assert len(names) <= 1, f"several state tables in {schema}: {names}"
+    return f'"{schema}"."{names[0]}"' if names else None
+
+
+def stored_state(engine: sa.engine.Engine, schema: str) -> dict[str, Any]:
+    """The sink's stored state, read straight from its state table's comment ({} if none)."""
+    table = state_table(engine, schema)
+    if table is None:
+        return {}
     with engine.connect() as conn:
         comment = conn.execute(
-            sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"),
-            {"t": f'"{schema}"."{table}"'},
+            sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"), {"t": table}
         ).scalar()
     if comment is None:
         return {}
-    state = orjson.loads(comment)["pg-bulk-ingest"]["high-watermark"]
-    return dict(state["offsets"])
+    state: dict[str, Any] = orjson.loads(comment)["pg-bulk-ingest"]["high-watermark"]
+    return state
+
+
+def stored_offsets(engine: sa.engine.Engine, schema: str) -> dict[str, dict[str, int]]:
+    """The sink's stored next offsets, per topic and partition."""
+    return dict(stored_state(engine, schema).get("offsets", {}))
+
+
+def autovacuum_cancels(server_log: str, table: str) -> int:
+    """How many "canceling autovacuum task" errors of a PostgreSQL log name `table`
+    (`schema.name`) in the context lines that follow them."""
+    lines = server_log.splitlines()
+    return sum(
+        1
+        for i, line in enumerate(lines)
+        if "canceling autovacuum task" in line and table in " ".join(lines[i + 1 : i + 3])
+    )
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -105,12 +141,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 class SinkProcess:
     """One `python -m sink run` worker; its output goes to a log file for post-mortems."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, log: Path, env: dict[str, str] | None = None, cwd: Path = REPO
+    ) -> None:
         self.log_path = log
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sink", "run", "--config", str(config)],
-            cwd=REPO,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
@@ -133,6 +171,16 @@ class SinkProcess:
     def output(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def messages(self) -> str:
+        """The log's messages, one per line (JSON log lines decoded)."""
+        lines = []
+        for line in self.output().splitlines():
+            try:
+                lines.append(str(orjson.loads(line)["message"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                lines.append(line)
+        return "\n".join(lines)
 
     def close(self) -> None:
         if self.running():

@@ -76,7 +76,7 @@ def _run_until_caught_up(
 ) -> None:
     ends = {str(p): n for p, n in log_end_offsets(kafka_bootstrap, topic, PARTITIONS).items()}
     wait_until(
-        lambda: stored_offsets(engine, schema, "events").get(topic) == ends or not worker.running(),
+        lambda: stored_offsets(engine, schema).get(topic) == ends or not worker.running(),
         240,
         "the stored offsets to reach the log end",
     )
@@ -219,4 +219,4 @@ def test_the_fail_policy_stops_at_the_first_bad_message_naming_it(
     assert f"{schema}.events.id" in output
     assert "errors.policy is" in output and "dead-letter-topic" in output
     # Everything before the bad message landed; nothing after it.
-    assert stored_offsets(engine, schema, "events")[topic] == {"0": 100}
+    assert stored_offsets(engine, schema)[topic] == {"0": 100}

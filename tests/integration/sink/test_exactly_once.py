@@ -70,9 +70,7 @@ def assert_exactly_once(
         )
     assert total == distinct, f"{total - distinct} duplicated rows"
     assert per_partition == {p: n for p, n in ends.items() if n}, "rows missing"
-    assert stored_offsets(engine, schema, "events")[topic] == {
-        str(p): n for p, n in ends.items() if n
-    }
+    assert stored_offsets(engine, schema)[topic] == {str(p): n for p, n in ends.items() if n}
 
 
 def test_restart_after_sigterm_resumes_at_next_offset_without_duplicates(

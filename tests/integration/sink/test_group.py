@@ -16,6 +16,7 @@ from .harness import (
     log_end_offsets,
     produce,
     produce_steadily,
+    state_table,
     stored_offsets,
     wait_until,
 )
@@ -48,7 +49,7 @@ def test_three_workers_with_one_killed_and_one_added_land_every_message_once(
     for worker in (workers[0], workers[2], workers[3]):
         assert worker.terminate() == 0, worker.output()[-2000:]
     assert_exactly_once(engine, kafka_bootstrap, schema, topic, partitions)
-    assert set(stored_offsets(engine, schema, "events")[topic]) == {str(p) for p in range(6)}
+    assert set(stored_offsets(engine, schema)[topic]) == {str(p) for p in range(6)}
 
 
 def test_a_paused_zombie_commits_nothing_for_partitions_it_lost(
@@ -131,14 +132,15 @@ def test_a_revocation_while_a_batch_commits_waits_for_the_commit(
         columns=COORDINATE_COLUMNS,
         max_messages=batch,
         max_age_seconds=10,
-        yield_to_vacuum_seconds=0,  # commits (and waits for the lock) as soon as it is due
     )
     produce(kafka_bootstrap, topic, events(batch), partitions=partitions)
     first = start_sink(config)
     wait_until(lambda: count_rows(engine, schema) == batch, 60, "the first batch")
     with engine.connect() as blocker:
         # Holds the lock each commit takes: the next batch is written but cannot commit.
-        blocker.execute(sa.text(f'LOCK TABLE "{schema}".events IN SHARE UPDATE EXCLUSIVE MODE'))
+        blocker.execute(
+            sa.text(f"LOCK TABLE {state_table(engine, schema)} IN SHARE UPDATE EXCLUSIVE MODE")
+        )
         produce(kafka_bootstrap, topic, events(batch, start=batch), partitions=partitions)
         time.sleep(2)  # the second batch is due and waits for the lock
         # Read ahead while the second batch waits: these open a third batch.
@@ -253,7 +255,7 @@ def test_rolling_deploy_never_flips_the_table_back_to_the_old_definition(
         if worker.running():
             assert worker.terminate() == 0, worker.output()[-2000:]
     ends = log_end_offsets(kafka_bootstrap, topic, partitions)
-    assert stored_offsets(engine, schema, "events")[topic] == {str(p): n for p, n in ends.items()}
+    assert stored_offsets(engine, schema)[topic] == {str(p): n for p, n in ends.items()}
     with engine.connect() as conn:
         notes = conn.execute(sa.text(f'SELECT count(note) FROM "{schema}".events')).scalar_one()
     assert notes > 0

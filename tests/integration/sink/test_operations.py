@@ -27,7 +27,7 @@ from sink.records import Message, TopicPartition
 from sink.tables import dead_letter_table, load_tables
 from tests.events import EVENT_COLUMNS_TOML
 
-from .harness import REPO, produce, stored_offsets, wait_until
+from .harness import REPO, produce, state_table, stored_offsets, wait_until
 
 T0_MS = 1_750_000_000_000
 
@@ -65,17 +65,19 @@ def table_state(engine: sa.engine.Engine, schema: str, table: str = "events") ->
 def create_tables(
     engine: sa.engine.Engine, config: Path, offsets: dict[TopicPartition, int] | None = None
 ) -> None:
-    """Creates the config's tables as a worker would, storing `offsets` in the comment."""
-    metadata = load_tables(load_settings(config, {})).metadata
-    state = StoredState(offsets or {}, (fingerprint(metadata.tables.values()),))
+    """Creates the config's tables as a worker would, storing `offsets` in the state table."""
+    tables = load_tables(load_settings(config, {}))
+    state = StoredState(offsets or {}, (fingerprint(tables.data_tables),))
     with engine.connect() as conn:
-        pg_bulk_ingest.ingest(conn, metadata, lambda _: iter([(state.to_json(), None, iter(()))]))
+        pg_bulk_ingest.ingest(
+            conn, tables.metadata, lambda _: iter([(state.to_json(), None, iter(()))])
+        )
 
 
-def set_comment(engine: sa.engine.Engine, schema: str, document: dict[str, Any]) -> None:
+def set_state_comment(engine: sa.engine.Engine, schema: str, document: dict[str, Any]) -> None:
     text = orjson.dumps(document).decode().replace("'", "''")
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"COMMENT ON TABLE \"{schema}\".events IS '{text}'")
+        conn.exec_driver_sql(f"COMMENT ON TABLE {state_table(engine, schema)} IS '{text}'")
 
 
 def produce_at(bootstrap: str, topic: str, partition: int, timestamps_ms: list[int]) -> None:
@@ -192,12 +194,16 @@ def test_check_prints_the_migration_plan_of_a_changed_table_and_changes_nothing(
     sink_config: Callable[..., Path],
 ) -> None:
     topic = new_topic(partitions=2)
-    create_tables(engine, sink_config([topic], schema), {TopicPartition(topic, 0): 5})
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    create_tables(
+        engine, sink_config([topic], schema, group_id=group), {TopicPartition(topic, 0): 5}
+    )
     before = table_state(engine, schema)
 
     wider = EVENT_COLUMNS_TOML.replace('"VARCHAR(64)"', '"VARCHAR(128)"')
     wider += '[[tables.columns]]\nname = "note"\ntype = "TEXT"\n'
-    result = sink("check", "--config", str(sink_config([topic], schema, columns=wider)))
+    config = sink_config([topic], schema, columns=wider, group_id=group)
+    result = sink("check", "--config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "connected to database 'sink' as role 'sink'" in out
@@ -206,11 +212,16 @@ def test_check_prints_the_migration_plan_of_a_changed_table_and_changes_nothing(
     assert (
         f'ALTER TABLE "{schema}"."events" ADD COLUMN "note" text;  -- lock: ACCESS EXCLUSIVE' in out
     )
-    assert f"role 'sink' can COMMENT ON {schema}.events" in out
+    assert (
+        f"offsets: stored in the state table {schema}.kafka_sink_state_{group.replace('-', '_')}"
+        in out
+    )
+    assert "role 'sink' can COMMENT ON it" in out
     assert "ready to run" in out
 
     retyped = EVENT_COLUMNS_TOML.replace('"VARCHAR(16)"', '"BIGINT"')
-    result = sink("check", "--config", str(sink_config([topic], schema, columns=retyped)))
+    config = sink_config([topic], schema, columns=retyped, group_id=group)
+    result = sink("check", "--config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{schema}.events: rebuild (column 'status' changes type" in result.stdout
     assert "lock: ACCESS EXCLUSIVE, part of a rebuild + swap" in result.stdout
@@ -253,7 +264,7 @@ def test_status_shows_lag_against_the_real_log_end_offsets(
     result = sink("status", "--config", str(config), "--json")
     assert result.returncode == 0, result.stderr
     status = orjson.loads(result.stdout)
-    assert status["table"] == f"{schema}.events"
+    assert status["state_table"].startswith(f"{schema}.kafka_sink_state_g_")
     assert [
         (p["partition"], p["stored_next_offset"], p["log_end_offset"], p["lag"])
         for p in status["partitions"]
@@ -282,7 +293,7 @@ def reset_setup(
         produce_at(kafka_bootstrap, topic, partition, [T0_MS + i * 1000 for i in range(5)])
     config = sink_config([topic], schema)
     create_tables(engine, config)
-    set_comment(
+    set_state_comment(
         engine,
         schema,
         {
@@ -307,7 +318,7 @@ def test_reset_moves_stored_offsets_and_keeps_every_other_key_of_the_comment(
     dry = sink("reset", "--config", str(config), "--to", "latest", "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert f"{topic}[0]: 3 -> 5" in dry.stdout
-    assert stored_offsets(engine, schema, "events")[topic] == {"0": 3}
+    assert stored_offsets(engine, schema)[topic] == {"0": 3}
 
     expectations = [
         ("latest", {"0": 5, "1": 5}),
@@ -320,9 +331,13 @@ def test_reset_moves_stored_offsets_and_keeps_every_other_key_of_the_comment(
     for to, offsets in expectations:
         result = sink("reset", "--config", str(config), "--to", to)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert stored_offsets(engine, schema, "events")[topic] == offsets, to
+        assert stored_offsets(engine, schema)[topic] == offsets, to
 
-    _, comment = table_state(engine, schema)
+    with engine.connect() as conn:
+        comment = conn.execute(
+            sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"),
+            {"t": state_table(engine, schema)},
+        ).scalar()
     document = orjson.loads(comment)
     assert document["owner"] == "team-orders"
     assert document["pg-bulk-ingest"]["other"] == 1
@@ -357,10 +372,10 @@ def test_reset_refuses_while_the_group_has_an_active_member_unless_forced(
         refused = sink("reset", "--config", str(config), "--to", f"{topic}:0=0")
         assert refused.returncode == 1
         assert f"consumer group {group!r} has 1 active member(s)" in refused.stdout
-        assert stored_offsets(engine, schema, "events")[topic] == {"0": 1}
+        assert stored_offsets(engine, schema)[topic] == {"0": 1}
 
         forced = sink("reset", "--config", str(config), "--to", "latest", "--force")
         assert forced.returncode == 0, forced.stdout + forced.stderr
     finally:
         member.close()
-    assert stored_offsets(engine, schema, "events")[topic] == {"0": 3}
+    assert stored_offsets(engine, schema)[topic] == {"0": 3}

@@ -71,7 +71,7 @@ def test_upserts_keep_the_last_value_per_key_and_tombstones_delete(
     )
     worker = start_sink(config)
     wait_until(
-        lambda: sum(stored_offsets(engine, schema, "orders").get(topic, {}).values()) == 9,
+        lambda: sum(stored_offsets(engine, schema).get(topic, {}).values()) == 9,
         60,
         "the first messages committed",
     )
@@ -83,7 +83,7 @@ def test_upserts_keep_the_last_value_per_key_and_tombstones_delete(
     # Across batches: delete 1, update 4.
     produce(kafka_bootstrap, topic, [(b"1", None), order(4, "paid")])
     wait_until(
-        lambda: sum(stored_offsets(engine, schema, "orders").get(topic, {}).values()) == 11,
+        lambda: sum(stored_offsets(engine, schema).get(topic, {}).values()) == 11,
         60,
         "the next messages committed",
     )
@@ -110,14 +110,14 @@ def test_several_topics_feed_one_table_with_offsets_kept_per_topic(
     wait_until(
         lambda: (
             rows(engine, f'SELECT count(*) FROM "{schema}".events') == [(2500,)]
-            if stored_offsets(engine, schema, "events")
+            if stored_offsets(engine, schema)
             else False
         ),
         60,
         "2500 rows",
     )
     assert worker.terminate() == 0
-    assert stored_offsets(engine, schema, "events") == {
+    assert stored_offsets(engine, schema) == {
         first: {"0": 500, "1": 500},
         second: {"0": 500, "1": 500, "2": 500},
     }

@@ -76,7 +76,7 @@ def test_defaults_apply_to_a_minimal_config(tmp_path: Path) -> None:
     assert settings.batch.max_messages == 10_000
     assert settings.batch.max_bytes == 16 * 1024 * 1024
     assert settings.batch.max_age_seconds == 1.0
-    assert settings.batch.yield_to_vacuum_seconds == 0.0
+    assert settings.postgres.state_table is None
     assert (settings.http.host, settings.http.port) == ("0.0.0.0", 8080)
     assert settings.shutdown.grace_seconds == 20
     assert settings.errors.policy is ErrorPolicy.FAIL
@@ -94,14 +94,14 @@ def test_environment_overrides_the_file_with_typed_values(tmp_path: Path) -> Non
         SINK_KAFKA__BOOTSTRAP_SERVERS="other:9092",
         SINK_BATCH__MAX_MESSAGES="500",
         SINK_BATCH__MAX_AGE_SECONDS="0.25",
-        SINK_BATCH__YIELD_TO_VACUUM_SECONDS="7.5",
+        SINK_POSTGRES__STATE_TABLE="ops.offsets",
         SINK_KAFKA__START_FROM="latest",
         SINK_HTTP__PORT="9000",
     )
     assert settings.kafka.bootstrap_servers == "other:9092"
     assert settings.batch.max_messages == 500
     assert settings.batch.max_age_seconds == 0.25
-    assert settings.batch.yield_to_vacuum_seconds == 7.5
+    assert settings.postgres.state_table == "ops.offsets"
     assert settings.kafka.start_from is StartFrom.LATEST
     assert settings.http.port == 9000
 
@@ -194,7 +194,10 @@ def test_secrets_never_show_in_repr_or_the_redacted_config(tmp_path: Path) -> No
         assert secret not in shown
     redacted = settings.redacted()
     assert redacted["kafka"]["settings"]["sasl.password"] == "**********"  # type: ignore[index]
-    assert redacted["postgres"] == {"url": "postgresql+psycopg://sink:***@db:5432/sink"}
+    assert redacted["postgres"] == {
+        "url": "postgresql+psycopg://sink:***@db:5432/sink",
+        "state_table": None,
+    }
     assert str(Secret("x")) == "**********"
 
 
@@ -239,8 +242,8 @@ COLUMN = '[[tables.columns]]\nname = "id"\ntype = "BIGINT"'
         (MINIMAL, {"SINK_BATCH__MAX_AGE_SECONDS": "-1"}, "batch.max_age_seconds: must be a pos"),
         (
             MINIMAL,
-            {"SINK_BATCH__YIELD_TO_VACUUM_SECONDS": "-1"},
-            "batch.yield_to_vacuum_seconds: must be 0 or a positive number of seconds",
+            {"SINK_POSTGRES__STATE_TABLE": "ops." + "x" * 64},
+            "postgres.state_table: " + repr("x" * 64) + " is longer than PostgreSQL's 63-byte",
         ),
         (MINIMAL, {"SINK_HTTP__PORT": "70000"}, "http.port: must be an integer from 0 to 65535"),
         (MINIMAL, {"SINK_SHUTDOWN__GRACE_SECONDS": "soon"}, "shutdown.grace_seconds: must be"),
@@ -481,3 +484,10 @@ def test_unknown_or_malformed_types_are_refused(text: str) -> None:
 def test_sources_parse(text: str, expected: Source) -> None:
     assert parse_source(text) == expected
     assert str(expected) == text
+
+
+def test_the_retired_vacuum_setting_is_accepted_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    load(tmp_path, SINK_BATCH__YIELD_TO_VACUUM_SECONDS="5")
+    assert "batch.yield_to_vacuum_seconds is ignored" in caplog.text

@@ -15,15 +15,40 @@ from sink.offsets import (
     advance,
     check_owned,
     fingerprint,
+    is_legacy_state,
+    moved_marker,
     parse_state,
+    reset_command,
 )
 from sink.records import TopicPartition
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
 
 
-def test_nothing_stored_parses_to_an_empty_state() -> None:
-    assert parse_state(None, "s.t") == StoredState()
+def test_a_watermark_that_is_not_the_sinks_state_is_refused() -> None:
+    for value in (None, "text", ["x"], {"offsets": "moved"}, {"offsets": {"t": [1]}}):
+        with pytest.raises(StoredStateError, match=r"s\.t"):
+            parse_state(value, "s.t")
+
+
+def test_the_state_of_another_consumer_group_is_refused() -> None:
+    stored = StoredState({A0: 5}, ("d1",), group="other").to_json()
+    assert parse_state(stored, "s.t", "other") == StoredState({A0: 5}, ("d1",), "other")
+    with pytest.raises(StoredStateError, match="consumer group 'other', not 'mine'"):
+        parse_state(stored, "s.t", "mine")
+
+
+def test_a_moved_marker_is_not_legacy_state_and_earlier_releases_refuse_it() -> None:
+    marker = moved_marker("s.state", "g")
+    assert not is_legacy_state(marker)
+    assert is_legacy_state(StoredState({A0: 1}).to_json())
+    # What a release before the state table checks in its fence: "offsets" must be an object.
+    assert not isinstance(marker["offsets"], dict)
+    assert "upgrade this worker" in marker["offsets"]
+
+
+def test_reset_command_lists_every_offset() -> None:
+    assert reset_command({A1: 7, A0: 5, B0: 0}) == "pg-kafka-sink reset --to a:0=5,a:1=7,b:0=0"
 
 
 def test_state_round_trips_through_its_json() -> None:

@@ -27,7 +27,14 @@ from sink.config import (
     parse_source,
 )
 from sink.errors import ConfigError
-from sink.tables import Router, load_tables, sa_type, tables_from_config, tables_from_module
+from sink.tables import (
+    Router,
+    load_tables,
+    sa_type,
+    state_table_name,
+    tables_from_config,
+    tables_from_module,
+)
 
 
 def compiled(type_text: str) -> str:
@@ -193,7 +200,11 @@ def test_the_dead_letter_table_joins_the_metadata_with_that_policy() -> None:
     )
     assert table_set.dead_letter_table is not None
     assert table_set.dead_letter_table.fullname == "ops.dead"
-    assert sorted(table_set.metadata.tables) == ["app.orders", "ops.dead"]
+    assert list(table_set.metadata.tables) == [
+        "app.kafka_sink_state_pg_kafka_sink",
+        "app.orders",
+        "ops.dead",
+    ]
     assert [c.name for c in table_set.dead_letter_table.primary_key] == [
         "topic",
         "partition",
@@ -211,3 +222,75 @@ def test_a_module_that_would_consume_the_dead_letter_topic_is_refused(tables_mod
     )
     with pytest.raises(ConfigError, match=r"'orders-dlq' would be consumed again into shop.orders"):
         load_tables(with_module)
+
+
+def test_the_state_table_comes_first_named_after_the_group_in_the_tables_schema() -> None:
+    table_set = load_tables(settings())
+    state = table_set.state_table
+    assert state is not None
+    assert next(iter(table_set.metadata.tables.values())) is state
+    assert (state.schema, state.name, list(state.columns)) == (
+        "app",
+        "kafka_sink_state_pg_kafka_sink",
+        [],
+    )
+    assert [t.fullname for t in table_set.data_tables] == ["app.orders"]
+
+
+@pytest.mark.parametrize(
+    ("group", "name"),
+    [
+        ("orders", "kafka_sink_state_orders"),
+        ("Orders.EU-1", "kafka_sink_state_orders_eu_1"),
+        ("g" * 46, "kafka_sink_state_" + "g" * 46),
+    ],
+)
+def test_state_table_names_need_no_quoting(group: str, name: str) -> None:
+    assert state_table_name(group) == name
+
+
+def test_long_group_names_are_cut_to_63_bytes_and_stay_distinct() -> None:
+    a, b = state_table_name("g" * 60 + "a"), state_table_name("g" * 60 + "b")
+    assert len(a) == len(b) == 63
+    assert a != b
+
+
+def test_the_state_table_goes_to_public_when_the_tables_span_schemas_or_where_configured() -> None:
+    base = settings()
+    two = Settings(
+        kafka=base.kafka,
+        postgres=base.postgres,
+        tables=(
+            table("orders", topics=("o",)),
+            TableSettings(**{**vars(table("x", topics=("x",))), "schema": "other"}),
+        ),
+    )
+    state = load_tables(two).state_table
+    assert state is not None and state.fullname == "public.kafka_sink_state_pg_kafka_sink"
+    named = Settings(
+        kafka=KafkaSettings("b:9092", group_id="g"),
+        postgres=PostgresSettings(base.postgres.url, state_table="ops.offsets"),
+        tables=base.tables,
+    )
+    state = load_tables(named).state_table
+    assert state is not None and state.fullname == "ops.offsets"
+
+
+def test_a_tables_module_is_copied_behind_the_state_table_and_its_rows_map_to_the_copies(
+    tables_module: str,
+) -> None:
+    module_settings = Settings(
+        kafka=KafkaSettings("b:9092"),
+        postgres=PostgresSettings(sa.engine.make_url("postgresql+psycopg://u@h/d")),
+        python=PythonSettings(tables_module),
+    )
+    table_set = load_tables(module_settings)
+    assert list(table_set.metadata.tables) == [
+        "shop.kafka_sink_state_pg_kafka_sink",
+        "shop.orders",
+        "shop.lines",
+    ]
+    originals = sys.modules[tables_module].metadata.tables  # type: ignore[attr-defined]
+    for name, original in originals.items():
+        assert table_set.copies[original] is table_set.metadata.tables[name]
+    assert all(t.table.metadata is table_set.metadata for t in table_set.targets)
