@@ -285,7 +285,11 @@ class Writer:
         """Creates the state table with its comment, both in the caller's transaction."""
         schema = self.state_table.schema
         assert schema is not None  # state_table always names one
-        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}"))
+        if (
+            conn.execute(sa.text("SELECT to_regnamespace(:s)"), {"s": _ident(schema)}).scalar()
+            is None
+        ):
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}"))
         self.state_table.create(conn)
         about = orjson.dumps({"about": _about(self.group)}).decode()
         with _cursor(conn) as cursor:
