@@ -22,12 +22,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from sink.tables import state_table_name  # noqa: E402
 from tests.events import EVENT_COLUMNS_TOML, events  # noqa: E402
 
 TOPIC = "demo.events"
 PARTITIONS = 6
 EVENTS = 5_000
 SCHEMA, TABLE = "demo", "events"
+GROUP = "pg-kafka-sink-demo"
+# Where the sink stores its offsets: the comment of its state table, named after the group.
+STATE_TABLE = state_table_name(GROUP)
 # The sink must catch up well within this; it normally takes a few seconds.
 TIMEOUT_SECONDS = 120
 
@@ -117,7 +121,7 @@ def sink_config(bootstrap: str, database_url: str) -> str:
     return f"""# Written by deploy/local/demo.py
 [kafka]
 bootstrap_servers = "{bootstrap}"
-group_id = "pg-kafka-sink-demo"
+group_id = "{GROUP}"
 start_from = "earliest"
 
 [postgres]
@@ -146,7 +150,7 @@ def stored(engine: sa.engine.Engine) -> dict[int, int]:
     with engine.connect() as conn:
         comment = conn.execute(
             sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"),
-            {"t": f"{SCHEMA}.{TABLE}"},
+            {"t": f"{SCHEMA}.{STATE_TABLE}"},
         ).scalar()
     if not comment:
         return {}
@@ -193,6 +197,7 @@ def summary(engine: sa.engine.Engine, bootstrap: str) -> None:
     ends = log_end_offsets(bootstrap)
     positions = stored(engine)
     print(f"\nrows in {SCHEMA}.{TABLE}: {row_count(engine)}")
+    print(f"offsets stored in the comment of {SCHEMA}.{STATE_TABLE}:")
     print("partition  stored next offset  log end offset  lag")
     for p in sorted(ends):
         print(

@@ -117,8 +117,8 @@ def test_sustained_upserts_never_cancel_autovacuum_of_the_data_table(
 
     rate = produced[0] / seconds
     vacuums = vacuums_after - vacuums_before
-    print(f"{produced[0]} upserts in {seconds:.0f} s ({rate:,.0f}/s): {vacuums} autovacuums")
-    print(f"completed, {dead} dead tuples at the end")
+    print(f"{produced[0]} upserts in {seconds:.0f} s ({rate:,.0f}/s):", end=" ")
+    print(f"{vacuums} autovacuums completed, {dead} dead tuples at the end")
     assert rate >= EVENTS_PER_SECOND * 0.95
     assert autovacuum_cancels(server_log, f"{schema}.events") == 0
     assert vacuums_after > vacuums_before
