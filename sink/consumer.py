@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -34,6 +32,8 @@ FIXED_SETTINGS = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
 }
+# How long asking a partition's leader for its log start and end offsets may take.
+WATERMARK_TIMEOUT_SECONDS = 10.0
 # How long asking the broker for the group's committed offsets may take.
 GROUP_OFFSETS_TIMEOUT_SECONDS = 30.0
 # Settings that librdkafka rejects under the KIP-848 group protocol.
@@ -70,10 +70,6 @@ def consumer_config(
     return config
 
 
-def start_offset(start_from: str) -> int:
-    return OFFSET_BEGINNING if start_from == "earliest" else OFFSET_END
-
-
 class KafkaSource:
     """Subscribes and positions partitions; called from one thread at a time."""
 
@@ -85,9 +81,13 @@ class KafkaSource:
         on_revoked: Revoked,
     ) -> None:
         self._consumer = Consumer(dict(config), logger=logging.getLogger("sink.librdkafka"))
-        self._start = start_offset(start_from)
+        self._from_end = start_from != "earliest"
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
+        # Where each assigned partition without a stored offset started, resolved to an offset
+        # once at assignment: every re-read of an uncommitted batch goes back exactly there
+        # (`latest` resolved again would skip whatever arrived meanwhile).
+        self._starts: dict[TopicPartition, int] = {}
 
     def subscribe(self, topics: Iterable[str]) -> None:
         self._consumer.subscribe(
@@ -115,10 +115,24 @@ class KafkaSource:
         tps = [TopicPartition(p.topic, p.partition) for p in partitions]
         logger.info("%s %s", "lost" if lost else "revoked", ", ".join(f"{t}[{p}]" for t, p in tps))
         self._on_revoked(tps, lost)
+        for tp in tps:
+            self._starts.pop(tp, None)
         consumer.incremental_unassign(partitions)
 
+    def _start_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The offset `start_from` means now for each partition: its log start or end."""
+        starts = {}
+        for tp in partitions:
+            low, high = self._consumer.get_watermark_offsets(
+                KafkaTopicPartition(tp.topic, tp.partition), timeout=WATERMARK_TIMEOUT_SECONDS
+            )
+            starts[tp] = high if self._from_end else low
+        return starts
+
     def _positioned(self, tp: TopicPartition, next_offset: int | None) -> KafkaTopicPartition:
-        offset = self._start if next_offset is None else next_offset
+        if next_offset is None and tp not in self._starts:
+            self._starts.update(self._start_offsets([tp]))
+        offset = self._starts[tp] if next_offset is None else next_offset
         return KafkaTopicPartition(tp.topic, tp.partition, offset)
 
     def consume(self, max_messages: int, timeout: float) -> list[Any]:
@@ -160,6 +174,7 @@ class KafkaSource:
             logger.debug("advisory offset commit failed: %s", exc)
 
     def close(self) -> None:
+        self._starts.clear()
         self._consumer.close()
 
 

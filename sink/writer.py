@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 import pg_bulk_ingest
 
@@ -363,8 +364,7 @@ class Writer:
             return
         for table, keys in batch.deletes.items():
             if keys:
-                columns = sa.tuple_(*table.primary_key.columns)
-                conn.execute(sa.delete(table).where(columns.in_(keys)))
+                conn.execute(_delete_by_key(table), _key_arrays(table, keys))
 
     def _exists_now(self) -> bool:
         with self.engine.connect() as conn:
@@ -395,6 +395,29 @@ class Writer:
             finally:
                 if not conn.invalidated:
                     release()
+
+
+def _delete_by_key(table: sa.Table) -> sa.TextClause:
+    """Deletes the rows whose primary key is among the keys bound as one array per key
+    column: a batch of any size is one statement with as many parameters as key columns
+    (PostgreSQL's protocol takes at most 65,535)."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    quote = dialect.identifier_preparer.quote
+    columns = list(table.primary_key.columns)
+    arrays = ", ".join(
+        f"CAST(:k{i} AS {column.type.compile(dialect=dialect)}[])"
+        for i, column in enumerate(columns)
+    )
+    names = ", ".join(f"k{i}" for i in range(len(columns)))
+    matches = " AND ".join(f"t.{quote(column.name)} = k.k{i}" for i, column in enumerate(columns))
+    target = dialect.identifier_preparer.format_table(table)
+    return sa.text(
+        f"DELETE FROM {target} AS t USING unnest({arrays}) AS k({names}) WHERE {matches}"
+    )
+
+
+def _key_arrays(table: sa.Table, keys: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    return {f"k{i}": [key[i] for key in keys] for i in range(len(table.primary_key.columns))}
 
 
 def lost_state(what: str, known: Positions, whose: str) -> StoredStateError:

@@ -1,0 +1,125 @@
+"""Failure paths where a message could be skipped without a trace, or the worker could spin:
+each breaks something real (a PostgreSQL backend, a setting, a batch of deletes) and checks
+that every message still lands exactly once, or that the worker stops saying why."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from tests.events import events
+
+from .harness import SinkProcess, log_end_offsets, produce, stored_offsets, wait_until
+from .test_exactly_once import COORDINATE_COLUMNS, count_rows
+from .test_semantics import ORDER_COLUMNS, order
+
+
+def tagged_url(database_url: str, application_name: str) -> str:
+    """The database URL with an application_name, so a test can find the sink's backends."""
+    url = make_url(database_url).update_query_dict({"application_name": application_name})
+    return url.render_as_string(hide_password=False)
+
+
+def terminate_backends(engine: sa.engine.Engine, application_name: str) -> int:
+    with engine.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = :name"
+            ),
+            {"name": application_name},
+        ).scalar_one()
+    return int(killed)
+
+
+def test_latest_is_resolved_once_so_a_retried_first_batch_loses_nothing(
+    engine: sa.engine.Engine,
+    database_url: str,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    partitions, before, after = 3, 600, 3_000
+    topic = new_topic(partitions=partitions)
+    produce(kafka_bootstrap, topic, events(before), partitions=partitions)
+    skipped = log_end_offsets(kafka_bootstrap, topic, partitions)
+    name = f"sink-{uuid.uuid4().hex[:8]}"
+    config = sink_config([topic], schema, columns=COORDINATE_COLUMNS, max_age_seconds=1.5)
+    worker = start_sink(
+        config,
+        {"SINK_KAFKA__START_FROM": "latest", "SINK_POSTGRES__URL": tagged_url(database_url, name)},
+    )
+    wait_until(lambda: "assigned" in worker.messages(), 60, "the assignment")
+
+    def produce_slowly() -> None:
+        for start in range(before, before + after, 300):
+            produce(kafka_bootstrap, topic, events(300, start=start), partitions=partitions)
+            time.sleep(0.3)
+
+    producer = threading.Thread(target=produce_slowly)
+    producer.start()
+    try:
+        # The first batches fail before they commit: each retry must go back to where the
+        # partitions started, not to whatever the log end is by then.
+        for _ in range(3):
+            time.sleep(0.8)
+            terminate_backends(engine, name)
+    finally:
+        producer.join()
+    wait_until(lambda: count_rows(engine, schema) >= after, 90, f"all {after} rows")
+    time.sleep(1)
+    assert worker.terminate() == 0, worker.output()[-2000:]
+    assert "PostgreSQL failed" in worker.messages(), "no batch was retried: the test proves nothing"
+    with engine.connect() as conn:
+        total, distinct = conn.execute(
+            sa.text(
+                f'SELECT count(*), count(DISTINCT ("partition", "offset")) FROM "{schema}".events'
+            )
+        ).one()
+        firsts = dict(
+            conn.execute(
+                sa.text(f'SELECT "partition", min("offset") FROM "{schema}".events GROUP BY 1')
+            ).all()
+        )
+    assert (total, distinct) == (after, after)
+    assert firsts == skipped
+    ends = log_end_offsets(kafka_bootstrap, topic, partitions)
+    assert stored_offsets(engine, schema)[topic] == {str(p): n for p, n in ends.items()}
+
+
+def test_a_batch_of_more_tombstones_than_postgresql_takes_parameters_deletes_them_all(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    keys = 70_000  # one parameter per key would pass the protocol's limit of 65,535
+    topic = new_topic()
+    config = sink_config(
+        [topic],
+        schema,
+        "orders",
+        primary_key=["id"],
+        columns=ORDER_COLUMNS,
+        table_extra='tombstones = "delete"\n',
+        max_messages=200_000,
+        max_age_seconds=3,
+    )
+    produce(kafka_bootstrap, topic, [order(i, "created") for i in range(keys + 10)])
+    worker = start_sink(config)
+    wait_until(lambda: count_rows(engine, schema, "orders") == keys + 10, 90, "the orders")
+    produce(kafka_bootstrap, topic, [(str(i).encode(), None) for i in range(keys)])
+    wait_until(lambda: count_rows(engine, schema, "orders") == 10, 90, "the deletes")
+    assert worker.terminate() == 0, worker.output()[-2000:]
+    assert "PostgreSQL failed" not in worker.messages()
+    assert stored_offsets(engine, schema)[topic] == {"0": 2 * keys + 10}
