@@ -57,6 +57,19 @@ _MANAGED_KAFKA_SETTINGS = {
     "enable.auto.offset.store": _STORED_IN_POSTGRES,
     "enable.partition.eof": "the sink does not handle end-of-partition events",
 }
+# librdkafka settings the sink accepts only with these values, and why.
+_SAFE_KAFKA_VALUES = {
+    "partition.assignment.strategy": (
+        ("cooperative-sticky",),
+        "the worker gives up partitions incrementally, once the batch that holds them has "
+        'settled; an eager strategy ("range", "roundrobin") revokes every partition at each '
+        "rebalance. Leave it unset (cooperative-sticky), or set group.protocol = \"consumer\"",
+    ),
+    "isolation.level": (
+        ("read_committed",),
+        "read_uncommitted would land messages of Kafka transactions that are later aborted",
+    ),
+}
 # Fragments of librdkafka setting names whose values are secrets.
 _SECRET_FRAGMENTS = ("password", "secret", "token", "credential", "key.pem", "oauthbearer.config")
 
@@ -711,6 +724,7 @@ def _parse_kafka(section: _Section) -> KafkaSettings:
     for name, value in section.section("settings").items():
         _check_managed(section, "settings", name)
         text = _librdkafka_value(section, f"settings.{name}", value)
+        _check_safe(section, name, text)
         if is_secret_setting(name):
             secret[name] = Secret(text)
         else:
@@ -735,6 +749,14 @@ def _parse_kafka(section: _Section) -> KafkaSettings:
 def _check_managed(section: _Section, table: str, name: str) -> None:
     if name in _MANAGED_KAFKA_SETTINGS:
         section.fail(f"{table}.{name}", f"is managed by the sink: {_MANAGED_KAFKA_SETTINGS[name]}")
+
+
+def _check_safe(section: _Section, name: str, value: str) -> None:
+    if name not in _SAFE_KAFKA_VALUES:
+        return
+    allowed, why = _SAFE_KAFKA_VALUES[name]
+    if value.strip().lower() not in allowed:
+        section.fail(f"settings.{name}", f"{value!r} is not supported: {why}")
 
 
 def _librdkafka_value(section: _Section, key: str, value: object) -> str:

@@ -246,6 +246,17 @@ COLUMN = '[[tables.columns]]\nname = "id"\ntype = "BIGINT"'
             "postgres.state_table: " + repr("x" * 64) + " is longer than PostgreSQL's 63-byte",
         ),
         (MINIMAL, {"SINK_HTTP__PORT": "70000"}, "http.port: must be an integer from 0 to 65535"),
+        (
+            MINIMAL,
+            {"SINK_KAFKA__SETTINGS__PARTITION_ASSIGNMENT_STRATEGY": "range"},
+            "kafka.settings.partition.assignment.strategy: 'range' is not supported: the worker",
+        ),
+        (
+            MINIMAL,
+            {"SINK_KAFKA__SETTINGS__ISOLATION_LEVEL": "read_uncommitted"},
+            "kafka.settings.isolation.level: 'read_uncommitted' is not supported: "
+            "read_uncommitted would land messages of Kafka transactions that are later aborted",
+        ),
         (MINIMAL, {"SINK_SHUTDOWN__GRACE_SECONDS": "soon"}, "shutdown.grace_seconds: must be"),
         (MINIMAL, {"SINK_KAFKA__START_FROM": "middle"}, "kafka.start_from: must be one of"),
         (MINIMAL, {"SINK_LOG__LEVEL": "LOUD"}, "log.level: must be DEBUG"),
