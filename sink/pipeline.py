@@ -163,9 +163,7 @@ class Pipeline:
         return self._mappers[targets[0].table].beyond_value_fields
 
     def _compile(self, topic: str) -> Handler:
-        targets = self.router.targets(topic)
-        if not targets:
-            return lambda _message: _NOTHING
+        targets = self.router.require(topic)
         key_format, value_format = targets[0].key_format, targets[0].value_format
         names = ", ".join(t.name for t in targets)
         map_record = self.table_set.map_record

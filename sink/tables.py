@@ -437,6 +437,22 @@ class Router:
             self._cache[topic] = found
         return found
 
+    def require(self, topic: str) -> tuple[Target, ...]:
+        """The targets of a topic the subscription gave this worker; ConfigError when none
+        matches it: librdkafka reads `^` patterns as POSIX extended regular expressions and
+        the routes are read with Python's `re`, which differ (`\\d`, `[[:digit:]]`)."""
+        found = self.targets(topic)
+        if not found:
+            patterns = ", ".join(repr(p) for t in self._table_set.targets for p in t.topic_patterns)
+            raise ConfigError(
+                f"topic {topic!r} was assigned to this worker by the subscription "
+                f"({patterns or 'no patterns'}), but no table's topics or topic_pattern match it "
+                "as Python reads the pattern; nothing of it was written. librdkafka reads "
+                "patterns as POSIX extended regular expressions: write them so that both read "
+                "them alike (e.g. [0-9] rather than \\d or [[:digit:]])"
+            )
+        return found
+
     def _resolve(self, topic: str) -> tuple[Target, ...]:
         found = tuple(t for t in self._table_set.targets if _feeds(t, topic))
         names = ", ".join(target.name for target in found)

@@ -320,6 +320,8 @@ class Worker:
     # --- Kafka callbacks (run inside consume, on this thread) -------------------------------
 
     def _assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        for topic in {tp.topic for tp in partitions}:
+            self.pipeline.router.require(topic)  # a topic no table takes stops the worker
         stored = self.writer.read_state().offsets
         found = {tp: stored.get(tp) for tp in partitions}
         self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})

@@ -123,3 +123,28 @@ def test_a_batch_of_more_tombstones_than_postgresql_takes_parameters_deletes_the
     assert worker.terminate() == 0, worker.output()[-2000:]
     assert "PostgreSQL failed" not in worker.messages()
     assert stored_offsets(engine, schema)[topic] == {"0": 2 * keys + 10}
+
+
+def test_a_topic_the_subscription_assigns_but_no_route_matches_stops_the_worker(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    topic = new_topic()
+    produce(kafka_bootstrap, topic, events(50))
+    # librdkafka (POSIX classes) matches the topic; Python's re reads "[[:digit:]]" otherwise.
+    prefix = topic.rsplit("-", 1)[0]
+    pattern = f"^{prefix}-[[:xdigit:]]+$"
+    config = sink_config(
+        [], schema, columns=COORDINATE_COLUMNS, table_extra=f"topic_pattern = '{pattern}'\n"
+    )
+    worker = start_sink(config)
+    wait_until(lambda: not worker.running(), 60, "the worker to stop")
+    output = worker.messages()
+    assert worker.proc.returncode == 2, output[-3000:]
+    assert f"topic {topic!r} was assigned to this worker by the subscription" in output
+    assert count_rows(engine, schema) == 0
+    assert stored_offsets(engine, schema).get(topic) is None
