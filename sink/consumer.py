@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -41,6 +42,16 @@ CLASSIC_ONLY = ("partition.assignment.strategy", "session.timeout.ms", "heartbea
 
 Assigned = Callable[[list[TopicPartition]], Mapping[TopicPartition, int | None]]
 Revoked = Callable[[list[TopicPartition], bool], None]
+# How many assigned partitions wait for their stored offsets, and why (None: none wait).
+Waiting = Callable[[int, "str | None"], None]
+
+# How often the stored offsets of partitions that wait for them are looked up again.
+WAITING_RETRY_SECONDS = 2.0
+
+
+class PositionsUnknownError(SinkError):
+    """The stored offsets of newly assigned partitions cannot be read yet (PostgreSQL is
+    unreachable, say): the partitions wait, paused, until they can."""
 
 
 def consumer_config(
@@ -79,11 +90,16 @@ class KafkaSource:
         start_from: str,
         on_assigned: Assigned,
         on_revoked: Revoked,
+        on_waiting: Waiting = lambda count, why: None,
     ) -> None:
         self._consumer = Consumer(dict(config), logger=logging.getLogger("sink.librdkafka"))
         self._from_end = start_from != "earliest"
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
+        self._on_waiting = on_waiting
+        # Assigned partitions whose stored offsets are not known yet: paused, never read.
+        self._waiting: set[TopicPartition] = set()
+        self._retry_at = 0.0
         # Where each assigned partition without a stored offset started, resolved to an offset
         # once at assignment: every re-read of an uncommitted batch goes back exactly there
         # (`latest` resolved again would skip whatever arrived meanwhile).
@@ -96,12 +112,46 @@ class KafkaSource:
 
     def _assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = [TopicPartition(p.topic, p.partition) for p in partitions]
-        stored = self._on_assigned(tps)
+        try:
+            stored = self._on_assigned(tps)
+        except PositionsUnknownError as exc:
+            # Assigned (the rebalance must complete) but paused: nothing is read from them
+            # until their stored offsets are known (see retry_waiting).
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)
+            self._waiting.update(tps)
+            self._retry_at = time.monotonic() + WAITING_RETRY_SECONDS
+            logger.warning(
+                "assigned %s, paused until their stored offsets can be read: %s",
+                _names(tps),
+                exc,
+            )
+            self._on_waiting(len(self._waiting), str(exc))
+            return
         positioned = [self._positioned(tp, stored.get(tp)) for tp in tps]
         logger.info(
             "assigned %s", ", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned)
         )
         consumer.incremental_assign(positioned)
+
+    def retry_waiting(self) -> None:
+        """Reads the stored offsets of the partitions that wait for them, at most every
+        WAITING_RETRY_SECONDS; those found are positioned there and resumed."""
+        if not self._waiting or time.monotonic() < self._retry_at:
+            return
+        self._retry_at = time.monotonic() + WAITING_RETRY_SECONDS
+        tps = sorted(self._waiting)
+        try:
+            stored = self._on_assigned(tps)
+        except PositionsUnknownError as exc:
+            logger.info("%d partition(s) still wait for their stored offsets: %s", len(tps), exc)
+            self._on_waiting(len(tps), str(exc))
+            return
+        self._waiting.clear()
+        self.seek(stored)
+        self._consumer.resume([KafkaTopicPartition(tp.topic, tp.partition) for tp in tps])
+        logger.info("resumed %s at their stored offsets", _names(tps))
+        self._on_waiting(0, None)
 
     def _revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         self._give_up(consumer, partitions, lost=False)
@@ -114,7 +164,11 @@ class KafkaSource:
     ) -> None:
         tps = [TopicPartition(p.topic, p.partition) for p in partitions]
         logger.info("%s %s", "lost" if lost else "revoked", ", ".join(f"{t}[{p}]" for t, p in tps))
-        self._on_revoked(tps, lost)
+        waited = [tp for tp in tps if tp in self._waiting]
+        self._waiting.difference_update(tps)
+        if waited:
+            self._on_waiting(len(self._waiting), None)
+        self._on_revoked([tp for tp in tps if tp not in waited], lost)
         for tp in tps:
             self._starts.pop(tp, None)
         consumer.incremental_unassign(partitions)
@@ -176,6 +230,10 @@ class KafkaSource:
     def close(self) -> None:
         self._starts.clear()
         self._consumer.close()
+
+
+def _names(partitions: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in partitions)
 
 
 def is_fatal(error: KafkaError) -> bool:

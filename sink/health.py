@@ -61,6 +61,8 @@ class Health:
         self._heartbeat = clock()
         self._joined = False
         self._partitions = 0
+        self._waiting = 0
+        self._waiting_reason: str | None = None
         self._ping_lock = threading.Lock()
         self._pinged_at: float | None = None
         self._ping_error: str | None = None
@@ -81,6 +83,10 @@ class Health:
         """How many partitions are assigned (0: an idle member, still ready)."""
         self._partitions = count
 
+    def set_waiting(self, count: int, reason: str | None) -> None:
+        """How many assigned partitions wait, paused, for their stored offsets, and why."""
+        self._waiting, self._waiting_reason = count, reason
+
     # --- read by the probes --------------------------------------------------------------
 
     def livez(self) -> Verdict:
@@ -98,6 +104,12 @@ class Health:
         error = self._database_error()
         if error is not None:
             return Verdict(False, f"database unreachable: {error}")
+        if self._waiting:
+            return Verdict(
+                False,
+                f"{self._waiting} assigned partition(s) wait for their stored offsets "
+                f"({self._waiting_reason or 'looking them up'})",
+            )
         count = self._partitions
         work = f"{count} partition(s) assigned" if count else "idle, no partitions assigned"
         return Verdict(True, f"joined, database reachable, {work}")

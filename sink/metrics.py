@@ -275,6 +275,10 @@ class SinkMetrics:
             "rebalances_total", "Partition rebalance events, by event.", ["event"]
         )
         self.assigned = r.gauge("assigned_partitions", "Partitions assigned to this worker.")
+        self.waiting = r.gauge(
+            "waiting_partitions",
+            "Assigned partitions paused until their stored offsets can be read.",
+        )
         self.stored_offset = r.gauge(
             "stored_next_offset",
             "Next offset to read stored in PostgreSQL, per assigned partition.",
@@ -346,6 +350,10 @@ class SinkMetrics:
         self._assigned.update(added)
         self.assigned.set(len(self._assigned))
         self.offsets_stored({tp: v for tp, v in stored.items() if v is not None and v >= 0})
+
+    def partitions_waiting(self, count: int) -> None:
+        """`count` assigned partitions wait, paused, for their stored offsets."""
+        self.waiting.set(count)
 
     def partitions_revoked(
         self, partitions: Iterable[TopicPartition], *, lost: bool = False

@@ -26,6 +26,7 @@ from .config import ErrorPolicy, Settings
 from .consumer import (
     KafkaSource,
     KafkaUnavailableError,
+    PositionsUnknownError,
     consumer_config,
     group_offsets,
     is_fatal,
@@ -43,7 +44,7 @@ from .offsets import (
 )
 from .pipeline import Pipeline
 from .records import Message, TopicPartition, message_from_kafka
-from .retry import Failure, backoff_seconds, classify, failure_kind
+from .retry import DATABASE_ERRORS, Failure, backoff_seconds, classify, failure_kind
 from .tables import Row
 from .writer import PendingBatch, Writer, lost_state
 
@@ -199,6 +200,7 @@ class Worker:
             kafka.start_from.value,
             self._assigned,
             self._revoked,
+            self._waiting,
         )
         try:
             self.source.subscribe(self.pipeline.subscription())
@@ -322,13 +324,24 @@ class Worker:
     def _assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
         for topic in {tp.topic for tp in partitions}:
             self.pipeline.router.require(topic)  # a topic no table takes stops the worker
-        stored = self.writer.read_state().offsets
+        try:
+            stored = self.writer.read_state().offsets
+        except DATABASE_ERRORS as exc:
+            if classify(exc) is not Failure.TRANSIENT:
+                raise
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise PositionsUnknownError(f"PostgreSQL failed ({reason})") from exc
         found = {tp: stored.get(tp) for tp in partitions}
         self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})
         self.metrics.partitions_assigned(partitions, found)
         self.health.set_joined(True)
         self.health.set_partitions(len(self.positions))
         return found
+
+    def _waiting(self, count: int, reason: str | None) -> None:
+        self.health.set_joined(True)  # a member, with partitions it cannot read yet
+        self.health.set_waiting(count, reason)
+        self.metrics.partitions_waiting(count)
 
     def _revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         # Called while reading ahead, a batch may be committing: it commits (or fails) first.
@@ -396,6 +409,7 @@ class Worker:
             rows = []
         while not self.batcher.message_count:
             self.health.beat()
+            self.source.retry_waiting()
             if self.stopping.is_set():
                 return None
             # One message: the batch opens with it, and the rest stream while PostgreSQL writes.
@@ -417,6 +431,7 @@ class Worker:
                 break
             wait = min(POLL_SECONDS, batcher.time_until_due(now))
             room = min(CONSUME_CHUNK, batcher.max_messages - batcher.message_count)
+            self.source.retry_waiting()
             yield from self._add_all(self.source.consume(room, wait))
             if self._spoiled:
                 self._spoiled = False

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from tests.events import EVENT_COLUMNS_TOML
 
@@ -81,3 +83,40 @@ def start_sink(tmp_path: Path) -> Iterator[Callable[..., SinkProcess]]:
     yield start
     for proc in started:
         proc.close()
+
+
+@pytest.fixture
+def sink_role(
+    engine: sa.engine.Engine, database_url: str, schema: str
+) -> Iterator[Callable[..., str]]:
+    """`sink_role(isolation=None, name=None)`: a login role of its own for the sink, allowed to
+    create tables in the test's schema (with `isolation` as its default_transaction_isolation);
+    returns its libpq URL. Its backends can be told apart, blocked and terminated."""
+    made: list[str] = []
+
+    def make(isolation: str | None = None, name: str | None = None) -> str:
+        name = name or f"sink_{uuid.uuid4().hex[:8]}"
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE ROLE {name} LOGIN PASSWORD 'pw'"))
+            if isolation is not None:
+                conn.execute(
+                    sa.text(f"ALTER ROLE {name} SET default_transaction_isolation = '{isolation}'")
+                )
+            conn.execute(sa.text(f'GRANT USAGE, CREATE ON SCHEMA "{schema}" TO {name}'))
+        made.append(name)
+        url = make_url(database_url).set(username=name, password="pw")
+        return url.render_as_string(hide_password=False)
+
+    yield make
+    with engine.begin() as conn:
+        for name in made:
+            conn.execute(sa.text(f"ALTER ROLE {name} CONNECTION LIMIT -1"))
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :n"
+                ),
+                {"n": name},
+            )
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(sa.text(f"DROP OWNED BY {name}"))
+            conn.execute(sa.text(f"DROP ROLE {name}"))

@@ -4,8 +4,11 @@ that every message still lands exactly once, or that the worker stops saying why
 
 from __future__ import annotations
 
+import re
+import signal
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +19,7 @@ from sqlalchemy.engine import make_url
 from tests.events import events
 
 from .harness import SinkProcess, log_end_offsets, produce, stored_offsets, wait_until
-from .test_exactly_once import COORDINATE_COLUMNS, count_rows
+from .test_exactly_once import COORDINATE_COLUMNS, assert_exactly_once, count_rows
 from .test_semantics import ORDER_COLUMNS, order
 
 
@@ -148,3 +151,49 @@ def test_a_topic_the_subscription_assigns_but_no_route_matches_stops_the_worker(
     assert f"topic {topic!r} was assigned to this worker by the subscription" in output
     assert count_rows(engine, schema) == 0
     assert stored_offsets(engine, schema).get(topic) is None
+
+
+def test_partitions_assigned_while_postgresql_is_unreachable_wait_paused_then_land(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+    sink_role: Callable[..., str],
+) -> None:
+    partitions, total = 4, 8_000
+    topic = new_topic(partitions=partitions)
+    role = f"sink_{uuid.uuid4().hex[:8]}"
+    env = {"SINK_POSTGRES__URL": sink_role(name=role)}
+    config = sink_config([topic], schema, columns=COORDINATE_COLUMNS, max_messages=500)
+    produce(kafka_bootstrap, topic, events(total // 2), partitions=partitions)
+    first, second = start_sink(config, env), start_sink(config, env)
+    wait_until(lambda: count_rows(engine, schema) >= total // 2, 60, "the first half")
+    wait_until(lambda: "assigned" in second.messages(), 60, "the second worker's assignment")
+    produce(kafka_bootstrap, topic, events(total // 2, start=total // 2), partitions=partitions)
+    # PostgreSQL refuses the sink's role ("too many connections": transient) while the first
+    # worker dies: its partitions go to the second one, which cannot read their offsets.
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER ROLE {role} CONNECTION LIMIT 0"))
+    first.signal(signal.SIGKILL)
+    with engine.connect() as conn:
+        conn.execute(
+            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"),
+            {"r": role},
+        )
+    wait_until(
+        lambda: "paused until their stored offsets can be read" in second.messages(),
+        60,
+        "the partitions to wait",
+    )
+    port = int(re.findall(r"on port (\d+)", second.messages())[0])
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    assert re.search(rb"pg_kafka_sink_waiting_partitions [1-9]", metrics), metrics[-2000:]
+    time.sleep(3)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER ROLE {role} CONNECTION LIMIT -1"))
+    wait_until(lambda: count_rows(engine, schema) >= total, 90, f"all {total} rows")
+    assert "at their stored offsets" in second.messages()
+    assert second.terminate() == 0, second.output()[-2000:]
+    assert_exactly_once(engine, kafka_bootstrap, schema, topic, partitions)

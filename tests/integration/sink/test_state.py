@@ -12,7 +12,7 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
@@ -68,39 +68,11 @@ def set_comment(engine: sa.engine.Engine, table: str, text: str) -> None:
 # --- READ COMMITTED ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def role_with_isolation(
-    engine: sa.engine.Engine, database_url: str, schema: str
-) -> Iterator[Callable[[str], str]]:
-    """`role_with_isolation(level)`: a login role whose default_transaction_isolation is
-    `level`, allowed to create tables in the test's schema; returns its libpq URL."""
-    made: list[str] = []
-
-    def make(level: str) -> str:
-        name = f"sink_{uuid.uuid4().hex[:8]}"
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"CREATE ROLE {name} LOGIN PASSWORD 'pw'"))
-            conn.execute(
-                sa.text(f"ALTER ROLE {name} SET default_transaction_isolation = '{level}'")
-            )
-            conn.execute(sa.text(f'GRANT USAGE, CREATE ON SCHEMA "{schema}" TO {name}'))
-        made.append(name)
-        url = make_url(database_url).set(username=name, password="pw")
-        return url.render_as_string(hide_password=False)
-
-    yield make
-    with engine.begin() as conn:
-        for name in made:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            conn.execute(sa.text(f"DROP OWNED BY {name}"))
-            conn.execute(sa.text(f"DROP ROLE {name}"))
-
-
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_every_sink_connection_runs_read_committed_whatever_the_role_default(
-    role_with_isolation: Callable[[str], str], driver: str
+    sink_role: Callable[..., str], driver: str
 ) -> None:
-    url = make_url(role_with_isolation("serializable")).set(drivername=f"postgresql+{driver}")
+    url = make_url(sink_role("serializable")).set(drivername=f"postgresql+{driver}")
     plain = sa.create_engine(url)
     sink_engine = create_engine(PostgresSettings(url))
     try:
@@ -123,7 +95,7 @@ def test_exactly_once_under_a_role_whose_default_isolation_is_stricter(
     schema: str,
     sink_config: Callable[..., Path],
     start_sink: Callable[..., SinkProcess],
-    role_with_isolation: Callable[[str], str],
+    sink_role: Callable[..., str],
     level: str,
 ) -> None:
     """Three workers, six SIGKILLs and a SIGSTOP zombie over a keyless table: the fence's
@@ -131,7 +103,7 @@ def test_exactly_once_under_a_role_whose_default_isolation_is_stricter(
     total, partitions, kills = 100_000, 6, 6
     topic = new_topic(partitions=partitions)
     config = sink_config([topic], schema, columns=COORDINATE_COLUMNS, max_messages=1000)
-    env = {"SINK_POSTGRES__URL": role_with_isolation(level)}
+    env = {"SINK_POSTGRES__URL": sink_role(level)}
     rng = random.Random(level)
     producer = produce_steadily(kafka_bootstrap, topic, total, partitions, chunk=4_000, pause=2)
     try:
