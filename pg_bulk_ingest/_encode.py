@@ -26,6 +26,9 @@ RowEncoder = Callable[[Sequence[Any]], str]
 NULL = "\\N"
 _UTC = datetime.timezone.utc
 _DUMPS = orjson.dumps
+_FRAGMENT = orjson.Fragment
+# The integers orjson writes itself.
+_ORJSON_INT_MIN, _ORJSON_INT_MAX = -(2**63), 2**64 - 1
 _NAIVE_AS_UTC = orjson.OPT_NAIVE_UTC
 # Values whose str() is already valid COPY text: nothing to escape.
 _PLAIN_NUMBERS = (int, decimal.Decimal, float)
@@ -161,12 +164,41 @@ def _bytea(value: Any) -> str:
     return "\\\\x" + bytes(value).hex()
 
 
+def _exact_dumps(value: Any, refused: TypeError) -> bytes:
+    """JSON text of a value orjson refused (`refused`) where it holds Decimals or integers
+    beyond 64 bits: their exact digits (json and jsonb keep a number's digits as written).
+    Raises orjson's error where it refuses the value for another reason."""
+    try:
+        fragments = _as_fragments(value)
+    except RecursionError:  # nested deeper than orjson writes anyway
+        raise refused from None
+    return _DUMPS(fragments)
+
+
+def _as_fragments(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {key: _as_fragments(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_as_fragments(item) for item in value]
+    if kind is int and not _ORJSON_INT_MIN <= value <= _ORJSON_INT_MAX:
+        return _FRAGMENT(str(value))
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a JSON number")
+        return _FRAGMENT(str(value))
+    return value
+
+
 def _json_text(value: Any) -> str:
-    return _DUMPS(value).decode()
+    try:
+        return _DUMPS(value).decode()
+    except TypeError as error:  # orjson.JSONEncodeError: a Decimal, an integer beyond 64 bits
+        return _exact_dumps(value, error).decode()
 
 
 def _jsonb_text(value: Any) -> str:
-    text = _DUMPS(value).decode()
+    text = _json_text(value)
     if "\\u0000" in text:
         raise NulInTextError
     return text
@@ -181,7 +213,10 @@ def _json(value: Any) -> str:
 def _jsonb(value: Any) -> str:
     if value is None:
         return NULL
-    text = _DUMPS(value).decode()
+    try:
+        text = _DUMPS(value).decode()
+    except TypeError as error:  # orjson.JSONEncodeError: a Decimal, an integer beyond 64 bits
+        text = _exact_dumps(value, error).decode()
     # orjson escapes control characters, so a backslash is the only character COPY cares about.
     if "\\" not in text:
         return text

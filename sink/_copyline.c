@@ -4,11 +4,17 @@
  * key_format)` compiles one table's columns (each a top-level field of a JSON object value and
  * the kind of its column, see KINDS in copytext.py), and `Line.row(key, value)` gives the row's
  * `row_type` (CopyRow) without building any Python object for the JSON. The whole document is
- * validated as orjson would read it. Wherever this code is not sure its text is the one the
- * Python path makes (an escape it does not decode, a number it would have to round, a date its
- * shape alone does not make valid, ...), it hands the message to `fallback(key, value)`, the
- * Python path, which gives the row or None and makes every error message. So it only ever
- * gives a row the Python path gives too; tests/unit/sink/test_copyline.py checks that.
+ * validated as orjson would read it. Numbers for NUMERIC and jsonb columns are copied as
+ * written, which stores the digits the Python paths keep (see mapping.Mapper). Wherever this
+ * code is not sure its text is read as the value the Python path stores (an escape it does not
+ * decode, a number it would have to round, a date its shape alone does not make valid, ...),
+ * it hands the message to `fallback(key, value)`, the Python path, which gives the row or None
+ * and makes every error message. So it only ever gives a row PostgreSQL stores as it stores
+ * the Python path's; tests/unit/sink/test_copyline.py checks that.
+ *
+ * Two helpers serve those Python paths: `numbers_round_trip(document)`, whether every number
+ * in a JSON document reads through orjson as a value whose Python text is the number written,
+ * and `holds_float(value)`.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -439,11 +445,6 @@ static int integer_in(const unsigned char *p, Py_ssize_t n, long long low, long 
     return magnitude <= (unsigned long long)high;
 }
 
-/* An integer token orjson reads as an int, not a float: from -2**63 to 2**64 - 1. */
-static int orjson_int(const unsigned char *p, Py_ssize_t n) {
-    return p[0] != '-' || magnitude_of(p, n) <= (unsigned long long)INT64_MAX + 1;
-}
-
 static int put_escaped_byte(Out *out, unsigned char c) {
     switch (c) {
     case '\\': return out_put(out, "\\\\", 2);
@@ -543,10 +544,10 @@ static int put_float(Out *out, const unsigned char *p, const unsigned char *end,
     return status;
 }
 
-/* A JSON value for a jsonb column: its text as it is, escaped for COPY, with each number that
- * has a fraction or an exponent written as Python writes the float orjson reads (jsonb keeps a
- * number's scale, so 1.10 and 1.1 are stored differently). Keys, whitespace and escapes other
- * than \u0000 do not change what jsonb stores. */
+/* A JSON value for a jsonb column: its text as it is, escaped for COPY. jsonb stores a number
+ * exactly as written (1.10 keeps its scale, 12345678901234567890 its digits), as the Python
+ * path does with the message's exact numbers (see mapping.Mapper); keys, whitespace and escapes
+ * other than \u0000 do not change what jsonb stores. */
 static int put_jsonb(Out *out, const unsigned char *p, const unsigned char *end) {
     while (p < end) {
         unsigned char c = *p;
@@ -562,25 +563,9 @@ static int put_jsonb(Out *out, const unsigned char *p, const unsigned char *end)
             }
             q++;
             if (put_escaped(out, p, q) < 0) return -1;
-        } else if (c == '-' || (c >= '0' && c <= '9')) {
-            int integral = 1;
-            while (q < end && (*q == '-' || *q == '+' || *q == '.' || *q == 'e' || *q == 'E' ||
-                               (*q >= '0' && *q <= '9'))) {
-                if (*q == '.' || *q == 'e' || *q == 'E') integral = 0;
-                q++;
-            }
-            if (!integral) {
-                if (put_float(out, p, q, 0) < 0) return -1;
-            } else if (!orjson_int(p, q - p)) {
-                return -1;
-            } else if (q - p == 2 && p[0] == '-' && p[1] == '0') { /* orjson reads -0 as 0 */
-                if (out_put(out, "0", 1) < 0) return -1;
-            } else if (out_put(out, p, (size_t)(q - p)) < 0) {
-                return -1;
-            }
         } else {
-            /* Structure, whitespace and literals, up to the next string or number. */
-            while (q < end && *q != '"' && *q != '-' && (*q < '0' || *q > '9')) q++;
+            /* Structure, numbers, whitespace and literals, up to the next string. */
+            while (q < end && *q != '"') q++;
             if (put_escaped(out, p, q) < 0) return -1;
         }
         p = q;
@@ -645,12 +630,14 @@ static int put_column(Out *out, const Column *column, Span span) {
         return 0;
     }
     case K_NUMERIC: {
+        /* A decimal string, or a number token, whose digits fit: copied as written, so the
+         * digits stored are the message's, not those of a float read from it. */
         Py_ssize_t k;
         const unsigned char *text = plain_string(span, &k);
         if (text != NULL)
             return decimal_shape(text, k, column->a, column->b) ? out_put(out, text, (size_t)k) : -1;
-        if (integral_number(p, n) != 1 || n - (*p == '-') > column->a) return -1;
-        if (!integer_in(p, n, -INT64_MAX, INT64_MAX)) return -1;
+        if (integral_number(p, n) < 0 || !decimal_shape(p, n, column->a, column->b)) return -1;
+        if (n == 2 && p[0] == '-' && p[1] == '0') return -1; /* "0" in Python */
         return out_put(out, p, (size_t)n);
     }
     case K_FLOAT:
@@ -784,6 +771,127 @@ fallback:
     return PyObject_Vectorcall(self->fallback, args, 2, NULL);
 }
 
+/* ---- exact numbers ---- */
+
+/* Whether orjson reads an integer token as an int (from -2**63 to 2**64 - 1), not a float. */
+static int int_round_trips(const unsigned char *p, Py_ssize_t n) {
+    int negative = p[0] == '-';
+    Py_ssize_t k = n - negative;
+    if (k <= 18) return 1;
+    const char *limit = negative ? "9223372036854775808" : "18446744073709551615";
+    Py_ssize_t m = (Py_ssize_t)strlen(limit);
+    if (k != m) return k < m;
+    return memcmp(p + negative, limit, (size_t)m) <= 0;
+}
+
+/* Whether the float orjson reads from a number token with a fraction or an exponent is written
+ * by Python's repr() as the token itself. By its shape alone when it has no exponent, at most
+ * 15 digits (a double keeps 15), no trailing zero in its fraction but ".0", and no four zeros
+ * after "0." (repr() writes below 1e-4 with an exponent); else by reading and writing it. */
+static int float_round_trips(const unsigned char *p, const unsigned char *end) {
+    const unsigned char *s = p + (*p == '-'), *q = s, *fraction = NULL;
+    while (q < end && *q >= '0' && *q <= '9') q++;
+    Py_ssize_t whole = q - s, places = 0;
+    if (q < end && *q == '.') {
+        fraction = ++q;
+        while (q < end && *q >= '0' && *q <= '9') q++;
+        places = q - fraction;
+    }
+    if (q == end && places > 0 && whole + places <= 15 &&
+        (places == 1 || fraction[places - 1] != '0') &&
+        !(whole == 1 && *s == '0' && places >= 4 && memcmp(fraction, "0000", 4) == 0))
+        return 1;
+    double value;
+    if (finite_double(p, end, &value) < 0) return 0;
+    char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (!text) {
+        PyErr_Clear();
+        return 0;
+    }
+    size_t n = strlen(text);
+    int same = n == (size_t)(end - p) && memcmp(text, p, n) == 0;
+    PyMem_Free(text);
+    return same;
+}
+
+/* Past the string whose opening quote is at `p`: its closing quote, the first one not escaped
+ * by an odd run of backslashes, found with memchr (most of a document is strings). */
+static const unsigned char *past_string(const unsigned char *p, const unsigned char *end) {
+    const unsigned char *q = p + 1;
+    for (;;) {
+        q = memchr(q, '"', (size_t)(end - q));
+        if (q == NULL) return end;
+        const unsigned char *b = q;
+        while (b > p + 1 && b[-1] == '\\') b--;
+        if (((q - b) & 1) == 0) return q + 1;
+        q++;
+    }
+}
+
+/* numbers_round_trip(document): False when a number in the JSON document (not in a string)
+ * reads through orjson as a value whose Python text is not the number as written; then
+ * sink.mapping reads that document again with exact numbers. */
+static PyObject *numbers_round_trip(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "numbers_round_trip() takes bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
+    const unsigned char *end = p + PyBytes_GET_SIZE(arg);
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"') {
+            p = past_string(p, end);
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            const unsigned char *q = p + 1;
+            int integral = 1;
+            for (; q < end; q++) {
+                unsigned char d = *q;
+                if (d == '.' || d == 'e' || d == 'E') integral = 0;
+                else if (!(d >= '0' && d <= '9') && d != '+' && d != '-') break;
+            }
+            if (integral ? !int_round_trips(p, q - p) : !float_round_trips(p, q)) Py_RETURN_FALSE;
+            p = q;
+        } else {
+            p++;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
+/* Whether a JSON value (as orjson makes it: dict, list, str, int, float, bool, None) is or
+ * holds a float; -1 with an exception past Python's recursion limit. */
+static int holds_float_in(PyObject *value) {
+    if (PyFloat_CheckExact(value)) return 1;
+    int dict = PyDict_CheckExact(value);
+    if (!dict && !PyList_CheckExact(value)) return 0;
+    if (Py_EnterRecursiveCall(" in holds_float")) return -1;
+    int found = 0;
+    Py_ssize_t position = 0, i = 0;
+    PyObject *key, *item;
+    while (found == 0) {
+        if (dict) {
+            if (!PyDict_Next(value, &position, &key, &item)) break;
+        } else {
+            if (i >= PyList_GET_SIZE(value)) break;
+            item = PyList_GET_ITEM(value, i++);
+        }
+        if (PyFloat_CheckExact(item)) found = 1;
+        else if (PyDict_CheckExact(item) || PyList_CheckExact(item)) found = holds_float_in(item);
+    }
+    Py_LeaveRecursiveCall();
+    return found;
+}
+
+/* holds_float(value): the Python form is sink.copytext._python_holds_float. */
+static PyObject *holds_float(PyObject *module, PyObject *value) {
+    (void)module;
+    int found = holds_float_in(value);
+    if (found < 0) return NULL;
+    return PyBool_FromLong(found);
+}
+
 /* ---- the type ---- */
 
 /* The fallback is usually a bound method of the object that holds this line: a cycle, which
@@ -886,11 +994,21 @@ static PyTypeObject LineType = {
     .tp_new = Line_new,
 };
 
+static PyMethodDef module_methods[] = {
+    {"holds_float", holds_float, METH_O,
+     "holds_float(value): whether a JSON value (dict, list, str, ...) is or holds a float."},
+    {"numbers_round_trip", numbers_round_trip, METH_O,
+     "numbers_round_trip(document): whether every number in the JSON document is, through "
+     "orjson, a value whose Python text is the number as written."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sink._copyline",
     .m_doc = "JSON message to COPY line, in C.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__copyline(void) {

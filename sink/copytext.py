@@ -11,15 +11,21 @@ keys by their COPY text.
 `native_kind` names the same fast path per column for the C extension `sink._copyline`, which
 goes from a message's bytes to its line without making the Python objects (see FastPath in
 sink/pipeline.py). It takes a subset of these forms and hands the rest to this module's.
+
+A float read from a message may not be the number it wrote (0.123456789012345678 reads as
+0.12345678901234568): a NUMERIC column's fast path leaves floats to the general path, and the
+compiled line asks whether the floats a column keeping digits gets are as written (see
+`compile_line` and sink.mapping).
 """
 
 from __future__ import annotations
 
+import decimal
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -27,10 +33,16 @@ from sqlalchemy.dialects import postgresql
 
 from pg_bulk_ingest import CopyRow
 
+try:
+    from sink import _copyline
+except ImportError:  # not built: the Python form of its holds_float does the same, slower
+    _copyline = None  # type: ignore[assignment]
+
 FastText = Callable[[Any], Optional[str]]
 
 _REAL_MAX = 3.4028234663852886e38
 _DUMPS = orjson.dumps
+_DECIMAL = decimal.Decimal
 _FROM_ISO = datetime.fromisoformat
 _DATE_FROM_ISO = date.fromisoformat
 # Date, time to the second, at most microseconds: longer fractions are rounded differently by
@@ -104,7 +116,10 @@ def _numeric(precision: int | None, scale: int | None) -> FastText | None:
             return value  # type: ignore[no-any-return]
         if kind is int and -limit < value < limit:
             return str(value)
-        return None
+        if kind is _DECIMAL:  # a number read exactly (see sink.mapping)
+            text = str(value)
+            return text if decimal_text(text) else None
+        return None  # a float, among others: its digits may not be the message's
 
     return fast
 
@@ -127,6 +142,27 @@ def _boolean(value: Any) -> str | None:
 
 
 _JSON_KINDS = (dict, list, str, int, float, bool)
+
+
+def _python_holds_float(value: Any) -> bool:
+    """Whether a JSON value is or holds a float: the Python form of `sink._copyline`'s."""
+    kind = type(value)
+    if kind is float:
+        return True
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    for item in value:
+        kind = type(item)
+        if kind is float or ((kind is dict or kind is list) and _python_holds_float(item)):
+            return True
+    return False
+
+
+holds_float: Callable[[Any], bool] = (
+    _python_holds_float if _copyline is None else _copyline.holds_float
+)
 
 
 def _json(value: Any) -> str | None:
@@ -299,52 +335,91 @@ class LineColumn:
     # The converter, then the core's encoder: may raise (the caller's rejection).
     general: Callable[[Any], str]
     required: bool
+    # Whether a value may not be what the message wrote (a float, for a column that keeps a
+    # number's digits); then the line asks `round_trip` (see `compile_line`). None: any value
+    # will do. Asked of the values the fast path leaves, or of every value with `doubt_first`
+    # (where the fast path takes floats too).
+    doubt: Optional[Callable[[Any], bool]] = None
+    doubt_first: bool = False
 
 
-LineFunction = Callable[[Any, Dict[str, Any]], Optional[CopyRow]]
+class LineFunction(Protocol):
+    """A table's line, `line(record, value, raw=None)`: see `compile_line`. `raw`, the bytes
+    `value` was read from, lets a line check that its floats are the numbers written (see
+    `Mapper.value_line`)."""
+
+    def __call__(
+        self, record: Any, value: Dict[str, Any], raw: Optional[bytes] = None
+    ) -> Optional[CopyRow]: ...
 
 
-def compile_line(columns: Sequence[LineColumn], missing: object) -> LineFunction:
-    """One function per table, `line(record, value)`, from a record whose value is a non-empty
-    JSON object to its COPY line as a `CopyRow`, written out column by column (no loop, no
-    per-column tuple). `record` is only read by the columns without a `field`.
+def compile_line(
+    columns: Sequence[LineColumn],
+    missing: object,
+    round_trip: Callable[[Any, Optional[bytes]], bool] | None = None,
+) -> LineFunction:
+    """One function per table, `line(record, value, raw=None)`, from a record whose value is a
+    non-empty JSON object to its COPY line as a `CopyRow`, written out column by column (no
+    loop, no per-column tuple). `record` is only read by the columns without a `field`.
 
     It returns None for a row it cannot finish without an error (a required value missing or
     null, a value the general path refuses): the caller then maps that record the slow way,
-    which raises the error naming the column.
+    which raises the error naming the column. Also where a column doubts its value: once per
+    row, `round_trip(record, raw)` tells whether the message's floats are the numbers it
+    wrote (`raw`: the bytes `value` was read from, or None); if not, the line returns None.
     """
-    namespace: dict[str, Any] = {"MISSING": missing, "CopyRow": CopyRow}
+    namespace: dict[str, Any] = {"MISSING": missing, "CopyRow": CopyRow, "round_trip": round_trip}
     body = []
     for i, column in enumerate(columns):
         namespace[f"extract{i}"] = column.extract
         namespace[f"fast{i}"] = column.fast
         namespace[f"general{i}"] = column.general
+        namespace[f"doubt{i}"] = column.doubt
         read = (
             f"value.get({column.field!r}, MISSING)"
             if column.field is not None
             else f"extract{i}(record)"
         )
         absent = "return None" if column.required else f"text{i} = {_NULL!r}"
-        convert = (
-            f"text{i} = fast{i}(v)\n            if text{i} is None:\n"
-            f"                text{i} = general{i}(v)"
-            if column.fast is not None
-            else f"text{i} = general{i}(v)"
-        )
+        convert = f"text{i} = general{i}(v)"
+        check = ""
+        if column.doubt is not None:
+            assert round_trip is not None, "a column that doubts needs round_trip"
+            check = (
+                f"if doubt{i}(v):\n"
+                "    if exact is None:\n"
+                "        exact = round_trip(record, raw)\n"
+                "    if not exact:\n"
+                "        return None\n"
+            )
+        first, check = (check, "") if column.doubt_first else ("", check)
+        if column.fast is not None:
+            convert = f"text{i} = fast{i}(v)\nif text{i} is None:\n" + _indent(check + convert, 1)
+        else:
+            convert = check + convert
+        convert = first + convert
         body.append(
             f"        v = {read}\n"
             f"        if v is None or v is MISSING:\n            {absent}\n"
-            f"        else:\n            {convert}\n"
+            f"        else:\n{_indent(convert, 3)}\n"
         )
     joined = "\\t".join(f"{{text{i}}}" for i in range(len(columns)))
+    doubts = any(column.doubt is not None for column in columns)
     source = (
-        "def line(record, value):\n"
-        "    try:\n" + "".join(body) + "    except Exception:\n        return None\n"
+        "def line(record, value, raw=None):\n"
+        + ("    exact = None\n" if doubts else "")
+        + "    try:\n"
+        + "".join(body)
+        + "    except Exception:\n        return None\n"
         f'    return CopyRow(f"{joined}\\n")\n'
     )
     # The source holds only repr()s of field names and generated names: nothing is injected.
     exec(compile(source, "<sink.copytext line>", "exec"), namespace)
     return namespace["line"]  # type: ignore[no-any-return]
+
+
+def _indent(code: str, levels: int) -> str:
+    return "\n".join("    " * levels + line for line in code.split("\n"))
 
 
 _NULL = "\\N"

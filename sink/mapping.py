@@ -7,7 +7,9 @@ TIMESTAMP), date, time, timedelta, uuid.UUID, bytes, lists for arrays, JSON valu
 
 Choices a user sees: a timestamp without an offset is read as UTC; TIMESTAMP (without time
 zone) columns hold UTC wall time; a DATE from a timestamp is its UTC date; numbers for
-TIMESTAMP/DATE columns are epoch milliseconds; numbers for INTERVAL are seconds.
+TIMESTAMP/DATE columns are epoch milliseconds; numbers for INTERVAL are seconds; NUMERIC, JSON
+and text columns keep a number's digits as the message wrote them (a message whose floats would
+not is read again with exact numbers: Decimal, and int beyond 64 bits).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import decimal
+import json
 import math
 import re
 import uuid
@@ -29,10 +32,22 @@ from sqlalchemy.dialects import postgresql
 
 from pg_bulk_ingest import CopyRow, copy_encoders
 from sink.config import Format, Source, SourceKind
-from sink.copytext import LineColumn, LineFunction, compile_line, fast_text, native_kind
+from sink.copytext import (
+    LineColumn,
+    LineFunction,
+    compile_line,
+    fast_text,
+    holds_float,
+    native_kind,
+)
 from sink.errors import ConfigError, DecodeError, MappingError
 from sink.records import Message, Record
 from sink.tables import Target
+
+try:
+    from sink import _copyline
+except ImportError:  # not built: the Python form of its numbers_round_trip does the same, slower
+    _copyline = None  # type: ignore[assignment]
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -73,7 +88,7 @@ def _kind(value: object) -> str:
         return f"a boolean ({'true' if value else 'false'})"
     if isinstance(value, (int, float, decimal.Decimal, str)):
         noun = "a string" if isinstance(value, str) else "a number"
-        shown = repr(value)
+        shown = str(value) if isinstance(value, decimal.Decimal) else repr(value)
         return f"{noun} ({shown})" if len(shown) <= 42 else noun
     if isinstance(value, (bytes, bytearray)):
         return f"{len(value)} bytes"
@@ -222,7 +237,7 @@ def _text(type_name: str, length: int | None) -> Converter:
         elif kind is bool:
             text = "true" if value else "false"
         elif kind is dict or kind is list:
-            text = orjson.dumps(value).decode()
+            text = _json_text(value)
         elif kind is bytes:
             try:
                 text = value.decode("utf-8")
@@ -255,13 +270,40 @@ def _json(value: Any) -> object:
         return value
     if kind is bool:
         return value
+    if kind is decimal.Decimal:
+        if not value.is_finite():
+            raise _Reject(f"{value} is not a JSON number")
+        return value  # a JSON number with these exact digits
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray)):
         raise _Reject('bytes are not JSON; set value_format/key_format = "json" or use BYTEA')
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+    if isinstance(value, uuid.UUID):
         return str(value)
     raise _reject_type("a JSON value", value)
+
+
+def _json_text(value: Any) -> str:
+    """Compact JSON text, numbers with their exact digits (Decimals, integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError: a Decimal or an integer beyond 64 bits
+        pass
+    try:
+        return orjson.dumps(_as_fragments(value)).decode()
+    except (TypeError, RecursionError) as error:
+        raise _Reject(f"cannot be written as JSON text: {error}") from None
+
+
+def _as_fragments(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {key: _as_fragments(item) for key, item in value.items()}
+    if kind is list:
+        return [_as_fragments(item) for item in value]
+    if kind is decimal.Decimal or kind is int:
+        return orjson.Fragment(str(value))
+    return value
 
 
 def _uuid(value: Any) -> object:
@@ -344,6 +386,8 @@ def _instant(value: Any) -> datetime:
         return _parse_datetime(value)
     if kind is int or kind is float:
         return _from_epoch_ms(value)
+    if kind is decimal.Decimal:
+        return _from_epoch_ms(float(value))
     if kind is datetime:
         return value  # type: ignore[no-any-return]
     raise _reject_type("an ISO 8601 timestamp string or epoch milliseconds", value)
@@ -411,6 +455,8 @@ def _interval(value: Any) -> object:
     try:
         if kind is int or kind is float:
             return timedelta(seconds=value)
+        if kind is decimal.Decimal:
+            return timedelta(seconds=float(value))
         if kind is str:
             return _parse_duration(value.strip())
     except (OverflowError, ValueError):
@@ -509,6 +555,16 @@ def _type_name(type_: sa.types.TypeEngine[Any]) -> str:
         return type(type_).__name__
 
 
+def keeps_digits(type_: sa.types.TypeEngine[Any]) -> bool:
+    """NUMERIC, JSON and text columns store a number with the digits the message wrote (a
+    float read from them may not keep them); float, integer and time columns take its value."""
+    if isinstance(type_, sa.ARRAY):
+        return keeps_digits(sa.types.to_instance(type_.item_type))
+    if isinstance(type_, (sa.Float, sa.Enum)):
+        return False
+    return isinstance(type_, (sa.Numeric, sa.JSON, sa.String))
+
+
 def _is_json(type_: sa.types.TypeEngine[Any]) -> bool:
     if isinstance(type_, sa.ARRAY):
         return _is_json(type_.item_type)
@@ -531,6 +587,47 @@ def _nul_path(value: object) -> str | None:
         elif isinstance(item, list):
             stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
     return None
+
+
+# --- exact numbers --------------------------------------------------------------------------
+
+# A number outside a JSON string comes first in the document or after "[", ":" or ",". Inside
+# strings these find some too, which only costs a closer look or an exact reading.
+_NUMBER_TOKENS = re.compile(rb"[\[:,]\s*(-?\d[\d.eE+-]*)").findall
+# The numbers that may not round trip: 16 digits or more (17 characters), an exponent, a
+# fraction of two digits or more ending in 0, below 1e-4.
+_DOUBTFUL_NUMBER = re.compile(
+    rb"[\[:,]\s*-?(?:\d[\d.]{16}|\d+(?:\.\d+)?[eE]|\d+\.\d+0(?=\s*(?:[,\]}]|$))|0\.0000)"
+).search
+_ORJSON_INT_MIN, _ORJSON_INT_MAX = -(2**63), 2**64 - 1
+_EXACT_LOADS = json.JSONDecoder(parse_float=decimal.Decimal).decode
+
+
+def python_numbers_round_trip(document: bytes) -> bool:
+    """Whether every number in a JSON document reads through orjson as a value whose Python
+    text is the number as written: an int orjson reads as an int, or a float whose repr() is
+    the number. The Python form of `sink._copyline.numbers_round_trip`."""
+    start = document.lstrip()[:1]
+    if start == b"-" or start.isdigit():  # the document is one number
+        return _token_round_trips(document.strip())
+    if _DOUBTFUL_NUMBER(document) is None:
+        return True
+    return all(_token_round_trips(token) for token in _NUMBER_TOKENS(document))
+
+
+def _token_round_trips(token: bytes) -> bool:
+    digits = token[1:] if token[:1] == b"-" else token
+    if digits.isdigit():
+        return len(digits) <= 18 or _ORJSON_INT_MIN <= int(token) <= _ORJSON_INT_MAX
+    try:
+        return repr(float(token)).encode() == token
+    except ValueError:
+        return False
+
+
+numbers_round_trip: Callable[[bytes], bool] = (
+    python_numbers_round_trip if _copyline is None else _copyline.numbers_round_trip
+)
 
 
 # --- extractors: one per column source ------------------------------------------------------
@@ -699,7 +796,38 @@ class Mapper:
                 zip(table.columns, self._fast_plan)
             )
         )
-        self._compiled_line = compile_line([LineColumn(*step) for step in self._line_plan], MISSING)
+        # NUMERIC, JSON and text columns keep the digits the message wrote: where a float read
+        # from the key or value would not, `_exact` reads it again with exact numbers.
+        value_json = target.value_format is Format.JSON
+        key_json = target.key_format is Format.JSON
+        doubts = [
+            keeps_digits(column.type)
+            and (
+                (c.source.kind is SourceKind.VALUE and value_json)
+                or (c.source.kind is SourceKind.KEY and key_json)
+            )
+            for column, c in zip(table.columns, self._columns)
+        ]
+        self._screen_value = any(
+            d and c.source.kind is SourceKind.VALUE for d, c in zip(doubts, self._columns)
+        )
+        self._screen_key = any(
+            d and c.source.kind is SourceKind.KEY for d, c in zip(doubts, self._columns)
+        )
+        self._screens = self._screen_value or self._screen_key
+        self._compiled_line = compile_line(
+            [
+                LineColumn(
+                    *step,
+                    doubt=holds_float if doubt else None,
+                    # The JSON fast path takes floats: ask before it.
+                    doubt_first=doubt and _is_json(column.type),
+                )
+                for step, doubt, column in zip(self._line_plan, doubts, table.columns)
+            ],
+            MISSING,
+            self._round_trips,
+        )
         # When every column reads a top-level field of the value, a line needs the value alone;
         # else `beyond_value_fields` names the first column that reads something more.
         beyond = next((c for c, step in zip(self._columns, self._line_plan) if not step[0]), None)
@@ -741,15 +869,66 @@ class Mapper:
 
         return general
 
+    def _round_trips(self, record: Record | None, raw: bytes | None) -> bool:
+        """Whether the floats of a record are the numbers its message wrote (`raw`: the bytes
+        of the value alone). Without either, a float may be anything: no."""
+        if raw is not None:
+            return numbers_round_trip(raw)
+        if record is None:
+            return False
+        message = record.message
+        value, key = message.value, message.key
+        return (not self._screen_value or value is None or numbers_round_trip(value)) and (
+            not self._screen_key or key is None or numbers_round_trip(key)
+        )
+
+    def _exact(self, record: Record) -> Record:
+        """The record, its JSON key or value read again with exact numbers (Decimal for a number
+        with a fraction or an exponent, int for any integer) where a float orjson read would
+        not keep the digits written. Raises MappingError where they cannot be read so."""
+        message = record.message
+        key, value = record.key, record.value
+        raw_value, raw_key = message.value, message.key
+        if self._screen_value and raw_value is not None and not numbers_round_trip(raw_value):
+            value = self._read_exactly(record, "value", raw_value)
+        if self._screen_key and raw_key is not None and not numbers_round_trip(raw_key):
+            key = self._read_exactly(record, "key", raw_key)
+        if key is record.key and value is record.value:
+            return record
+        return Record(message, key, value)
+
+    def _read_exactly(self, record: Record, part: str, data: bytes) -> object:
+        try:
+            return _EXACT_LOADS(data.decode("utf-8"))
+        except (ValueError, RecursionError) as error:
+            raise MappingError(
+                record.coordinates,
+                f"the numbers of the {part} cannot be read exactly: {error}",
+                table=self.target.name,
+                code="not-exact",
+            ) from None
+
     def line(self, record: Record) -> CopyRow:
         """The row for a (non-tombstone) record as one line of COPY text, the values `map`
         gives encoded as the ingest core would; common values skip the Python objects in
-        between (see sink.copytext). Raises MappingError as `map` does."""
+        between (see sink.copytext). Raises MappingError as `map` does.
+
+        A float that reaches a column keeping digits makes the line check the message's
+        numbers (`_round_trips`); where one is not as written, the record is read again with
+        exact numbers (`_exact`), and mapped from those."""
         data = record.value
         if type(data) is dict and data:
             row = self._compiled_line(record, data)
             if row is not None:
                 return row
+        if self._screens:
+            exact = self._exact(record)
+            if exact is not record:
+                record, data = exact, exact.value
+                if type(data) is dict and data:
+                    row = self._compiled_line(record, data)
+                    if row is not None:
+                        return row
         return self._line_step_by_step(record)
 
     def _line_step_by_step(self, record: Record) -> CopyRow:
@@ -776,6 +955,8 @@ class Mapper:
 
     def map(self, record: Record) -> tuple[object, ...]:
         """The row for a (non-tombstone) record, in column order; raises MappingError."""
+        if self._screens:
+            record = self._exact(record)
         data = record.value
         if type(data) is not dict:
             data = {}  # every column then reads through its extractor
@@ -830,6 +1011,8 @@ class Mapper:
                 table=self.target.name,
                 code="no-key",
             )
+        if self._screen_key:
+            record = self._exact(record)
         values: list[object] = []
         try:
             for index in self._key_columns:

@@ -99,6 +99,29 @@ def test_nul_in_jsonb_raises() -> None:
         enc(pg.JSONB(), {"a": "\x00"})
 
 
+@pytest.mark.parametrize("type_", [pg.JSONB(), pg.JSON()])
+def test_json_numbers_keep_their_exact_digits(type_: sa.types.TypeEngine[object]) -> None:
+    value = {
+        "d": decimal.Decimal("0.123456789012345678"),
+        "scale": decimal.Decimal("1.10"),
+        "big": 2**70,
+        "low": -(2**63) - 1,
+        "plain": [1.5, 7, True, None, "x"],
+    }
+    assert enc(type_, value) == (
+        '{"d":0.123456789012345678,"scale":1.10,"big":1180591620717411303424,'
+        '"low":-9223372036854775809,"plain":[1.5,7,true,null,"x"]}'
+    )
+    assert enc(pg.ARRAY(type_), [decimal.Decimal("1E+2")]) == '{"1E+2"}'
+
+
+def test_a_json_number_must_be_finite() -> None:
+    with pytest.raises(ValueError, match="NaN is not a JSON number"):
+        enc(pg.JSONB(), [decimal.Decimal("NaN")])
+    with pytest.raises(TypeError):  # what orjson refuses for another reason stays refused
+        enc(pg.JSONB(), {"a": object()})
+
+
 @given(st.lists(st.text().filter(lambda s: "\x00" not in s), max_size=5))
 def test_a_text_array_is_quoted_element_by_element_then_copy_escaped(values: list[str]) -> None:
     quoted = ['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]

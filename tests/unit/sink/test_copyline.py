@@ -1,13 +1,17 @@
-"""The native line (sink/_copyline.c): for any bytes, it gives the row the Python form of the
-fast path gives, or hands the message to that Python form; jsonb values may be spelled as the
-message spelled them. Which documents it writes itself and which it hands over."""
+"""The native line (sink/_copyline.c): for any bytes, it gives the row the worker would write
+by the Python form of the fast path (or, where that gives up, by `Pipeline.map`), or hands the
+message to that Python form; jsonb values may be spelled as the message spelled them, numbers
+with the digits it wrote. Which documents it writes itself and which it hands over; and its
+`numbers_round_trip`, which tells where the Python paths must read a message's numbers again."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
 import json
+import re
 import weakref
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import orjson
@@ -20,7 +24,10 @@ from sink import _copyline
 from sink.config import ColumnSettings, Format, TableSettings
 from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
+from sink.errors import DecodeError
+from sink.mapping import python_numbers_round_trip
 from sink.pipeline import FastPath, Pipeline
+from sink.records import Message
 from sink.tables import tables_from_config
 
 COLUMNS = {
@@ -42,9 +49,11 @@ COLUMNS = {
     "tags": "TEXT[]",
 }
 JSONB_COLUMN = list(COLUMNS).index("doc")
+# NUMERIC columns and their scale (None: as written).
+NUMERIC_COLUMNS = {list(COLUMNS).index("price"): 2, list(COLUMNS).index("free"): None}
 
 
-def fast_path(key_format: Format) -> FastPath:
+def pipeline(key_format: Format) -> Pipeline:
     columns = [
         ColumnSettings(name, ctype(type_text), source(f"value.{name}"), nullable=name != "id")
         for name, type_text in COLUMNS.items()
@@ -57,12 +66,15 @@ def fast_path(key_format: Format) -> FastPath:
         primary_key=("id",),
         key_format=key_format,
     )
-    path = Pipeline(tables_from_config([table])).fast_path("t")
-    assert path is not None
-    return path
+    return Pipeline(tables_from_config([table]))
 
 
-PATHS = {key_format: fast_path(key_format) for key_format in Format}
+PIPELINES = {key_format: pipeline(key_format) for key_format in Format}
+PATHS: dict[Format, FastPath] = {}
+for _format, _pipeline in PIPELINES.items():
+    _path = _pipeline.fast_path("t")
+    assert _path is not None
+    PATHS[_format] = _path
 KEY_CODES = {Format.BYTES: 0, Format.STRING: 1, Format.JSON: 2}
 
 
@@ -73,6 +85,7 @@ class Native:
         path = PATHS[key_format]
         assert path.native_columns is not None
         self.python = path.python_row
+        self.pipeline = PIPELINES[key_format]
         self.handed_over = 0
         line = _copyline.Line(path.native_columns, CopyRow, self._fallback, KEY_CODES[key_format])
         self.row = line.row
@@ -81,25 +94,68 @@ class Native:
         self.handed_over += 1
         return self.python(key, value)
 
+    def general(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
+        """The row of `Pipeline.map`, where the fast path gives up; None for a dead letter."""
+        try:
+            mapped = self.pipeline.map(Message("t", 0, 0, None, key, value))
+        except DecodeError:
+            return None
+        return mapped.rows[0][1] if mapped.rows else None  # type: ignore[return-value]
+
+    def python_or_general(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
+        """What the worker writes without the native line."""
+        return self.python(key, value) or self.general(key, value)
+
 
 def same_row(native: CopyRow | None, python: CopyRow | None) -> bool:
-    """Equal rows; the jsonb column's texts as the same JSON value."""
+    """Rows PostgreSQL stores the same: equal texts, but the jsonb column's as the same jsonb
+    value and the numeric columns' as the same numeric (12.5 and 12.50 in NUMERIC(6,2))."""
     if native is None or python is None:
         return native is python
     left, right = native.split("\t"), python.split("\t")
     if len(left) != len(right):
         return False
     for index, (mine, theirs) in enumerate(zip(left, right)):
-        if index == JSONB_COLUMN and mine != "\\N":
-            if _canonical_json(mine) != _canonical_json(theirs):
-                return False
-        elif mine != theirs:
+        if mine == "\\N" or theirs == "\\N":
+            same = mine == theirs
+        elif index == JSONB_COLUMN:
+            same = _canonical_json(mine) == _canonical_json(theirs)
+        elif index in NUMERIC_COLUMNS:
+            scale = NUMERIC_COLUMNS[index]
+            same = _numeric(mine.rstrip("\n"), scale) == _numeric(theirs.rstrip("\n"), scale)
+        else:
+            same = mine == theirs
+        if not same:
             return False
     return True
 
 
-def _canonical_json(text: str) -> bytes:
-    return orjson.dumps(orjson.loads(_copy_unescape(text)))
+def _numeric(text: str, scale: int | None) -> str:
+    """A NUMERIC's text as PostgreSQL stores it: rounded to the column's scale, if it has one;
+    positional; no negative zero."""
+    value = Decimal(text)
+    if scale is not None:
+        value = value.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+    shown = format(value, "f")
+    return shown[1:] if value.is_zero() and shown[:1] == "-" else shown
+
+
+def _canonical_json(text: str) -> object:
+    """A JSON text as jsonb stores it: numbers with their digits as written."""
+    value = json.loads(_copy_unescape(text), parse_float=Decimal, parse_int=Decimal)
+    return _jsonb_numbers(value)
+
+
+def _jsonb_numbers(value: object) -> object:
+    if isinstance(value, Decimal):
+        # As PostgreSQL's numeric writes it: positional, the scale written, no negative zero.
+        text = format(value, "f")
+        return ("number", text[1:] if value.is_zero() and text[:1] == "-" else text)
+    if isinstance(value, dict):
+        return {key: _jsonb_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_jsonb_numbers(item) for item in value]
+    return value
 
 
 def _copy_unescape(text: str) -> str:
@@ -117,7 +173,37 @@ def test_a_table_whose_every_column_has_a_native_kind_takes_the_native_line() ->
 texts = st.text(max_size=8) | st.sampled_from(
     ["a\tb", 'q"uote', "back\\slash", "nul\u0000", "ünï", "🦆 duck", "\u2028", "x" * 6, "/"]
 )
-numbers = st.integers(-(2**70), 2**70) | st.floats() | st.sampled_from([-0, 0.0])
+
+
+class Exact(str):
+    """A number written into a document as it is, digits and all (see `spellings`)."""
+
+
+EXACT_NUMBERS = [
+    "0.123456789012345678",
+    "1.10",
+    "1.0",
+    "100.0",
+    "-0.0",
+    "1e2",
+    "1.5E-3",
+    "2.50e+1",
+    "1e-400",
+    "0.00001",
+    "0.0001",
+    "1234567890123456.0",
+    "12345678901234567.0",
+    "9007199254740993",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "123456789012345678901234567890.123456789",
+]
+decimals = st.decimals(min_value=-(10**20), max_value=10**20, allow_nan=False)
+exact_numbers = (
+    st.sampled_from(EXACT_NUMBERS) | decimals.map(str) | decimals.map(lambda d: format(d, "f"))
+).map(Exact)
+numbers = st.integers(-(2**70), 2**70) | st.floats() | st.sampled_from([-0, 0.0]) | exact_numbers
 json_values = st.recursive(
     st.none() | st.booleans() | numbers | texts,
     lambda items: st.lists(items, max_size=3) | st.dictionaries(texts, items, max_size=3),
@@ -142,13 +228,16 @@ stamps = st.sampled_from(
     ]
 )
 FIELD_VALUES: dict[str, Any] = {
-    "id": st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.sampled_from(["7", 1.0, -0]),
+    "id": st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.sampled_from(["7", 1.0, -0, Exact("1e2"), Exact("7.0"), Exact("9223372036854775807.0")]),
     "small": st.integers(min_value=-40_000, max_value=40_000),
     "int": st.integers(min_value=-(2**32), max_value=2**32),
     "short": texts,
     "body": texts | numbers,
     "price": st.sampled_from(["12.50", "-0.5", "1e3", "9999.99", "1.234", "\u0661.\u0665", 12.5])
-    | st.integers(-20_000, 20_000),
+    | st.integers(-20_000, 20_000)
+    | st.sampled_from(["12.50", "-0.5", "1e3", "9999.99", "1.234", "0.125", "-0"]).map(Exact)
+    | exact_numbers,
     "free": st.sampled_from(["123456789012345678901234567890.5", "-0", "+1", "1."]) | numbers,
     "wide": numbers,
     "ratio": numbers | st.just(3.5e38),
@@ -170,11 +259,28 @@ objects = st.fixed_dictionaries(
 
 
 def spellings(value: object) -> list[bytes]:
-    """One JSON value as producers write it: compact, ASCII-escaped with spaces, indented."""
-    spelled = [json.dumps(value, ensure_ascii=True), json.dumps(value, indent=1)]
+    """One JSON value as producers write it: compact, ASCII-escaped with spaces, indented; an
+    `Exact` number as it is."""
+    exact: list[str] = []
+
+    def hide(item: object) -> object:
+        if isinstance(item, Exact):
+            exact.append(str(item))
+            return f"@@exact{len(exact) - 1}@@"
+        if isinstance(item, dict):
+            return {key: hide(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [hide(inner) for inner in item]
+        return item
+
+    hidden = hide(value)
+    spelled = [json.dumps(hidden, ensure_ascii=True), json.dumps(hidden, indent=1)]
     with contextlib.suppress(TypeError):  # orjson refuses integers past 64 bits
-        spelled.append(orjson.dumps(value).decode())
-    return [text.encode() for text in spelled]
+        spelled.append(orjson.dumps(hidden).decode())
+    return [_EXACT.sub(lambda m: exact[int(m[1])], text).encode() for text in spelled]
+
+
+_EXACT = re.compile(r'"@@exact(\d+)@@"')
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -198,7 +304,30 @@ def test_the_native_line_gives_the_row_the_python_form_gives(
         if flip is not None and raw:
             at = flip[0] % len(raw)
             raw = raw[:at] + bytes([flip[1]]) + raw[at + 1 :]
-        assert same_row(native.row(key, raw), native.python(key, raw)), raw
+        mine = native.row(key, raw) or native.general(key, raw)
+        assert same_row(mine, native.python_or_general(key, raw)), raw
+
+
+# Documents of numbers for the columns that keep a number's digits, where mistakes would be.
+number_objects = st.fixed_dictionaries(
+    {"id": st.integers(0, 9)},
+    optional={
+        "price": FIELD_VALUES["price"],
+        "free": numbers,
+        "doc": json_values,
+        "body": numbers,
+        "extra": numbers,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=number_objects)
+def test_the_native_line_keeps_the_numbers_the_python_paths_keep(value: dict[str, object]) -> None:
+    native = Native(Format.BYTES)
+    for spelled in spellings(value):
+        mine = native.row(None, spelled) or native.general(None, spelled)
+        assert same_row(mine, native.python_or_general(None, spelled)), spelled
 
 
 def test_no_python_object_is_needed_for_the_common_forms() -> None:
@@ -214,13 +343,32 @@ def test_no_python_object_is_needed_for_the_common_forms() -> None:
         b'{"id":7,"day":"0001-01-28","tags":["a","b c",""],"extra":{"deep":[[[]]]}}',
         b'{"id":9223372036854775807,"doc":[9999999999999999999,-9223372036854775808]}',
         b'\t{ "id" : 8 , "id" : 9 }\n',
+        b'{"id":10,"price":12.5,"free":0.123456789012345678,"doc":[-9223372036854775809]}',
+        b'{"id":11,"price":-0.50,"free":123456789012345678901234567890.5,"doc":1.5e-7}',
     ]
     for document in documents:
         row = native.row(b"k", document)
-        assert row is not None and same_row(row, native.python(b"k", document)), document
+        assert row is not None and same_row(row, native.python_or_general(b"k", document)), document
     assert native.handed_over == 0
     assert native.row(None, b'{"id": 1, "id": 2}') == "2" + "\t\\N" * (len(COLUMNS) - 1) + "\n"
-    assert native.row(None, b'{"id":1,"doc":{"p": 1.10}}').split("\t")[JSONB_COLUMN] == '{"p": 1.1}'
+
+
+def test_numbers_keep_the_digits_the_message_wrote() -> None:
+    native = Native(Format.STRING)
+    document = b'{"id":1,"price":1.50,"free":0.123456789012345678,"doc":{"p":[1.10,1e2]}}'
+    row = native.row(None, document)
+    assert row is not None and native.handed_over == 0
+    fields = row.split("\t")
+    assert fields[list(COLUMNS).index("price")] == "1.50"
+    assert fields[list(COLUMNS).index("free")] == "0.123456789012345678"
+    assert fields[JSONB_COLUMN] == '{"p":[1.10,1e2]}'
+    assert same_row(row, native.python_or_general(None, document))
+    assert native.python(None, document) is None  # its floats may not be the numbers written
+    # Numbers a float keeps as written: the same values by every path.
+    for document in (b'{"id":1,"price":12.5,"free":-0.0}', b'{"id":1,"doc":{"a":[1.5,2]}}'):
+        row = native.row(None, document)
+        assert row is not None and same_row(row, native.python_or_general(None, document))
+    assert native.handed_over == 0
 
 
 @pytest.mark.parametrize(
@@ -235,7 +383,7 @@ def test_no_python_object_is_needed_for_the_common_forms() -> None:
         b'{"id":1,"extra":"\xc0\xaf"}',  # overlong
         b'{"id":1,"extra":1e400}',  # infinity
         b'{"id":1,"extra":12345678901234567890}',  # 20 digits
-        b'{"id":1,"doc":[-9223372036854775809]}',  # orjson makes it a float
+        b'{"id":1,"doc":[123456789012345678901]}',  # over 19 digits
         b'{"id":9223372036854775808}',
         b'{"id":1,"small":-32769}',
         b'{"id":1,"extra":01}',
@@ -253,7 +401,10 @@ def test_no_python_object_is_needed_for_the_common_forms() -> None:
         b'{"id":1,"short":"sixsix"}',
         b'{"id":1,"short":"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9"}',
         b'{"id":1,"price":"12.345"}',
-        b'{"id":1,"price":12.5}',
+        b'{"id":1,"price":12.345}',  # rounded
+        b'{"id":1,"price":1e1}',
+        b'{"id":1,"price":-0}',  # "0" in Python
+        b'{"id":1,"price":12345}',
         b'{"id":1,"wide":1}',
         b'{"id":1,"ratio":3.5e38}',
         b'{"id":1,"at":"2024-02-29T12:00:00Z"}',  # valid, but not by its shape alone
@@ -270,6 +421,10 @@ def test_what_the_native_line_is_not_sure_of_goes_to_the_python_form(document: b
     native = Native(Format.STRING)
     assert same_row(native.row(None, document), native.python(None, document))
     assert native.handed_over == 1
+    assert same_row(
+        native.row(None, document) or native.general(None, document),
+        native.python_or_general(None, document),
+    )
 
 
 def test_keys_are_checked_as_their_format_reads_them() -> None:
@@ -304,3 +459,56 @@ def test_a_line_and_its_holder_are_collected_together() -> None:
     del native
     gc.collect()
     assert gone() is None
+
+
+def _round_trips(document: bytes) -> bool:
+    """Whether every number of a JSON document reads through orjson as a value whose Python
+    text (repr of a float, str of an int) is the number as written."""
+    numbers: list[tuple[type, str]] = []
+    json.loads(
+        document,
+        parse_float=lambda text: numbers.append((float, text)),
+        parse_int=lambda text: numbers.append((int, text)),
+    )
+    return all(
+        repr(float(text)) == text if kind is float else -(2**63) <= int(text) < 2**64
+        for kind, text in numbers
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=json_values)
+def test_numbers_round_trip_tells_whether_orjson_keeps_every_number_as_written(
+    value: object,
+) -> None:
+    for document in spellings(value):
+        try:
+            orjson.loads(document)
+        except orjson.JSONDecodeError:
+            continue  # not JSON: never read again
+        truth = _round_trips(document)
+        assert _copyline.numbers_round_trip(document) == truth, document
+        # The Python form may also doubt a number-like text in a string: never the reverse.
+        assert python_numbers_round_trip(document) <= truth, document
+
+
+@pytest.mark.parametrize(
+    ("document", "round_trips"),
+    [
+        (b'{"a": 1.5, "b": [-0.0, 100.0, 0.0001, 123456789012345.6, 18446744073709551615]}', True),
+        (b'{"a": "1.50 1e2 0.123456789012345678", "b": "12:00:00.120Z"}', True),
+        (b'{"a": 1.50}', False),
+        (b"[1e2]", False),
+        (b'{"a": 0.123456789012345678}', False),
+        (b"[0.00001]", False),
+        (b"[18446744073709551616]", False),
+        (b"[-9223372036854775809]", False),
+        (b" 2.50 ", False),
+        (b'{"a": {"b": [1, 2, 3.25000]}}', False),
+    ],
+)
+def test_numbers_that_do_not_round_trip(document: bytes, round_trips: bool) -> None:
+    assert _copyline.numbers_round_trip(document) is round_trips
+    assert _round_trips(document) is round_trips
+    if not round_trips:
+        assert python_numbers_round_trip(document) is False

@@ -3,6 +3,7 @@ everything else is left to the general path (None)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -30,6 +31,9 @@ def fast(type_: Any, value: object, *, key: bool = False) -> str | None:
         (sa.NUMERIC(6, 2), "1234.5", "1234.5"),
         (sa.NUMERIC(6, 2), -9999, "-9999"),
         (sa.NUMERIC(), "-123456789012345678901.000001", "-123456789012345678901.000001"),
+        # A number read exactly (see sink.mapping), as written.
+        (sa.NUMERIC(30, 18), Decimal("0.123456789012345678"), "0.123456789012345678"),
+        (sa.NUMERIC(6, 2), Decimal("1.50"), "1.50"),
         (sa.REAL(), 1.5, "1.5"),
         (pg.DOUBLE_PRECISION(), 1e300, "1e+300"),
         (sa.DATE(), "2024-02-29", "2024-02-29"),
@@ -70,7 +74,9 @@ def test_simple_forms_become_copy_text(type_: Any, value: object, text: str) -> 
         (sa.NUMERIC(6, 2), 10_000),
         (sa.NUMERIC(6, 2), " 1.5"),
         (sa.NUMERIC(6, 2), "1e3"),
-        (sa.NUMERIC(6, 2), 1.5),
+        (sa.NUMERIC(6, 2), 1.5),  # a float's digits may not be the message's
+        (sa.NUMERIC(6, 2), Decimal("1.234")),
+        (sa.NUMERIC(6, 2), Decimal("1E+2")),
         (sa.NUMERIC(6, 2), "\u0661\u0662.\u0665"),  # Arabic-Indic digits: PostgreSQL refuses them
         (sa.REAL(), 3.5e38),
         (sa.REAL(), 2),
@@ -172,6 +178,32 @@ def test_a_compiled_line_writes_every_column_in_order() -> None:
     record = {"meta": 7}
     assert line(record, {weird: 5, "text": "a\tb"}) == "5\t<a\tb>\t<7>\t\\N\n"
     assert line(record, {weird: "5", "text": None}) == "<5>\t\\N\t<7>\t\\N\n"
+
+
+def test_a_compiled_line_asks_once_whether_the_values_it_doubts_are_as_written() -> None:
+    asked: list[tuple[object, bytes | None]] = []
+
+    def round_trip(record: object, raw: bytes | None) -> bool:
+        asked.append((record, raw))
+        return raw == b"as written"
+
+    def doubt(value: object) -> bool:
+        return isinstance(value, float)
+
+    line = compile_line(
+        [
+            LineColumn("a", lambda r: None, None, _general, False, doubt),
+            LineColumn("b", lambda r: None, None, _general, False, doubt),
+        ],
+        MISSING,
+        round_trip,
+    )
+    assert line("r", {"a": 1, "b": "x"}) == "<1>\t<x>\n"
+    assert asked == []
+    assert line("r", {"a": 1.5, "b": 2.5}) is None
+    assert asked == [("r", None)]
+    assert line("r", {"a": 1.5, "b": 2.5}, b"as written") == "<1.5>\t<2.5>\n"
+    assert asked[1:] == [("r", b"as written")]
 
 
 def test_a_compiled_line_gives_up_where_the_step_by_step_path_raises() -> None:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -140,6 +142,33 @@ def test_random_bytes_map_or_raise_decode_errors(
     run(Message("t", 0, 9, timestamp, key, value), fmt)
 
 
+# Numbers a float does not keep as written, which the mapping reads again exactly.
+exact_numbers = st.sampled_from(
+    ["1.50", "1e2", "-0.0", "0.123456789012345678", "18446744073709551616", "1e-400", "2E+300"]
+) | st.decimals(allow_nan=False, allow_infinity=False).map(str)
+exact_values = st.recursive(
+    exact_numbers | json_scalars.map(json.dumps),
+    lambda children: (
+        st.lists(children, max_size=3).map(lambda items: "[" + ",".join(items) + "]")
+        | st.dictionaries(st.text(max_size=4), children, max_size=3).map(
+            lambda d: "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in d.items()) + "}"
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@FUZZ
+@given(
+    fields=st.dictionaries(st.sampled_from([f"f{i}" for i in range(len(TYPES))]), exact_values),
+    key=exact_values,
+)
+def test_numbers_read_exactly_map_or_raise_decode_errors(fields: dict[str, str], key: str) -> None:
+    raw = "{" + ",".join(f'"{name}":{text}' for name, text in fields.items()) + "}"
+    run(Message("t", 1, 6, None, key.encode(), raw.encode()), Format.JSON)
+    run(Message("t", 1, 7, None, key.encode(), None), Format.JSON)  # a tombstone's key
+
+
 @settings(max_examples=20, deadline=None)
 @given(depth=st.integers(min_value=1, max_value=3000), width=st.integers(0, 3))
 def test_deep_values_map_or_raise_decode_errors(depth: int, width: int) -> None:
@@ -147,6 +176,8 @@ def test_deep_values_map_or_raise_decode_errors(depth: int, width: int) -> None:
     run(Message("t", 0, 1, None, b'"k"', raw), Format.JSON)
     raw = b'{"f14":' + b"[" * depth + b"]" * depth + b"}"
     run(Message("t", 0, 2, None, b'"k"', raw), Format.JSON)
+    raw = b'{"f14":' + b"[" * depth + b"1.50" + b"]" * depth + b"}"  # read again exactly
+    run(Message("t", 0, 3, None, b'"k"', raw), Format.JSON)
 
 
 @settings(max_examples=5, deadline=None)

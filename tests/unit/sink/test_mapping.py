@@ -11,6 +11,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from sink import mapping
 from sink.config import ColumnSettings, Format, TableSettings, TombstonePolicy
 from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
@@ -501,3 +502,78 @@ def test_a_dead_letter_row_keeps_the_message_and_the_reason() -> None:
         "events[2]@77: value is not JSON",
         failed_at,
     )
+
+
+# --- exact numbers ---------------------------------------------------------------------------
+
+EXACT_COLUMNS = (
+    ("amount", "NUMERIC(30,18)"),
+    ("free", "NUMERIC"),
+    ("doc", "JSONB"),
+    ("note", "TEXT"),
+    ("ratio", "DOUBLE PRECISION"),
+)
+# Numbers a float read from the message would round: 0.12345678901234568, 1.5, 1e+29, ...
+INEXACT = (
+    b'{"amount": 0.123456789012345678, "free": 1.50, "doc": {"big": 123456789012345678901234567890,'
+    b' "e": 1e2}, "note": 0.123456789012345678, "ratio": 0.123456789012345678}'
+)
+
+
+@pytest.fixture(params=["native", "python"])
+def screen(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """With the C extension's numbers_round_trip, and with its Python form."""
+    if request.param == "python":
+        monkeypatch.setattr(mapping, "numbers_round_trip", mapping.python_numbers_round_trip)
+    return str(request.param)
+
+
+def test_numbers_keep_the_digits_the_message_wrote(screen: str) -> None:
+    m = mapper(*EXACT_COLUMNS)
+    assert m.map(record(INEXACT)) == (
+        Decimal("0.123456789012345678"),
+        Decimal("1.50"),
+        {"big": 123456789012345678901234567890, "e": Decimal("1E+2")},
+        "0.123456789012345678",
+        0.12345678901234568,  # a float column takes the float
+    )
+    assert m.line(record(INEXACT)) == (
+        "0.123456789012345678\t1.50\t"
+        '{"big":123456789012345678901234567890,"e":1E+2}\t'
+        "0.123456789012345678\t0.12345678901234568\n"
+    )
+
+
+def test_numbers_a_float_keeps_are_read_as_floats(screen: str) -> None:
+    m = mapper(*EXACT_COLUMNS)
+    value = {"amount": 12.5, "free": -0.0, "doc": {"x": [2.5, 1e-4]}, "note": 100.0, "ratio": 0.1}
+    assert m.map(record(value)) == (Decimal("12.5"), Decimal("-0.0"), value["doc"], "100.0", 0.1)
+    assert m.line(record(value)) == '12.500000000000000000\t-0.0\t{"x":[2.5,0.0001]}\t100.0\t0.1\n'
+
+
+def test_a_key_keeps_the_digits_the_message_wrote() -> None:
+    m = mapper(("id", "NUMERIC(30,18)", "key.id"), primary_key=("id",), key_format=Format.JSON)
+    tombstone = record(None, b'{"id": 0.123456789012345678}', key_format=Format.JSON)
+    assert m.key_values(tombstone) == (Decimal("0.123456789012345678"),)
+
+
+def test_the_value_line_gives_up_on_floats_it_cannot_check() -> None:
+    m = mapper(("id", "BIGINT"), ("amount", "NUMERIC(6,2)"), ("doc", "JSONB"))
+    assert m.value_line is not None
+    # No float reaches a column that keeps digits: no need to look at the message.
+    assert m.value_line(None, {"id": 1, "amount": "1.5", "doc": {"a": 1}}) == '1\t1.5\t{"a":1}\n'
+    # A float does: without the message's bytes, it may not be the number written.
+    assert m.value_line(None, {"id": 1, "amount": 1.5}) is None
+    assert m.value_line(None, {"id": 1, "doc": [2.5]}) is None
+    # With them, the line where every number is as written.
+    assert m.value_line(None, {"id": 1, "amount": 1.5}, b'{"id":1,"amount":1.5}') == (
+        "1\t1.50\t\\N\n"
+    )
+    assert m.value_line(None, {"id": 1, "amount": 1.5}, b'{"id":1,"amount":1.50}') is None
+
+
+def test_numbers_that_cannot_be_read_exactly_are_refused_naming_the_value() -> None:
+    m = mapper(("doc", "JSONB"))
+    deep = b'{"doc":' + b"[" * 1000 + b"1.50" + b"]" * 1000 + b"}"
+    with pytest.raises(MappingError, match=r"app.events: the numbers of the value cannot be read"):
+        m.line(record(deep))
