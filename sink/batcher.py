@@ -161,6 +161,11 @@ class Batcher:
             keys = self._keys[table] = _Keys(table)
         return keys
 
+    def next_offset(self, tp: TopicPartition) -> int | None:
+        """Where the batch ends in this partition, if it holds any of its messages."""
+        part = self._partitions.get(tp)
+        return None if part is None else part.next_offset
+
     def add_dead_letter(self, message: Message, error: DecodeError) -> None:
         """Add a message that goes to the dead-letter destination instead of its tables."""
         self._advance(message.topic, message.partition, message.offset, message.size)

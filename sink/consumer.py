@@ -236,6 +236,17 @@ def _names(partitions: Iterable[TopicPartition]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in partitions)
 
 
+# Consumer errors about one message the client cannot read (a record batch that fails its
+# CRC check, or does not decompress): librdkafka reports them at the offset and fetches it
+# again, forever, unless the consumer seeks past it.
+UNREADABLE_MESSAGE = (
+    KafkaError._BAD_MSG,
+    KafkaError._BAD_COMPRESSION,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_RECORD,
+)
+
+
 def is_fatal(error: KafkaError) -> bool:
     """Whether a consumer error event must stop the worker (vs. librdkafka retrying by itself)."""
     return bool(error.fatal()) or error.code() in (

@@ -19,11 +19,12 @@ from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from .batcher import Batch, Batcher
 from .config import ErrorPolicy, Settings
 from .consumer import (
+    UNREADABLE_MESSAGE,
     KafkaSource,
     KafkaUnavailableError,
     PositionsUnknownError,
@@ -127,6 +128,8 @@ class Worker:
         self._in_flight: Batch | None = None
         # Set when partitions of the batch being read are revoked: it must not commit.
         self._spoiled = False
+        # Partitions sought past a message the client cannot read, in this consume call.
+        self._seeked: set[TopicPartition] = set()
         # Dead letters already produced for batches not committed yet.
         self._sent: set[tuple[str, int, int]] = set()
         # While a batch commits, the next one is read on a thread of its own (see _read_ahead);
@@ -490,6 +493,7 @@ class Worker:
         consumer's message to its row, and the batcher takes each run of such messages of one
         partition at once; any other message, and every one while poisoned offsets are
         pending, takes `_add`. This loop runs for every message."""
+        self._seeked.clear()
         if self._poison:
             return [row for msg in msgs for row in self._add(msg)]
         rows: list[Row] = []
@@ -543,7 +547,12 @@ class Worker:
         if error is not None:
             if is_fatal(error):
                 raise KafkaException(error)
-            logger.warning("consumer: %s", error)
+            tp = TopicPartition(msg.topic(), msg.partition())
+            if error.code() not in UNREADABLE_MESSAGE or tp not in self.positions:
+                logger.warning("consumer: %s", error)
+            elif tp not in self._seeked:  # later reports in one consume call predate its seek
+                self._seeked.add(tp)
+                self._unreadable(msg, error)
             return ()
         message = message_from_kafka(msg)
         if (message.topic, message.partition) not in self.positions:
@@ -560,6 +569,24 @@ class Worker:
             return ()
         self.batcher.add(message, mapped.rows, deletes=mapped.deletes)
         return mapped.rows
+
+    def _unreadable(self, msg: Any, error: KafkaError) -> None:
+        """A message the client cannot read is bad input like any other: a dead letter with
+        its coordinates (or a stop, per errors.policy); then reading goes on after it.
+
+        The message is the partition's next one: the client reports a corrupt record batch at
+        its first offset (or at an offset read from the corrupt bytes), again and again, so
+        each report sets aside the next offset, until a readable message comes."""
+        assert self.source is not None
+        tp = TopicPartition(msg.topic(), msg.partition())
+        expected = self.batcher.next_offset(tp)
+        if expected is None:
+            expected = self.positions[tp]
+        offset = expected if expected >= 0 else msg.offset()
+        message = Message(tp.topic, tp.partition, offset, None, None, None)
+        reason = f"the Kafka client cannot read it: {error.str()}"
+        self._bad_message(message, DecodeError(message.coordinates, reason, code="unreadable"))
+        self.source.seek({tp: offset + 1})
 
     def _bad_message(self, message: Message, error: DecodeError) -> None:
         if self.settings.errors.policy is ErrorPolicy.FAIL:

@@ -216,6 +216,8 @@ print_env() {
     echo "export SINK_TEST_KAFKA_BOOTSTRAP=$bootstrap"
     # The server's log, for tests that look for what PostgreSQL logged (autovacuum cancels).
     echo "export SINK_TEST_POSTGRES_LOG=$pg_log"
+    # The broker's log directory, for tests that corrupt a record batch on disk.
+    echo "export SINK_TEST_KAFKA_DATA=$kafka_dir/data"
 }
 
 case "${1:-}" in

@@ -4,6 +4,7 @@ that every message still lands exactly once, or that the worker stops saying why
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -13,7 +14,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import sqlalchemy as sa
+from confluent_kafka import Producer
 from sqlalchemy.engine import make_url
 
 from tests.events import events
@@ -139,8 +142,7 @@ def test_a_topic_the_subscription_assigns_but_no_route_matches_stops_the_worker(
     topic = new_topic()
     produce(kafka_bootstrap, topic, events(50))
     # librdkafka (POSIX classes) matches the topic; Python's re reads "[[:digit:]]" otherwise.
-    prefix = topic.rsplit("-", 1)[0]
-    pattern = f"^{prefix}-[[:xdigit:]]+$"
+    pattern = f"^{topic[:-1]}[[:xdigit:]]$"
     config = sink_config(
         [], schema, columns=COORDINATE_COLUMNS, table_extra=f"topic_pattern = '{pattern}'\n"
     )
@@ -162,15 +164,18 @@ def test_partitions_assigned_while_postgresql_is_unreachable_wait_paused_then_la
     start_sink: Callable[..., SinkProcess],
     sink_role: Callable[..., str],
 ) -> None:
-    partitions, total = 4, 8_000
+    # One partition: one worker owns it, the other idles (and keeps polling Kafka).
+    partitions, total = 1, 8_000
     topic = new_topic(partitions=partitions)
     role = f"sink_{uuid.uuid4().hex[:8]}"
     env = {"SINK_POSTGRES__URL": sink_role(name=role)}
     config = sink_config([topic], schema, columns=COORDINATE_COLUMNS, max_messages=500)
     produce(kafka_bootstrap, topic, events(total // 2), partitions=partitions)
-    first, second = start_sink(config, env), start_sink(config, env)
+    first = start_sink(config, env)
     wait_until(lambda: count_rows(engine, schema) >= total // 2, 60, "the first half")
-    wait_until(lambda: "assigned" in second.messages(), 60, "the second worker's assignment")
+    second = start_sink(config, env)
+    # An empty assignment: it joined, owning nothing.
+    wait_until(lambda: "assigned " in second.messages().splitlines(), 60, "the second member")
     produce(kafka_bootstrap, topic, events(total // 2, start=total // 2), partitions=partitions)
     # PostgreSQL refuses the sink's role ("too many connections": transient) while the first
     # worker dies: its partitions go to the second one, which cannot read their offsets.
@@ -197,3 +202,49 @@ def test_partitions_assigned_while_postgresql_is_unreachable_wait_paused_then_la
     assert "at their stored offsets" in second.messages()
     assert second.terminate() == 0, second.output()[-2000:]
     assert_exactly_once(engine, kafka_bootstrap, schema, topic, partitions)
+
+
+def corrupt_on_disk(topic: str, marker: bytes) -> None:
+    """Flips one byte of `marker` in the broker's log segment of `topic`[0]: that record
+    batch then fails the client's CRC check."""
+    data = os.environ.get("SINK_TEST_KAFKA_DATA")
+    assert data, "SINK_TEST_KAFKA_DATA is not set: start the services (make services-up)"
+    (segment,) = Path(data).glob(f"{topic}-0/*.log")
+    position = segment.read_bytes().find(marker)
+    assert position >= 0, f"{marker!r} not found in {segment}"
+    with segment.open("r+b") as file:
+        file.seek(position)
+        file.write(b"X")
+
+
+def test_a_message_the_client_cannot_read_becomes_a_dead_letter_and_the_rest_lands(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    topic = new_topic()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
+    for i in range(10):  # one record batch each
+        producer.produce(topic, value=orjson.dumps({"id": i, "payload": {"mark": f"M-{i:04d}"}}))
+        producer.flush(10)
+    corrupt_on_disk(topic, b"M-0005")
+    config = sink_config(
+        [topic],
+        schema,
+        columns=COORDINATE_COLUMNS,
+        extra=f'[errors]\npolicy = "dead-letter-table"\ndead_letter_table = "{schema}.dead"\n',
+    )
+    worker = start_sink(config, {"SINK_KAFKA__SETTINGS__CHECK_CRCS": "true"})
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 10}, 60, "all offsets")
+    assert worker.terminate() == 0, worker.output()[-2000:]
+    with engine.connect() as conn:
+        ids = conn.execute(sa.text(f'SELECT id FROM "{schema}".events ORDER BY id')).scalars()
+        assert list(ids) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+        dead = conn.execute(
+            sa.text(f'SELECT "offset", error_code, error FROM "{schema}".dead')
+        ).all()
+    assert [(offset, code) for offset, code, _ in dead] == [(5, "unreadable")]
+    assert "failed CRC32C check" in dead[0][2]
