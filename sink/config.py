@@ -63,7 +63,7 @@ _SAFE_KAFKA_VALUES = {
         ("cooperative-sticky",),
         "the worker gives up partitions incrementally, once the batch that holds them has "
         'settled; an eager strategy ("range", "roundrobin") revokes every partition at each '
-        "rebalance. Leave it unset (cooperative-sticky), or set group.protocol = \"consumer\"",
+        'rebalance. Leave it unset (cooperative-sticky), or set group.protocol = "consumer"',
     ),
     "isolation.level": (
         ("read_committed",),
@@ -87,6 +87,14 @@ class StartFrom(enum.Enum):
 
     EARLIEST = "earliest"
     LATEST = "latest"
+
+
+class OutOfRange(enum.Enum):
+    """What to do when a stored offset no longer exists in its partition (retention or
+    DeleteRecords removed it, the log was truncated, or the topic was recreated)."""
+
+    FAIL = "fail"  # stop, naming the partition, the stored offset and the log's range
+    JUMP = "jump"  # go to the nearest offset that exists, logged as an error and counted
 
 
 class ErrorPolicy(enum.Enum):
@@ -273,6 +281,7 @@ class KafkaSettings:
     bootstrap_servers: str
     group_id: str = "pg-kafka-sink"
     start_from: StartFrom = StartFrom.EARLIEST
+    out_of_range: OutOfRange = OutOfRange.FAIL
     # librdkafka settings passed through verbatim; secret ones (by name or read from a
     # settings_files entry) are in `secret_settings`.
     settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -408,6 +417,7 @@ class Settings:
                 "bootstrap_servers": self.kafka.bootstrap_servers,
                 "group_id": self.kafka.group_id,
                 "start_from": self.kafka.start_from.value,
+                "out_of_range": self.kafka.out_of_range.value,
                 "settings": {
                     **dict(self.kafka.settings),
                     **dict.fromkeys(self.kafka.secret_settings, REDACTED),
@@ -719,6 +729,7 @@ def _parse_kafka(section: _Section) -> KafkaSettings:
     bootstrap = section.text("bootstrap_servers")
     group_id = section.text("group_id", "pg-kafka-sink")
     start_from = section.choice("start_from", StartFrom, StartFrom.EARLIEST)
+    out_of_range = section.choice("out_of_range", OutOfRange, OutOfRange.FAIL)
     plain: dict[str, str] = {}
     secret: dict[str, Secret] = {}
     for name, value in section.section("settings").items():
@@ -741,6 +752,7 @@ def _parse_kafka(section: _Section) -> KafkaSettings:
         bootstrap_servers=bootstrap,
         group_id=group_id,
         start_from=start_from,
+        out_of_range=out_of_range,
         settings=MappingProxyType(plain),
         secret_settings=MappingProxyType(secret),
     )

@@ -17,6 +17,7 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
+    TopicCollection,
 )
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 # Settings the sink relies on for exactly-once; a user cannot override them.
 FIXED_SETTINGS = {
+    # Partitions without a stored offset start at an offset resolved from start_from; a
+    # stored offset that no longer exists is the worker's to handle (kafka.out_of_range).
+    "auto.offset.reset": "error",
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
@@ -55,13 +59,12 @@ class PositionsUnknownError(SinkError):
 
 
 def consumer_config(
-    bootstrap_servers: str, group_id: str, start_from: str, settings: Mapping[str, Any]
+    bootstrap_servers: str, group_id: str, settings: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The librdkafka configuration: our defaults, the user's settings, then the fixed ones."""
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
         "group.id": group_id,
-        "auto.offset.reset": start_from,
         "partition.assignment.strategy": "cooperative-sticky",
         # librdkafka's 500 ms default delays the first fetch after a seek (a retried batch)
         # and adds to end-to-end latency; an idle fetch every 100 ms costs the broker little.
@@ -93,6 +96,8 @@ class KafkaSource:
         on_waiting: Waiting = lambda count, why: None,
     ) -> None:
         self._consumer = Consumer(dict(config), logger=logging.getLogger("sink.librdkafka"))
+        self._config = dict(config)
+        self._admin: AdminClient | None = None
         self._from_end = start_from != "earliest"
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
@@ -175,13 +180,39 @@ class KafkaSource:
 
     def _start_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The offset `start_from` means now for each partition: its log start or end."""
-        starts = {}
-        for tp in partitions:
-            low, high = self._consumer.get_watermark_offsets(
+        return {
+            tp: high if self._from_end else low
+            for tp, (low, high) in self.log_ranges(partitions).items()
+        }
+
+    def restart(self, tp: TopicPartition) -> None:
+        """A partition without a stored offset whose start vanished (retention): it starts
+        again where `start_from` says now."""
+        self._starts.update(self._start_offsets([tp]))
+        self.seek({tp: None})
+
+    def log_ranges(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, tuple[int, int]]:
+        """Each partition's log start and end offsets, from its leader."""
+        return {
+            tp: self._consumer.get_watermark_offsets(
                 KafkaTopicPartition(tp.topic, tp.partition), timeout=WATERMARK_TIMEOUT_SECONDS
             )
-            starts[tp] = high if self._from_end else low
-        return starts
+            for tp in partitions
+        }
+
+    def topic_ids(self, topics: Iterable[str]) -> dict[str, str]:
+        """Kafka's id of each topic (it changes when a topic is deleted and created again)."""
+        names = sorted(set(topics))
+        if not names:
+            return {}
+        if self._admin is None:
+            self._admin = AdminClient(without_consumer_settings(self._config))
+        futures = self._admin.describe_topics(
+            TopicCollection(names), request_timeout=WATERMARK_TIMEOUT_SECONDS
+        )
+        return {name: str(future.result().topic_id) for name, future in futures.items()}
 
     def _positioned(self, tp: TopicPartition, next_offset: int | None) -> KafkaTopicPartition:
         if next_offset is None and tp not in self._starts:

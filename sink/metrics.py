@@ -275,6 +275,12 @@ class SinkMetrics:
             "rebalances_total", "Partition rebalance events, by event.", ["event"]
         )
         self.assigned = r.gauge("assigned_partitions", "Partitions assigned to this worker.")
+        self.jumped = r.counter(
+            "offsets_jumped_total",
+            "Stored offsets that no longer existed and were jumped over "
+            '(kafka.out_of_range = "jump"), by topic and reason (deleted, truncated, recreated).',
+            ["topic", "reason"],
+        )
         self.waiting = r.gauge(
             "waiting_partitions",
             "Assigned partitions paused until their stored offsets can be read.",
@@ -350,6 +356,10 @@ class SinkMetrics:
         self._assigned.update(added)
         self.assigned.set(len(self._assigned))
         self.offsets_stored({tp: v for tp, v in stored.items() if v is not None and v >= 0})
+
+    def offsets_jumped(self, tp: TopicPartition, reason: str) -> None:
+        """A stored offset of `tp` no longer existed; reading jumped to one that does."""
+        self.jumped.inc(1, [tp.topic, reason])
 
     def partitions_waiting(self, count: int) -> None:
         """`count` assigned partitions wait, paused, for their stored offsets."""

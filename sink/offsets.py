@@ -9,6 +9,7 @@ Releases before the state table kept the same value, without "group", on the fir
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class StoredState:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     definitions: tuple[str, ...] = ()
     group: str | None = None
+    # Kafka's id of each topic whose offsets are stored: a topic deleted and created again
+    # under the same name has a new one, and its old offsets mean nothing there.
+    topic_ids: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         topics: dict[str, dict[str, int]] = {}
@@ -61,6 +65,8 @@ class StoredState:
         document: dict[str, Any] = {"offsets": topics, "definitions": list(self.definitions)}
         if self.group is not None:
             document = {"group": self.group, **document}
+        if self.topic_ids:
+            document["topic_ids"] = dict(sorted(self.topic_ids.items()))
         return document
 
 
@@ -111,7 +117,13 @@ def parse_state(value: Any, where: str, group: str | None = None) -> StoredState
     definitions = value.get("definitions", [])
     if not isinstance(definitions, list) or not all(isinstance(d, str) for d in definitions):
         raise StoredStateError(f"{where}: stored definitions {definitions!r} are not a list")
-    return StoredState(offsets, tuple(definitions), owner if isinstance(owner, str) else group)
+    topic_ids = value.get("topic_ids", {})
+    if not isinstance(topic_ids, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in topic_ids.items()
+    ):
+        raise StoredStateError(f"{where}: stored topic ids {_short(topic_ids)} are not an object")
+    group = owner if isinstance(owner, str) else group
+    return StoredState(offsets, tuple(definitions), group, dict(topic_ids))
 
 
 def _short(value: Any) -> str:
@@ -138,9 +150,16 @@ def check_owned(stored: StoredState, expected: Positions, where: str) -> None:
         )
 
 
-def advance(stored: StoredState, next_offsets: Positions) -> StoredState:
-    """The stored state with this batch's partitions moved on and every other one kept."""
-    return StoredState({**stored.offsets, **next_offsets}, stored.definitions, stored.group)
+def advance(
+    stored: StoredState, next_offsets: Positions, topic_ids: Mapping[str, str] | None = None
+) -> StoredState:
+    """The stored state with this batch's partitions moved on and every other one kept (and
+    the ids of the batch's topics, where known)."""
+    return dataclasses.replace(
+        stored,
+        offsets={**stored.offsets, **next_offsets},
+        topic_ids={**stored.topic_ids, **(topic_ids or {})},
+    )
 
 
 def fingerprint(tables: Iterable[sa.Table]) -> str:
@@ -169,7 +188,7 @@ def adopt_definition(stored: StoredState, mine: str, where: str) -> StoredState:
             "Roll out the new table definition to every worker"
         )
     history = (*stored.definitions, mine)[-MAX_DEFINITIONS:]
-    return StoredState(stored.offsets, history, stored.group)
+    return dataclasses.replace(stored, definitions=history)
 
 
 def reset_command(offsets: Positions) -> str:

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Any
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException
 
 from .batcher import Batch, Batcher
-from .config import ErrorPolicy, Settings
+from .config import ErrorPolicy, OutOfRange, Settings
 from .consumer import (
     UNREADABLE_MESSAGE,
     KafkaSource,
@@ -74,6 +74,10 @@ GC_YOUNG_THRESHOLD = 50_000
 OUTDATED_RETRY_SECONDS = 15.0
 # Waits between attempts to ask an unreachable broker for the group's offsets at start.
 KAFKA_RETRY_SECONDS = 5.0
+
+
+class OffsetsGoneError(SinkError):
+    """A stored offset no longer exists in its partition, and kafka.out_of_range = "fail"."""
 
 
 class BadMessageError(SinkError):
@@ -128,6 +132,8 @@ class Worker:
         self._in_flight: Batch | None = None
         # Set when partitions of the batch being read are revoked: it must not commit.
         self._spoiled = False
+        # Kafka's id of each topic assigned, as seen at assignment.
+        self.topic_ids: dict[str, str] = {}
         # Partitions sought past a message the client cannot read, in this consume call.
         self._seeked: set[TopicPartition] = set()
         # Dead letters already produced for batches not committed yet.
@@ -194,12 +200,7 @@ class Worker:
         """Joins the consumer group for the block; leaves it cleanly on the way out."""
         kafka = self.settings.kafka
         self.source = KafkaSource(
-            consumer_config(
-                kafka.bootstrap_servers,
-                kafka.group_id,
-                kafka.start_from.value,
-                kafka.client_config(),
-            ),
+            consumer_config(kafka.bootstrap_servers, kafka.group_id, kafka.client_config()),
             kafka.start_from.value,
             self._assigned,
             self._revoked,
@@ -328,18 +329,85 @@ class Worker:
         for topic in {tp.topic for tp in partitions}:
             self.pipeline.router.require(topic)  # a topic no table takes stops the worker
         try:
-            stored = self.writer.read_state().offsets
+            state = self.writer.read_state()
         except DATABASE_ERRORS as exc:
             if classify(exc) is not Failure.TRANSIENT:
                 raise
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise PositionsUnknownError(f"PostgreSQL failed ({reason})") from exc
-        found = {tp: stored.get(tp) for tp in partitions}
+        found = {tp: state.offsets.get(tp) for tp in partitions}
+        seek_to = self._existing(found, state.topic_ids)
         self.positions.update({tp: -1 if pos is None else pos for tp, pos in found.items()})
         self.metrics.partitions_assigned(partitions, found)
         self.health.set_joined(True)
         self.health.set_partitions(len(self.positions))
-        return found
+        return seek_to
+
+    def _existing(
+        self, found: dict[TopicPartition, int | None], stored_ids: Mapping[str, str]
+    ) -> dict[TopicPartition, int | None]:
+        """Where to read each newly assigned partition: its stored offset, checked against
+        what the partition holds now (see `_gone`)."""
+        assert self.source is not None
+        self.topic_ids.update(self.source.topic_ids({tp.topic for tp in found}))
+        stored = {tp: offset for tp, offset in found.items() if offset is not None}
+        seek_to = dict(found)
+        for tp, (low, high) in self.source.log_ranges(stored).items():
+            recreated = (
+                stored_ids.get(tp.topic, self.topic_ids[tp.topic]) != self.topic_ids[tp.topic]
+            )
+            if recreated or not low <= stored[tp] <= high:
+                seek_to[tp] = self._gone(tp, stored[tp], low, high, recreated=recreated)
+        return seek_to
+
+    def _gone(
+        self, tp: TopicPartition, stored: int, low: int, high: int, *, recreated: bool
+    ) -> int:
+        """A stored offset that no longer exists: an error (kafka.out_of_range = "fail"), or
+        the nearest offset that exists, logged as an error and counted ("jump")."""
+        if recreated:
+            what = "the topic was deleted and created again since (its topic id changed)"
+        else:
+            what = f"the partition holds offsets {low} to {high} now"
+        where = f"{tp.topic}[{tp.partition}]"
+        if self.settings.kafka.out_of_range is OutOfRange.FAIL:
+            raise OffsetsGoneError(
+                f"{where}: the stored next offset {stored} no longer exists: {what}. Nothing of "
+                f'it was read. Set kafka.out_of_range = "jump" to go on from the nearest '
+                f"offset that exists, or choose one: pg-kafka-sink reset --to "
+                f"{tp.topic}:{tp.partition}=<offset>"
+            )
+        target = low if recreated or stored < low else high
+        reason = "recreated" if recreated else ("deleted" if stored < low else "truncated")
+        logger.error(
+            "%s: the stored next offset %d no longer exists: %s; jumping to %d "
+            '(kafka.out_of_range = "jump")',
+            where,
+            stored,
+            what,
+            target,
+        )
+        self.metrics.offsets_jumped(tp, reason)
+        return target
+
+    def _out_of_range(self, tp: TopicPartition) -> None:
+        """The client found the offset it fetches from gone (retention passed it while it
+        was read, say); librdkafka waits for the worker (auto.offset.reset = error)."""
+        assert self.source is not None
+        expected = self.batcher.next_offset(tp)
+        if expected is None:
+            expected = self.positions[tp]
+        if expected < 0:
+            self.source.restart(tp)  # nothing stored: start_from, resolved anew
+            return
+        ids = self.source.topic_ids([tp.topic])
+        ((low, high),) = self.source.log_ranges([tp]).values()
+        recreated = ids[tp.topic] != self.topic_ids.get(tp.topic, ids[tp.topic])
+        target = self._gone(tp, expected, low, high, recreated=recreated)
+        self.topic_ids.update(ids)
+        if target < expected and self.batcher.next_offset(tp) is not None:
+            self._spoiled = True  # the batch holds messages of the old topic: read again
+        self.source.seek({tp: target})
 
     def _waiting(self, count: int, reason: str | None) -> None:
         self.health.set_joined(True)  # a member, with partitions it cannot read yet
@@ -443,6 +511,11 @@ class Worker:
         pending.deletes = batch.deletes
         pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}
         pending.next_offsets = batch.next_offsets
+        pending.topic_ids = {
+            tp.topic: self.topic_ids[tp.topic]
+            for tp in batch.next_offsets
+            if tp.topic in self.topic_ids
+        }
         self._settled.clear()
         self._reading_ahead = _Background(self._read_ahead, "read-ahead")
         yield from self._dead_letter_rows(batch)
@@ -548,7 +621,9 @@ class Worker:
             if is_fatal(error):
                 raise KafkaException(error)
             tp = TopicPartition(msg.topic(), msg.partition())
-            if error.code() not in UNREADABLE_MESSAGE or tp not in self.positions:
+            if error.code() == KafkaError._AUTO_OFFSET_RESET and tp in self.positions:
+                self._out_of_range(tp)
+            elif error.code() not in UNREADABLE_MESSAGE or tp not in self.positions:
                 logger.warning("consumer: %s", error)
             elif tp not in self._seeked:  # later reports in one consume call predate its seek
                 self._seeked.add(tp)

@@ -60,6 +60,8 @@ class PendingBatch:
         self.deletes = deletes
         self.expected = expected
         self.next_offsets = next_offsets
+        # Kafka's id of each topic of the batch, stored with its offsets.
+        self.topic_ids: Mapping[str, str] = {}
 
 
 def _no_rows() -> Iterator[Row]:
@@ -354,7 +356,7 @@ class Writer:
             stored = self._read(conn)
             check_owned(stored, batch.expected, self.where)
             stored = adopt_definition(stored, self.definition, self.where)
-            return advance(stored, batch.next_offsets).to_json()
+            return advance(stored, batch.next_offsets, batch.topic_ids).to_json()
 
         return merged
 

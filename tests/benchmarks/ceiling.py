@@ -50,9 +50,7 @@ def _read_all(
     bootstrap: str, topic: str, count: int, handle: Callable[[list[Any]], object]
 ) -> float:
     """Seconds from the first message to the last, calling `handle` on each list consumed."""
-    consumer = Consumer(
-        consumer_config(bootstrap, f"ceiling-{uuid.uuid4().hex[:8]}", "earliest", {})
-    )
+    consumer = Consumer(consumer_config(bootstrap, f"ceiling-{uuid.uuid4().hex[:8]}", {}))
     consumer.subscribe([topic])
     seen, started = 0, None
     try:

@@ -17,6 +17,8 @@ from pathlib import Path
 import orjson
 import sqlalchemy as sa
 from confluent_kafka import Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy.engine import make_url
 
 from tests.events import events
@@ -248,3 +250,81 @@ def test_a_message_the_client_cannot_read_becomes_a_dead_letter_and_the_rest_lan
         ).all()
     assert [(offset, code) for offset, code, _ in dead] == [(5, "unreadable")]
     assert "failed CRC32C check" in dead[0][2]
+
+
+def test_a_stored_offset_deleted_from_the_log_stops_the_worker_or_jumps_when_told(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    topic = new_topic()
+    config = sink_config([topic], schema, columns=COORDINATE_COLUMNS)
+    produce(kafka_bootstrap, topic, events(100))
+    worker = start_sink(config)
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 100}, 60, "100 rows")
+    assert worker.terminate() == 0
+    produce(kafka_bootstrap, topic, events(50, start=100))
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    (deleted,) = admin.delete_records([KafkaTopicPartition(topic, 0, 120)]).values()
+    deleted.result(timeout=30)  # retention, or DeleteRecords: offsets 0 to 119 are gone
+
+    refused = start_sink(config)
+    wait_until(lambda: not refused.running(), 60, "the worker to stop")
+    assert refused.proc.returncode == 2, refused.output()[-3000:]
+    expected = (
+        f"{topic}[0]: the stored next offset 100 no longer exists: the partition holds "
+        "offsets 120 to 150 now"
+    )
+    assert expected in refused.messages()
+    assert count_rows(engine, schema) == 100
+
+    jumping = start_sink(config, {"SINK_KAFKA__OUT_OF_RANGE": "jump"})
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 150}, 60, "the rest")
+    assert "jumping to 120" in jumping.messages()
+    port = int(re.findall(r"on port (\d+)", jumping.messages())[0])
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    assert f'offsets_jumped_total{{topic="{topic}",reason="deleted"}} 1'.encode() in metrics
+    assert jumping.terminate() == 0
+    with engine.connect() as conn:
+        offsets = conn.execute(sa.text(f'SELECT "offset" FROM "{schema}".events ORDER BY 1'))
+        assert list(offsets.scalars()) == [*range(100), *range(120, 150)]
+
+
+def test_a_topic_deleted_and_created_again_is_recognised_by_its_id(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    topic = new_topic()
+    config = sink_config([topic], schema, columns=COORDINATE_COLUMNS)
+    produce(kafka_bootstrap, topic, events(100))
+    worker = start_sink(config)
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 100}, 60, "100 rows")
+    assert worker.terminate() == 0
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.delete_topics([topic])[topic].result(timeout=30)
+    wait_until(lambda: topic not in admin.list_topics(timeout=10).topics, 30, "the deletion")
+    created = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    created[topic].result(timeout=30)
+    # The new topic's offsets pass the stored one: only its id tells them apart.
+    produce(kafka_bootstrap, topic, events(150, start=1_000))
+
+    refused = start_sink(config)
+    wait_until(lambda: not refused.running(), 60, "the worker to stop")
+    assert refused.proc.returncode == 2, refused.output()[-3000:]
+    assert "the topic was deleted and created again since" in refused.messages()
+    assert count_rows(engine, schema) == 100
+
+    jumping = start_sink(config, {"SINK_KAFKA__OUT_OF_RANGE": "jump"})
+    wait_until(lambda: count_rows(engine, schema) == 250, 60, "the new topic's messages")
+    assert jumping.terminate() == 0
+    with engine.connect() as conn:
+        ids = conn.execute(sa.text(f'SELECT id FROM "{schema}".events WHERE id >= 1000'))
+        assert sorted(ids.scalars()) == list(range(1_000, 1_150))
+    assert stored_offsets(engine, schema)[topic] == {"0": 150}
