@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional, Tuple
 
 import orjson
 import sqlalchemy as sa
@@ -35,7 +35,7 @@ type = "TIMESTAMPTZ"
 source = "kafka.timestamp"
 """
 
-Sent = tuple[bytes | None, bytes | None, dict[str, Any]]
+Sent = Tuple[Optional[bytes], Optional[bytes], Dict[str, Any]]
 
 
 def _produce(bootstrap: str, topic: str, messages: Sequence[Sent]) -> None:
