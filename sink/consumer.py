@@ -191,6 +191,12 @@ class KafkaSource:
         self._starts.update(self._start_offsets([tp]))
         self.seek({tp: None})
 
+    def positions(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where the consumer reads each partition next: past the last message it delivered
+        and any transaction markers after it (no broker round trip)."""
+        found = self._consumer.position([KafkaTopicPartition(t, p) for t, p in partitions])
+        return {TopicPartition(k.topic, k.partition): k.offset for k in found if k.offset >= 0}
+
     def log_ranges(
         self, partitions: Iterable[TopicPartition]
     ) -> dict[TopicPartition, tuple[int, int]]:

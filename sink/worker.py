@@ -6,6 +6,7 @@ that fails is abandoned and its partitions re-read from their stored positions.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import random
@@ -309,9 +310,9 @@ class Worker:
             raise error
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         if batch.message_count == 1:
-            ((topic, partition), next_offset), *_ = batch.next_offsets.items()
-            self._poison[(topic, partition, next_offset - 1)] = reason
-            logger.warning("%s[%d]@%d rejected: %s", topic, partition, next_offset - 1, reason)
+            ((topic, partition), offset), *_ = batch.first_offsets.items()
+            self._poison[(topic, partition, offset)] = reason
+            logger.warning("%s[%d]@%d rejected: %s", topic, partition, offset, reason)
         else:
             self._isolating = True
             self.batcher.max_messages = max(1, batch.message_count // 2)
@@ -507,7 +508,7 @@ class Worker:
             if self._spoiled:
                 self._spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
-        batch = self._in_flight = batcher.take()
+        batch = self._in_flight = self._past_markers(batcher.take())
         pending.deletes = batch.deletes
         pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}
         pending.next_offsets = batch.next_offsets
@@ -519,6 +520,17 @@ class Worker:
         self._settled.clear()
         self._reading_ahead = _Background(self._read_ahead, "read-ahead")
         yield from self._dead_letter_rows(batch)
+
+    def _past_markers(self, batch: Batch) -> Batch:
+        """The batch ending, in each partition, where the consumer reads next: past the
+        transaction markers after its last message, so that a topic written by transactional
+        producers drains to a lag of 0 (the last message + 1 is the marker's offset)."""
+        assert self.source is not None
+        positions = self.source.positions(batch.next_offsets)
+        past = {tp: at for tp, at in positions.items() if at > batch.next_offsets[tp]}
+        if not past:
+            return batch
+        return dataclasses.replace(batch, next_offsets={**batch.next_offsets, **past})
 
     def _read_ahead(self, stop: threading.Event) -> None:
         """Reads the next batch on a thread of its own while this one commits: Python decodes

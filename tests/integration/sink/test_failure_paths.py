@@ -328,3 +328,36 @@ def test_a_topic_deleted_and_created_again_is_recognised_by_its_id(
         ids = conn.execute(sa.text(f'SELECT id FROM "{schema}".events WHERE id >= 1000'))
         assert sorted(ids.scalars()) == list(range(1_000, 1_150))
     assert stored_offsets(engine, schema)[topic] == {"0": 150}
+
+
+def test_a_topic_of_transactional_producers_drains_to_lag_zero(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    topic = new_topic(partitions=2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": topic})
+    producer.init_transactions(30)
+    for chunk in range(3):
+        producer.begin_transaction()
+        for key, value in events(100, start=100 * chunk):
+            producer.produce(topic, key=key, value=value, partition=chunk % 2)
+        producer.commit_transaction(30)
+    producer.begin_transaction()  # an aborted one: never landed, never counted as lag
+    for key, value in events(10, start=1_000):
+        producer.produce(topic, key=key, value=value, partition=0)
+    producer.abort_transaction(30)
+    ends = log_end_offsets(kafka_bootstrap, topic, 2)
+    config = sink_config([topic], schema, columns=COORDINATE_COLUMNS)
+    worker = start_sink(config)
+    wait_until(lambda: count_rows(engine, schema) >= 300, 60, "the committed messages")
+    wait_until(
+        lambda: stored_offsets(engine, schema).get(topic) == {str(p): n for p, n in ends.items()},
+        30,
+        "the stored offsets to pass the last transaction markers",
+    )
+    assert worker.terminate() == 0, worker.output()[-2000:]
+    assert count_rows(engine, schema) == 300
