@@ -53,8 +53,8 @@ _NATIVE_KEY_FORMATS = {Format.BYTES: 0, Format.STRING: 1, Format.JSON: 2}
 class FastPath:
     """The common case, mapped straight from a message's key and value bytes: a topic that
     feeds one table without `map_record`, whose JSON object values give every column from a
-    top-level field. `row(key, value)` gives the same `CopyRow` as `Pipeline.map` (a jsonb
-    value may be spelled differently: the same value), or None where `map` would do more (a
+    top-level field. `row(key, value)` gives the same `CopyRow` as `Pipeline.map` (a jsonb or
+    numeric value may be spelled differently: the same value), or None where `map` would do more (a
     tombstone, a value that is not a non-empty JSON object, a key or value that does not
     decode, a value that does not map): the caller then takes `map`, which raises the error
     that names the message.
@@ -95,7 +95,7 @@ class FastPath:
             return None
         if type(data) is not dict or not data:
             return None
-        return self._line(None, data)
+        return self._line(None, data, value)
 
 
 class Pipeline:
