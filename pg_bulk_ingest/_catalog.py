@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from ._db import Db
 from ._schema import ColumnSpec, IndexSpec, TableSpec
 from ._sql import ident, qualified
+
+# The key of what pg_bulk_ingest keeps in a COMMENT, on the first table as on an index.
+COMMENT_KEY = "pg-bulk-ingest"
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,67 @@ def table_oid(db: Db, schema: str, name: str) -> int | None:
     return int(found) if found is not None else None
 
 
+# Every index of the table but its primary key, exclusion constraints and expression indexes
+# (which a definition cannot hold); indnkeyatts (PostgreSQL 11) and indnullsnotdistinct (15)
+# are read through to_jsonb so that older servers answer too.
+_INDEXES_SQL = """
+SELECT c.relname, i.indisprimary, i.indisunique, con.contype = 'u', am.amname,
+  coalesce((to_jsonb(i) ->> 'indnkeyatts')::int, i.indnatts),
+  ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, position)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        ORDER BY k.position),
+  ARRAY(SELECT o.opcname::text FROM unnest(i.indclass::oid[]) WITH ORDINALITY k(oid, position)
+        JOIN pg_opclass o ON o.oid = k.oid ORDER BY k.position),
+  ARRAY(SELECT o.opcdefault FROM unnest(i.indclass::oid[]) WITH ORDINALITY k(oid, position)
+        JOIN pg_opclass o ON o.oid = k.oid ORDER BY k.position),
+  coalesce(c.reloptions, '{}')::text[],
+  pg_get_expr(i.indpred, i.indrelid),
+  obj_description(c.oid, 'pg_class'),
+  coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false),
+  i.indisvalid
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+WHERE i.indrelid = %s::oid AND 0 <> ALL (i.indkey) AND i.indexprs IS NULL
+  AND con.contype IS DISTINCT FROM 'x'
+"""
+
+
+def _live_index(row: tuple[Any, ...]) -> IndexSpec:
+    name, _, unique, constraint, method, key_count, columns, ops, defaults, options = row[:10]
+    predicate, comment, nulls_not_distinct, valid = row[10:]
+    return IndexSpec(
+        name=name,
+        columns=tuple(columns[:key_count]),
+        unique=bool(unique),
+        constraint=bool(constraint),
+        method=method,
+        ops=tuple(ops),
+        include=tuple(columns[key_count:]),
+        options=tuple(options),
+        where=None if predicate is None else (written_predicate(comment) or predicate),
+        nulls_not_distinct=bool(nulls_not_distinct),
+        default_ops=tuple(bool(default) for default in defaults),
+        valid=bool(valid),
+    )
+
+
+def written_predicate(comment: str | None) -> str | None:
+    """The predicate `ingest` wrote in an index's COMMENT (see `predicate_comment`), if any."""
+    if not comment or not comment.startswith("{"):
+        return None
+    try:
+        document = orjson.loads(comment)
+    except orjson.JSONDecodeError:
+        return None
+    ours = document.get(COMMENT_KEY) if isinstance(document, dict) else None
+    where = ours.get("where") if isinstance(ours, dict) else None
+    return where if isinstance(where, str) else None
+
+
+def predicate_comment(where: str) -> str:
+    return orjson.dumps({COMMENT_KEY: {"where": where}}).decode()
+
+
 def live_table(db: Db, schema: str, name: str) -> TableSpec | None:
     oid = table_oid(db, schema, name)
     if oid is None:
@@ -36,27 +103,14 @@ def live_table(db: Db, schema: str, name: str) -> TableSpec | None:
         "WHERE attrelid = %s::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         (oid,),
     )
-    indexes = db.rows(
-        "SELECT i.indisprimary, i.indisunique, c.relname, "
-        "  ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, position) "
-        "        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-        "        ORDER BY k.position) "
-        "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE i.indrelid = %s::oid AND 0 <> ALL (i.indkey) AND i.indexprs IS NULL "
-        "  AND i.indisvalid",
-        (oid,),
-    )
-    primary_key = next((tuple(cols) for primary, _, _, cols in indexes if primary), ())
+    indexes = db.rows(_INDEXES_SQL, (oid,))
+    primary_key = next((tuple(row[6][: row[5]]) for row in indexes if row[1]), ())
     return TableSpec(
         schema=schema,
         name=name,
         columns=tuple(ColumnSpec(n, t, bool(not_null)) for n, t, not_null in columns),
         primary_key=primary_key,
-        indexes=tuple(
-            IndexSpec(index_name, tuple(cols), bool(unique))
-            for primary, unique, index_name, cols in indexes
-            if not primary
-        ),
+        indexes=tuple(_live_index(row) for row in indexes if not row[1]),
     )
 
 

@@ -3,11 +3,12 @@
 The COPY of a table is open while consecutive rows are for it: its text goes out in chunks as
 it is encoded, so PostgreSQL parses one chunk while Python encodes the next. Rows for the other
 tables wait in bounded buffers, sent by their own COPY when full or at the end of the batch.
+Rows for a table outside the metadata passed to `ingest` are skipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -47,10 +48,17 @@ def _sqlstate(error: Exception) -> str:
 class BatchWriter:
     """Streams each table's rows with COPY, at most `max_rows` rows per COPY and per buffer."""
 
-    def __init__(self, db: Db, targets: dict[sa.Table, Target], max_rows: int) -> None:
+    def __init__(
+        self,
+        db: Db,
+        targets: dict[sa.Table, Target],
+        max_rows: int,
+        skip: Callable[[sa.Table], None],
+    ) -> None:
         self._db = db
         self._targets = targets
         self._max_rows = max_rows
+        self._skip = skip
         self._buffers: dict[sa.Table, list[str]] = {table: [] for table in targets}
         self._staged: set[sa.Table] = set()
         self._full: Optional[sa.Table] = None
@@ -73,10 +81,12 @@ class BatchWriter:
             try:
                 target = targets[table]
             except (KeyError, TypeError):
-                raise SchemaError(
-                    f"row {position} of the batch is for {getattr(table, 'fullname', table)!r}, "
-                    "which is not a table of the metadata passed to ingest"
-                ) from None
+                if not isinstance(table, sa.Table):
+                    raise SchemaError(
+                        f"row {position} of the batch is for {table!r}, which is not a table"
+                    ) from None
+                self._skip(table)  # as the public library does: callers share one generator
+                continue
             try:
                 yield table, target.encode(row)
             except Exception as error:

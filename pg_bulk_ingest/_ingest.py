@@ -1,8 +1,9 @@
-"""`ingest`: prepare the tables, then for each batch write its rows and watermark in one commit."""
+"""`ingest`: read the stored watermark, wait for the first batch, bring the tables to their
+definition, then write each batch and its watermark in one commit."""
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +20,7 @@ from ._encode import row_encoder
 from ._options import Delete, HighWatermark, Upsert, Visibility, as_option
 from ._schema import WantedTable, wanted_tables
 from ._sql import ident, qualified
-from ._swap import create_new_table, new_table_name, swap_in
+from ._swap import ForceExecute, create_new_table, new_table_name, swap_in
 from ._upsert import create_staging_sql, drop_staging_sql, staging_name
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,8 +36,24 @@ def _default_force_execute(
 
 
 @dataclass(frozen=True)
+class _Options:
+    """The options of one ingest call, as its steps need them."""
+
+    delete: Delete
+    upsert: Upsert
+    on_before_visible: Optional[OnBeforeVisible]
+    max_rows: int
+    force_execute: ForceExecute
+    logger: logging.Logger
+
+    def force(self, db: Db) -> ContextManager[Any]:
+        """The context under which an ACCESS EXCLUSIVE lock is waited for."""
+        return self.force_execute(db.conn, self.logger)
+
+
+@dataclass(frozen=True)
 class _TableState:
-    """One table through an ingest call: its plan, and where its rows go next."""
+    """One table through an ingest call: its plan, and where its rows go."""
 
     wanted: WantedTable
     plan: _migrate.Plan
@@ -45,54 +62,10 @@ class _TableState:
     staging: Optional[str]
 
 
-def _prepare_table(
-    db: Db, wanted: WantedTable, delete: Delete, upsert: Upsert, force: Callable[[], Any]
-) -> _TableState:
-    spec = wanted.spec
-    if not _catalog.schema_exists(db, spec.schema):
-        db.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(spec.schema)}")
-    live = _catalog.live_table(db, spec.schema, spec.name)
-    plan = _migrate.plan(live, spec)
-    if plan.create:
-        for statement in _migrate.create_table_sql(spec):
-            db.execute(statement)
-    elif plan.in_place:
-        with force():
-            db.execute(f"LOCK TABLE {qualified(spec.schema, spec.name)} IN ACCESS EXCLUSIVE MODE")
-        _migrate.apply_in_place(db, plan.in_place)
-    deleting = delete is not Delete.OFF and not plan.create
-    swap = plan.rebuild or (deleting and not _catalog.is_empty(db, spec.schema, spec.name))
-    staging = None
-    if upsert is Upsert.IF_PRIMARY_KEY and spec.primary_key:
-        staging = staging_name()
-        db.execute(create_staging_sql(spec, staging))
-    return _TableState(wanted, plan, swap, copy_old_rows=not deleting, staging=staging)
-
-
-def _create_indexes_concurrently(conn: sa.engine.Connection, states: list[_TableState]) -> None:
-    statements = [
-        (statement, qualified(state.wanted.spec.schema, name))
-        for state in states
-        for statement, name in state.plan.concurrently
-    ]
-    if not statements:
-        return
-    with conn.engine.connect() as other:
-        db = Db(other.execution_options(isolation_level="AUTOCOMMIT"))
-        for statement, index in statements:
-            try:
-                db.execute(statement)
-            except Exception:
-                db.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
-                raise
-
-
-def _batches(batches: Callable[[Any], Iterable[Any]], start: Any) -> Iterator[Batch]:
-    for batch in batches(start):
-        if len(batch) == 2:
-            yield batch[0], None, batch[1]
-        else:
-            yield batch[0], batch[1], batch[2]
+def _stored_watermark(db: Db, first: WantedTable) -> Any:
+    """The watermark stored on the first table; None without one, or without the table."""
+    with db.conn.begin():
+        return _watermark.watermark(_watermark.load(db, first.spec.schema, first.spec.name))
 
 
 def _start_watermark(high_watermark: Any, stored: Any) -> Any:
@@ -104,31 +77,92 @@ def _start_watermark(high_watermark: Any, stored: Any) -> Any:
     return high_watermark
 
 
-def _targets(db: Db, states: list[_TableState], swapping: bool) -> dict[sa.Table, Target]:
+def _batches(batches: Callable[[Any], Iterable[Any]], start: Any) -> Iterator[Batch]:
+    for batch in batches(start):
+        if len(batch) == 2:
+            yield batch[0], None, batch[1]
+        else:
+            yield batch[0], batch[1], batch[2]
+
+
+def _create_table(db: Db, wanted: WantedTable) -> None:
+    spec = wanted.spec
+    if not _catalog.schema_exists(db, spec.schema):
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(spec.schema)}")
+    _migrate.apply_in_place(db, _migrate.create_table_sql(spec))
+
+
+def _prepare_table(db: Db, wanted: WantedTable, options: _Options) -> _TableState:
+    """Creates the table, or changes it in place under a brief ACCESS EXCLUSIVE lock, in the
+    caller's transaction; says whether the first batch swaps a new table in."""
+    spec = wanted.spec
+    plan = _migrate.plan(_catalog.live_table(db, spec.schema, spec.name), spec)
+    if plan.create:
+        _create_table(db, wanted)
+    elif plan.in_place or plan.drops:
+        with options.force(db):
+            db.execute(f"LOCK TABLE {qualified(spec.schema, spec.name)} IN ACCESS EXCLUSIVE MODE")
+        _migrate.apply_in_place(db, (*plan.in_place, *plan.drops))
+    deleting = options.delete is not Delete.OFF and not plan.create
+    swap = plan.rebuild or (deleting and not _catalog.is_empty(db, spec.schema, spec.name))
+    upserting = options.upsert is Upsert.IF_PRIMARY_KEY and bool(spec.primary_key)
+    staging = staging_name() if upserting else None
+    return _TableState(wanted, plan, swap, copy_old_rows=not deleting, staging=staging)
+
+
+def _build_indexes(db: Db, state: _TableState, options: _Options) -> None:
+    """Builds the table's new indexes in a transaction of their own, under a SHARE lock that
+    lets reads go on; a new UNIQUE constraint then takes its index in a brief ACCESS EXCLUSIVE."""
+    plan, spec = state.plan, state.wanted.spec
+    if not plan.indexes:
+        return
+    with db.conn.begin():
+        _migrate.apply_in_place(db, plan.indexes)
+        if plan.attach:
+            with options.force(db):
+                db.execute(
+                    f"LOCK TABLE {qualified(spec.schema, spec.name)} IN ACCESS EXCLUSIVE MODE"
+                )
+            _migrate.apply_in_place(db, plan.attach)
+
+
+def _migrate_tables(db: Db, wanted: Iterable[WantedTable], options: _Options) -> list[_TableState]:
+    """Brings each table to its definition but for rebuilds (done by the first batch), each in
+    short transactions of its own, committed before the first batch's rows: a table's locks
+    never wait for another table's, and readers never wait for a batch."""
+    states = []
+    for table in wanted:
+        with db.conn.begin():
+            state = _prepare_table(db, table, options)
+        _build_indexes(db, state, options)
+        states.append(state)
+    return states
+
+
+def _targets(db: Db, states: list[_TableState], first_batch: bool) -> dict[sa.Table, Target]:
+    """Where each table's rows go; in the first batch, creates the tables to swap in and the
+    staging tables (TEMPORARY, so they never outlive a failed first batch's rollback)."""
     targets = {}
     for state in states:
         spec = state.wanted.spec
         name = spec.name
-        if swapping and state.swap:
+        if first_batch and state.swap:
             name = new_table_name(spec)
             create_new_table(db, spec, name, copy_rows=state.copy_old_rows)
+        if first_batch and state.staging:
+            db.execute(create_staging_sql(spec, state.staging))
         encode = row_encoder(state.wanted.types)
         targets[state.wanted.table] = Target(state.wanted, encode, name, state.staging)
     return targets
 
 
 def _swap_all(
-    db: Db,
-    targets: dict[sa.Table, Target],
-    states: list[_TableState],
-    force: Callable[[sa.engine.Connection, logging.Logger], ContextManager[Any]],
-    logger: logging.Logger,
-) -> list[_TableState]:
+    db: Db, targets: dict[sa.Table, Target], states: list[_TableState], options: _Options
+) -> None:
     for state in states:
-        target = targets[state.wanted.table]
         if state.swap:
-            swap_in(db, state.wanted.spec, target.name, force, logger)
-    return [dataclasses.replace(state, swap=False) for state in states]
+            name = targets[state.wanted.table].name
+            swap_in(db, state.wanted.spec, name, options.force_execute, options.logger)
 
 
 def _save_watermark(db: Db, first: WantedTable, high_watermark: Any) -> None:
@@ -138,14 +172,76 @@ def _save_watermark(db: Db, first: WantedTable, high_watermark: Any) -> None:
     _watermark.save(db, spec.schema, spec.name, value)
 
 
-def _drop_staging(
-    conn: sa.engine.Connection, db: Db, states: list[_TableState], logger: Any
-) -> None:
+def _skipper(logger: logging.Logger) -> Callable[[sa.Table], None]:
+    """Takes note of a table whose rows are skipped, and logs it once per ingest call."""
+    skipped: set[sa.Table] = set()
+
+    def skip(table: sa.Table) -> None:
+        if table not in skipped:
+            skipped.add(table)
+            logger.debug(
+                "Skipping the rows for %s: it is not a table of the metadata passed to ingest",
+                table.fullname,
+            )
+
+    return skip
+
+
+def _write_batch(
+    db: Db,
+    states: list[_TableState],
+    batch: Batch,
+    *,
+    first_batch: bool,
+    options: _Options,
+    skip: Callable[[sa.Table], None],
+) -> dict[sa.Table, int]:
+    """Writes one batch's rows and watermark in one transaction; the first batch also fills
+    the tables to swap in, and swaps them in at its end. Returns the rows written per table."""
+    high_watermark, batch_metadata, rows = batch
+    first = states[0].wanted
+    with db.conn.begin():
+        targets = _targets(db, states, first_batch)
+        writer = BatchWriter(db, targets, options.max_rows, skip)
+        writer.write(rows)
+        if first_batch:
+            _swap_all(db, targets, states, options)
+        _save_watermark(db, first, high_watermark)
+        if options.on_before_visible is not None:
+            options.on_before_visible(db.conn, first.table, batch_metadata)
+    return writer.counts
+
+
+def _log_batch(logger: logging.Logger, counts: dict[sa.Table, int], started: float) -> None:
+    # DEBUG: the caller (a sink) logs its own line per batch; skip the formatting too.
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "Ingested a batch: %s in %.3fs",
+            ", ".join(f"{t.fullname} {n} rows" for t, n in counts.items()),
+            time.monotonic() - started,
+        )
+
+
+def _finish_without_batches(db: Db, states: list[_TableState], options: _Options) -> None:
+    """Schema changes are made even without a batch; Delete.ALL empties the tables too."""
+    delete_all = options.delete is Delete.ALL
+    pending = [s for s in states if s.plan.rebuild or (s.swap and delete_all)]
+    if not pending:
+        return
+    with db.conn.begin():
+        for state in pending:
+            spec = state.wanted.spec
+            name = new_table_name(spec)
+            create_new_table(db, spec, name, copy_rows=state.copy_old_rows or not delete_all)
+            swap_in(db, spec, name, options.force_execute, options.logger)
+
+
+def _drop_staging(db: Db, states: list[_TableState], logger: logging.Logger) -> None:
     names = [state.staging for state in states if state.staging]
     if not names:
         return
     try:
-        with conn.begin():
+        with db.conn.begin():
             for name in names:
                 db.execute(drop_staging_sql(name))
     except Exception:
@@ -163,75 +259,39 @@ def ingest(  # noqa: PLR0917 (the positional parameters are the seed's API)
     upsert: Upsert = Upsert.IF_PRIMARY_KEY,
     on_before_visible: Optional[OnBeforeVisible] = None,
     max_rows_per_table_buffer: int = 10000,
-    get_pg_force_execute: Callable[
-        [sa.engine.Connection, logging.Logger], ContextManager[Any]
-    ] = _default_force_execute,
+    get_pg_force_execute: ForceExecute = _default_force_execute,
     logger: logging.Logger = _LOGGER,
 ) -> None:
-    """Creates or migrates the tables of `metadata`, then ingests each batch in a transaction."""
+    """Ingests each batch of `batches` in a transaction, creating or migrating the tables of
+    `metadata` once the first batch exists (at the end of the call when there is none)."""
     as_option(Visibility, visibility)
-    delete, upsert = as_option(Delete, delete), as_option(Upsert, upsert)
     if max_rows_per_table_buffer < 1:
         raise ValueError("max_rows_per_table_buffer must be at least 1")
+    options = _Options(
+        delete=as_option(Delete, delete),
+        upsert=as_option(Upsert, upsert),
+        on_before_visible=on_before_visible,
+        max_rows=max_rows_per_table_buffer,
+        force_execute=get_pg_force_execute,
+        logger=logger,
+    )
     wanted = wanted_tables(metadata)
-    first = wanted[0]
     db = Db(conn)
-
-    def force() -> ContextManager[Any]:
-        return get_pg_force_execute(conn, logger)
-
+    stored = _stored_watermark(db, wanted[0])
+    remaining = _batches(batches, _start_watermark(high_watermark, stored))
+    first_batch = next(remaining, None)  # nothing changes before the first batch exists
     states: list[_TableState] = []
     try:
-        with conn.begin():
-            states = [_prepare_table(db, w, delete, upsert, force) for w in wanted]
-            stored = _watermark.watermark(_watermark.load(db, first.spec.schema, first.spec.name))
-        _create_indexes_concurrently(conn, states)
-
-        ingested_a_batch = False
-        for batch_high_watermark, batch_metadata, rows in _batches(
-            batches, _start_watermark(high_watermark, stored)
-        ):
+        states = _migrate_tables(db, wanted, options)
+        if first_batch is None:
+            _finish_without_batches(db, states, options)
+            return
+        skip = _skipper(logger)
+        for number, batch in enumerate(itertools.chain((first_batch,), remaining)):
             started = time.monotonic()
-            with conn.begin():
-                swapping = not ingested_a_batch
-                targets = _targets(db, states, swapping)
-                writer = BatchWriter(db, targets, max_rows_per_table_buffer)
-                writer.write(rows)
-                if swapping:
-                    states = _swap_all(db, targets, states, get_pg_force_execute, logger)
-                _save_watermark(db, first, batch_high_watermark)
-                if on_before_visible is not None:
-                    on_before_visible(conn, first.table, batch_metadata)
-            ingested_a_batch = True
-            # DEBUG: the caller (a sink) logs its own line per batch; skip the formatting too.
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "Ingested a batch: %s in %.3fs",
-                    ", ".join(f"{t.fullname} {n} rows" for t, n in writer.counts.items()),
-                    time.monotonic() - started,
-                )
-
-        if not ingested_a_batch:
-            _finish_without_batches(db, states, delete, get_pg_force_execute, logger)
+            counts = _write_batch(
+                db, states, batch, first_batch=number == 0, options=options, skip=skip
+            )
+            _log_batch(logger, counts, started)
     finally:
-        _drop_staging(conn, db, states, logger)
-
-
-def _finish_without_batches(
-    db: Db,
-    states: list[_TableState],
-    delete: Delete,
-    force: Callable[[sa.engine.Connection, logging.Logger], ContextManager[Any]],
-    logger: logging.Logger,
-) -> None:
-    """Schema changes are made even without a batch; Delete.ALL empties the tables too."""
-    pending = [
-        dataclasses.replace(state, copy_old_rows=state.copy_old_rows or delete is not Delete.ALL)
-        for state in states
-        if state.plan.rebuild or (state.swap and delete is Delete.ALL)
-    ]
-    if not pending:
-        return
-    with db.conn.begin():
-        targets = _targets(db, pending, swapping=True)
-        _swap_all(db, targets, pending, force, logger)
+        _drop_staging(db, states, logger)

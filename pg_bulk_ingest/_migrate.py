@@ -6,12 +6,23 @@ the plan a rebuild, done by `_swap` at the end of the first batch.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from ._catalog import predicate_comment
 from ._db import Db
-from ._schema import ColumnSpec, IndexSpec, TableSpec, identifier
-from ._sql import ident, idents, qualified
+from ._schema import (
+    DEFAULT_INDEX_METHOD,
+    ColumnSpec,
+    IndexSpec,
+    TableSpec,
+    identifier,
+    primary_key_name,
+)
+from ._sql import ident, idents, literal, qualified
 
 _VARCHAR = re.compile(r"character varying(?:\((\d+)\))?")
 _NUMERIC = re.compile(r"numeric(?:\((\d+),(\d+)\))?")
@@ -19,12 +30,20 @@ _NUMERIC = re.compile(r"numeric(?:\((\d+),(\d+)\))?")
 
 @dataclass(frozen=True)
 class Plan:
-    """What to do to bring one table to its definition."""
+    """What to do to bring one table to its definition.
+
+    `in_place` (column changes) and `drops` (indexes and UNIQUE constraints no longer defined)
+    run under an ACCESS EXCLUSIVE lock and change only the catalog (milliseconds). Then
+    `indexes` builds the new indexes under a SHARE lock (reads go on, writes wait), and
+    `attach` turns new unique indexes into UNIQUE constraints (ACCESS EXCLUSIVE, milliseconds).
+    """
 
     create: bool = False
     rebuild_reasons: tuple[str, ...] = ()
     in_place: tuple[str, ...] = ()
-    concurrently: tuple[tuple[str, str], ...] = ()
+    drops: tuple[str, ...] = ()
+    indexes: tuple[str, ...] = ()
+    attach: tuple[str, ...] = ()
 
     @property
     def rebuild(self) -> bool:
@@ -32,7 +51,14 @@ class Plan:
 
     @property
     def is_noop(self) -> bool:
-        return not (self.create or self.rebuild or self.in_place or self.concurrently)
+        return not (
+            self.create
+            or self.rebuild
+            or self.in_place
+            or self.drops
+            or self.indexes
+            or self.attach
+        )
 
 
 def _widens(live: str, wanted: str) -> bool:
@@ -83,20 +109,11 @@ def _rebuild_reasons(live: TableSpec, wanted: TableSpec) -> list[str]:
     return reasons
 
 
-def create_index_sql(table: TableSpec, index: IndexSpec, *, concurrently: bool) -> str:
-    unique = "UNIQUE " if index.unique else ""
-    how = "CONCURRENTLY " if concurrently else ""
-    target = qualified(table.schema, table.name)
-    return f"CREATE {unique}INDEX {how}{ident(index.name)} ON {target} ({idents(index.columns)})"
-
-
-def plan(live: TableSpec | None, wanted: TableSpec) -> Plan:
-    """The migration from `live` (None when the table is missing) to `wanted`."""
-    if live is None:
-        return Plan(create=True)
+def _column_plan(live: TableSpec, wanted: TableSpec) -> tuple[list[str], list[str]]:
+    """In-place column statements, and the reasons for a rebuild (then the statements are moot)."""
     reasons = _rebuild_reasons(live, wanted)
     if reasons:
-        return Plan(rebuild_reasons=tuple(reasons))
+        return [], reasons
     table = qualified(wanted.schema, wanted.name)
     in_place: list[str] = []
     for live_column, wanted_column in zip(live.columns, wanted.columns):
@@ -104,42 +121,181 @@ def plan(live: TableSpec | None, wanted: TableSpec) -> Plan:
         if reason:
             reasons.append(reason)
         in_place.extend(steps)
-    if reasons:
-        return Plan(rebuild_reasons=tuple(reasons))
     in_place.extend(
         f"ALTER TABLE {table} ADD COLUMN {ident(c.name)} {c.type}"
         for c in wanted.columns[len(live.columns) :]
     )
-    live_keys = {index.key for index in live.indexes}
-    concurrently = tuple(
-        (create_index_sql(wanted, index, concurrently=True), index.name)
-        for index in wanted.indexes
-        if index.key not in live_keys
+    return in_place, reasons
+
+
+def _shape(index: IndexSpec) -> tuple[Any, ...]:
+    options = tuple(sorted(option.lower() for option in index.options))
+    return (
+        index.columns,
+        index.unique,
+        index.constraint,
+        index.method,
+        index.include,
+        options,
+        index.where,
+        index.nulls_not_distinct,
     )
-    return Plan(in_place=tuple(in_place), concurrently=concurrently)
 
 
-def primary_key_name(table_name: str) -> str:
-    return identifier(table_name, "pkey")
+def same_index(live: IndexSpec, wanted: IndexSpec) -> bool:
+    """Whether the live index is the wanted one, whatever their names: an operator class left
+    to the default matches a live one that is the default."""
+    ops = wanted.ops or ("",) * len(wanted.columns)
+    defaults = live.default_ops or (False,) * len(live.ops)
+    return (
+        live.valid
+        and _shape(live) == _shape(wanted)
+        and len(live.ops) == len(ops)
+        and all(w == o or (not w and d) for w, o, d in zip(ops, live.ops, defaults))
+    )
 
 
-def create_table_sql(table: TableSpec, name: str | None = None) -> list[str]:
-    """CREATE TABLE and CREATE INDEX statements for the definition, under `name` if given."""
-    named = TableSpec(table.schema, name or table.name, table.columns, table.primary_key, ())
-    columns = [
-        f"{ident(c.name)} {c.type}{' NOT NULL' if c.not_null else ''}" for c in table.columns
+def _match_indexes(
+    live: Iterable[IndexSpec], wanted: Iterable[IndexSpec]
+) -> tuple[list[IndexSpec], list[IndexSpec], list[IndexSpec]]:
+    """(live indexes kept, wanted indexes missing, live indexes to drop); a live index of the
+    wanted name is matched first, then any of the same shape."""
+    unmatched, missing = list(live), list(wanted)
+    kept: list[IndexSpec] = []
+    for by_name in (True, False):
+        for index in list(missing):
+            found = next(
+                (
+                    other
+                    for other in unmatched
+                    if same_index(other, index) and (other.name == index.name or not by_name)
+                ),
+                None,
+            )
+            if found is not None:
+                unmatched.remove(found)
+                missing.remove(index)
+                kept.append(found)
+    return kept, missing, unmatched
+
+
+def _drop_sql(table: TableSpec, index: IndexSpec) -> str:
+    if index.constraint:
+        return (
+            f"ALTER TABLE {qualified(table.schema, table.name)} DROP CONSTRAINT {ident(index.name)}"
+        )
+    return f"DROP INDEX {qualified(table.schema, index.name)}"
+
+
+def _attach_sql(table: TableSpec, index: IndexSpec) -> str:
+    name = ident(index.name)
+    return (
+        f"ALTER TABLE {qualified(table.schema, table.name)} "
+        f"ADD CONSTRAINT {name} UNIQUE USING INDEX {name}"
+    )
+
+
+def _index_plan(live: TableSpec, wanted: TableSpec) -> tuple[list[str], list[str], list[str]]:
+    """Statements that drop, create and attach indexes and UNIQUE constraints in place."""
+    kept, missing, dropped = _match_indexes(live.indexes, wanted.indexes)
+    taken = {index.name for index in kept} | {primary_key_name(wanted.name)}
+    created = [
+        dataclasses.replace(index, name=identifier(index.name, index.digest))
+        if index.name in taken
+        else index
+        for index in missing
     ]
-    if table.primary_key:
-        constraint = ident(primary_key_name(named.name))
-        columns.append(f"CONSTRAINT {constraint} PRIMARY KEY ({idents(table.primary_key)})")
-    statements = [f"CREATE TABLE {qualified(named.schema, named.name)} ({', '.join(columns)})"]
-    for index in table.indexes:
-        index_name = index.name if name is None else identifier(name, index.name)
-        renamed = IndexSpec(index_name, index.columns, index.unique)
-        statements.append(create_index_sql(named, renamed, concurrently=False))
+    return (
+        [_drop_sql(wanted, index) for index in dropped],
+        [sql for index in created for sql in create_index_sql(wanted.schema, wanted.name, index)],
+        [_attach_sql(wanted, index) for index in created if index.constraint],
+    )
+
+
+def plan(live: TableSpec | None, wanted: TableSpec) -> Plan:
+    """The migration from `live` (None when the table is missing) to `wanted`."""
+    if live is None:
+        return Plan(create=True)
+    columns, reasons = _column_plan(live, wanted)
+    if reasons:
+        return Plan(rebuild_reasons=tuple(reasons))
+    drops, indexes, attach = _index_plan(live, wanted)
+    return Plan(
+        in_place=tuple(columns), drops=tuple(drops), indexes=tuple(indexes), attach=tuple(attach)
+    )
+
+
+def _index_tail(index: IndexSpec) -> str:
+    """What follows the key columns of CREATE INDEX (and of a UNIQUE constraint)."""
+    tail = ""
+    if index.include:
+        tail += f" INCLUDE ({idents(index.include)})"
+    if index.nulls_not_distinct:
+        tail += " NULLS NOT DISTINCT"
+    if index.options:
+        tail += f" WITH ({', '.join(index.options)})"
+    if index.tablespace:
+        tail += f" TABLESPACE {ident(index.tablespace)}"
+    if index.where is not None:
+        tail += f" WHERE {index.where}"
+    return tail
+
+
+def create_index_sql(schema: str, table: str, index: IndexSpec) -> list[str]:
+    """CREATE INDEX, with its dialect options, on `schema`.`table` (as a unique index for a
+    UNIQUE constraint), and the COMMENT that records its predicate."""
+    unique = "UNIQUE " if index.unique else ""
+    using = "" if index.method == DEFAULT_INDEX_METHOD else f" USING {ident(index.method)}"
+    ops = index.ops or ("",) * len(index.columns)
+    keys = ", ".join(f"{ident(c)} {op}" if op else ident(c) for c, op in zip(index.columns, ops))
+    statements = [
+        f"CREATE {unique}INDEX {ident(index.name)} ON {qualified(schema, table)}{using} "
+        f"({keys}){_index_tail(index)}"
+    ]
+    if index.where is not None:
+        statements.append(
+            f"COMMENT ON INDEX {qualified(schema, index.name)} "
+            f"IS {literal(predicate_comment(index.where))}"
+        )
     return statements
 
 
-def apply_in_place(db: Db, statements: tuple[str, ...] | list[str]) -> None:
+def _unique_constraint_sql(index: IndexSpec) -> str:
+    distinct = " NULLS NOT DISTINCT" if index.nulls_not_distinct else ""
+    include = f" INCLUDE ({idents(index.include)})" if index.include else ""
+    return f"CONSTRAINT {ident(index.name)} UNIQUE{distinct} ({idents(index.columns)}){include}"
+
+
+def temporary_name(table_name: str, name: str) -> str:
+    """The name of an index or constraint of the table `table_name` built to be swapped in."""
+    return identifier(table_name, name)
+
+
+def create_table_sql(table: TableSpec, name: str | None = None) -> list[str]:
+    """CREATE TABLE, with its constraints, and CREATE INDEX statements for the definition.
+
+    Under `name` (a table to swap in later, while the live one keeps its indexes), each index
+    and constraint is named `temporary_name(name, ...)`, renamed at the swap.
+    """
+    target = name or table.name
+    indexes = [
+        index if name is None else dataclasses.replace(index, name=temporary_name(name, index.name))
+        for index in table.indexes
+    ]
+    elements = [
+        f"{ident(c.name)} {c.type}{' NOT NULL' if c.not_null else ''}" for c in table.columns
+    ]
+    if table.primary_key:
+        constraint = ident(primary_key_name(target))
+        elements.append(f"CONSTRAINT {constraint} PRIMARY KEY ({idents(table.primary_key)})")
+    elements.extend(_unique_constraint_sql(index) for index in indexes if index.constraint)
+    statements = [f"CREATE TABLE {qualified(table.schema, target)} ({', '.join(elements)})"]
+    for index in indexes:
+        if not index.constraint:
+            statements.extend(create_index_sql(table.schema, target, index))
+    return statements
+
+
+def apply_in_place(db: Db, statements: Iterable[str]) -> None:
     for statement in statements:
         db.execute(statement)

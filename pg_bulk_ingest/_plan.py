@@ -19,17 +19,16 @@ from ._sql import ident, qualified
 NO_LOCK = "none"
 ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 SHARE = "SHARE"
-SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
 
 
 @dataclass(frozen=True)
 class PlannedStep:
     """One step of bringing `table` ("schema.name") to its definition.
 
-    `action` is "nothing to do", "create", "alter", "create index" or "rebuild"; `sql` the
-    statement (None for "nothing to do" and for the summary of a rebuild); `lock` the lock it
-    takes on the live table; `rebuild` whether the step belongs to a rebuild that fills a new
-    table and swaps it in at the end of the first batch; `reason` why, for rebuilds.
+    `action` is "nothing to do", "create", "alter", "drop index", "create index" or "rebuild";
+    `sql` the statement (None for "nothing to do" and for the summary of a rebuild); `lock` the
+    lock it takes on the live table; `rebuild` whether the step belongs to a rebuild that fills
+    a new table and swaps it in at the end of the first batch; `reason` why, for rebuilds.
     """
 
     table: str
@@ -75,16 +74,25 @@ def _table_steps(db: Db, wanted: TableSpec) -> Iterator[PlannedStep]:
     if plan.rebuild:
         yield from _rebuild_steps(wanted, plan.rebuild_reasons)
         return
-    live_name = qualified(wanted.schema, wanted.name)
-    if plan.in_place:
+    yield from _in_place_steps(wanted, plan)
+
+
+def _in_place_steps(wanted: TableSpec, plan: _migrate.Plan) -> Iterator[PlannedStep]:
+    name = wanted.display
+    lock = f"LOCK TABLE {qualified(wanted.schema, wanted.name)} IN ACCESS EXCLUSIVE MODE"
+    if plan.in_place or plan.drops:
         # ingest takes the lock first (terminating blockers after a delay), then alters.
-        yield PlannedStep(
-            name, "alter", f"LOCK TABLE {live_name} IN ACCESS EXCLUSIVE MODE", ACCESS_EXCLUSIVE
-        )
+        yield PlannedStep(name, "alter", lock, ACCESS_EXCLUSIVE)
     for statement in plan.in_place:
         yield PlannedStep(name, "alter", statement, ACCESS_EXCLUSIVE)
-    for statement, _index in plan.concurrently:
-        yield PlannedStep(name, "create index", statement, SHARE_UPDATE_EXCLUSIVE)
+    for statement in plan.drops:
+        yield PlannedStep(name, "drop index", statement, ACCESS_EXCLUSIVE)
+    for statement in plan.indexes:
+        yield PlannedStep(name, "create index", statement, SHARE)
+    if plan.attach:
+        yield PlannedStep(name, "alter", lock, ACCESS_EXCLUSIVE)
+    for statement in plan.attach:
+        yield PlannedStep(name, "alter", statement, ACCESS_EXCLUSIVE)
 
 
 def _rebuild_steps(wanted: TableSpec, reasons: tuple[str, ...]) -> Iterator[PlannedStep]:

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from . import _catalog
 from ._db import Db
-from ._migrate import create_table_sql, primary_key_name
-from ._schema import TableSpec, identifier
+from ._migrate import create_table_sql, temporary_name
+from ._schema import TableSpec, identifier, primary_key_name
 from ._sql import ident, idents, literal, qualified
 
 ForceExecute = Callable[[sa.engine.Connection, logging.Logger], ContextManager[Any]]
@@ -51,6 +51,28 @@ def _recreate_view(db: Db, view: _catalog.DependentView) -> None:
         db.execute(grant)
 
 
+def _rename_into_place(db: Db, table: TableSpec, name: str) -> None:
+    """Gives the table `name`, its constraints and its indexes the names of the definition,
+    which the live table (now dropped) held while this one was built."""
+    live = qualified(table.schema, table.name)
+    db.execute(f"ALTER TABLE {qualified(table.schema, name)} RENAME TO {ident(table.name)}")
+    if table.primary_key:
+        db.execute(
+            f"ALTER TABLE {live} RENAME CONSTRAINT {ident(primary_key_name(name))} "
+            f"TO {ident(primary_key_name(table.name))}"
+        )
+    for index in table.indexes:
+        built_as = temporary_name(name, index.name)
+        if index.constraint:
+            db.execute(
+                f"ALTER TABLE {live} RENAME CONSTRAINT {ident(built_as)} TO {ident(index.name)}"
+            )
+        else:
+            db.execute(
+                f"ALTER INDEX {qualified(table.schema, built_as)} RENAME TO {ident(index.name)}"
+            )
+
+
 def swap_in(
     db: Db,
     table: TableSpec,
@@ -67,17 +89,7 @@ def swap_in(
     grants = _catalog.grants(db, table.schema, table.name)
     comment = _catalog.comment(db, table.schema, table.name)
     db.execute(f"DROP TABLE {live} CASCADE")
-    db.execute(f"ALTER TABLE {qualified(table.schema, name)} RENAME TO {ident(table.name)}")
-    if table.primary_key:
-        db.execute(
-            f"ALTER TABLE {live} RENAME CONSTRAINT {ident(primary_key_name(name))} "
-            f"TO {ident(primary_key_name(table.name))}"
-        )
-    for index in table.indexes:
-        db.execute(
-            f"ALTER INDEX {qualified(table.schema, identifier(name, index.name))} "
-            f"RENAME TO {ident(index.name)}"
-        )
+    _rename_into_place(db, table, name)
     for grant in grants:
         db.execute(grant)
     for view in views:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import logging
 import uuid
 from typing import Any
 
@@ -469,14 +470,37 @@ def test_a_nul_character_raises_naming_table_column_and_row(
     assert read_high_watermark(conn, table) is None
 
 
-def test_a_row_for_a_table_outside_the_metadata_raises(
-    conn: sa.engine.Connection, schema: str
+def test_rows_for_tables_outside_the_metadata_are_skipped_and_logged_once_at_debug(
+    conn: sa.engine.Connection, schema: str, query: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     metadata, table = keyed(schema)
     _, other = unkeyed(schema)
-    with pytest.raises(SchemaError, match="not a table of the metadata"):
-        ingest(conn, metadata, one_batch(other, 1, [(1, "a")]))
-    assert table.name == "events"
+    _, twin = keyed(schema)  # the same schema and name, but another metadata's table
+
+    def batches(_: Any) -> Any:
+        yield 1, [(other, (1, "x")), (table, (1, "a")), (twin, (9, "z")), (other, (2, "y"))]
+        yield 2, [(other, (3, "x")), (table, (2, "b"))]
+
+    with caplog.at_level(logging.DEBUG, logger="pg_bulk_ingest"):
+        ingest(conn, metadata, batches)
+    assert query(f'SELECT id, value FROM "{schema}".events ORDER BY id') == [(1, "a"), (2, "b")]
+    assert query(f"SELECT to_regclass('\"{schema}\".log')") == [(None,)]
+    skipped = [r.getMessage() for r in caplog.records if "Skipping the rows" in r.getMessage()]
+    assert skipped == [
+        f"Skipping the rows for {schema}.log: it is not a table of the metadata passed to ingest",
+        f"Skipping the rows for {schema}.events: it is not a table of the metadata passed to "
+        "ingest",
+    ]
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if "Skipping" in r.getMessage())
+    assert read_high_watermark(conn, table) == 2
+
+
+def test_a_row_for_something_that_is_not_a_table_raises(
+    conn: sa.engine.Connection, schema: str
+) -> None:
+    metadata, _ = keyed(schema)
+    with pytest.raises(SchemaError, match="which is not a table"):
+        ingest(conn, metadata, lambda _: iter([(1, [("events", (1, "a"))])]))
 
 
 def test_a_generic_json_type_is_rejected_up_front(conn: sa.engine.Connection, schema: str) -> None:

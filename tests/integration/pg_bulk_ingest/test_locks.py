@@ -1,7 +1,10 @@
-"""Upserts and appends never take an ACCESS EXCLUSIVE lock on the live table."""
+"""Upserts and appends never take an ACCESS EXCLUSIVE lock on the live table, and readers
+never wait for a batch, even one that migrates the table."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +13,11 @@ import sqlalchemy as sa
 from pg_bulk_ingest import Upsert, ingest
 
 from .test_ingest import keyed, one_batch
+from .test_migrations import load, shape, table_of
+
+# How long the first batch of a migrating call takes, and the most a reader may wait meanwhile.
+SLOW_BATCH_SECONDS = 5.0
+MAX_READER_WAIT_SECONDS = 0.2
 
 
 def _no_force_execute(_conn: Any, _logger: Any) -> Any:
@@ -56,3 +64,72 @@ def test_a_batch_into_an_existing_table_holds_no_access_exclusive_lock_and_waits
         assert reader.exec_driver_sql("SELECT 1").scalar() == 1  # still alive, never blocked
         reader.rollback()
     assert held and "AccessExclusiveLock" not in held, held
+
+
+MIGRATIONS = [
+    (
+        "adds a column in place",
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.INTEGER),
+            sa.Column("w", sa.TEXT),
+        ],
+    ),
+    (
+        "changes a type: a new table swapped in",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.BIGINT)],
+    ),
+    (
+        "adds an index and a unique constraint",
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.INTEGER, unique=True),
+            sa.Index("items_id_v_idx", "id", "v"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("new", [c[1] for c in MIGRATIONS], ids=[c[0] for c in MIGRATIONS])
+def test_a_reader_waits_at_most_200_ms_during_a_5_second_batch_of_a_migrating_call(
+    conn: sa.engine.Connection,
+    driver_engine: sa.engine.Engine,
+    schema: str,
+    query: Any,
+    new: Any,
+) -> None:
+    old_metadata, _ = table_of(
+        schema, sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)
+    )
+    load(conn, old_metadata, [(1, 10)])
+    old_shape = shape(query, schema)
+    metadata, table = table_of(schema, *new())
+    seen_before_the_batch: list[Any] = []
+    reads: list[tuple[float, Any]] = []
+
+    def read_during_the_batch() -> None:
+        with driver_engine.connect() as reader:
+            reader.exec_driver_sql("SELECT 1").all()  # connected: time the read alone
+            time.sleep(SLOW_BATCH_SECONDS / 5)
+            started = time.monotonic()
+            rows = reader.exec_driver_sql(f'SELECT id, v FROM "{schema}".items').all()
+            reads.append((time.monotonic() - started, [tuple(row) for row in rows]))
+            reader.rollback()
+
+    def slow_rows() -> Any:
+        reader = threading.Thread(target=read_during_the_batch)
+        reader.start()
+        yield table, (2, 20, *([None] * (len(table.columns) - 2)))
+        time.sleep(SLOW_BATCH_SECONDS)
+        reader.join()
+
+    def batches(_: Any) -> Any:
+        seen_before_the_batch.append(shape(query, schema))
+        yield 2, slow_rows()
+
+    ingest(conn, metadata, batches)
+    assert seen_before_the_batch == [old_shape]
+    ((waited, rows),) = reads
+    assert rows == [(1, 10)]
+    assert waited <= MAX_READER_WAIT_SECONDS, f"a reader waited {waited:.3f}s"
+    assert query(f'SELECT id, v FROM "{schema}".items ORDER BY id') == [(1, 10), (2, 20)]

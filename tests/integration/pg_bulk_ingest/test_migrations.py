@@ -250,3 +250,106 @@ def test_the_swap_terminates_blockers_after_the_configured_delay(
         with contextlib.suppress(Exception):
             blocker.close()
     assert threading.active_count() >= 1
+
+
+def shape(query: Any, schema: str) -> Any:
+    """What another client sees of the table: None without it, else its columns and indexes."""
+    if not query(f"SELECT to_regclass('\"{schema}\".items') IS NOT NULL")[0][0]:
+        return None
+    indexes = query(
+        "SELECT array_to_string(ARRAY(SELECT a.attname FROM unnest(i.indkey::int2[]) k(n) "
+        "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n), ',') "
+        f"FROM pg_index i WHERE i.indrelid = '\"{schema}\".items'::regclass "
+        "AND NOT i.indisprimary ORDER BY 1"
+    )
+    return columns(query, schema), [index_columns for (index_columns,) in indexes]
+
+
+SHAPE_CHANGES = [
+    (
+        "adds a column",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)],
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.INTEGER),
+            sa.Column("w", sa.TEXT),
+        ],
+    ),
+    (
+        "changes a column's type",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)],
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.BIGINT)],
+    ),
+    (
+        "adds an index",
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)],
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.INTEGER),
+            sa.Index("items_v_idx", "v"),
+        ],
+    ),
+    (
+        "removes an index",
+        lambda: [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.INTEGER),
+            sa.Index("items_v_idx", "v"),
+        ],
+        lambda: [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)],
+    ),
+]
+
+
+@pytest.mark.parametrize("with_batch", [True, False], ids=["a batch", "no batch"])
+@pytest.mark.parametrize(
+    ("old", "new"), [c[1:] for c in SHAPE_CHANGES], ids=[c[0] for c in SHAPE_CHANGES]
+)
+def test_a_migration_is_applied_only_once_the_first_batch_exists_or_at_the_end_without_one(
+    conn: sa.engine.Connection, schema: str, query: Any, old: Any, new: Any, with_batch: bool
+) -> None:
+    old_metadata, _ = table_of(schema, *old())
+    load(conn, old_metadata, [(1, 10)])
+    before = shape(query, schema)
+    new_metadata, new_table = table_of(schema, *new())
+    seen: list[Any] = []
+
+    def batches(high_watermark: Any) -> Any:
+        seen.append((high_watermark, shape(query, schema)))
+        if with_batch:
+            yield 2, ((new_table, (2, 20, *([None] * (len(new_table.columns) - 2)))),)
+
+    ingest(conn, new_metadata, batches)
+    assert seen == [(1, before)]
+    fresh, _ = table_of(f"{schema}_fresh", *new())
+    try:
+        load(conn, fresh, [])
+        assert shape(query, schema) == shape(query, f"{schema}_fresh") != before
+    finally:
+        query(f'DROP SCHEMA IF EXISTS "{schema}_fresh" CASCADE')
+    ids = [(1,), (2,)] if with_batch else [(1,)]
+    assert query(f'SELECT id FROM "{schema}".items ORDER BY id') == ids
+
+
+@pytest.mark.parametrize("with_batch", [True, False], ids=["a batch", "no batch"])
+def test_a_missing_schema_and_table_are_created_only_once_the_first_batch_exists(
+    conn: sa.engine.Connection, schema: str, query: Any, with_batch: bool
+) -> None:
+    missing = f"{schema}_new"
+    metadata, table = table_of(
+        missing, sa.Column("id", sa.INTEGER, primary_key=True), sa.Index("items_id", "id")
+    )
+    seen: list[Any] = []
+
+    def batches(high_watermark: Any) -> Any:
+        seen.append((high_watermark, query(f"SELECT to_regnamespace('\"{missing}\"')")))
+        if with_batch:
+            yield 1, ((table, (1,)),)
+
+    try:
+        ingest(conn, metadata, batches)
+        assert seen == [(None, [(None,)])]
+        assert shape(query, missing) == ([("id", "integer", True)], ["id"])
+        assert query(f'SELECT count(*) FROM "{missing}".items') == [(int(with_batch),)]
+    finally:
+        query(f'DROP SCHEMA IF EXISTS "{missing}" CASCADE')

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pg_bulk_ingest._migrate import plan
+from pg_bulk_ingest._migrate import Plan, plan
 from pg_bulk_ingest._schema import ColumnSpec, IndexSpec, TableSpec
 
 
@@ -29,7 +29,7 @@ def test_cheap_changes_are_in_place() -> None:
         ColumnSpec("v", "character varying(9)", False),
         ColumnSpec("n", "numeric", False),
         ColumnSpec("w", "jsonb", False),
-        indexes=(IndexSpec("i", ("v",), False),),
+        indexes=(IndexSpec("i", ("v",)),),
     )
     result = plan(live, wanted)
     assert not result.rebuild
@@ -39,7 +39,7 @@ def test_cheap_changes_are_in_place() -> None:
         'ALTER TABLE "s"."t" ALTER COLUMN "n" TYPE numeric',
         'ALTER TABLE "s"."t" ADD COLUMN "w" jsonb',
     )
-    assert result.concurrently == (('CREATE INDEX CONCURRENTLY "i" ON "s"."t" ("v")', "i"),)
+    assert result.indexes == ('CREATE INDEX "i" ON "s"."t" ("v")',)
 
 
 def test_other_changes_rebuild() -> None:
@@ -58,3 +58,83 @@ def test_other_changes_rebuild() -> None:
 def test_narrowing_a_varchar_rebuilds() -> None:
     live = spec(ColumnSpec("v", "character varying(9)", False))
     assert plan(live, spec(ColumnSpec("v", "character varying(5)", False))).rebuild
+
+
+def live_index(name: str, *columns: str, **fields: object) -> IndexSpec:
+    """An index as the catalog reads it: every operator class named, defaults flagged."""
+    ops = fields.pop("ops", ("int4_ops",) * len(columns))
+    defaults = fields.pop("default_ops", (True,) * len(columns))
+    return IndexSpec(name, columns, ops=ops, default_ops=defaults, **fields)  # type: ignore[arg-type]
+
+
+def index_plan(live: tuple[IndexSpec, ...], wanted: tuple[IndexSpec, ...]) -> Plan:
+    columns = (ColumnSpec("v", "integer", False), ColumnSpec("w", "jsonb", False))
+    return plan(spec(*columns, indexes=live), spec(*columns, indexes=wanted))
+
+
+def test_an_index_matches_whatever_its_name_and_however_its_default_operator_class_is_spelled() -> (
+    None
+):
+    live = (
+        live_index("old_name", "v"),
+        live_index("w_gin", "w", method="gin", ops=("jsonb_ops",)),
+    )
+    wanted = (
+        IndexSpec("new_name", ("v",)),
+        IndexSpec("w_gin", ("w",), method="gin", ops=("jsonb_ops",)),
+    )
+    assert index_plan(live, wanted).is_noop
+
+
+def test_an_index_no_longer_defined_is_dropped_and_a_unique_constraint_too() -> None:
+    live = (live_index("i", "v"), live_index("t_v_key", "v", unique=True, constraint=True))
+    result = index_plan(live, ())
+    assert result.drops == (
+        'DROP INDEX "s"."i"',
+        'ALTER TABLE "s"."t" DROP CONSTRAINT "t_v_key"',
+    )
+    assert not (result.in_place or result.indexes or result.attach or result.rebuild)
+
+
+def test_an_index_whose_options_change_is_dropped_and_made_again_with_them() -> None:
+    live = (live_index("i", "w", ops=("jsonb_ops",)),)
+    wanted = (
+        IndexSpec(
+            "i",
+            ("w",),
+            method="gin",
+            ops=("jsonb_path_ops",),
+            options=("fastupdate=off",),
+            where="v > 1",
+        ),
+    )
+    result = index_plan(live, wanted)
+    assert result.drops == ('DROP INDEX "s"."i"',)
+    assert result.indexes == (
+        'CREATE INDEX "i" ON "s"."t" USING "gin" ("w" jsonb_path_ops) '
+        "WITH (fastupdate=off) WHERE v > 1",
+        'COMMENT ON INDEX "s"."i" IS E\'{"pg-bulk-ingest":{"where":"v > 1"}}\'',
+    )
+
+
+def test_a_new_unique_constraint_is_built_as_an_index_then_attached() -> None:
+    wanted = (IndexSpec("t_v_key", ("v",), unique=True, constraint=True),)
+    result = index_plan((), wanted)
+    assert result.indexes == ('CREATE UNIQUE INDEX "t_v_key" ON "s"."t" ("v")',)
+    assert result.attach == (
+        'ALTER TABLE "s"."t" ADD CONSTRAINT "t_v_key" UNIQUE USING INDEX "t_v_key"',
+    )
+
+
+def test_a_new_index_never_takes_the_name_of_an_index_kept() -> None:
+    live = (live_index("i", "v"),)
+    wanted = (IndexSpec("kept", ("v",)), IndexSpec("i", ("v", "w")))
+    (created,) = index_plan(live, wanted).indexes
+    assert created.startswith('CREATE INDEX "i_') and created.endswith('("v", "w")')
+
+
+def test_an_invalid_index_left_by_a_failed_build_is_dropped_and_made_again() -> None:
+    live = (live_index("i", "v", valid=False),)
+    result = index_plan(live, (IndexSpec("i", ("v",)),))
+    assert result.drops == ('DROP INDEX "s"."i"',)
+    assert result.indexes == ('CREATE INDEX "i" ON "s"."t" ("v")',)
