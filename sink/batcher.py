@@ -91,6 +91,9 @@ class Batcher:
         self.max_age_seconds = max_age_seconds
         self._clock = clock
         self._keys: dict[sa.Table, _Keys] = {}
+        # Bytes per message in the last batch taken (None before the first): how many more
+        # messages fit under max_bytes.
+        self._message_size: int | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -204,6 +207,16 @@ class Batcher:
         self._message_count += count
         self._byte_count += size
 
+    def room(self, most: int) -> int:
+        """How many messages to take in one go (at least 1, at most `most`): as many as fit
+        under max_messages and, at the size of the last batch's messages, under max_bytes,
+        so that a batch of large messages passes max_bytes by about one message."""
+        left = self.max_messages - self._message_count
+        size = self._message_size
+        if size:
+            left = min(left, (self.max_bytes - self._byte_count) // size)
+        return max(1, min(most, left))
+
     def is_due(self, now: float | None = None) -> bool:
         return self.time_until_due(now) == 0.0
 
@@ -233,6 +246,8 @@ class Batcher:
             message_count=self._message_count,
             byte_count=self._byte_count,
         )
+        if self._message_count:
+            self._message_size = max(1, self._byte_count // self._message_count)
         self._reset()
         return batch
 

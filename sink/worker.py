@@ -502,7 +502,7 @@ class Worker:
             if batcher.is_due(now):
                 break
             wait = min(POLL_SECONDS, batcher.time_until_due(now))
-            room = min(CONSUME_CHUNK, batcher.max_messages - batcher.message_count)
+            room = batcher.room(CONSUME_CHUNK)
             self.source.retry_waiting()
             yield from self._add_all(self.source.consume(room, wait))
             if self._spoiled:
@@ -543,9 +543,8 @@ class Worker:
             self.health.beat()
             if batcher.is_due() or len(self._ahead) >= AHEAD_MAX_ROWS:
                 return
-            room = batcher.max_messages - batcher.message_count
             self._ahead.extend(
-                self._add_all(self.source.consume(min(AHEAD_CHUNK, room), AHEAD_POLL_SECONDS))
+                self._add_all(self.source.consume(batcher.room(AHEAD_CHUNK), AHEAD_POLL_SECONDS))
             )
 
     def _stop_reading_ahead(self) -> BaseException | None:
