@@ -103,9 +103,10 @@ def explain(exc: BaseException, where: str) -> str:
     detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
     if code == "42501":
         remedy = (
-            f"grant the sink's role what it needs on {where}: it must own each table to store "
-            "offsets in its comment (ALTER TABLE ... OWNER TO <role>) and be allowed to create "
-            "tables in its schema"
+            f"grant the sink's role what it needs on {where}: INSERT on each table (and UPDATE "
+            "and DELETE with a primary key), ownership of a table it must migrate (ALTER TABLE "
+            "... OWNER TO <role>), and CREATE in the schemas where it creates tables, its "
+            "state table included"
         )
     elif code.startswith("28"):
         remedy = "check postgres.url and postgres.password(_file): the credentials were refused"

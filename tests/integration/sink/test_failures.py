@@ -53,7 +53,7 @@ def test_worker_recovers_by_itself_from_a_restart_and_lands_everything_once(
         assert "retrying in" in worker.output()
 
 
-def test_a_role_that_does_not_own_the_table_stops_the_worker_with_the_fix(
+def test_a_role_that_may_only_insert_lands_rows_and_stops_clearly_on_a_migration(
     engine: sa.engine.Engine,
     database_url: str,
     kafka_bootstrap: str,
@@ -62,6 +62,8 @@ def test_a_role_that_does_not_own_the_table_stops_the_worker_with_the_fix(
     sink_config: Callable[..., Path],
     start_sink: Callable[[Path], SinkProcess],
 ) -> None:
+    """The offsets live in the sink's own state table: a data table someone else owns takes
+    rows with INSERT alone. Migrating it needs ownership, which the error says."""
     role = f"r_{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
         conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
@@ -77,19 +79,28 @@ def test_a_role_that_does_not_own_the_table_stops_the_worker_with_the_fix(
         topic = new_topic(partitions=1)
         produce(kafka_bootstrap, topic, events(10))
         url = sa.engine.make_url(database_url).set(username=role, password="pw")
-        config = sink_config([topic], schema, columns=COORDINATE_COLUMNS)
-        config.write_text(
-            config.read_text().replace(database_url, url.render_as_string(hide_password=False))
-        )
-        worker = start_sink(config)
-        assert worker.proc.wait(60) != 0
-        output = worker.output()
-        assert "must own" in output and "OWNER TO" in output, output[-2000:]
-        assert count_rows(engine, schema) == 0
+
+        def config_as_role(columns: str) -> Path:
+            config = sink_config([topic], schema, columns=columns, group_id=f"g-{role}")
+            text = config.read_text().replace(database_url, url.render_as_string(False))
+            config.write_text(text)
+            return config
+
+        worker = start_sink(config_as_role(COORDINATE_COLUMNS))
+        wait_until(lambda: count_rows(engine, schema) == 10, 60, "the rows")
+        assert worker.terminate() == 0, worker.output()[-2000:]
+
+        wider = COORDINATE_COLUMNS + '[[tables.columns]]\nname = "note"\ntype = "TEXT"\n'
+        migrating = start_sink(config_as_role(wider))
+        assert migrating.proc.wait(60) != 0
+        output = migrating.output()
+        assert "ownership of a table it must migrate" in output, output[-2000:]
+        assert "OWNER TO" in output
+        assert count_rows(engine, schema) == 10
     finally:
         with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{schema}".events'))
-            conn.execute(sa.text(f'REVOKE ALL ON SCHEMA "{schema}" FROM {role}'))
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
             conn.execute(sa.text(f"DROP ROLE {role}"))
 
 
