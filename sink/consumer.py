@@ -23,7 +23,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
 from .deadletter import without_consumer_settings
-from .errors import SinkError
+from .errors import SinkError, TransientError
 from .records import TopicPartition
 
 logger = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def is_fatal(error: KafkaError) -> bool:
     )
 
 
-class KafkaUnavailableError(SinkError):
+class KafkaUnavailableError(TransientError):
     """The broker did not answer a request the sink cannot do without; worth retrying."""
 
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from .batcher import DeadLetter
-from .errors import MappingError, SinkError
+from .errors import MappingError, SinkError, TransientError
 from .mapping import dead_letter_row
 from .tables import DEAD_LETTER_COLUMNS
 
@@ -130,7 +130,7 @@ class DeadLetterProducer:
         Raises SinkError naming the failed coordinates if any delivery fails or is not
         acknowledged within `timeout_seconds`; then the batch must not commit.
         """
-        failures: list[str] = []
+        failures: list[tuple[str, KafkaError]] = []
         deadline = time.monotonic() + self.timeout_seconds
         count = 0
         for dead in dead_letters:
@@ -140,24 +140,30 @@ class DeadLetterProducer:
             return
         left = self._producer.flush(max(deadline - time.monotonic(), 0.0))
         if left:
-            raise SinkError(
+            raise DeadLetterUnavailableError(
                 f"dead-letter topic {self.topic!r}: {left} of {count} dead letters not "
                 f"acknowledged within {self.timeout_seconds:.0f} s; the batch is not committed "
-                "(check the topic exists and the brokers are reachable)"
+                "and is tried again (check the topic exists and the brokers are reachable)"
             )
         if failures:
-            raise SinkError(
+            shown = "; ".join(f"{where}: {error.str()}" for where, error in failures[:5])
+            passing = all(_passes(error) for _, error in failures)
+            kind = DeadLetterUnavailableError if passing else SinkError
+            raise kind(
                 f"dead-letter topic {self.topic!r}: {len(failures)} of {count} dead letters "
-                f"failed ({'; '.join(failures[:5])}); the batch is not committed"
+                f"failed ({shown}); the batch is not committed"
+                + (" and is tried again" if passing else "")
             )
         logger.debug("sent %d dead letters to %s", count, self.topic)
 
-    def _produce(self, dead: DeadLetter, failures: list[str], deadline: float) -> None:
+    def _produce(
+        self, dead: DeadLetter, failures: list[tuple[str, KafkaError]], deadline: float
+    ) -> None:
         coordinates = dead.message.coordinates
 
         def delivered(error: KafkaError | None, _msg: object) -> None:
             if error is not None:
-                failures.append(f"{coordinates}: {error.str()}")
+                failures.append((coordinates, error))
 
         while True:
             try:
@@ -186,6 +192,26 @@ class DeadLetterProducer:
         left = self._producer.flush(self.timeout_seconds)
         if left:
             logger.warning("%d dead letters still unacknowledged at close", left)
+
+
+class DeadLetterUnavailableError(TransientError):
+    """The dead-letter topic did not take the batch's dead letters in time, for a reason that
+    passes (a broker outage, too few in-sync replicas): the batch is retried."""
+
+
+def _passes(error: KafkaError) -> bool:
+    """Whether a delivery failure is one that a later attempt may not meet."""
+    return bool(error.retriable()) or error.code() in (
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REQUEST_TIMED_OUT,
+    )
 
 
 Values = Tuple[object, ...]

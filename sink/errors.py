@@ -11,6 +11,11 @@ class SinkError(Exception):
     """Root of every error the sink raises on purpose."""
 
 
+class TransientError(SinkError):
+    """Something outside the sink failed that passes by itself (a broker outage, say): the
+    batch is abandoned and retried with backoff, like a lost PostgreSQL connection."""
+
+
 class ConfigError(SinkError):
     """The configuration (file, environment, tables module) is invalid; the message names the
     setting and the fix."""

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 
 import pg_bulk_ingest
 
+from .errors import TransientError
+
 # Retry delays after transient database failures: doubling from the base, capped, jittered.
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
@@ -70,6 +72,8 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 def classify(exc: BaseException) -> Failure:
+    if isinstance(exc, TransientError):
+        return Failure.TRANSIENT
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return Failure.TRANSIENT
     code = sqlstate(exc)

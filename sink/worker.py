@@ -34,7 +34,7 @@ from .consumer import (
     is_fatal,
 )
 from .deadletter import DeadLetterProducer, dead_letter_rows
-from .errors import DecodeError, SinkError
+from .errors import DecodeError, SinkError, TransientError
 from .health import Health, HealthServer
 from .metrics import SinkMetrics
 from .offsets import (
@@ -275,9 +275,10 @@ class Worker:
                 failures = 1 if self.committed_batches > committed else failures + 1
                 self.metrics.retried(failure_kind(exc))
                 delay = backoff_seconds(failures, self._random)
+                reason = str(exc).strip().splitlines()[0]
                 logger.warning(
-                    "PostgreSQL failed (%s); batch abandoned, retrying in %.1f s (attempt %d)",
-                    str(exc).strip().splitlines()[0],
+                    "%s; batch abandoned, retrying in %.1f s (attempt %d)",
+                    reason if isinstance(exc, TransientError) else f"PostgreSQL failed ({reason})",
                     delay,
                     failures,
                 )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 import sqlalchemy as sa
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy.engine import make_url
@@ -361,3 +361,51 @@ def test_a_topic_of_transactional_producers_drains_to_lag_zero(
     )
     assert worker.terminate() == 0, worker.output()[-2000:]
     assert count_rows(engine, schema) == 300
+
+
+def test_a_dead_letter_topic_that_cannot_acknowledge_is_retried_like_a_broker_outage(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    topic = new_topic()
+    # A dead-letter topic that does not exist yet (the broker creates none by itself): the
+    # producer waits for it until its delivery timeout.
+    dlq = f"dlq-{uuid.uuid4().hex[:8]}"
+    produce(kafka_bootstrap, topic, [*events(5), (b"bad", b"not json"), *events(5, start=5)])
+    config = sink_config(
+        [topic],
+        schema,
+        columns=COORDINATE_COLUMNS,
+        extra=f'[errors]\npolicy = "dead-letter-topic"\ndead_letter_topic = "{dlq}"\n',
+    )
+    worker = start_sink(config)
+    wait_until(lambda: "not acknowledged within" in worker.messages(), 90, "a failed delivery")
+    assert worker.running(), worker.output()[-3000:]
+    assert "retrying in" in worker.messages()
+    assert count_rows(engine, schema) == 0
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(dlq, num_partitions=1, replication_factor=1)])[dlq].result(30)
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 11}, 120, "the commit")
+    assert worker.terminate() == 0, worker.output()[-2000:]
+    assert count_rows(engine, schema) == 10
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"r-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([dlq])
+    found = []
+    deadline = time.monotonic() + 30
+    while not found and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            found.append(msg)
+    consumer.close()
+    admin.delete_topics([dlq])[dlq].result(30)
+    assert [m.value() for m in found] == [b"not json"]
