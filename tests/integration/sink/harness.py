@@ -168,6 +168,15 @@ class SinkProcess:
     def running(self) -> bool:
         return self.proc.poll() is None
 
+    def exit_code(self, timeout: float = 60) -> int:
+        """Waits for the worker to stop by itself; its exit code."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running after {timeout:.0f} s: {self.output()[-2000:]}"
+            ) from None
+
     def output(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
@@ -186,6 +195,18 @@ class SinkProcess:
         if self.running():
             self.kill()
         self._log.close()
+
+
+def sink_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m sink ARGS` (check, status, reset) as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "sink", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def write_config(path: Path, body: str) -> Path:

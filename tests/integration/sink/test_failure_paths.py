@@ -149,9 +149,9 @@ def test_a_topic_the_subscription_assigns_but_no_route_matches_stops_the_worker(
         [], schema, columns=COORDINATE_COLUMNS, table_extra=f"topic_pattern = '{pattern}'\n"
     )
     worker = start_sink(config)
-    wait_until(lambda: not worker.running(), 60, "the worker to stop")
+    code = worker.exit_code()
     output = worker.messages()
-    assert worker.proc.returncode == 2, output[-3000:]
+    assert code == 2, output[-3000:]
     assert f"topic {topic!r} was assigned to this worker by the subscription" in output
     assert count_rows(engine, schema) == 0
     assert stored_offsets(engine, schema).get(topic) is None
@@ -252,6 +252,15 @@ def test_a_message_the_client_cannot_read_becomes_a_dead_letter_and_the_rest_lan
     assert "failed CRC32C check" in dead[0][2]
 
 
+def land(
+    engine: sa.engine.Engine, bootstrap: str, schema: str, topic: str, worker: SinkProcess
+) -> None:
+    """100 events into `topic`, landed by `worker`, which then stops."""
+    produce(bootstrap, topic, events(100))
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 100}, 60, "100 rows")
+    assert worker.terminate() == 0, worker.output()[-2000:]
+
+
 def test_a_stored_offset_deleted_from_the_log_stops_the_worker_or_jumps_when_told(
     engine: sa.engine.Engine,
     kafka_bootstrap: str,
@@ -262,18 +271,14 @@ def test_a_stored_offset_deleted_from_the_log_stops_the_worker_or_jumps_when_tol
 ) -> None:
     topic = new_topic()
     config = sink_config([topic], schema, columns=COORDINATE_COLUMNS)
-    produce(kafka_bootstrap, topic, events(100))
-    worker = start_sink(config)
-    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 100}, 60, "100 rows")
-    assert worker.terminate() == 0
+    land(engine, kafka_bootstrap, schema, topic, start_sink(config))
     produce(kafka_bootstrap, topic, events(50, start=100))
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     (deleted,) = admin.delete_records([KafkaTopicPartition(topic, 0, 120)]).values()
     deleted.result(timeout=30)  # retention, or DeleteRecords: offsets 0 to 119 are gone
 
     refused = start_sink(config)
-    wait_until(lambda: not refused.running(), 60, "the worker to stop")
-    assert refused.proc.returncode == 2, refused.output()[-3000:]
+    assert refused.exit_code() == 2, refused.output()[-3000:]
     expected = (
         f"{topic}[0]: the stored next offset 100 no longer exists: the partition holds "
         "offsets 120 to 150 now"
@@ -303,10 +308,7 @@ def test_a_topic_deleted_and_created_again_is_recognised_by_its_id(
 ) -> None:
     topic = new_topic()
     config = sink_config([topic], schema, columns=COORDINATE_COLUMNS)
-    produce(kafka_bootstrap, topic, events(100))
-    worker = start_sink(config)
-    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 100}, 60, "100 rows")
-    assert worker.terminate() == 0
+    land(engine, kafka_bootstrap, schema, topic, start_sink(config))
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     admin.delete_topics([topic])[topic].result(timeout=30)
     wait_until(lambda: topic not in admin.list_topics(timeout=10).topics, 30, "the deletion")
@@ -316,8 +318,7 @@ def test_a_topic_deleted_and_created_again_is_recognised_by_its_id(
     produce(kafka_bootstrap, topic, events(150, start=1_000))
 
     refused = start_sink(config)
-    wait_until(lambda: not refused.running(), 60, "the worker to stop")
-    assert refused.proc.returncode == 2, refused.output()[-3000:]
+    assert refused.exit_code() == 2, refused.output()[-3000:]
     assert "the topic was deleted and created again since" in refused.messages()
     assert count_rows(engine, schema) == 100
 

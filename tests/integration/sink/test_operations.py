@@ -3,8 +3,6 @@ commands `check`, `status` and `reset` run as an operator would (`python -m sink
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,21 +25,9 @@ from sink.records import Message, TopicPartition
 from sink.tables import dead_letter_table, load_tables
 from tests.events import EVENT_COLUMNS_TOML
 
-from .harness import REPO, produce, state_table, stored_offsets, wait_until
+from .harness import produce, sink_command, state_table, stored_offsets, wait_until
 
 T0_MS = 1_750_000_000_000
-
-
-def sink(*args: str) -> subprocess.CompletedProcess[str]:
-    """Runs `python -m sink ARGS` and returns its exit code and output."""
-    return subprocess.run(
-        [sys.executable, "-m", "sink", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def table_state(engine: sa.engine.Engine, schema: str, table: str = "events") -> Any:
@@ -203,7 +189,7 @@ def test_check_prints_the_migration_plan_of_a_changed_table_and_changes_nothing(
     wider = EVENT_COLUMNS_TOML.replace('"VARCHAR(64)"', '"VARCHAR(128)"')
     wider += '[[tables.columns]]\nname = "note"\ntype = "TEXT"\n'
     config = sink_config([topic], schema, columns=wider, group_id=group)
-    result = sink("check", "--config", str(config))
+    result = sink_command("check", "--config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "connected to database 'sink' as role 'sink'" in out
@@ -221,7 +207,7 @@ def test_check_prints_the_migration_plan_of_a_changed_table_and_changes_nothing(
 
     retyped = EVENT_COLUMNS_TOML.replace('"VARCHAR(16)"', '"BIGINT"')
     config = sink_config([topic], schema, columns=retyped, group_id=group)
-    result = sink("check", "--config", str(config))
+    result = sink_command("check", "--config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{schema}.events: rebuild (column 'status' changes type" in result.stdout
     assert "lock: ACCESS EXCLUSIVE, part of a rebuild + swap" in result.stdout
@@ -239,7 +225,7 @@ def test_check_lists_missing_topics_and_an_unchanged_table_as_nothing_to_do(
     config = sink_config([topic], schema)
     create_tables(engine, config)
     missing = sink_config([topic, "no-such-topic-" + uuid.uuid4().hex[:6]], schema)
-    result = sink("check", "--config", str(missing))
+    result = sink_command("check", "--config", str(missing))
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{schema}.events: nothing to do" in result.stdout
     assert "not ready: 1 problem(s)" in result.stdout
@@ -261,7 +247,7 @@ def test_status_shows_lag_against_the_real_log_end_offsets(
     config = sink_config([topic], schema)
     create_tables(engine, config, {TopicPartition(topic, 0): 2})
 
-    result = sink("status", "--config", str(config), "--json")
+    result = sink_command("status", "--config", str(config), "--json")
     assert result.returncode == 0, result.stderr
     status = orjson.loads(result.stdout)
     assert status["state_table"].startswith(f"{schema}.kafka_sink_state_g_")
@@ -271,7 +257,7 @@ def test_status_shows_lag_against_the_real_log_end_offsets(
     ] == [(0, 2, 5, 3), (1, None, 5, 5)]
     assert status["total_lag"] == 8
 
-    text = sink("status", "--config", str(config)).stdout
+    text = sink_command("status", "--config", str(config)).stdout
     assert "total: 2 partition(s), lag 8" in text
 
 
@@ -315,7 +301,7 @@ def test_reset_moves_stored_offsets_and_keeps_every_other_key_of_the_comment(
 ) -> None:
     topic, config = reset_setup
 
-    dry = sink("reset", "--config", str(config), "--to", "latest", "--dry-run")
+    dry = sink_command("reset", "--config", str(config), "--to", "latest", "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert f"{topic}[0]: 3 -> 5" in dry.stdout
     assert stored_offsets(engine, schema)[topic] == {"0": 3}
@@ -329,7 +315,7 @@ def test_reset_moves_stored_offsets_and_keeps_every_other_key_of_the_comment(
         (f"{topic}:1=4", {"0": 5, "1": 4}),
     ]
     for to, offsets in expectations:
-        result = sink("reset", "--config", str(config), "--to", to)
+        result = sink_command("reset", "--config", str(config), "--to", to)
         assert result.returncode == 0, result.stdout + result.stderr
         assert stored_offsets(engine, schema)[topic] == offsets, to
 
@@ -369,12 +355,12 @@ def test_reset_refuses_while_the_group_has_an_active_member_unless_forced(
             return bool(member.assignment())
 
         wait_until(joined, 30, "the member to join the group")
-        refused = sink("reset", "--config", str(config), "--to", f"{topic}:0=0")
+        refused = sink_command("reset", "--config", str(config), "--to", f"{topic}:0=0")
         assert refused.returncode == 1
         assert f"consumer group {group!r} has 1 active member(s)" in refused.stdout
         assert stored_offsets(engine, schema)[topic] == {"0": 1}
 
-        forced = sink("reset", "--config", str(config), "--to", "latest", "--force")
+        forced = sink_command("reset", "--config", str(config), "--to", "latest", "--force")
         assert forced.returncode == 0, forced.stdout + forced.stderr
     finally:
         member.close()

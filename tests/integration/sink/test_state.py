@@ -8,7 +8,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
@@ -30,6 +29,7 @@ from .harness import (
     SinkProcess,
     produce,
     produce_steadily,
+    sink_command,
     state_table,
     stored_offsets,
     stored_state,
@@ -39,17 +39,6 @@ from .test_exactly_once import COORDINATE_COLUMNS, assert_exactly_once, count_ro
 
 # The last release that kept the offsets in the comment of the first data table.
 PREVIOUS_RELEASE = "67aedea"
-
-
-def sink(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sink", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def comment(engine: sa.engine.Engine, table: str) -> str | None:
@@ -225,19 +214,19 @@ def test_a_replaced_state_comment_stops_the_worker_and_reset_resumes_exactly(
         table = state_table(engine, schema)
         assert table is not None
         set_comment(engine, table, '{"owner": "data team"}')
-        wait_until(lambda: not worker.running(), 60, "the worker to stop")
+        code = worker.exit_code()
     finally:
         producer.join()
     output = worker.messages()
-    assert worker.proc.returncode == 2, output[-3000:]
+    assert code == 2, output[-3000:]
     assert f"the COMMENT of the sink's state table {table.replace(chr(34), '')}" in output
     assert 'found the comment \'{"owner": "data team"}\'' in output
     # A restarted worker refuses too, offering the group's offsets in Kafka.
     again = start_sink(config)
-    wait_until(lambda: not again.running(), 60, "the restarted worker to stop")
+    assert again.exit_code() == 2, again.output()[-3000:]
     assert "no longer holds the sink's state" in again.messages(), again.output()[-3000:]
     landed = count_rows(engine, schema)
-    result = sink("reset", "--config", str(config), "--to", printed_reset(output))
+    result = sink_command("reset", "--config", str(config), "--to", printed_reset(output))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cannot be read" in result.stdout
     resumed = start_sink(config)
@@ -266,14 +255,13 @@ def test_a_dropped_state_table_stops_the_worker_rather_than_start_over(
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {table}"))
     produce(kafka_bootstrap, topic, events(100, start=1_000), partitions=2)
-    wait_until(lambda: not worker.running(), 60, "the worker to stop")
+    code = worker.exit_code()
     output = worker.messages()
-    assert worker.proc.returncode == 2, output[-3000:]
+    assert code == 2, output[-3000:]
     assert "does not exist, yet offsets of consumer group" in output
     # Restarted, it still refuses: the consumer group's offsets in Kafka say it stored some.
     again = start_sink(config)
-    wait_until(lambda: not again.running(), 60, "the restarted worker to stop")
-    assert again.proc.returncode == 2, again.output()[-3000:]
+    assert again.exit_code() == 2, again.output()[-3000:]
     assert "reset --to" in again.messages()
     assert count_rows(engine, schema) == 1_000
 
@@ -295,8 +283,7 @@ def test_a_configured_state_table_moved_elsewhere_is_named_in_the_error(
     assert worker.terminate() == 0
     # Without the setting, the default name is looked for: the group stored offsets before.
     again = start_sink(config)
-    wait_until(lambda: not again.running(), 60, "the worker to stop")
-    assert again.proc.returncode == 2, again.output()[-3000:]
+    assert again.exit_code() == 2, again.output()[-3000:]
     assert f"kafka_sink_state_{group.replace('-', '_')} does not exist" in again.messages()
 
 
