@@ -71,6 +71,7 @@ start_from = "earliest"
 
 [postgres]
 url = "{database_url}"
+state_table = "{schema}.{state_table(table)}"
 
 [batch]
 max_messages = {max_messages}
@@ -123,11 +124,16 @@ def run_config(
     return config, table
 
 
+def state_table(table: str) -> str:
+    """The state table of the run whose table is `table`: several runs share a schema."""
+    return f"{table}_state"
+
+
 def _offsets_reached(
     engine: sa.engine.Engine, schema: str, table: str, topic: str, ends: dict[int, int]
 ) -> Callable[[], bool]:
     def reached() -> bool:
-        stored = stored_offsets(engine, schema).get(topic, {})
+        stored = stored_offsets(engine, schema, state_table(table)).get(topic, {})
         return all(int(stored.get(str(p), -1)) == end for p, end in ends.items())
 
     return reached
@@ -138,7 +144,8 @@ def _committed(engine: sa.engine.Engine, schema: str, table: str, topic: str) ->
     these topics, and each event is one row): a cheap stand-in for count(*)."""
 
     def committed() -> int:
-        return sum(int(o) for o in stored_offsets(engine, schema).get(topic, {}).values())
+        stored = stored_offsets(engine, schema, state_table(table))
+        return sum(int(o) for o in stored.get(topic, {}).values())
 
     return committed
 
@@ -244,8 +251,8 @@ class OffsetTimeline:
         self._thread.join(10)
 
     def _read(self) -> dict[str, int]:
-        engine, schema, _, topic = self._where
-        return stored_offsets(engine, schema).get(topic, {})
+        engine, schema, table, topic = self._where
+        return stored_offsets(engine, schema, state_table(table)).get(topic, {})
 
     def _loop(self) -> None:
         try:

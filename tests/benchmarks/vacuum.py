@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from tests.events import events
 from tests.integration.sink.harness import autovacuum_cancels, produce, stored_offsets
 
-from .e2e import run_config, start_workers
+from .e2e import run_config, start_workers, state_table
 from .measure import (
     PARTITIONS,
     RUNS_DIR,
@@ -69,7 +69,7 @@ def _stats(engine: sa.engine.Engine, table: str) -> tuple[int, int, int]:
 
 def _stored(engine: sa.engine.Engine, schema: str, topic: str) -> int:
     """Events the sink has committed: the sum of its stored next offsets."""
-    return sum(stored_offsets(engine, schema).get(topic, {}).values())
+    return sum(stored_offsets(engine, schema, state_table("vacuum")).get(topic, {}).values())
 
 
 def sustained_upserts(

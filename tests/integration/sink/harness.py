@@ -81,16 +81,18 @@ def log_end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, in
         consumer.close()
 
 
-def state_table(engine: sa.engine.Engine, schema: str) -> str | None:
-    """The one sink state table in `schema` (as `"schema"."table"`), or None if there is none."""
+def state_table(engine: sa.engine.Engine, schema: str, name: str | None = None) -> str | None:
+    """The sink's state table `name` in `schema` (as `"schema"."table"`), or without a name
+    the one state table there; None if there is none."""
+    pattern = name or "kafka\\_sink\\_state\\_%"
     with engine.connect() as conn:
         names = (
             conn.execute(
                 sa.text(
                     "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace(:schema) "
-                    "AND relname LIKE 'kafka\\_sink\\_state\\_%'"
+                    "AND relname LIKE :pattern"
                 ),
-                {"schema": schema},
+                {"schema": schema, "pattern": pattern},
             )
             .scalars()
             .all()
@@ -99,9 +101,9 @@ def state_table(engine: sa.engine.Engine, schema: str) -> str | None:
     return f'"{schema}"."{names[0]}"' if names else None
 
 
-def stored_state(engine: sa.engine.Engine, schema: str) -> dict[str, Any]:
+def stored_state(engine: sa.engine.Engine, schema: str, name: str | None = None) -> dict[str, Any]:
     """The sink's stored state, read straight from its state table's comment ({} if none)."""
-    table = state_table(engine, schema)
+    table = state_table(engine, schema, name)
     if table is None:
         return {}
     with engine.connect() as conn:
@@ -114,9 +116,11 @@ def stored_state(engine: sa.engine.Engine, schema: str) -> dict[str, Any]:
     return state
 
 
-def stored_offsets(engine: sa.engine.Engine, schema: str) -> dict[str, dict[str, int]]:
-    """The sink's stored next offsets, per topic and partition."""
-    return dict(stored_state(engine, schema).get("offsets", {}))
+def stored_offsets(
+    engine: sa.engine.Engine, schema: str, name: str | None = None
+) -> dict[str, dict[str, int]]:
+    """The sink's stored next offsets, per topic and partition (see `state_table`)."""
+    return dict(stored_state(engine, schema, name).get("offsets", {}))
 
 
 def autovacuum_cancels(server_log: str, table: str) -> int:
