@@ -3,7 +3,7 @@ never wait for a batch, even one that migrates the table."""
 
 from __future__ import annotations
 
-import threading
+import concurrent.futures
 import time
 from typing import Any
 
@@ -116,16 +116,16 @@ def test_a_reader_waits_at_most_200_ms_during_a_5_second_batch_of_a_migrating_ca
             reads.append((time.monotonic() - started, [tuple(row) for row in rows]))
             reader.rollback()
 
-    def slow_rows() -> Any:
-        reader = threading.Thread(target=read_during_the_batch)
-        reader.start()
+    def slow_rows(reader: concurrent.futures.Executor) -> Any:
+        read = reader.submit(read_during_the_batch)
         yield table, (2, 20, *([None] * (len(table.columns) - 2)))
         time.sleep(SLOW_BATCH_SECONDS)
-        reader.join()
+        read.result()  # the batch lasts until the read is done
 
     def batches(_: Any) -> Any:
         seen_before_the_batch.append(shape(query, schema))
-        yield 2, slow_rows()
+        with concurrent.futures.ThreadPoolExecutor(1) as reader:
+            yield 2, slow_rows(reader)
 
     ingest(conn, metadata, batches)
     assert seen_before_the_batch == [old_shape]
