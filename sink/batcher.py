@@ -209,10 +209,14 @@ class Batcher:
 
     def room(self, most: int) -> int:
         """How many messages to take in one go (at least 1, at most `most`): as many as fit
-        under max_messages and, at the size of the last batch's messages, under max_bytes,
-        so that a batch of large messages passes max_bytes by about one message."""
+        under max_messages and, at the size of this batch's messages so far (else the last
+        batch's), under max_bytes, so that a batch of large messages passes max_bytes by about
+        one message. (A consume call that waits for more messages keeps fetching meanwhile:
+        what it returns is not bounded by librdkafka's queue.)"""
         left = self.max_messages - self._message_count
         size = self._message_size
+        if self._message_count:  # the batch's own messages say more than the last batch's
+            size = self._byte_count // self._message_count
         if size:
             left = min(left, (self.max_bytes - self._byte_count) // size)
         return max(1, min(most, left))

@@ -494,6 +494,9 @@ class Worker:
         completes `pending`: its deletes and the offsets it reaches; and its dead letters."""
         assert self.source is not None
         yield from first
+        # Sent: let the rows read ahead go now. The batch holds this list in a cycle (it and
+        # its rows function), which the collector frees late (see GC_YOUNG_THRESHOLD).
+        first.clear()
         batcher = self.batcher
         while True:
             self.health.beat()

@@ -410,3 +410,46 @@ def test_a_dead_letter_topic_that_cannot_acknowledge_is_retried_like_a_broker_ou
     consumer.close()
     admin.delete_topics([dlq])[dlq].result(30)
     assert [m.value() for m in found] == [b"not json"]
+
+
+# The sink's peak RSS with the default batch limits, whatever the message size (README).
+PEAK_RSS_BOUND_MB = 300
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    (kilobytes,) = re.findall(r"VmHWM:\s+(\d+) kB", status)
+    return int(kilobytes) / 1024
+
+
+def test_one_megabyte_messages_keep_the_worker_under_its_memory_bound(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    count, size = 400, 1_000_000
+    topic = new_topic(partitions=2, config={"max.message.bytes": str(2 * size)})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 2 * size})
+    for i in range(count):
+        value = orjson.dumps({"id": i, "payload": {"blob": f"{i:07d}" * (size // 7)}})
+        producer.produce(topic, value=value, partition=i % 2)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    # The default batch limits: 10,000 messages, 16 MiB, 1 s.
+    config = sink_config(
+        [topic], schema, columns=COORDINATE_COLUMNS, max_messages=10_000, max_age_seconds=1.0
+    )
+    worker = start_sink(config)
+    wait_until(
+        lambda: sum(stored_offsets(engine, schema).get(topic, {}).values()) == count,
+        180,
+        f"all {count} messages",
+    )
+    peak = peak_rss_mb(worker.proc.pid)
+    assert worker.terminate() == 0, worker.output()[-2000:]
+    print(f"peak RSS with {count} messages of {size:,} bytes: {peak:.0f} MB")
+    assert peak <= PEAK_RSS_BOUND_MB
+    assert count_rows(engine, schema) == count
