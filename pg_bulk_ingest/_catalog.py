@@ -61,6 +61,7 @@ WHERE i.indrelid = %s::oid AND 0 <> ALL (i.indkey) AND i.indexprs IS NULL
 def _live_index(row: tuple[Any, ...]) -> IndexSpec:
     name, _, unique, constraint, method, key_count, columns, ops, defaults, options = row[:10]
     predicate, comment, nulls_not_distinct, valid = row[10:]
+    marked, written = _read_index_comment(comment)
     return IndexSpec(
         name=name,
         columns=tuple(columns[:key_count]),
@@ -70,28 +71,34 @@ def _live_index(row: tuple[Any, ...]) -> IndexSpec:
         ops=tuple(ops),
         include=tuple(columns[key_count:]),
         options=tuple(options),
-        where=None if predicate is None else (written_predicate(comment) or predicate),
+        where=None if predicate is None else (written or predicate),
         nulls_not_distinct=bool(nulls_not_distinct),
         default_ops=tuple(bool(default) for default in defaults),
         valid=bool(valid),
+        marked=marked,
     )
 
 
-def written_predicate(comment: str | None) -> str | None:
-    """The predicate `ingest` wrote in an index's COMMENT (see `predicate_comment`), if any."""
+def index_comment(where: str | None) -> str:
+    """The COMMENT `ingest` puts on the indexes of the definition: it marks them as such (to be
+    dropped once no longer defined, unlike an index made by hand), and keeps the predicate as
+    written, since PostgreSQL gives it back reworded."""
+    return orjson.dumps({COMMENT_KEY: {} if where is None else {"where": where}}).decode()
+
+
+def _read_index_comment(comment: str | None) -> tuple[bool, str | None]:
+    """Whether an index's COMMENT is `index_comment`'s, and the predicate it holds."""
     if not comment or not comment.startswith("{"):
-        return None
+        return False, None
     try:
         document = orjson.loads(comment)
     except orjson.JSONDecodeError:
-        return None
+        return False, None
     ours = document.get(COMMENT_KEY) if isinstance(document, dict) else None
-    where = ours.get("where") if isinstance(ours, dict) else None
-    return where if isinstance(where, str) else None
-
-
-def predicate_comment(where: str) -> str:
-    return orjson.dumps({COMMENT_KEY: {"where": where}}).decode()
+    if not isinstance(ours, dict):
+        return False, None
+    where = ours.get("where")
+    return True, where if isinstance(where, str) else None
 
 
 def live_table(db: Db, schema: str, name: str) -> TableSpec | None:

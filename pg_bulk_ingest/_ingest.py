@@ -114,7 +114,7 @@ def _build_indexes(db: Db, state: _TableState, options: _Options) -> None:
     """Builds the table's new indexes in a transaction of their own, under a SHARE lock that
     lets reads go on; a new UNIQUE constraint then takes its index in a brief ACCESS EXCLUSIVE."""
     plan, spec = state.plan, state.wanted.spec
-    if not plan.indexes:
+    if not (plan.indexes or plan.marks):
         return
     with db.conn.begin():
         _migrate.apply_in_place(db, plan.indexes)
@@ -124,6 +124,7 @@ def _build_indexes(db: Db, state: _TableState, options: _Options) -> None:
                     f"LOCK TABLE {qualified(spec.schema, spec.name)} IN ACCESS EXCLUSIVE MODE"
                 )
             _migrate.apply_in_place(db, plan.attach)
+        _migrate.apply_in_place(db, plan.marks)
 
 
 def _migrate_tables(db: Db, wanted: Iterable[WantedTable], options: _Options) -> list[_TableState]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._catalog import predicate_comment
+from ._catalog import index_comment
 from ._db import Db
 from ._schema import (
     DEFAULT_INDEX_METHOD,
@@ -32,10 +32,12 @@ _NUMERIC = re.compile(r"numeric(?:\((\d+),(\d+)\))?")
 class Plan:
     """What to do to bring one table to its definition.
 
-    `in_place` (column changes) and `drops` (indexes and UNIQUE constraints no longer defined)
-    run under an ACCESS EXCLUSIVE lock and change only the catalog (milliseconds). Then
-    `indexes` builds the new indexes under a SHARE lock (reads go on, writes wait), and
-    `attach` turns new unique indexes into UNIQUE constraints (ACCESS EXCLUSIVE, milliseconds).
+    `in_place` (column changes) and `drops` (indexes and UNIQUE constraints that `ingest` made
+    and that are no longer defined) run under an ACCESS EXCLUSIVE lock and change only the
+    catalog (milliseconds). Then `indexes` builds the new indexes under a SHARE lock (reads go
+    on, writes wait), `attach` turns new unique indexes into UNIQUE constraints (ACCESS
+    EXCLUSIVE, milliseconds), and `marks` comments the live indexes that are as defined but
+    were made by someone else (or an earlier version), so that they are `ingest`'s from then.
     """
 
     create: bool = False
@@ -44,6 +46,7 @@ class Plan:
     drops: tuple[str, ...] = ()
     indexes: tuple[str, ...] = ()
     attach: tuple[str, ...] = ()
+    marks: tuple[str, ...] = ()
 
     @property
     def rebuild(self) -> bool:
@@ -58,6 +61,7 @@ class Plan:
             or self.drops
             or self.indexes
             or self.attach
+            or self.marks
         )
 
 
@@ -157,11 +161,11 @@ def same_index(live: IndexSpec, wanted: IndexSpec) -> bool:
 
 def _match_indexes(
     live: Iterable[IndexSpec], wanted: Iterable[IndexSpec]
-) -> tuple[list[IndexSpec], list[IndexSpec], list[IndexSpec]]:
-    """(live indexes kept, wanted indexes missing, live indexes to drop); a live index of the
-    wanted name is matched first, then any of the same shape."""
+) -> tuple[list[tuple[IndexSpec, IndexSpec]], list[IndexSpec], list[IndexSpec]]:
+    """(live indexes kept, each with the wanted one it is; wanted indexes missing; live indexes
+    left over): a live index of the wanted name is matched first, then any of the same shape."""
     unmatched, missing = list(live), list(wanted)
-    kept: list[IndexSpec] = []
+    kept: list[tuple[IndexSpec, IndexSpec]] = []
     for by_name in (True, False):
         for index in list(missing):
             found = next(
@@ -175,7 +179,7 @@ def _match_indexes(
             if found is not None:
                 unmatched.remove(found)
                 missing.remove(index)
-                kept.append(found)
+                kept.append((found, index))
     return kept, missing, unmatched
 
 
@@ -195,20 +199,45 @@ def _attach_sql(table: TableSpec, index: IndexSpec) -> str:
     )
 
 
-def _index_plan(live: TableSpec, wanted: TableSpec) -> tuple[list[str], list[str], list[str]]:
-    """Statements that drop, create and attach indexes and UNIQUE constraints in place."""
-    kept, missing, dropped = _match_indexes(live.indexes, wanted.indexes)
-    taken = {index.name for index in kept} | {primary_key_name(wanted.name)}
+@dataclass(frozen=True)
+class _IndexSteps:
+    drops: list[str]
+    indexes: list[str]
+    attach: list[str]
+    marks: list[str]
+
+
+def _mark_sql(schema: str, index: IndexSpec) -> str:
+    return (
+        f"COMMENT ON INDEX {qualified(schema, index.name)} IS {literal(index_comment(index.where))}"
+    )
+
+
+def _index_steps(live: TableSpec, wanted: TableSpec) -> _IndexSteps:
+    """Statements that drop, create, attach and mark indexes and UNIQUE constraints in place.
+
+    Only what `ingest` made is dropped: an index made by hand (say, by a DBA) is left alone.
+    """
+    kept, missing, unmatched = _match_indexes(live.indexes, wanted.indexes)
+    dropped = [index for index in unmatched if index.marked]
+    taken = {index.name for index in live.indexes if index not in dropped}
+    taken.add(primary_key_name(wanted.name))
     created = [
         dataclasses.replace(index, name=identifier(index.name, index.digest))
         if index.name in taken
         else index
         for index in missing
     ]
-    return (
-        [_drop_sql(wanted, index) for index in dropped],
-        [sql for index in created for sql in create_index_sql(wanted.schema, wanted.name, index)],
-        [_attach_sql(wanted, index) for index in created if index.constraint],
+    marks = [
+        _mark_sql(wanted.schema, dataclasses.replace(found, where=index.where))
+        for found, index in kept
+        if not found.marked
+    ]
+    return _IndexSteps(
+        drops=[_drop_sql(wanted, index) for index in dropped],
+        indexes=[sql for i in created for sql in create_index_sql(wanted.schema, wanted.name, i)],
+        attach=[_attach_sql(wanted, index) for index in created if index.constraint],
+        marks=marks,
     )
 
 
@@ -219,9 +248,13 @@ def plan(live: TableSpec | None, wanted: TableSpec) -> Plan:
     columns, reasons = _column_plan(live, wanted)
     if reasons:
         return Plan(rebuild_reasons=tuple(reasons))
-    drops, indexes, attach = _index_plan(live, wanted)
+    steps = _index_steps(live, wanted)
     return Plan(
-        in_place=tuple(columns), drops=tuple(drops), indexes=tuple(indexes), attach=tuple(attach)
+        in_place=tuple(columns),
+        drops=tuple(steps.drops),
+        indexes=tuple(steps.indexes),
+        attach=tuple(steps.attach),
+        marks=tuple(steps.marks),
     )
 
 
@@ -243,21 +276,16 @@ def _index_tail(index: IndexSpec) -> str:
 
 def create_index_sql(schema: str, table: str, index: IndexSpec) -> list[str]:
     """CREATE INDEX, with its dialect options, on `schema`.`table` (as a unique index for a
-    UNIQUE constraint), and the COMMENT that records its predicate."""
+    UNIQUE constraint), and the COMMENT that marks it as `ingest`'s."""
     unique = "UNIQUE " if index.unique else ""
     using = "" if index.method == DEFAULT_INDEX_METHOD else f" USING {ident(index.method)}"
     ops = index.ops or ("",) * len(index.columns)
     keys = ", ".join(f"{ident(c)} {op}" if op else ident(c) for c, op in zip(index.columns, ops))
-    statements = [
+    return [
         f"CREATE {unique}INDEX {ident(index.name)} ON {qualified(schema, table)}{using} "
-        f"({keys}){_index_tail(index)}"
+        f"({keys}){_index_tail(index)}",
+        _mark_sql(schema, index),
     ]
-    if index.where is not None:
-        statements.append(
-            f"COMMENT ON INDEX {qualified(schema, index.name)} "
-            f"IS {literal(predicate_comment(index.where))}"
-        )
-    return statements
 
 
 def _unique_constraint_sql(index: IndexSpec) -> str:
@@ -291,7 +319,9 @@ def create_table_sql(table: TableSpec, name: str | None = None) -> list[str]:
     elements.extend(_unique_constraint_sql(index) for index in indexes if index.constraint)
     statements = [f"CREATE TABLE {qualified(table.schema, target)} ({', '.join(elements)})"]
     for index in indexes:
-        if not index.constraint:
+        if index.constraint:
+            statements.append(_mark_sql(table.schema, index))
+        else:
             statements.extend(create_index_sql(table.schema, target, index))
     return statements
 

@@ -25,10 +25,12 @@ SHARE = "SHARE"
 class PlannedStep:
     """One step of bringing `table` ("schema.name") to its definition.
 
-    `action` is "nothing to do", "create", "alter", "drop index", "create index" or "rebuild";
-    `sql` the statement (None for "nothing to do" and for the summary of a rebuild); `lock` the
-    lock it takes on the live table; `rebuild` whether the step belongs to a rebuild that fills
-    a new table and swaps it in at the end of the first batch; `reason` why, for rebuilds.
+    `action` is "nothing to do", "create", "alter", "drop index", "create index", "mark index"
+    (comment an index made by hand that is as defined: `ingest` drops it once no longer
+    defined) or "rebuild"; `sql` the statement (None for "nothing to do" and for the summary of
+    a rebuild); `lock` the lock it takes on the live table; `rebuild` whether the step belongs
+    to a rebuild that fills a new table and swaps it in at the end of the first batch; `reason`
+    why, for rebuilds.
     """
 
     table: str
@@ -93,6 +95,8 @@ def _in_place_steps(wanted: TableSpec, plan: _migrate.Plan) -> Iterator[PlannedS
         yield PlannedStep(name, "alter", lock, ACCESS_EXCLUSIVE)
     for statement in plan.attach:
         yield PlannedStep(name, "alter", statement, ACCESS_EXCLUSIVE)
+    for statement in plan.marks:
+        yield PlannedStep(name, "mark index", statement)
 
 
 def _rebuild_steps(wanted: TableSpec, reasons: tuple[str, ...]) -> Iterator[PlannedStep]:

@@ -35,7 +35,8 @@ class IndexSpec:
     them all named, and `default_ops` says which are the defaults. `options` are storage
     parameters ("fillfactor=70"). `where` is the predicate as `ingest` wrote it (kept in the
     index's COMMENT, since PostgreSQL gives it back reworded); `tablespace` is only used to
-    create the index. `valid` is False for what a failed CREATE INDEX CONCURRENTLY left.
+    create the index. For a live index, `valid` is False for what a failed CREATE INDEX
+    CONCURRENTLY left, and `marked` says that its COMMENT marks it as one `ingest` made.
     """
 
     name: str
@@ -51,11 +52,14 @@ class IndexSpec:
     tablespace: Optional[str] = None
     default_ops: tuple[bool, ...] = ()
     valid: bool = True
+    marked: bool = False
 
     @property
     def digest(self) -> str:
         """A short digest of what the index is, whatever its name."""
-        definition = dataclasses.replace(self, name="", tablespace=None, default_ops=())
+        definition = dataclasses.replace(
+            self, name="", tablespace=None, default_ops=(), valid=True, marked=False
+        )
         return hashlib.sha256(repr(definition).encode()).hexdigest()[:8]
 
 

@@ -95,19 +95,21 @@ def test_unique_columns_added_by_a_migration_become_unique_constraints_in_place(
     ]
 
 
+@pytest.mark.parametrize("added_later", [False, True], ids=["with the table", "added later"])
 def test_a_unique_constraint_no_longer_defined_is_dropped(
-    conn: sa.engine.Connection, schema: str, query: Any
+    conn: sa.engine.Connection, schema: str, query: Any, added_later: bool
 ) -> None:
-    old, _ = table_of(
-        schema,
-        sa.Column("id", sa.INTEGER, primary_key=True),
-        sa.Column("v", sa.INTEGER, unique=True),
-    )
-    load(conn, old, [(1, 10)])
-    new, _ = table_of(
-        schema, sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)
-    )
-    load(conn, new, [(2, 10)])
+    def columns(unique: bool) -> list[sa.Column[Any]]:
+        return [
+            sa.Column("id", sa.INTEGER, primary_key=True),
+            sa.Column("v", sa.INTEGER, unique=unique),
+        ]
+
+    if added_later:
+        load(conn, table_of(schema, *columns(False))[0], [(1, 10)])
+    load(conn, table_of(schema, *columns(True))[0], [(1, 10)])
+    assert unique_constraints(query, schema) == [("items_v_key", "UNIQUE (v)")]
+    load(conn, table_of(schema, *columns(False))[0], [(2, 10)])
     assert unique_constraints(query, schema) == []
     assert query(f'SELECT id, v FROM "{schema}".items ORDER BY id') == [(1, 10), (2, 10)]
 
@@ -128,6 +130,23 @@ def test_an_index_added_is_created_and_one_removed_is_dropped(
     load(conn, new, [(2, 20)])
     assert identity(query, schema)[0][0] == oid
     assert definitions(query, schema) == {"items_id_v_idx": "USING btree (id, v)"}
+
+
+def test_indexes_made_by_hand_are_left_alone_unless_defined_and_then_removed(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    def columns() -> list[sa.Column[Any]]:
+        return [sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)]
+
+    load(conn, table_of(schema, *columns())[0], [(1, 10)])
+    query(f'CREATE INDEX dba_v ON "{schema}".items (v)')
+    query(f'CREATE INDEX dba_id_v ON "{schema}".items (id, v)')
+    query(f'ALTER TABLE "{schema}".items ADD CONSTRAINT dba_unique UNIQUE (id, v)')
+    defined, _ = table_of(schema, *columns(), sa.Index("items_v_idx", "v"))
+    load(conn, defined, [(2, 20)])  # dba_v is as defined: it is kept, not made twice
+    assert sorted(definitions(query, schema)) == ["dba_id_v", "dba_unique", "dba_v"]
+    load(conn, table_of(schema, *columns())[0], [(3, 30)])
+    assert sorted(definitions(query, schema)) == ["dba_id_v", "dba_unique"]
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new table", "added to a table"])

@@ -39,7 +39,10 @@ def test_cheap_changes_are_in_place() -> None:
         'ALTER TABLE "s"."t" ALTER COLUMN "n" TYPE numeric',
         'ALTER TABLE "s"."t" ADD COLUMN "w" jsonb',
     )
-    assert result.indexes == ('CREATE INDEX "i" ON "s"."t" ("v")',)
+    assert result.indexes == (
+        'CREATE INDEX "i" ON "s"."t" ("v")',
+        'COMMENT ON INDEX "s"."i" IS E\'{"pg-bulk-ingest":{}}\'',
+    )
 
 
 def test_other_changes_rebuild() -> None:
@@ -61,10 +64,12 @@ def test_narrowing_a_varchar_rebuilds() -> None:
 
 
 def live_index(name: str, *columns: str, **fields: object) -> IndexSpec:
-    """An index as the catalog reads it: every operator class named, defaults flagged."""
-    ops = fields.pop("ops", ("int4_ops",) * len(columns))
-    defaults = fields.pop("default_ops", (True,) * len(columns))
-    return IndexSpec(name, columns, ops=ops, default_ops=defaults, **fields)  # type: ignore[arg-type]
+    """An index as the catalog reads it (every operator class named, defaults flagged), made
+    by `ingest` unless `marked=False`."""
+    fields.setdefault("ops", ("int4_ops",) * len(columns))
+    fields.setdefault("default_ops", (True,) * len(columns))
+    fields.setdefault("marked", True)
+    return IndexSpec(name, columns, **fields)  # type: ignore[arg-type]
 
 
 def index_plan(live: tuple[IndexSpec, ...], wanted: tuple[IndexSpec, ...]) -> Plan:
@@ -84,6 +89,13 @@ def test_an_index_matches_whatever_its_name_and_however_its_default_operator_cla
         IndexSpec("w_gin", ("w",), method="gin", ops=("jsonb_ops",)),
     )
     assert index_plan(live, wanted).is_noop
+
+
+def test_an_index_made_by_hand_is_marked_when_defined_and_left_alone_when_not() -> None:
+    live = (live_index("by_hand", "v", marked=False), live_index("dba_only", "w", marked=False))
+    result = index_plan(live, (IndexSpec("defined", ("v",)),))
+    assert result.marks == ('COMMENT ON INDEX "s"."by_hand" IS E\'{"pg-bulk-ingest":{}}\'',)
+    assert not (result.drops or result.indexes)
 
 
 def test_an_index_no_longer_defined_is_dropped_and_a_unique_constraint_too() -> None:
@@ -120,7 +132,10 @@ def test_an_index_whose_options_change_is_dropped_and_made_again_with_them() -> 
 def test_a_new_unique_constraint_is_built_as_an_index_then_attached() -> None:
     wanted = (IndexSpec("t_v_key", ("v",), unique=True, constraint=True),)
     result = index_plan((), wanted)
-    assert result.indexes == ('CREATE UNIQUE INDEX "t_v_key" ON "s"."t" ("v")',)
+    assert result.indexes == (
+        'CREATE UNIQUE INDEX "t_v_key" ON "s"."t" ("v")',
+        'COMMENT ON INDEX "s"."t_v_key" IS E\'{"pg-bulk-ingest":{}}\'',
+    )
     assert result.attach == (
         'ALTER TABLE "s"."t" ADD CONSTRAINT "t_v_key" UNIQUE USING INDEX "t_v_key"',
     )
@@ -129,7 +144,7 @@ def test_a_new_unique_constraint_is_built_as_an_index_then_attached() -> None:
 def test_a_new_index_never_takes_the_name_of_an_index_kept() -> None:
     live = (live_index("i", "v"),)
     wanted = (IndexSpec("kept", ("v",)), IndexSpec("i", ("v", "w")))
-    (created,) = index_plan(live, wanted).indexes
+    created, _comment = index_plan(live, wanted).indexes
     assert created.startswith('CREATE INDEX "i_') and created.endswith('("v", "w")')
 
 
@@ -137,4 +152,4 @@ def test_an_invalid_index_left_by_a_failed_build_is_dropped_and_made_again() -> 
     live = (live_index("i", "v", valid=False),)
     result = index_plan(live, (IndexSpec("i", ("v",)),))
     assert result.drops == ('DROP INDEX "s"."i"',)
-    assert result.indexes == ('CREATE INDEX "i" ON "s"."t" ("v")',)
+    assert result.indexes[0] == 'CREATE INDEX "i" ON "s"."t" ("v")'
