@@ -89,7 +89,15 @@ def _create_table(db: Db, wanted: WantedTable) -> None:
     spec = wanted.spec
     if not _catalog.schema_exists(db, spec.schema):
         db.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(spec.schema)}")
-    _migrate.apply_in_place(db, _migrate.create_table_sql(spec))
+    _migrate.run_all(db, _migrate.create_table_sql(spec))
+
+
+def _lock_exclusively(db: Db, wanted: WantedTable, options: _Options) -> None:
+    """ACCESS EXCLUSIVE on the live table until the transaction ends, blockers terminated
+    after the delay of `get_pg_force_execute`."""
+    spec = wanted.spec
+    with options.force(db):
+        db.execute(f"LOCK TABLE {qualified(spec.schema, spec.name)} IN ACCESS EXCLUSIVE MODE")
 
 
 def _prepare_table(db: Db, wanted: WantedTable, options: _Options) -> _TableState:
@@ -100,9 +108,8 @@ def _prepare_table(db: Db, wanted: WantedTable, options: _Options) -> _TableStat
     if plan.create:
         _create_table(db, wanted)
     elif plan.in_place or plan.drops:
-        with options.force(db):
-            db.execute(f"LOCK TABLE {qualified(spec.schema, spec.name)} IN ACCESS EXCLUSIVE MODE")
-        _migrate.apply_in_place(db, (*plan.in_place, *plan.drops))
+        _lock_exclusively(db, wanted, options)
+        _migrate.run_all(db, (*plan.in_place, *plan.drops))
     deleting = options.delete is not Delete.OFF and not plan.create
     swap = plan.rebuild or (deleting and not _catalog.is_empty(db, spec.schema, spec.name))
     upserting = options.upsert is Upsert.IF_PRIMARY_KEY and bool(spec.primary_key)
@@ -113,18 +120,15 @@ def _prepare_table(db: Db, wanted: WantedTable, options: _Options) -> _TableStat
 def _build_indexes(db: Db, state: _TableState, options: _Options) -> None:
     """Builds the table's new indexes in a transaction of their own, under a SHARE lock that
     lets reads go on; a new UNIQUE constraint then takes its index in a brief ACCESS EXCLUSIVE."""
-    plan, spec = state.plan, state.wanted.spec
+    plan = state.plan
     if not (plan.indexes or plan.marks):
         return
     with db.conn.begin():
-        _migrate.apply_in_place(db, plan.indexes)
+        _migrate.run_all(db, plan.indexes)
         if plan.attach:
-            with options.force(db):
-                db.execute(
-                    f"LOCK TABLE {qualified(spec.schema, spec.name)} IN ACCESS EXCLUSIVE MODE"
-                )
-            _migrate.apply_in_place(db, plan.attach)
-        _migrate.apply_in_place(db, plan.marks)
+            _lock_exclusively(db, state.wanted, options)
+            _migrate.run_all(db, plan.attach)
+        _migrate.run_all(db, plan.marks)
 
 
 def _migrate_tables(db: Db, wanted: Iterable[WantedTable], options: _Options) -> list[_TableState]:

@@ -199,22 +199,14 @@ def _attach_sql(table: TableSpec, index: IndexSpec) -> str:
     )
 
 
-@dataclass(frozen=True)
-class _IndexSteps:
-    drops: list[str]
-    indexes: list[str]
-    attach: list[str]
-    marks: list[str]
-
-
 def _mark_sql(schema: str, index: IndexSpec) -> str:
     return (
         f"COMMENT ON INDEX {qualified(schema, index.name)} IS {literal(index_comment(index.where))}"
     )
 
 
-def _index_steps(live: TableSpec, wanted: TableSpec) -> _IndexSteps:
-    """Statements that drop, create, attach and mark indexes and UNIQUE constraints in place.
+def _index_plan(live: TableSpec, wanted: TableSpec) -> Plan:
+    """The steps that drop, create, attach and mark indexes and UNIQUE constraints in place.
 
     Only what `ingest` made is dropped: an index made by hand (say, by a DBA) is left alone.
     """
@@ -228,16 +220,17 @@ def _index_steps(live: TableSpec, wanted: TableSpec) -> _IndexSteps:
         else index
         for index in missing
     ]
-    marks = [
-        _mark_sql(wanted.schema, dataclasses.replace(found, where=index.where))
-        for found, index in kept
-        if not found.marked
-    ]
-    return _IndexSteps(
-        drops=[_drop_sql(wanted, index) for index in dropped],
-        indexes=[sql for i in created for sql in create_index_sql(wanted.schema, wanted.name, i)],
-        attach=[_attach_sql(wanted, index) for index in created if index.constraint],
-        marks=marks,
+    return Plan(
+        drops=tuple(_drop_sql(wanted, index) for index in dropped),
+        indexes=tuple(
+            sql for index in created for sql in create_index_sql(wanted.schema, wanted.name, index)
+        ),
+        attach=tuple(_attach_sql(wanted, index) for index in created if index.constraint),
+        marks=tuple(
+            _mark_sql(wanted.schema, dataclasses.replace(found, where=index.where))
+            for found, index in kept
+            if not found.marked
+        ),
     )
 
 
@@ -248,14 +241,7 @@ def plan(live: TableSpec | None, wanted: TableSpec) -> Plan:
     columns, reasons = _column_plan(live, wanted)
     if reasons:
         return Plan(rebuild_reasons=tuple(reasons))
-    steps = _index_steps(live, wanted)
-    return Plan(
-        in_place=tuple(columns),
-        drops=tuple(steps.drops),
-        indexes=tuple(steps.indexes),
-        attach=tuple(steps.attach),
-        marks=tuple(steps.marks),
-    )
+    return dataclasses.replace(_index_plan(live, wanted), in_place=tuple(columns))
 
 
 def _index_tail(index: IndexSpec) -> str:
@@ -326,6 +312,6 @@ def create_table_sql(table: TableSpec, name: str | None = None) -> list[str]:
     return statements
 
 
-def apply_in_place(db: Db, statements: Iterable[str]) -> None:
+def run_all(db: Db, statements: Iterable[str]) -> None:
     for statement in statements:
         db.execute(statement)
