@@ -1,7 +1,8 @@
 """`make bench`: the sink against Kafka Connect's JDBC sink, side by side in one run.
 
     python -m tests.benchmarks [--quick] [--events N] [--rounds R]
-                               [--only e2e,peer,scaling,latency,ingest,vacuum] [--json out.json]
+                               [--only e2e,peer,scaling,latency,ingest,vacuum,memory]
+                               [--json out.json]
 
 Prints the machine, then one table, then the issue's targets with the measured ratios. The
 one-worker runs of the sink and the peer's tuned runs, which the targets compare, are repeated
@@ -30,7 +31,7 @@ from typing import Any
 import confluent_kafka
 import sqlalchemy as sa
 
-from . import e2e, peer, vacuum
+from . import e2e, memory, peer, vacuum
 from .measure import (
     REPO,
     RUNS_DIR,
@@ -43,12 +44,14 @@ from .measure import (
     run_id,
 )
 
-SECTIONS = ("ingest", "e2e", "peer", "scaling", "latency", "vacuum")
+SECTIONS = ("ingest", "e2e", "peer", "scaling", "latency", "vacuum", "memory")
 PEER = peer.SYSTEM
 BATCH_SIZES = (1_000, 10_000, 50_000)
 LATENCY_RATES = (1_000, 10_000)
 # The sustained upsert load under which autovacuum of the data table must run to completion.
 VACUUM_RATE = 5_000
+# Large messages whose batches max_bytes must bound (the README gives the peak RSS bound).
+MEMORY_MESSAGES, MEMORY_SIZE = 400, 1_000_000
 # The issue's targets.
 TARGET_VS_PEER = 3.0
 TARGET_VS_INGEST = 0.7
@@ -172,8 +175,9 @@ class Bench:
     run_dir: Path
     schema: str
     results: list[Result] = field(default_factory=list)
-    # The vacuum section's figures, as one line.
+    # The vacuum and memory sections' figures, as one line each.
     vacuum: str | None = None
+    memory: str | None = None
     _topics: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def topic(self, kind: str, count: int) -> str:
@@ -436,6 +440,21 @@ def run_vacuum(bench: Bench) -> None:
     print(f"  ... {bench.vacuum}", flush=True)
 
 
+def run_memory(bench: Bench) -> None:
+    print(f"  memory: {MEMORY_MESSAGES} messages of {MEMORY_SIZE:,} bytes ...", flush=True)
+    result = memory.peak_with_large_messages(
+        bootstrap=bench.bootstrap,
+        database_url=bench.database_url,
+        engine=bench.engine,
+        schema=bench.schema,
+        run_dir=bench.run_dir,
+        messages=MEMORY_MESSAGES,
+        size=MEMORY_SIZE,
+    )
+    bench.memory = memory.describe(result)
+    print(f"  ... {bench.memory}", flush=True)
+
+
 # --- output ------------------------------------------------------------------------------------
 
 
@@ -646,6 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_latency(bench)
         if "vacuum" in plan.sections:
             run_vacuum(bench)
+        if "memory" in plan.sections:
+            run_memory(bench)
         described["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         described["benchmark wall time"] = f"{time.monotonic() - started:.0f} s"
     print(
@@ -655,6 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(bench.results))
     if bench.vacuum is not None:
         print(f"\nAutovacuum under sustained upserts: {bench.vacuum}")
+    if bench.memory is not None:
+        print(f"\nLarge messages, default batch limits: {bench.memory}")
     checks = targets(bench.results, plan)
     print_targets(checks)
     print(
