@@ -8,7 +8,8 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,37 @@ def drop_schema(engine: sa.engine.Engine, schema: str) -> None:
 def create_schema(engine: sa.engine.Engine, schema: str) -> None:
     with engine.connect() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+@dataclass(frozen=True)
+class Standalone:
+    """What a benchmark run on its own (`python -m tests.benchmarks.NAME`) works with."""
+
+    bootstrap: str
+    database_url: str
+    engine: sa.engine.Engine
+    schema: str
+    run_dir: Path
+
+
+@contextmanager
+def standalone(name: str) -> Iterator[Standalone]:
+    """The local services' endpoints, a run folder, and a schema dropped at the end."""
+    bootstrap = os.environ.get("SINK_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    database_url = os.environ.get(
+        "SINK_TEST_DATABASE_URL", "postgresql://sink:sink@127.0.0.1:54329/sink"
+    )
+    rid = run_id()
+    run_dir = RUNS_DIR / rid
+    run_dir.mkdir(parents=True)
+    engine = engine_for(database_url)
+    schema = f"{name}_" + rid.replace("-", "_")
+    create_schema(engine, schema)
+    try:
+        yield Standalone(bootstrap, database_url, engine, schema, run_dir)
+    finally:
+        drop_schema(engine, schema)
+        engine.dispose()
 
 
 @dataclass

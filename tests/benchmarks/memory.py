@@ -12,7 +12,6 @@ only.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -24,15 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from tests.integration.sink.harness import stored_offsets
 
 from .e2e import run_config, start_workers, state_table
-from .measure import (
-    PARTITIONS,
-    RUNS_DIR,
-    create_schema,
-    delete_topics,
-    drop_schema,
-    engine_for,
-    run_id,
-)
+from .measure import PARTITIONS, delete_topics, standalone
 
 
 def produce_large(bootstrap: str, topic: str, messages: int, size: int) -> None:
@@ -101,30 +92,17 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--size", type=int, default=1_000_000)
     args = parser.parse_args()
-    bootstrap = os.environ.get("SINK_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
-    database_url = os.environ.get(
-        "SINK_TEST_DATABASE_URL", "postgresql://sink:sink@127.0.0.1:54329/sink"
-    )
-    rid = run_id()
-    run_dir = RUNS_DIR / rid
-    run_dir.mkdir(parents=True)
-    engine = engine_for(database_url)
-    schema = "memory_" + rid.replace("-", "_")
-    create_schema(engine, schema)
-    try:
+    with standalone("memory") as run:
         result = peak_with_large_messages(
-            bootstrap=bootstrap,
-            database_url=database_url,
-            engine=engine,
-            schema=schema,
-            run_dir=run_dir,
+            bootstrap=run.bootstrap,
+            database_url=run.database_url,
+            engine=run.engine,
+            schema=run.schema,
+            run_dir=run.run_dir,
             messages=args.messages,
             size=args.size,
         )
-        print(describe(result))
-    finally:
-        drop_schema(engine, schema)
-        engine.dispose()
+    print(describe(result))
 
 
 if __name__ == "__main__":

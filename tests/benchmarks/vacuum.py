@@ -27,16 +27,7 @@ from tests.events import events
 from tests.integration.sink.harness import autovacuum_cancels, produce, stored_offsets
 
 from .e2e import run_config, start_workers, state_table
-from .measure import (
-    PARTITIONS,
-    RUNS_DIR,
-    create_schema,
-    create_topic,
-    delete_topics,
-    drop_schema,
-    engine_for,
-    run_id,
-)
+from .measure import PARTITIONS, create_topic, delete_topics, standalone
 
 KEYS = 20_000
 THRESHOLDS = (
@@ -155,32 +146,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--rate", type=int, default=5_000)
     args = parser.parse_args()
-    bootstrap = os.environ.get("SINK_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
-    database_url = os.environ.get(
-        "SINK_TEST_DATABASE_URL", "postgresql://sink:sink@127.0.0.1:54329/sink"
-    )
     log = os.environ.get("SINK_TEST_POSTGRES_LOG")
-    rid = run_id()
-    run_dir = RUNS_DIR / rid
-    run_dir.mkdir(parents=True)
-    engine = engine_for(database_url)
-    schema = "vacuum_" + rid.replace("-", "_")
-    create_schema(engine, schema)
-    try:
+    with standalone("vacuum") as run:
         result = sustained_upserts(
-            bootstrap=bootstrap,
-            database_url=database_url,
-            engine=engine,
-            schema=schema,
-            run_dir=run_dir,
+            bootstrap=run.bootstrap,
+            database_url=run.database_url,
+            engine=run.engine,
+            schema=run.schema,
+            run_dir=run.run_dir,
             seconds=args.seconds,
             rate=args.rate,
             server_log=Path(log) if log else None,
         )
-        print(describe(result))
-    finally:
-        drop_schema(engine, schema)
-        engine.dispose()
+    print(describe(result))
 
 
 if __name__ == "__main__":
