@@ -17,6 +17,7 @@ from . import _catalog, _migrate, _watermark
 from ._copy import BatchWriter, Target
 from ._db import Db
 from ._encode import row_encoder
+from ._lock import migration_locks
 from ._options import Delete, HighWatermark, Upsert, Visibility, as_option
 from ._schema import WantedTable, wanted_tables
 from ._sql import ident, qualified
@@ -287,16 +288,20 @@ def ingest(  # noqa: PLR0917 (the positional parameters are the seed's API)
     first_batch = next(remaining, None)  # nothing changes before the first batch exists
     states: list[_TableState] = []
     try:
-        states = _migrate_tables(db, wanted, options)
-        if first_batch is None:
-            _finish_without_batches(db, states, options)
-            return
-        skip = _skipper(logger)
-        for number, batch in enumerate(itertools.chain((first_batch,), remaining)):
-            started = time.monotonic()
-            counts = _write_batch(
-                db, states, batch, first_batch=number == 0, options=options, skip=skip
-            )
-            _log_batch(logger, counts, started)
+        with migration_locks(db, (table.spec for table in wanted)) as unlock:
+            states = _migrate_tables(db, wanted, options)
+            if first_batch is None:
+                _finish_without_batches(db, states, options)
+                return
+            if not any(state.swap for state in states):
+                unlock()
+            skip = _skipper(logger)
+            for number, batch in enumerate(itertools.chain((first_batch,), remaining)):
+                started = time.monotonic()
+                counts = _write_batch(
+                    db, states, batch, first_batch=number == 0, options=options, skip=skip
+                )
+                unlock()  # a rebuilt table swapped in has committed: its migration is over
+                _log_batch(logger, counts, started)
     finally:
         _drop_staging(db, states, logger)
