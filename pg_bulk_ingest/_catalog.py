@@ -187,3 +187,31 @@ def dependent_views(db: Db, schema: str, name: str) -> tuple[DependentView, ...]
         )
         for view_schema, view_name, materialized, definition, _ in found
     )
+
+
+def names_taken_elsewhere(db: Db, schema: str, name: str) -> frozenset[str]:
+    """The names in the schema of relations other than the table and its indexes: tables,
+    views, sequences and the indexes of other tables, which share one namespace."""
+    found = db.rows(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+        "WHERE n.nspname = %s AND c.relname <> %s "
+        "AND i.indrelid IS DISTINCT FROM to_regclass(%s)",
+        (schema, name, qualified(schema, name)),
+    )
+    return frozenset(relname for (relname,) in found)
+
+
+def columns_in_views(db: Db, schema: str, name: str) -> dict[str, str]:
+    """Each column of the table that a view or rule reads, with the first such view's name:
+    PostgreSQL cannot change the type of such a column in place."""
+    found = db.rows(
+        "SELECT DISTINCT ON (a.attname) a.attname, r.ev_class::regclass::text "
+        "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+        "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+        "WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = to_regclass(%s) "
+        "AND d.refobjsubid > 0 AND r.ev_class <> d.refobjid "
+        "ORDER BY a.attname, r.ev_class",
+        (qualified(schema, name),),
+    )
+    return {column: view for column, view in found}

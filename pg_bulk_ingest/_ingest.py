@@ -3,6 +3,7 @@ definition, then write each batch and its watermark in one commit."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -104,8 +105,8 @@ def _lock_exclusively(db: Db, wanted: WantedTable, options: _Options) -> None:
 def _prepare_table(db: Db, wanted: WantedTable, options: _Options) -> _TableState:
     """Creates the table, or changes it in place under a brief ACCESS EXCLUSIVE lock, in the
     caller's transaction; says whether the first batch swaps a new table in."""
-    spec = wanted.spec
-    plan = _migrate.plan(_catalog.live_table(db, spec.schema, spec.name), spec)
+    spec, plan = _migrate.plan_table(db, wanted.spec)
+    wanted = dataclasses.replace(wanted, spec=spec)
     if plan.create:
         _create_table(db, wanted)
     elif plan.in_place or plan.drops:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import _catalog
 from ._catalog import index_comment
 from ._db import Db
 from ._schema import (
@@ -234,14 +235,49 @@ def _index_plan(live: TableSpec, wanted: TableSpec) -> Plan:
     )
 
 
-def plan(live: TableSpec | None, wanted: TableSpec) -> Plan:
-    """The migration from `live` (None when the table is missing) to `wanted`."""
+def plan(
+    live: TableSpec | None, wanted: TableSpec, in_views: Mapping[str, str] | None = None
+) -> Plan:
+    """The migration from `live` (None when the table is missing) to `wanted`; `in_views`
+    names the view that reads each column read by one (whose type cannot change in place)."""
     if live is None:
         return Plan(create=True)
     columns, reasons = _column_plan(live, wanted)
+    if not reasons and in_views:
+        # A type changed in place: PostgreSQL refuses it for a column that a view reads.
+        reasons = [
+            f"column {new.name!r} changes type from {old.type} to {new.type} and is read by "
+            f"the view {in_views[new.name]}"
+            for old, new in zip(live.columns, wanted.columns)
+            if old.type != new.type and new.name in in_views
+        ]
     if reasons:
         return Plan(rebuild_reasons=tuple(reasons))
     return dataclasses.replace(_index_plan(live, wanted), in_place=tuple(columns))
+
+
+def with_free_names(wanted: TableSpec, taken: Iterable[str]) -> TableSpec:
+    """The definition with each index whose name another relation of the schema holds (the
+    index of another table, a view...) given that name with a digest of the index."""
+    taken = frozenset(taken)
+    return dataclasses.replace(
+        wanted,
+        indexes=tuple(
+            dataclasses.replace(index, name=identifier(index.name, index.digest))
+            if index.name in taken
+            else index
+            for index in wanted.indexes
+        ),
+    )
+
+
+def plan_table(db: Db, wanted: TableSpec) -> tuple[TableSpec, Plan]:
+    """The definition as `ingest` builds it (`with_free_names`), and the plan that brings the
+    live table to it."""
+    live = _catalog.live_table(db, wanted.schema, wanted.name)
+    wanted = with_free_names(wanted, _catalog.names_taken_elsewhere(db, wanted.schema, wanted.name))
+    in_views = _catalog.columns_in_views(db, wanted.schema, wanted.name) if live else {}
+    return wanted, plan(live, wanted, in_views)
 
 
 def _index_tail(index: IndexSpec) -> str:

@@ -62,8 +62,7 @@ def migration_plan(conn: sa.engine.Connection, metadata: sa.MetaData) -> list[Pl
 
 def _table_steps(db: Db, wanted: TableSpec) -> Iterator[PlannedStep]:
     name = wanted.display
-    live = _catalog.live_table(db, wanted.schema, wanted.name)
-    plan = _migrate.plan(live, wanted)
+    wanted, plan = _migrate.plan_table(db, wanted)
     if plan.is_noop:
         yield PlannedStep(name, "nothing to do")
         return

@@ -266,3 +266,44 @@ def test_similar_indexes_never_collide_on_names_even_when_a_new_table_is_swapped
     assert indexes(query, schema) == swapped
     with pytest.raises(Exception, match="violates unique constraint"):
         load(conn, definition(sa.BIGINT), [(10, 8, 0)])
+
+
+# --- Names held by other relations of the schema ------------------------------------------------
+
+
+@pytest.mark.parametrize("existing", ["new table", "in place", "new table swapped in"])
+def test_an_index_named_like_another_tables_index_gets_a_name_of_its_own(
+    conn: sa.engine.Connection, schema: str, query: Any, existing: str
+) -> None:
+    """The other table's unique index is never touched, and duplicates there stay refused."""
+    query(
+        f'CREATE TABLE "{schema}".other (v INTEGER); '
+        f'CREATE UNIQUE INDEX items_v_idx ON "{schema}".other (v); '
+        f'INSERT INTO "{schema}".other VALUES (1)'
+    )
+    if existing != "new table":
+        load(
+            conn,
+            table_of(
+                schema, sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)
+            )[0],
+            [(1, 10)],
+        )
+    v_type = sa.BIGINT if existing == "new table swapped in" else sa.INTEGER
+    metadata, _ = table_of(
+        schema,
+        sa.Column("id", sa.INTEGER, primary_key=True),
+        sa.Column("v", v_type),
+        sa.Index("items_v_idx", "v"),
+    )
+    load(conn, metadata, [(2, 20)])
+    ((name, (_, definition, oid)),) = indexes(query, schema).items()
+    assert name.startswith("items_v_idx_") and definition == "USING btree (v)"
+    assert query(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index "
+        f"WHERE indrelid = '\"{schema}\".other'::regclass"
+    ) == [(f"CREATE UNIQUE INDEX items_v_idx ON {schema}.other USING btree (v)",)]
+    with pytest.raises(sa.exc.IntegrityError):
+        query(f'INSERT INTO "{schema}".other VALUES (1)')
+    load(conn, metadata, [(3, 30)])  # the index is found again, as it is, whatever its name
+    assert indexes(query, schema)[name][2] == oid

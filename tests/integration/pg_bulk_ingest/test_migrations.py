@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from pg_force_execute import pg_force_execute
 from sqlalchemy.dialects import postgresql as pg
 
-from pg_bulk_ingest import ingest
+from pg_bulk_ingest import ingest, migration_plan
 
 
 def table_of(schema: str, *columns: Any) -> tuple[sa.MetaData, sa.Table]:
@@ -353,3 +353,25 @@ def test_a_missing_schema_and_table_are_created_only_once_the_first_batch_exists
         assert query(f'SELECT count(*) FROM "{missing}".items') == [(int(with_batch),)]
     finally:
         query(f'DROP SCHEMA IF EXISTS "{missing}" CASCADE')
+
+
+def test_a_widened_column_that_a_view_reads_is_changed_by_a_swap_not_refused_each_call(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    """PostgreSQL cannot change in place the type of a column a view reads: the plan sees it."""
+    old_metadata, _ = table_of(
+        schema, sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(5))
+    )
+    load(conn, old_metadata, [(1, "abcde")])
+    query(f'CREATE VIEW "{schema}".short AS SELECT id, v FROM "{schema}".items')
+    new_metadata, _ = table_of(
+        schema, sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.VARCHAR(10))
+    )
+    step = migration_plan(conn, new_metadata)[0]
+    assert step.action == "rebuild" and "read by the view" in (step.reason or ""), step
+    load(conn, new_metadata, [(2, "abcdefghij")])
+    assert columns(query, schema)[1] == ("v", "character varying(10)", False)
+    assert query(f'SELECT id, v FROM "{schema}".short ORDER BY id') == [
+        (1, "abcde"),
+        (2, "abcdefghij"),
+    ]
