@@ -434,7 +434,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = partition_status(
         cluster_partitions, state.offsets, starts, ends, context.settings.kafka.start_from
     )
-    total = sum(row.lag or 0 for row in rows)
+    unknown = sum(row.lag is None for row in rows)
+    # A lag that cannot be read is not zero: no total then, and a non-zero exit.
+    total = None if unknown or missing else sum(row.lag or 0 for row in rows)
+    code = 0 if total is not None else 1
     if args.json:
         document = {
             "state_table": context.state_name,
@@ -444,7 +447,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "total_lag": total,
         }
         print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
-        return 0
+        return code
     print(
         f"offsets of consumer group {context.settings.kafka.group_id!r}, stored in the COMMENT "
         f"of {context.state_name}"
@@ -458,16 +461,22 @@ def cmd_status(args: argparse.Namespace) -> int:
                     row.partition,
                     _show(row.stored_next_offset),
                     _show(row.log_end_offset),
-                    _show(row.lag),
+                    "unknown" if row.lag is None else row.lag,
                 ]
                 for row in rows
             ],
         )
     )
-    print(f"total: {len(rows)} partition(s), lag {total}")
+    if total is not None:
+        print(f"total: {len(rows)} partition(s), lag {total}")
+    else:
+        print(
+            f"total: {len(rows)} partition(s), lag unknown: {unknown} partition(s) without a "
+            f"readable log end, {len(missing)} topic(s) not found"
+        )
     for name in missing:
-        print(f"topic {name!r} does not exist")
-    return 0
+        print(f"topic {name!r} does not exist, or this client may not describe it")
+    return code
 
 
 def _show(value: int | None) -> str:

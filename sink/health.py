@@ -17,6 +17,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
+from .errors import ConfigError
 from .metrics import CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,14 @@ class HealthServer:
 
     def __init__(self, host: str, port: int, health: Health, metrics: Renders) -> None:
         handler = _handler(health, metrics)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve /livez, /readyz and /metrics on {host}:{port}: {exc.strerror} "
+                "(another process, perhaps a second worker on this host, holds it); set "
+                "http.port (SINK_HTTP__PORT) to a free port, or 0 to pick one"
+            ) from None
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -3,6 +3,7 @@ commands `check`, `status` and `reset` run as an operator would (`python -m sink
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +26,14 @@ from sink.records import Message, TopicPartition
 from sink.tables import dead_letter_table, load_tables
 from tests.events import EVENT_COLUMNS_TOML
 
-from .harness import produce, sink_command, state_table, stored_offsets, wait_until
+from .harness import (
+    SinkProcess,
+    produce,
+    sink_command,
+    state_table,
+    stored_offsets,
+    wait_until,
+)
 
 T0_MS = 1_750_000_000_000
 
@@ -261,6 +269,31 @@ def test_status_shows_lag_against_the_real_log_end_offsets(
     assert "total: 2 partition(s), lag 8" in text
 
 
+def test_status_says_the_lag_is_unknown_and_fails_for_a_topic_it_cannot_see(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    schema: str,
+    new_topic: Callable[..., str],
+    sink_config: Callable[..., Path],
+) -> None:
+    topic, unseen = new_topic(), f"unseen-{uuid.uuid4().hex[:8]}"
+    produce(kafka_bootstrap, topic, [(None, b"{}")] * 4)
+    config = sink_config([topic, unseen], schema)
+    create_tables(engine, config, {TopicPartition(topic, 0): 1, TopicPartition(unseen, 0): 7})
+
+    result = sink_command("status", "--config", str(config), "--json")
+    assert result.returncode == 1, result.stderr
+    status = orjson.loads(result.stdout)
+    assert status["missing_topics"] == [unseen] and status["total_lag"] is None
+    assert {p["topic"]: p["lag"] for p in status["partitions"]} == {topic: 3, unseen: None}
+
+    text = sink_command("status", "--config", str(config))
+    assert text.returncode == 1
+    assert "lag unknown" in text.stdout and "lag 3" not in text.stdout
+    (line,) = [line for line in text.stdout.splitlines() if line.startswith(unseen)]
+    assert line.split()[-1] == "unknown"
+
+
 # --- reset ---------------------------------------------------------------------------------
 
 
@@ -365,3 +398,24 @@ def test_reset_refuses_while_the_group_has_an_active_member_unless_forced(
     finally:
         member.close()
     assert stored_offsets(engine, schema)[topic] == {"0": 3}
+
+
+# --- start-up problems -----------------------------------------------------------------------
+
+
+def test_a_second_worker_on_a_taken_http_port_says_which_setting_to_change_in_one_line(
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = start_sink(sink_config([new_topic()], schema), env={"SINK_HTTP__PORT": str(port)})
+        assert worker.exit_code() == 2
+    output = worker.output()
+    assert "Traceback" not in output, output
+    (line,) = [line for line in output.splitlines() if "http.port" in line]
+    assert f":{port}" in line and "SINK_HTTP__PORT" in line and "0 to pick one" in line
