@@ -593,11 +593,13 @@ def cmd_reset(args: argparse.Namespace) -> int:
     group = context.settings.kafka.group_id
     if members and not args.force:
         print(
-            f"refusing to reset: consumer group {group!r} has {members} active member(s); stop "
-            "the workers first, or pass --force (they abandon their next batch and re-read "
-            "from the new offsets)"
+            f"{'dry run, but a reset would refuse' if args.dry_run else 'refusing to reset'}: "
+            f"consumer group {group!r} has {members} active member(s); stop the workers "
+            "first, or pass --force (they abandon their next batch and re-read from the new "
+            "offsets)"
         )
-        return 1
+        if not args.dry_run:
+            return 1
     new_offsets = _reset_offsets(context, admin, target)
     engine = context.engine()
     try:

@@ -393,6 +393,13 @@ def test_reset_refuses_while_the_group_has_an_active_member_unless_forced(
         assert f"consumer group {group!r} has 1 active member(s)" in refused.stdout
         assert stored_offsets(engine, schema)[topic] == {"0": 1}
 
+        # A dry run changes nothing: it shows the plan, and what the members would do.
+        dry = sink_command("reset", "--config", str(config), "--to", f"{topic}:0=0", "--dry-run")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert f"{topic}[0]: 1 -> 0" in dry.stdout and "dry run: nothing changed" in dry.stdout
+        assert f"consumer group {group!r} has 1 active member(s)" in dry.stdout
+        assert stored_offsets(engine, schema)[topic] == {"0": 1}
+
         forced = sink_command("reset", "--config", str(config), "--to", "latest", "--force")
         assert forced.returncode == 0, forced.stdout + forced.stderr
     finally:
