@@ -11,8 +11,9 @@ import argparse
 import itertools
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,14 +21,13 @@ import orjson
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin import OffsetSpec as _OffsetSpec  # type: ignore[attr-defined]
 
 import pg_bulk_ingest
 
 from . import logs
 from .config import ErrorPolicy, Settings, StartFrom, load_settings
-from .deadletter import without_consumer_settings
+from .deadletter import admin_client
 from .errors import ConfigError, SinkError
 from .offsets import StoredState, adopt_definition
 from .records import TopicPartition
@@ -40,7 +40,26 @@ KAFKA_TIMEOUT_SECONDS = 15.0
 # Likewise for connecting to PostgreSQL.
 CONNECT_TIMEOUT_SECONDS = 10
 
+# How long one metadata request of a command waits before it looks whether every broker is down.
+KAFKA_PROBE_SECONDS = 1.0
+
 Command = Callable[[str, str], argparse.ArgumentParser]
+
+
+class _BrokersDown:
+    """librdkafka's error events: once it says every broker is down, why (the last
+    connection failure's text)."""
+
+    def __init__(self) -> None:
+        self.why: str | None = None
+        self._last = ""
+
+    def seen(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.why = self._last or str(error.str())
+        else:
+            self._last = str(error.str())
+
 
 _EARLIEST: Any = _OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 _LATEST: Any = _OffsetSpec.latest()  # type: ignore[no-untyped-call]
@@ -90,6 +109,7 @@ def register(command: Command) -> None:
 class Context:
     settings: Settings
     tables: TableSet
+    kafka_down: _BrokersDown = field(default_factory=_BrokersDown)
 
     @property
     def state_name(self) -> str:
@@ -107,8 +127,7 @@ class Context:
         return Writer(engine, self.tables, self.settings.kafka.group_id)
 
     def admin(self) -> Any:
-        config = without_consumer_settings(self.settings.kafka.client_config())
-        return AdminClient(config)
+        return admin_client(self.settings.kafka.client_config(), error_cb=self.kafka_down.seen)
 
     def subscription(self) -> tuple[list[str], list[str]]:
         """(topic names, `^regex` patterns) the sink subscribes to."""
@@ -133,14 +152,23 @@ def _kafka_error(exc: BaseException) -> str:
 
 
 def _cluster_topics(context: Context, admin: Any) -> dict[str, int]:
-    """Every topic in the cluster with its partition count."""
-    try:
-        metadata = admin.list_topics(timeout=KAFKA_TIMEOUT_SECONDS)
-    except KafkaException as exc:
-        raise SinkError(
-            f"Kafka at {context.settings.kafka.bootstrap_servers} does not answer: "
-            f"{_kafka_error(exc)} (check kafka.bootstrap_servers and kafka.settings)"
-        ) from None
+    """Every topic in the cluster with its partition count; fails as soon as librdkafka says
+    that every broker is down, else after KAFKA_TIMEOUT_SECONDS."""
+    deadline = time.monotonic() + KAFKA_TIMEOUT_SECONDS
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=KAFKA_PROBE_SECONDS)
+            break
+        except KafkaException as exc:
+            admin.poll(0)  # serves error_cb (and the log lines)
+            why = context.kafka_down.why
+            if why is None and time.monotonic() < deadline:
+                continue
+            raise SinkError(
+                f"Kafka at {context.settings.kafka.bootstrap_servers} does not answer: "
+                f"{why or _kafka_error(exc)} (check kafka.bootstrap_servers and kafka.settings)"
+            ) from None
+    admin.poll(0)
     return {
         name: len(topic.partitions) for name, topic in metadata.topics.items() if not topic.error
     }

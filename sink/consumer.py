@@ -22,8 +22,9 @@ from confluent_kafka import (
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
-from .deadletter import without_consumer_settings
+from .deadletter import admin_client
 from .errors import SinkError, TransientError
+from .logs import librdkafka_logger
 from .records import TopicPartition
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class KafkaSource:
         on_revoked: Revoked,
         on_waiting: Waiting = lambda count, why: None,
     ) -> None:
-        self._consumer = Consumer(dict(config), logger=logging.getLogger("sink.librdkafka"))
+        self._consumer = Consumer(dict(config), logger=librdkafka_logger())
         self._config = dict(config)
         self._admin: AdminClient | None = None
         self._from_end = start_from != "earliest"
@@ -214,11 +215,14 @@ class KafkaSource:
         if not names:
             return {}
         if self._admin is None:
-            self._admin = AdminClient(without_consumer_settings(self._config))
+            self._admin = admin_client(self._config)
         futures = self._admin.describe_topics(
             TopicCollection(names), request_timeout=WATERMARK_TIMEOUT_SECONDS
         )
-        return {name: str(future.result().topic_id) for name, future in futures.items()}
+        try:
+            return {name: str(future.result().topic_id) for name, future in futures.items()}
+        finally:
+            self._admin.poll(0)  # hands its queued log lines to the logger
 
     def _positioned(self, tp: TopicPartition, next_offset: int | None) -> KafkaTopicPartition:
         if next_offset is None and tp not in self._starts:
@@ -299,7 +303,7 @@ class KafkaUnavailableError(TransientError):
 
 def group_offsets(client_config: Mapping[str, Any], group_id: str) -> dict[TopicPartition, int]:
     """The offsets the consumer group has committed in Kafka (the sink's advisory ones)."""
-    admin = AdminClient(without_consumer_settings(client_config))
+    admin = admin_client(client_config)
     request = [ConsumerGroupTopicPartitions(group_id)]
     try:
         future = admin.list_consumer_group_offsets(

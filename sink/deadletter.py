@@ -15,9 +15,11 @@ from typing import Any, Tuple
 
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from .batcher import DeadLetter
 from .errors import MappingError, SinkError, TransientError
+from .logs import librdkafka_logger
 from .mapping import dead_letter_row
 from .tables import DEAD_LETTER_COLUMNS
 
@@ -74,6 +76,14 @@ def without_consumer_settings(client_config: Mapping[str, Any]) -> dict[str, Any
     return {k: v for k, v in client_config.items() if k not in CONSUMER_ONLY_SETTINGS}
 
 
+def admin_client(client_config: Mapping[str, Any], **callbacks: Any) -> AdminClient:
+    """An admin client on the consumer's configuration, logging through the sink's logger
+    (whose lines it hands over on `poll`), with librdkafka callbacks such as `error_cb`."""
+    config: dict[str, Any] = without_consumer_settings(client_config)
+    config.update(logger=librdkafka_logger(), **callbacks)
+    return AdminClient(config)
+
+
 def dead_letter_headers(dead: DeadLetter) -> list[tuple[str, str | bytes | None]]:
     """The original headers, then where the message came from and why it was set aside.
 
@@ -121,7 +131,7 @@ class DeadLetterProducer:
                 "message.timeout.ms": int(timeout_seconds * 1000),
             }
         )
-        self._producer = Producer(config, logger=logging.getLogger("sink.librdkafka"))
+        self._producer = Producer(config, logger=librdkafka_logger())
 
     def send(self, dead_letters: Iterable[DeadLetter]) -> None:
         """Produces each dead letter (original key, value and headers plus the `dlq.*`

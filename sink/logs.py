@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -40,3 +43,57 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+# What makes two lines of librdkafka "the same" line: their text with the numbers masked
+# (addresses, ports, durations, broker ids).
+_NUMBERS = re.compile(r"\d+")
+# How long a line is folded after it was logged, and how many distinct lines are remembered.
+FOLD_WINDOW_SECONDS = 60.0
+_FOLD_MEMORY = 512
+
+
+class FoldRepeats(logging.Filter):
+    """Passes a line the first time it is seen in a window; the repeats are counted instead,
+    and the next line like it after the window says how many were folded. librdkafka repeats
+    a failed connection's line several times a second per broker."""
+
+    def __init__(
+        self,
+        window: float = FOLD_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._window = window
+        self._clock = clock
+        self._seen: dict[tuple[int, str], list[float]] = {}  # key -> [logged at, folded]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, _NUMBERS.sub("#", record.getMessage()))
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen[0] < self._window:
+                seen[1] += 1
+                return False
+            if len(self._seen) >= _FOLD_MEMORY:
+                self._seen.clear()
+            self._seen[key] = [now, 0]
+        if seen is not None and seen[1]:
+            record.msg = (
+                f"{record.getMessage()} (and {int(seen[1])} more like it in the "
+                f"{now - seen[0]:.0f} s before)"
+            )
+            record.args = ()
+            record.folded = int(seen[1])
+        return True
+
+
+_LIBRDKAFKA = logging.getLogger("sink.librdkafka")
+_LIBRDKAFKA.addFilter(FoldRepeats())
+
+
+def librdkafka_logger() -> logging.Logger:
+    """The logger every Kafka client of the sink hands librdkafka's lines to, folded."""
+    return _LIBRDKAFKA

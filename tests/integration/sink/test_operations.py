@@ -240,6 +240,25 @@ def test_check_lists_missing_topics_and_an_unchanged_table_as_nothing_to_do(
     assert "topic 'no-such-topic-" in result.stdout.split("not ready")[1]
 
 
+def test_check_against_a_port_nothing_listens_on_fails_within_seconds_in_one_line(
+    kafka_bootstrap: str, schema: str, sink_config: Callable[..., Path]
+) -> None:
+    with socket.socket() as probe:  # a loopback port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = sink_config(["t"], schema)
+    config.write_text(config.read_text().replace(kafka_bootstrap, f"127.0.0.1:{port}", 1))
+    started = time.monotonic()
+    result = sink_command("check", "--config", str(config))
+    took = time.monotonic() - started
+    assert result.returncode == 1
+    assert took < 8, f"check took {took:.1f} s"
+    problems = [line for line in result.stdout.splitlines() if "does not answer" in line]
+    assert problems and all("Connection refused" in line for line in problems), result.stdout
+    # librdkafka's own lines (several a second per broker) are folded into one.
+    assert result.stderr.count("Connection refused") <= 1, result.stderr[-3000:]
+
+
 # --- status --------------------------------------------------------------------------------
 
 
