@@ -20,6 +20,7 @@ from .health import Health, database_ping
 from .metrics import SinkMetrics
 from .pipeline import Pipeline
 from .retry import DATABASE_ERRORS, explain
+from .tables import load_tables
 from .worker import Worker
 from .writer import create_engine
 
@@ -47,7 +48,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         health = Health(database_ping(probe_engine))
-        Worker(settings, engine, Pipeline.from_settings(settings), health, SinkMetrics()).run()
+        tables = load_tables(settings)
+        metrics = SinkMetrics(
+            topics=sorted({topic for target in tables.targets for topic in target.topics}),
+            tables=[f"{t.schema or 'public'}.{t.name}" for t in tables.data_tables],
+        )
+        Worker(settings, engine, Pipeline.from_settings(settings), health, metrics).run()
     finally:
         engine.dispose()
         probe_engine.dispose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Hashable, Tuple
 
 import sqlalchemy as sa
@@ -52,6 +52,18 @@ class Batch:
     first_offsets: Mapping[TopicPartition, int]
     message_count: int
     byte_count: int
+    # Per partition: (messages, bytes of keys and values) of the batch.
+    partition_sizes: Mapping[TopicPartition, tuple[int, int]] = field(
+        default_factory=dict
+    )
+
+    def by_topic(self) -> dict[str, tuple[int, int]]:
+        """(messages, bytes) per topic."""
+        found: dict[str, tuple[int, int]] = {}
+        for tp, (count, size) in self.partition_sizes.items():
+            before = found.get(tp.topic, (0, 0))
+            found[tp.topic] = (before[0] + count, before[1] + size)
+        return found
 
     @property
     def row_count(self) -> int:
@@ -249,6 +261,9 @@ class Batcher:
             first_offsets={tp: p.first_offset for tp, p in self._partitions.items()},
             message_count=self._message_count,
             byte_count=self._byte_count,
+            partition_sizes={
+                tp: (p.message_count, p.byte_count) for tp, p in self._partitions.items()
+            },
         )
         if self._message_count:
             self._message_size = max(1, self._byte_count // self._message_count)

@@ -1,233 +1,57 @@
-"""Metrics: counters, gauges and histograms the run loop updates, rendered for Prometheus.
+"""Metrics: counters, gauges and histograms the run loop updates, exposed for Prometheus.
 
-The loop (one thread) calls `SinkMetrics` methods with plain values; the HTTP thread calls
-`render()`. One lock per registry keeps the two consistent; nothing here touches Kafka or
+Kept by prometheus-client, in a registry of the sink's own: the process and platform
+collectors, and `pg_kafka_sink_build_info`, are in it too. The loop calls `SinkMetrics`
+methods with plain values; the HTTP thread calls `render()`. Nothing here touches Kafka or
 PostgreSQL.
 """
 
 from __future__ import annotations
 
-import math
-import threading
+import contextlib
+import importlib.metadata
+import platform
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Dict, Tuple
+from collections.abc import Iterable, Mapping
+
+import confluent_kafka
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from .batcher import Batch
 from .records import TopicPartition
 
 PREFIX = "pg_kafka_sink_"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The text format every Prometheus version reads (the names here need none of 1.0.0's escaping).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 # Seconds per batch: from a few milliseconds (small batches on an idle topic) to a minute
 # (a first batch that rebuilds and swaps a large table).
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Messages per batch, up to the largest batch.max_messages worth configuring.
 BATCH_MESSAGES_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000)
+# The rebalance events counted, shown at zero from the start.
+REBALANCE_EVENTS = ("assign", "revoke", "lost")
 
-LabelValues = Tuple[str, ...]
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+# Counters export `_total` only: a `_created` series per counter doubles the scrape for
+# nothing a dashboard of this sink uses.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(float(value))
-
-
-def _labels(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    pairs = ",".join(f'{n}="{_escape_label(v)}"' for n, v in zip(names, values))
-    return "{" + pairs + "}"
-
-
-class _Metric:
-    kind = ""
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str], lock: threading.Lock):
-        self.name = name
-        self.help = help_text
-        self.label_names = tuple(labels)
-        self._lock = lock
-
-    def _key(self, labels: Sequence[str]) -> LabelValues:
-        if len(labels) != len(self.label_names):
-            raise ValueError(
-                f"{self.name} takes labels {self.label_names}, got {len(labels)} values"
-            )
-        return tuple(str(value) for value in labels)
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
-
-    def samples(self) -> list[str]:
-        raise NotImplementedError
-
-
-class Counter(_Metric):
-    """A value that only goes up (until the process restarts)."""
-
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str], lock: threading.Lock):
-        super().__init__(name, help_text, labels, lock)
-        self._values: Dict[LabelValues, float] = {}
-        if not self.label_names:
-            self._values[()] = 0.0
-
-    def inc(self, amount: float = 1.0, labels: Sequence[str] = ()) -> None:
-        if amount < 0:
-            raise ValueError(f"{self.name}: a counter cannot decrease (inc by {amount})")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, labels: Sequence[str] = ()) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> list[str]:
-        return [
-            f"{self.name}{_labels(self.label_names, key)} {_number(value)}"
-            for key, value in sorted(self._values.items())
-        ]
-
-
-class Gauge(_Metric):
-    """A value that goes up and down; a labelled series can be removed."""
-
-    kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str], lock: threading.Lock):
-        super().__init__(name, help_text, labels, lock)
-        self._values: Dict[LabelValues, float] = {}
-
-    def set(self, value: float, labels: Sequence[str] = ()) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = float(value)
-
-    def remove(self, labels: Sequence[str]) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values.pop(key, None)
-
-    def value(self, labels: Sequence[str] = ()) -> float | None:
-        with self._lock:
-            return self._values.get(self._key(labels))
-
-    def samples(self) -> list[str]:
-        return [
-            f"{self.name}{_labels(self.label_names, key)} {_number(value)}"
-            for key, value in sorted(self._values.items())
-        ]
-
-
-class Histogram(_Metric):
-    """Observations counted in cumulative buckets, with their sum and count."""
-
-    kind = "histogram"
-
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labels: Sequence[str],
-        lock: threading.Lock,
-        buckets: Sequence[float],
-    ):
-        super().__init__(name, help_text, labels, lock)
-        if "le" in self.label_names:
-            raise ValueError(f"{name}: 'le' is reserved for histogram buckets")
-        bounds = sorted(float(b) for b in buckets)
-        if not bounds or bounds != sorted(set(bounds)):
-            raise ValueError(f"{name}: buckets must be distinct and non-empty")
-        self.bounds = tuple(b for b in bounds if not math.isinf(b))
-        # Per label values: counts per bucket (non-cumulative, +Inf last), sum.
-        self._series: Dict[LabelValues, tuple[list[int], list[float]]] = {}
-
-    def observe(self, value: float, labels: Sequence[str] = ()) -> None:
-        key = self._key(labels)
-        index = next((i for i, b in enumerate(self.bounds) if value <= b), len(self.bounds))
-        with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = ([0] * (len(self.bounds) + 1), [0.0])
-            series[0][index] += 1
-            series[1][0] += value
-
-    def count(self, labels: Sequence[str] = ()) -> int:
-        with self._lock:
-            series = self._series.get(self._key(labels))
-            return sum(series[0]) if series else 0
-
-    def samples(self) -> list[str]:
-        lines = []
-        for key, (counts, total) in sorted(self._series.items()):
-            cumulative = 0
-            for bound, count in zip((*self.bounds, math.inf), counts):
-                cumulative += count
-                labels = _labels((*self.label_names, "le"), (*key, _number(bound)))
-                lines.append(f"{self.name}_bucket{labels} {cumulative}")
-            plain = _labels(self.label_names, key)
-            lines.append(f"{self.name}_sum{plain} {_number(total[0])}")
-            lines.append(f"{self.name}_count{plain} {cumulative}")
-        return lines
-
-
-class Registry:
-    """The metrics of one process, rendered in the Prometheus text exposition format 0.0.4."""
-
-    def __init__(self, prefix: str = PREFIX) -> None:
-        self.prefix = prefix
-        self._lock = threading.Lock()
-        self._metrics: dict[str, _Metric] = {}
-
-    def _add(self, metric: _Metric) -> None:
-        if metric.name in self._metrics:
-            raise ValueError(f"metric {metric.name} is already registered")
-        self._metrics[metric.name] = metric
-
-    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
-        """A counter named `<prefix><name>`; `name` must end in `_total`."""
-        if not name.endswith("_total"):
-            raise ValueError(f"counter {name!r} must end in _total")
-        metric = Counter(self.prefix + name, help_text, labels, self._lock)
-        self._add(metric)
-        return metric
-
-    def gauge(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Gauge:
-        metric = Gauge(self.prefix + name, help_text, labels, self._lock)
-        self._add(metric)
-        return metric
-
-    def histogram(
-        self, name: str, help_text: str, buckets: Sequence[float], labels: Sequence[str] = ()
-    ) -> Histogram:
-        metric = Histogram(self.prefix + name, help_text, labels, self._lock, buckets)
-        self._add(metric)
-        return metric
-
-    def render(self) -> str:
-        """Every metric: HELP and TYPE lines, then its samples sorted by label values."""
-        lines: list[str] = []
-        with self._lock:
-            for metric in self._metrics.values():
-                lines.extend(metric.header())
-                lines.extend(metric.samples())
-        return "\n".join(lines) + "\n"
+def _version() -> str:
+    try:
+        return importlib.metadata.version("pg-kafka-sink")
+    except importlib.metadata.PackageNotFoundError:  # a checkout without package metadata
+        return "unknown"
 
 
 def _partition_labels(tp: TopicPartition) -> tuple[str, str]:
@@ -239,77 +63,110 @@ class SinkMetrics:
 
     Calls come from the worker's polling threads, one at a time (never from an HTTP handler);
     `render()` may be called from any thread. Every per-partition series is removed when its
-    partition is revoked, so that summing lag over workers counts each partition once.
+    partition is revoked, so that summing lag over workers counts each partition once. The
+    series of the `topics` and `tables` named at construction show from the start, at zero.
     """
 
-    def __init__(self, registry: Registry | None = None) -> None:
-        r = self.registry = registry or Registry()
-        self.messages = r.counter(
-            "messages_total",
-            "Kafka messages committed to PostgreSQL (rows, deletes, dead letters).",
+    def __init__(self, *, topics: Iterable[str] = (), tables: Iterable[str] = ()) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        Info(PREFIX + "build", "The sink's version and the libraries it runs on.", registry=r).info(
+            {
+                "version": _version(),
+                "python": platform.python_version(),
+                "librdkafka": confluent_kafka.libversion()[0],
+                "confluent_kafka": confluent_kafka.version()[0],
+            }
         )
-        self.bytes = r.counter("bytes_total", "Bytes of Kafka keys and values committed.")
-        self.rows = r.counter("rows_total", "Rows written, by target table.", ["table"])
-        self.deletes = r.counter(
+
+        def counter(name: str, help_text: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(PREFIX + name, help_text, list(labels), registry=r)
+
+        def gauge(name: str, help_text: str, labels: Iterable[str] = ()) -> Gauge:
+            return Gauge(PREFIX + name, help_text, list(labels), registry=r)
+
+        self.messages = counter(
+            "messages_total",
+            "Kafka messages committed to PostgreSQL (rows, deletes, dead letters), by topic.",
+            ["topic"],
+        )
+        self.bytes = counter(
+            "bytes_total", "Bytes of Kafka keys and values committed, by topic.", ["topic"]
+        )
+        self.rows = counter("rows_total", "Rows written, by target table.", ["table"])
+        self.deletes = counter(
             "deleted_keys_total", "Primary keys deleted by tombstones, by target table.", ["table"]
         )
-        self.batches = r.counter("batches_total", "Batches committed.")
-        self.batch_seconds = r.histogram(
-            "batch_duration_seconds",
+        self.batches = counter("batches_total", "Batches committed.")
+        self.batch_seconds = Histogram(
+            PREFIX + "batch_duration_seconds",
             "Seconds from a batch's first message to its commit (rows stream to COPY meanwhile).",
-            BATCH_SECONDS_BUCKETS,
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
         )
-        self.batch_messages = r.histogram(
-            "batch_messages", "Messages per committed batch.", BATCH_MESSAGES_BUCKETS
+        self.batch_messages = Histogram(
+            PREFIX + "batch_messages",
+            "Messages per committed batch.",
+            buckets=BATCH_MESSAGES_BUCKETS,
+            registry=r,
         )
-        self.dead_letters = r.counter(
+        self.dead_letters = counter(
             "dead_letters_total",
-            "Messages set aside to the dead-letter destination, by error code.",
+            "Messages set aside to the dead-letter destination, by reason (the error code).",
             ["reason"],
         )
-        self.retries = r.counter("retries_total", "Retried operations, by kind.", ["kind"])
-        self.commit_failures = r.counter(
+        self.retries = counter("retries_total", "Retried operations, by kind.", ["kind"])
+        self.commit_failures = counter(
             "commit_failures_total", "Batches that failed to commit, by kind.", ["kind"]
         )
-        self.rebalances = r.counter(
+        self.rebalances = counter(
             "rebalances_total", "Partition rebalance events, by event.", ["event"]
         )
-        self.assigned = r.gauge("assigned_partitions", "Partitions assigned to this worker.")
-        self.jumped = r.counter(
+        self.assigned = gauge("assigned_partitions", "Partitions assigned to this worker.")
+        self.jumped = counter(
             "offsets_jumped_total",
             "Stored offsets that no longer existed and were jumped over "
             '(kafka.out_of_range = "jump"), by topic and reason (deleted, truncated, recreated).',
             ["topic", "reason"],
         )
-        self.waiting = r.gauge(
+        self.waiting = gauge(
             "waiting_partitions",
             "Assigned partitions paused until their stored offsets can be read.",
         )
-        self.stored_offset = r.gauge(
+        self.stored_offset = gauge(
             "stored_next_offset",
             "Next offset to read stored in PostgreSQL, per assigned partition.",
             ["topic", "partition"],
         )
-        self.log_end_offset = r.gauge(
+        self.log_end_offset = gauge(
             "log_end_offset",
             "Log end offset (high watermark) last seen from Kafka, per assigned partition.",
             ["topic", "partition"],
         )
-        self.lag = r.gauge(
+        self.lag = gauge(
             "partition_lag",
             "Messages not yet committed to PostgreSQL (log end offset - stored next offset), "
             "per assigned partition.",
             ["topic", "partition"],
         )
-        self.last_commit = r.gauge(
+        self.last_commit = gauge(
             "last_commit_timestamp_seconds", "Unix time of the last committed batch."
         )
+        for topic in topics:
+            self.messages.labels(topic)
+            self.bytes.labels(topic)
+        for name in tables:
+            self.rows.labels(name)
+            self.deletes.labels(name)
+        for event in REBALANCE_EVENTS:
+            self.rebalances.labels(event)
         self._assigned: set[TopicPartition] = set()
         self._stored: dict[TopicPartition, int] = {}
         self._ends: dict[TopicPartition, int] = {}
 
     def render(self) -> str:
-        return self.registry.render()
+        return generate_latest(self.registry).decode()
 
     # --- batches -------------------------------------------------------------------------
 
@@ -320,14 +177,15 @@ class SinkMetrics:
         Counts messages, bytes, rows and deletes per table, the batch, its dead letters by
         `error.code`, and moves each partition's stored offset (and lag) to `next_offsets`.
         """
-        self.messages.inc(batch.message_count)
-        self.bytes.inc(batch.byte_count)
+        for topic, (messages, size) in batch.by_topic().items():
+            self.messages.labels(topic).inc(messages)
+            self.bytes.labels(topic).inc(size)
         for table, count in batch.row_counts.items():
-            self.rows.inc(count, [_table_name(table.schema, table.name)])
+            self.rows.labels(_table_name(table.schema, table.name)).inc(count)
         for table, keys in batch.deletes.items():
-            self.deletes.inc(len(keys), [_table_name(table.schema, table.name)])
+            self.deletes.labels(_table_name(table.schema, table.name)).inc(len(keys))
         for dead in batch.dead_letters:
-            self.dead_letters.inc(1, [dead.error.code])
+            self.dead_letters.labels(dead.error.code).inc()
         self.batches.inc()
         self.batch_seconds.observe(seconds)
         self.batch_messages.observe(batch.message_count)
@@ -337,12 +195,12 @@ class SinkMetrics:
     def retried(self, kind: str) -> None:
         """An operation is being retried; `kind` is a short stable label such as
         "serialization", "deadlock", "connection" or "dead-letter-producer"."""
-        self.retries.inc(1, [kind])
+        self.retries.labels(kind).inc()
 
     def commit_failed(self, kind: str) -> None:
         """A batch did not commit; `kind` is a short stable label such as "fenced",
         "outdated-definition", "database" or "dead-letter"."""
-        self.commit_failures.inc(1, [kind])
+        self.commit_failures.labels(kind).inc()
 
     # --- partitions ----------------------------------------------------------------------
 
@@ -351,7 +209,7 @@ class SinkMetrics:
     ) -> None:
         """Partitions were assigned (on_assign, even with an empty list). `stored` maps them to
         the next offset read from PostgreSQL (None: nothing stored yet)."""
-        self.rebalances.inc(1, ["assign"])
+        self.rebalances.labels("assign").inc()
         added = [TopicPartition(*tp) for tp in partitions]
         self._assigned.update(added)
         self.assigned.set(len(self._assigned))
@@ -359,7 +217,7 @@ class SinkMetrics:
 
     def offsets_jumped(self, tp: TopicPartition, reason: str) -> None:
         """A stored offset of `tp` no longer existed; reading jumped to one that does."""
-        self.jumped.inc(1, [tp.topic, reason])
+        self.jumped.labels(tp.topic, reason).inc()
 
     def partitions_waiting(self, count: int) -> None:
         """`count` assigned partitions wait, paused, for their stored offsets."""
@@ -370,14 +228,15 @@ class SinkMetrics:
     ) -> None:
         """Partitions were revoked (on_revoke) or lost (on_lost, `lost=True`); their
         per-partition series disappear."""
-        self.rebalances.inc(1, ["lost" if lost else "revoke"])
+        self.rebalances.labels("lost" if lost else "revoke").inc()
         for tp in (TopicPartition(*tp) for tp in partitions):
             self._assigned.discard(tp)
             self._stored.pop(tp, None)
             self._ends.pop(tp, None)
             labels = _partition_labels(tp)
             for gauge in (self.stored_offset, self.log_end_offset, self.lag):
-                gauge.remove(labels)
+                with contextlib.suppress(KeyError):  # a series never set
+                    gauge.remove(*labels)
         self.assigned.set(len(self._assigned))
 
     def offsets_stored(self, next_offsets: Mapping[TopicPartition, int]) -> None:
@@ -387,7 +246,7 @@ class SinkMetrics:
             if tp not in self._assigned:
                 continue
             self._stored[tp] = next_offset
-            self.stored_offset.set(next_offset, _partition_labels(tp))
+            self.stored_offset.labels(*_partition_labels(tp)).set(next_offset)
             self._update_lag(tp)
 
     def log_end_offsets(self, ends: Mapping[TopicPartition, int]) -> None:
@@ -398,14 +257,14 @@ class SinkMetrics:
             if end < 0 or tp not in self._assigned:
                 continue
             self._ends[tp] = end
-            self.log_end_offset.set(end, _partition_labels(tp))
+            self.log_end_offset.labels(*_partition_labels(tp)).set(end)
             self._update_lag(tp)
 
     def _update_lag(self, tp: TopicPartition) -> None:
         stored, end = self._stored.get(tp), self._ends.get(tp)
         if stored is not None and end is not None:
             # A log end older than a fresh commit would read as negative lag: it is none.
-            self.lag.set(max(end - stored, 0), _partition_labels(tp))
+            self.lag.labels(*_partition_labels(tp)).set(max(end - stored, 0))
 
 
 def _table_name(schema: str | None, name: str) -> str:

@@ -146,7 +146,7 @@ def test_metrics_serves_the_prometheus_text_format(
     status, content_type, body = get(server, "/metrics")
     assert status == 200
     assert content_type.startswith("text/plain; version=0.0.4")
-    assert 'pg_kafka_sink_retries_total{kind="deadlock"} 1\n' in body
+    assert 'pg_kafka_sink_retries_total{kind="deadlock"} 1.0\n' in body
 
 
 def test_unknown_path_is_not_found(server: HealthServer) -> None:

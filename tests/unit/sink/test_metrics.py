@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import sqlalchemy as sa
 
 from sink.batcher import Batcher
 from sink.errors import DecodeError, MappingError
-from sink.metrics import Registry, SinkMetrics
+from sink.metrics import SinkMetrics
 from sink.records import Message, TopicPartition
 
 # name{label="value",...} value — the sample line grammar of the text format 0.0.4.
@@ -35,7 +34,7 @@ def assert_valid_exposition(text: str) -> None:
         if line.startswith("# TYPE "):
             typed.add(line.split()[2])
         elif line.startswith("# HELP "):
-            assert line.split()[2].startswith("pg_kafka_sink_")
+            assert line.split()[2].startswith(("pg_kafka_sink_", "process_", "python_"))
         else:
             assert SAMPLE.match(line), line
             base = re.sub(r"(_bucket|_sum|_count)$", "", line.split("{")[0].split()[0])
@@ -48,39 +47,6 @@ def table(name: str) -> sa.Table:
 
 def message(topic: str, partition: int, offset: int, value: bytes = b"{}") -> Message:
     return Message(topic, partition, offset, 1_700_000_000_000, b"k", value)
-
-
-def test_counters_need_total_suffix_and_never_decrease() -> None:
-    registry = Registry()
-    with pytest.raises(ValueError, match="_total"):
-        registry.counter("messages", "help")
-    counter = registry.counter("things_total", "help")
-    with pytest.raises(ValueError, match="cannot decrease"):
-        counter.inc(-1)
-
-
-def test_render_escapes_label_values_and_help_text() -> None:
-    registry = Registry()
-    counter = registry.counter("odd_total", "Help with \\ and\nnewline.", ["reason"])
-    counter.inc(2, ['say "hi"\\\n'])
-    text = registry.render()
-    assert "# HELP pg_kafka_sink_odd_total Help with \\\\ and\\nnewline." in text
-    assert "# TYPE pg_kafka_sink_odd_total counter" in text
-    assert 'pg_kafka_sink_odd_total{reason="say \\"hi\\"\\\\\\n"} 2' in text
-    assert_valid_exposition(text)
-
-
-def test_histogram_renders_cumulative_buckets_sum_and_count() -> None:
-    registry = Registry()
-    histogram = registry.histogram("wait_seconds", "help", [0.1, 1.0])
-    for value in (0.05, 0.5, 0.5, 7.0):
-        histogram.observe(value)
-    found = samples(registry.render())
-    assert found['pg_kafka_sink_wait_seconds_bucket{le="0.1"}'] == 1
-    assert found['pg_kafka_sink_wait_seconds_bucket{le="1"}'] == 3
-    assert found['pg_kafka_sink_wait_seconds_bucket{le="+Inf"}'] == 4
-    assert found["pg_kafka_sink_wait_seconds_sum"] == pytest.approx(8.05)
-    assert found["pg_kafka_sink_wait_seconds_count"] == 4
 
 
 def test_committed_batch_counts_messages_rows_per_table_and_dead_letters_by_reason() -> None:
@@ -97,18 +63,18 @@ def test_committed_batch_counts_messages_rows_per_table_and_dead_letters_by_reas
     metrics.batch_committed(batcher.take(), 0.2, now=1_700_000_123.5)
 
     found = samples(metrics.render())
-    assert found["pg_kafka_sink_messages_total"] == 4
-    assert found["pg_kafka_sink_bytes_total"] == 4 * 3
+    assert found['pg_kafka_sink_messages_total{topic="t"}'] == 4
+    assert found['pg_kafka_sink_bytes_total{topic="t"}'] == 4 * 3
     assert found['pg_kafka_sink_rows_total{table="s.events"}'] == 2
     assert found['pg_kafka_sink_rows_total{table="s.other"}'] == 1
     assert found['pg_kafka_sink_dead_letters_total{reason="not-json"}'] == 1
     assert found['pg_kafka_sink_dead_letters_total{reason="type"}'] == 1
     assert found["pg_kafka_sink_batches_total"] == 1
     assert found["pg_kafka_sink_batch_duration_seconds_count"] == 1
-    assert found['pg_kafka_sink_batch_messages_bucket{le="10"}'] == 1
+    assert found['pg_kafka_sink_batch_messages_bucket{le="10.0"}'] == 1
     assert found["pg_kafka_sink_last_commit_timestamp_seconds"] == 1_700_000_123.5
-    assert found['pg_kafka_sink_stored_next_offset{topic="t",partition="0"}'] == 7
-    assert found['pg_kafka_sink_stored_next_offset{topic="t",partition="1"}'] == 11
+    assert found['pg_kafka_sink_stored_next_offset{partition="0",topic="t"}'] == 7
+    assert found['pg_kafka_sink_stored_next_offset{partition="1",topic="t"}'] == 11
     assert_valid_exposition(metrics.render())
 
 
@@ -118,15 +84,15 @@ def test_lag_is_log_end_minus_stored_next_offset_per_partition() -> None:
     metrics.partitions_assigned([tp0, tp1], {tp0: 100, tp1: None})
     metrics.log_end_offsets({tp0: 250, tp1: 40})
     found = samples(metrics.render())
-    assert found['pg_kafka_sink_partition_lag{topic="orders",partition="0"}'] == 150
-    assert found['pg_kafka_sink_log_end_offset{topic="orders",partition="1"}'] == 40
+    assert found['pg_kafka_sink_partition_lag{partition="0",topic="orders"}'] == 150
+    assert found['pg_kafka_sink_log_end_offset{partition="1",topic="orders"}'] == 40
     # Nothing stored yet for partition 1: its lag is unknown, not made up.
-    assert 'pg_kafka_sink_partition_lag{topic="orders",partition="1"}' not in found
+    assert 'pg_kafka_sink_partition_lag{partition="1",topic="orders"}' not in found
 
     metrics.offsets_stored({tp0: 250, tp1: 30})
     found = samples(metrics.render())
-    assert found['pg_kafka_sink_partition_lag{topic="orders",partition="0"}'] == 0
-    assert found['pg_kafka_sink_partition_lag{topic="orders",partition="1"}'] == 10
+    assert found['pg_kafka_sink_partition_lag{partition="0",topic="orders"}'] == 0
+    assert found['pg_kafka_sink_partition_lag{partition="1",topic="orders"}'] == 10
 
 
 def test_revoked_partitions_drop_their_series_and_count_as_rebalances() -> None:
@@ -157,9 +123,27 @@ def test_retries_and_commit_failures_are_counted_by_kind() -> None:
     assert found['pg_kafka_sink_commit_failures_total{kind="fenced"}'] == 1
 
 
-def test_fresh_metrics_render_every_help_and_type_line() -> None:
-    text = SinkMetrics().render()
+def test_fresh_metrics_render_every_help_and_type_line_and_known_series_at_zero() -> None:
+    text = SinkMetrics(topics=["orders"], tables=["s.events"]).render()
     assert_valid_exposition(text)
     for name in ("messages_total", "batch_duration_seconds", "partition_lag", "dead_letters_total"):
         assert f"# TYPE pg_kafka_sink_{name} " in text
-    assert samples(text)["pg_kafka_sink_messages_total"] == 0
+    found = samples(text)
+    assert found['pg_kafka_sink_messages_total{topic="orders"}'] == 0
+    assert found['pg_kafka_sink_rows_total{table="s.events"}'] == 0
+    assert found['pg_kafka_sink_rebalances_total{event="lost"}'] == 0
+
+
+def test_process_and_build_series_are_exposed() -> None:
+    found = samples(SinkMetrics().render())
+    assert found["process_resident_memory_bytes"] > 0
+    (build,) = [name for name in found if name.startswith("pg_kafka_sink_build_info{")]
+    assert 'librdkafka="' in build and 'python="' in build and 'version="' in build
+
+
+def test_the_dead_letter_help_names_the_label_it_has() -> None:
+    text = SinkMetrics().render()
+    (help_line,) = [
+        line for line in text.splitlines() if line.startswith("# HELP pg_kafka_sink_dead_le")
+    ]
+    assert "by reason" in help_line
