@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ._db import Db
-from ._schema import ColumnSpec, IndexSpec, TableSpec
+from ._schema import CheckSpec, ColumnSpec, ForeignKeySpec, IdentitySpec, IndexSpec, TableSpec
 from ._sql import ident, qualified
 
 # The key of what pg_bulk_ingest keeps in a COMMENT, on the first table as on an index.
@@ -101,24 +102,190 @@ def _read_index_comment(comment: str | None) -> tuple[bool, str | None]:
     return True, where if isinstance(where, str) else None
 
 
-def live_table(db: Db, schema: str, name: str) -> TableSpec | None:
+# Each column with its DEFAULT, its identity and the identity's sequence, and its comment.
+_COLUMNS_SQL = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+  pg_get_expr(d.adbin, d.adrelid), a.attidentity, s.seqstart, s.seqincrement, s.seqmin,
+  s.seqmax, s.seqcache, s.seqcycle, col_description(a.attrelid, a.attnum)
+FROM pg_attribute a
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+LEFT JOIN pg_depend dep ON a.attidentity <> '' AND dep.refclassid = 'pg_class'::regclass
+  AND dep.refobjid = a.attrelid AND dep.refobjsubid = a.attnum AND dep.deptype = 'i'
+  AND dep.classid = 'pg_class'::regclass
+LEFT JOIN pg_sequence s ON s.seqrelid = dep.objid
+WHERE a.attrelid = %s::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+
+# CHECK and FOREIGN KEY constraints, with their COMMENT (which marks those `ingest` made).
+_CONSTRAINTS_SQL = """
+SELECT con.contype, con.conname, pg_get_expr(con.conbin, con.conrelid),
+  ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(attnum, position)
+        JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+        ORDER BY k.position),
+  fn.nspname, f.relname,
+  ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(attnum, position)
+        JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum
+        ORDER BY k.position),
+  con.confupdtype, con.confdeltype, con.confmatchtype, con.condeferrable, con.condeferred,
+  con.convalidated, obj_description(con.oid, 'pg_constraint')
+FROM pg_constraint con
+LEFT JOIN pg_class f ON f.oid = con.confrelid
+LEFT JOIN pg_namespace fn ON fn.oid = f.relnamespace
+WHERE con.conrelid = %s::oid AND con.contype IN ('c', 'f')
+ORDER BY con.conname
+"""
+
+
+def _live_column(row: tuple[Any, ...]) -> ColumnSpec:
+    name, type_, not_null, default, identity, start, increment, low, high, cache, cycle = row[:11]
+    return ColumnSpec(
+        name,
+        type_,
+        bool(not_null),
+        default=default,
+        identity=None
+        if not identity
+        else IdentitySpec(identity == "a", start, increment, low, high, cache, bool(cycle)),
+        comment=row[11],
+    )
+
+
+def constraint_comment(check: str | None) -> str:
+    """The COMMENT `ingest` puts on the CHECK and FOREIGN KEY constraints it makes: it marks
+    them (to be dropped once no longer defined, unlike a constraint made by hand) and keeps a
+    CHECK's expression as written, since PostgreSQL gives it back reworded."""
+    return orjson.dumps({COMMENT_KEY: {} if check is None else {"check": check}}).decode()
+
+
+def _read_constraint_comment(comment: str | None) -> tuple[bool, str | None]:
+    if not comment or not comment.startswith("{"):
+        return False, None
+    try:
+        document = orjson.loads(comment)
+    except orjson.JSONDecodeError:
+        return False, None
+    ours = document.get(COMMENT_KEY) if isinstance(document, dict) else None
+    if not isinstance(ours, dict):
+        return False, None
+    check = ours.get("check")
+    return True, check if isinstance(check, str) else None
+
+
+def _live_constraints(
+    rows: list[tuple[Any, ...]],
+) -> tuple[tuple[CheckSpec, ...], tuple[ForeignKeySpec, ...]]:
+    checks, keys = [], []
+    for row in rows:
+        kind, name, expression, columns, ref_schema, ref_table, ref_columns = row[:7]
+        on_update, on_delete, match, deferrable, deferred, valid, comment = row[7:]
+        marked, written = _read_constraint_comment(comment)
+        if kind == "c":
+            checks.append(CheckSpec(name, written or expression, marked, bool(valid)))
+            continue
+        keys.append(
+            ForeignKeySpec(
+                name,
+                tuple(columns),
+                ref_schema,
+                ref_table,
+                tuple(ref_columns),
+                on_update,
+                on_delete,
+                match,
+                bool(deferrable),
+                bool(deferred),
+                marked,
+                bool(valid),
+            )
+        )
+    return tuple(checks), tuple(keys)
+
+
+def live_table(db: Db, schema: str, name: str, wanted: TableSpec | None = None) -> TableSpec | None:
+    """The table as the catalog has it, None without it. With `wanted`, a DEFAULT or CHECK
+    expression that PostgreSQL reads as the same as the wanted one is given as written there."""
     oid = table_oid(db, schema, name)
     if oid is None:
         return None
-    columns = db.rows(
-        "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
-        "WHERE attrelid = %s::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        (oid,),
-    )
     indexes = db.rows(_INDEXES_SQL, (oid,))
     primary_key = next((tuple(row[6][: row[5]]) for row in indexes if row[1]), ())
-    return TableSpec(
+    checks, foreign_keys = _live_constraints(db.rows(_CONSTRAINTS_SQL, (oid,)))
+    live = TableSpec(
         schema=schema,
         name=name,
-        columns=tuple(ColumnSpec(n, t, bool(not_null)) for n, t, not_null in columns),
+        columns=tuple(_live_column(row) for row in db.rows(_COLUMNS_SQL, (oid,))),
         primary_key=primary_key,
         indexes=tuple(_live_index(row) for row in indexes if not row[1]),
+        checks=checks,
+        foreign_keys=foreign_keys,
+        comment=comment(db, schema, name),
     )
+    return live if wanted is None else _as_written(db, live, wanted)
+
+
+def _canonical(db: Db, expressions: list[str], source: str = "") -> list[str] | None:
+    """The expressions as PostgreSQL's planner writes them (constants folded, casts made
+    explicit), without running them; None when one of them is not valid here (say, it reads a
+    column not yet added). `source` is a FROM clause for expressions that read columns."""
+    if not expressions:
+        return []
+    select = ", ".join(f"({expression})" for expression in expressions)
+    db.execute("SAVEPOINT pg_bulk_ingest_canonical")
+    try:
+        found = db.value(f"EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) SELECT {select}{source}")
+    except Exception:  # any error means "not comparable": the change is then made and checked
+        db.execute("ROLLBACK TO SAVEPOINT pg_bulk_ingest_canonical")
+        return None
+    db.execute("RELEASE SAVEPOINT pg_bulk_ingest_canonical")
+    document = orjson.loads(found) if isinstance(found, (str, bytes)) else found
+    return [str(output) for output in document[0]["Plan"]["Output"]]
+
+
+def _same(db: Db, pairs: list[tuple[str, str]], source: str = "") -> list[bool]:
+    """Whether each pair of expressions is the same once PostgreSQL has rewritten both."""
+    canonical = _canonical(db, [e for pair in pairs for e in pair], source)
+    if canonical is None:
+        return [False] * len(pairs)
+    return [canonical[2 * i] == canonical[2 * i + 1] for i in range(len(pairs))]
+
+
+def _as_written(db: Db, live: TableSpec, wanted: TableSpec) -> TableSpec:
+    """`live`, each DEFAULT and CHECK expression that is the wanted one reworded by
+    PostgreSQL (`'x'` given back as `'x'::text`) replaced by the wanted text."""
+    types = {column.name: column.type for column in wanted.columns}
+    defaults = {c.name: c.default for c in wanted.columns if c.default is not None}
+    reworded = [
+        c
+        for c in live.columns
+        if c.default is not None and c.name in defaults and c.default != defaults[c.name]
+    ]
+    pairs = [
+        (
+            f"CAST(({c.default}) AS {types[c.name]})",
+            f"CAST(({defaults[c.name]}) AS {types[c.name]})",
+        )
+        for c in reworded
+    ]
+    same_defaults = {c.name for c, same in zip(reworded, _same(db, pairs)) if same}
+    columns = tuple(
+        dataclasses.replace(c, default=defaults[c.name]) if c.name in same_defaults else c
+        for c in live.columns
+    )
+    written = {check.expression for check in wanted.checks}
+    unmatched = [check for check in live.checks if check.expression not in written]
+    pairs = [(found.expression, check.expression) for found in unmatched for check in wanted.checks]
+    source = f" FROM ONLY {qualified(live.schema, live.name)}"
+    same = iter(_same(db, pairs, source))
+    matches = {
+        found.name: check.expression for found in unmatched for check in wanted.checks if next(same)
+    }
+    checks = tuple(
+        dataclasses.replace(check, expression=matches[check.name])
+        if check.name in matches
+        else check
+        for check in live.checks
+    )
+    return dataclasses.replace(live, columns=columns, checks=checks)
 
 
 def schema_exists(db: Db, schema: str) -> bool:

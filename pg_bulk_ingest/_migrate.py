@@ -7,23 +7,30 @@ the plan a rebuild, done by `_swap` at the end of the first batch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
+
+import orjson
 
 from . import _catalog
-from ._catalog import index_comment
+from ._catalog import constraint_comment, index_comment
 from ._db import Db
+from ._errors import SchemaError
 from ._schema import (
     DEFAULT_INDEX_METHOD,
+    CheckSpec,
     ColumnSpec,
+    ForeignKeySpec,
     IndexSpec,
     TableSpec,
     identifier,
     primary_key_name,
 )
 from ._sql import ident, idents, literal, qualified
+from ._watermark import HUMAN_COMMENT, parse
 
 _VARCHAR = re.compile(r"character varying(?:\((\d+)\))?")
 _NUMERIC = re.compile(r"numeric(?:\((\d+),(\d+)\))?")
@@ -39,6 +46,11 @@ class Plan:
     on, writes wait), `attach` turns new unique indexes into UNIQUE constraints (ACCESS
     EXCLUSIVE, milliseconds), and `marks` comments the live indexes that are as defined but
     were made by someone else (or an earlier version), so that they are `ingest`'s from then.
+
+    CHECK and FOREIGN KEY constraints are added NOT VALID in `in_place` (catalog only: new
+    rows are checked from then) and `validate` checks the rows already there in a transaction
+    of its own, under a SHARE UPDATE EXCLUSIVE lock that lets reads and writes go on. `marks`
+    also sets the COMMENTs of columns and of the table.
     """
 
     create: bool = False
@@ -48,6 +60,7 @@ class Plan:
     indexes: tuple[str, ...] = ()
     attach: tuple[str, ...] = ()
     marks: tuple[str, ...] = ()
+    validate: tuple[str, ...] = ()
 
     @property
     def rebuild(self) -> bool:
@@ -63,6 +76,7 @@ class Plan:
             or self.indexes
             or self.attach
             or self.marks
+            or self.validate
         )
 
 
@@ -85,18 +99,61 @@ def _widens(live: str, wanted: str) -> bool:
     return False
 
 
-def _column_steps(table: str, live: ColumnSpec, wanted: ColumnSpec) -> tuple[list[str], str]:
+def column_sql(column: ColumnSpec) -> str:
+    """A column as CREATE TABLE and ADD COLUMN write it."""
+    sql = f"{ident(column.name)} {column.type}"
+    if column.default is not None:
+        sql += f" DEFAULT {column.default}"
+    if column.identity is not None:
+        sql += f" {column.identity.sql()}"
+    return sql + (" NOT NULL" if column.not_null else "")
+
+
+def _identity_steps(table: TableSpec, live: ColumnSpec, wanted: ColumnSpec) -> list[str]:
+    """ALTER COLUMN statements that add, change or drop an identity (catalog only)."""
+    alter = f"ALTER TABLE {qualified(table.schema, table.name)} ALTER COLUMN {ident(wanted.name)}"
+    if wanted.identity is None:
+        return [f"{alter} DROP IDENTITY"] if live.identity is not None else []
+    if live.identity is None:
+        # The new sequence starts past the values the column has, as a filled table needs.
+        sequence = (
+            f"pg_get_serial_sequence({literal(qualified(table.schema, table.name))}, "
+            f"{literal(wanted.name)})"
+        )
+        steps = [f"{alter} ADD {wanted.identity.sql()}"]
+        if (wanted.identity.increment or 1) > 0:
+            steps.append(
+                f"SELECT setval({sequence}, max({ident(wanted.name)})) "
+                f"FROM {qualified(table.schema, table.name)} "
+                f"HAVING max({ident(wanted.name)}) >= {wanted.identity.start or 1}"
+            )
+        return steps
+    changes = wanted.identity.differences(live.identity)
+    if wanted.identity.always == live.identity.always and not changes:
+        return []
+    kind = "ALWAYS" if wanted.identity.always else "BY DEFAULT"
+    return [f"{alter} SET GENERATED {kind}{''.join(f' SET {c}' for c in changes)}"]
+
+
+def _column_steps(table: TableSpec, live: ColumnSpec, wanted: ColumnSpec) -> tuple[list[str], str]:
     """In-place statements for a column, or a reason why only a rebuild can change it."""
     steps = []
-    column = ident(wanted.name)
+    alter = f"ALTER TABLE {qualified(table.schema, table.name)} ALTER COLUMN {ident(wanted.name)}"
     if live.type != wanted.type:
         if not _widens(live.type, wanted.type):
             return [], f"column {wanted.name!r} changes type from {live.type} to {wanted.type}"
-        steps.append(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {wanted.type}")
+        steps.append(f"{alter} TYPE {wanted.type}")
     if live.not_null and not wanted.not_null:
-        steps.append(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL")
+        steps.append(f"{alter} DROP NOT NULL")
     if wanted.not_null and not live.not_null:
         return [], f"column {wanted.name!r} becomes NOT NULL"
+    if live.default != wanted.default:
+        steps.append(
+            f"{alter} DROP DEFAULT"
+            if wanted.default is None
+            else f"{alter} SET DEFAULT {wanted.default}"
+        )
+    steps.extend(_identity_steps(table, live, wanted))
     return steps, ""
 
 
@@ -106,7 +163,11 @@ def _rebuild_reasons(live: TableSpec, wanted: TableSpec) -> list[str]:
     if wanted_names[: len(live_names)] != live_names:
         reasons.append(f"columns change from {list(live_names)} to {list(wanted_names)}")
     added = wanted.columns[len(live_names) :]
-    reasons.extend(f"new column {c.name!r} is NOT NULL" for c in added if c.not_null)
+    reasons.extend(
+        f"new column {c.name!r} is NOT NULL without a server_default"
+        for c in added
+        if c.not_null and c.default is None and c.identity is None
+    )
     if live.primary_key != wanted.primary_key:
         reasons.append(
             f"primary key changes from {list(live.primary_key)} to {list(wanted.primary_key)}"
@@ -115,22 +176,197 @@ def _rebuild_reasons(live: TableSpec, wanted: TableSpec) -> list[str]:
 
 
 def _column_plan(live: TableSpec, wanted: TableSpec) -> tuple[list[str], list[str]]:
-    """In-place column statements, and the reasons for a rebuild (then the statements are moot)."""
+    """In-place column statements, and the reasons for a rebuild (then the statements are moot).
+
+    A new column is added with its DEFAULT (and NOT NULL): PostgreSQL 11+ stores a
+    non-volatile default once in the catalog; a volatile one (or an identity) fills the
+    existing rows, rewriting the table under the lock.
+    """
     reasons = _rebuild_reasons(live, wanted)
     if reasons:
         return [], reasons
     table = qualified(wanted.schema, wanted.name)
     in_place: list[str] = []
     for live_column, wanted_column in zip(live.columns, wanted.columns):
-        steps, reason = _column_steps(table, live_column, wanted_column)
+        steps, reason = _column_steps(wanted, live_column, wanted_column)
         if reason:
             reasons.append(reason)
         in_place.extend(steps)
     in_place.extend(
-        f"ALTER TABLE {table} ADD COLUMN {ident(c.name)} {c.type}"
+        f"ALTER TABLE {table} ADD COLUMN {column_sql(c)}"
         for c in wanted.columns[len(live.columns) :]
     )
     return in_place, reasons
+
+
+def _refuse_rebuild_with_identity(live: TableSpec, wanted: TableSpec, reasons: list[str]) -> None:
+    identities = [c.name for c in (*live.columns, *wanted.columns) if c.identity is not None]
+    if identities:
+        raise SchemaError(
+            f"{wanted.display} would be rebuilt ({'; '.join(reasons)}), but its identity "
+            f"column {identities[0]!r} cannot be: the rebuilt table's sequence would start "
+            "again below the values copied. Make this change by hand, or change the "
+            "definition so that it can be made in place"
+        )
+
+
+def _comment_sql(target: str, comment: str | None) -> str:
+    return f"COMMENT ON {target} IS {'NULL' if comment is None else literal(comment)}"
+
+
+def _watermark_table_comment_sql(table: TableSpec, comment: str | None) -> list[str]:
+    """Sets the "comment" key of the first table's COMMENT, the JSON that holds the high
+    watermark, keeping every other key as written: under the lock that writers of the
+    watermark take, the COMMENT is read again, so a watermark saved meanwhile is kept."""
+    name = qualified(table.schema, table.name)
+    value = "NULL" if comment is None else literal(comment)
+    return [
+        f"LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE",
+        f"""DO $pg_bulk_ingest$
+DECLARE
+  current text := obj_description({literal(name)}::regclass, 'pg_class');
+  document json;
+BEGIN
+  IF coalesce(btrim(current), '') = '' THEN
+    current := '{{}}';
+  ELSIF ltrim(current) NOT LIKE '{{%' THEN
+    current := json_build_object({literal(HUMAN_COMMENT)}, current)::text;
+  END IF;
+  SELECT json_object_agg(key, value) INTO document FROM (
+    SELECT key, value FROM json_each(current::json) WHERE key <> {literal(HUMAN_COMMENT)}
+    UNION ALL SELECT {literal(HUMAN_COMMENT)}, to_json({value}::text) WHERE {value} IS NOT NULL
+  ) entries;
+  EXECUTE format('COMMENT ON TABLE %s IS %L', {literal(name)}, document::text);
+END
+$pg_bulk_ingest$""",
+    ]
+
+
+def _comment_steps(live: TableSpec, wanted: TableSpec) -> list[str]:
+    """COMMENT statements for the column and table comments that the definition sets and
+    that differ ("" removes a comment; None leaves the live one, maybe a DBA's, alone)."""
+    table = qualified(wanted.schema, wanted.name)
+    live_comments = {column.name: column.comment for column in live.columns}
+    steps = [
+        _comment_sql(f"COLUMN {table}.{ident(c.name)}", c.comment or None)
+        for c in wanted.columns
+        if c.comment is not None and (c.comment or None) != live_comments.get(c.name)
+    ]
+    if wanted.comment is not None:
+        if wanted.holds_watermark:
+            current = parse(wanted.display, live.comment).get(HUMAN_COMMENT)
+            if current != (wanted.comment or None):
+                steps.extend(_watermark_table_comment_sql(wanted, wanted.comment or None))
+        elif live.comment != (wanted.comment or None):
+            steps.append(_comment_sql(f"TABLE {table}", wanted.comment or None))
+    return steps
+
+
+Constraint = Union[CheckSpec, ForeignKeySpec]
+
+
+def _constraints(table: TableSpec) -> list[Constraint]:
+    return [*table.checks, *table.foreign_keys]
+
+
+def _constraint_sql(constraint: Constraint) -> str:
+    """A CHECK or FOREIGN KEY constraint as CREATE TABLE and ADD CONSTRAINT write it."""
+    name = f"CONSTRAINT {ident(constraint.name)}"
+    if isinstance(constraint, CheckSpec):
+        return f"{name} CHECK ({constraint.expression})"
+    sql = (
+        f"{name} FOREIGN KEY ({idents(constraint.columns)}) REFERENCES "
+        f"{qualified(constraint.ref_schema, constraint.ref_table)} "
+        f"({idents(constraint.ref_columns)})"
+    )
+    if constraint.match == "f":
+        sql += " MATCH FULL"
+    if constraint.on_update != "a":
+        sql += f" ON UPDATE {_ACTIONS[constraint.on_update]}"
+    if constraint.on_delete != "a":
+        sql += f" ON DELETE {_ACTIONS[constraint.on_delete]}"
+    if constraint.deferrable:
+        sql += " DEFERRABLE" + (" INITIALLY DEFERRED" if constraint.initially_deferred else "")
+    return sql
+
+
+_ACTIONS = {"r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+def _constraint_mark_sql(table: str, constraint: Constraint) -> str:
+    check = constraint.expression if isinstance(constraint, CheckSpec) else None
+    return (
+        f"COMMENT ON CONSTRAINT {ident(constraint.name)} ON {table} "
+        f"IS {literal(constraint_comment(check))}"
+    )
+
+
+def _match_constraints(
+    live: list[Constraint], wanted: list[Constraint]
+) -> tuple[list[tuple[Constraint, Constraint]], list[Constraint], list[Constraint]]:
+    """(live constraints kept, each with the wanted one it is; wanted ones missing; live ones
+    left over), matched by what they check: one of the wanted name first, then any."""
+    unmatched, missing = list(live), list(wanted)
+    kept: list[tuple[Constraint, Constraint]] = []
+    for by_name in (True, False):
+        for constraint in list(missing):
+            found = next(
+                (
+                    other
+                    for other in unmatched
+                    if other.definition == constraint.definition
+                    and (other.name == constraint.name or not by_name)
+                ),
+                None,
+            )
+            if found is not None:
+                unmatched.remove(found)
+                missing.remove(constraint)
+                kept.append((found, constraint))
+    return kept, missing, unmatched
+
+
+def _constraint_plan(live: TableSpec, wanted: TableSpec) -> Plan:
+    """Adds the missing CHECK and FOREIGN KEY constraints NOT VALID, then validates them;
+    drops those `ingest` made that are no longer defined, never one made by hand."""
+    table = qualified(wanted.schema, wanted.name)
+    kept, missing, unmatched = _match_constraints(_constraints(live), _constraints(wanted))
+    dropped = [constraint for constraint in unmatched if constraint.marked]
+    taken = {c.name for c in _constraints(live) if c not in dropped}
+    taken.update(index.name for index in live.indexes if index.constraint)
+    taken.add(primary_key_name(wanted.name))
+    created = [
+        dataclasses.replace(c, name=identifier(c.name, _digest(c))) if c.name in taken else c
+        for c in missing
+    ]
+    return Plan(
+        in_place=tuple(
+            sql
+            for c in created
+            for sql in (
+                f"ALTER TABLE {table} ADD {_constraint_sql(c)} NOT VALID",
+                _constraint_mark_sql(table, c),
+            )
+        ),
+        drops=tuple(f"ALTER TABLE {table} DROP CONSTRAINT {ident(c.name)}" for c in dropped),
+        validate=tuple(
+            f"ALTER TABLE {table} VALIDATE CONSTRAINT {ident(c.name)}"
+            for c in (*created, *(found for found, _ in kept if not found.valid))
+        ),
+        marks=tuple(
+            _constraint_mark_sql(table, dataclasses.replace(found, **_written(constraint)))
+            for found, constraint in kept
+            if not found.marked
+        ),
+    )
+
+
+def _written(constraint: Constraint) -> dict[str, Any]:
+    return {"expression": constraint.expression} if isinstance(constraint, CheckSpec) else {}
+
+
+def _digest(constraint: Constraint) -> str:
+    return hashlib.sha256(repr(constraint.definition).encode()).hexdigest()[:8]
 
 
 def _shape(index: IndexSpec) -> tuple[Any, ...]:
@@ -252,8 +488,16 @@ def plan(
             if old.type != new.type and new.name in in_views
         ]
     if reasons:
+        _refuse_rebuild_with_identity(live, wanted, reasons)
         return Plan(rebuild_reasons=tuple(reasons))
-    return dataclasses.replace(_index_plan(live, wanted), in_place=tuple(columns))
+    indexes, constraints = _index_plan(live, wanted), _constraint_plan(live, wanted)
+    return dataclasses.replace(
+        indexes,
+        in_place=(*columns, *constraints.in_place),
+        drops=(*indexes.drops, *constraints.drops),
+        marks=(*indexes.marks, *constraints.marks, *_comment_steps(live, wanted)),
+        validate=constraints.validate,
+    )
 
 
 def with_free_names(wanted: TableSpec, taken: Iterable[str]) -> TableSpec:
@@ -274,7 +518,7 @@ def with_free_names(wanted: TableSpec, taken: Iterable[str]) -> TableSpec:
 def plan_table(db: Db, wanted: TableSpec) -> tuple[TableSpec, Plan]:
     """The definition as `ingest` builds it (`with_free_names`), and the plan that brings the
     live table to it."""
-    live = _catalog.live_table(db, wanted.schema, wanted.name)
+    live = _catalog.live_table(db, wanted.schema, wanted.name, wanted)
     wanted = with_free_names(wanted, _catalog.names_taken_elsewhere(db, wanted.schema, wanted.name))
     in_views = _catalog.columns_in_views(db, wanted.schema, wanted.name) if live else {}
     return wanted, plan(live, wanted, in_views)
@@ -332,19 +576,37 @@ def create_table_sql(table: TableSpec, name: str | None = None) -> list[str]:
         index if name is None else dataclasses.replace(index, name=temporary_name(name, index.name))
         for index in table.indexes
     ]
-    elements = [
-        f"{ident(c.name)} {c.type}{' NOT NULL' if c.not_null else ''}" for c in table.columns
-    ]
+    elements = [column_sql(c) for c in table.columns]
     if table.primary_key:
         constraint = ident(primary_key_name(target))
         elements.append(f"CONSTRAINT {constraint} PRIMARY KEY ({idents(table.primary_key)})")
     elements.extend(_unique_constraint_sql(index) for index in indexes if index.constraint)
+    elements.extend(_constraint_sql(c) for c in _constraints(table))
     statements = [f"CREATE TABLE {qualified(table.schema, target)} ({', '.join(elements)})"]
     for index in indexes:
         if index.constraint:
             statements.append(_mark_sql(table.schema, index))
         else:
             statements.extend(create_index_sql(table.schema, target, index))
+    statements.extend(_created_comments(table, target, name is None))
+    return statements
+
+
+def _created_comments(table: TableSpec, target: str, live: bool) -> list[str]:
+    """The COMMENTs of a new table: marks of its constraints, comments of its columns and,
+    for the live table (a table to swap in keeps the live one's), of the table."""
+    name = qualified(table.schema, target)
+    statements = [_constraint_mark_sql(name, c) for c in _constraints(table)]
+    statements.extend(
+        _comment_sql(f"COLUMN {name}.{ident(c.name)}", c.comment)
+        for c in table.columns
+        if c.comment
+    )
+    if live and table.comment:
+        text = orjson.dumps({HUMAN_COMMENT: table.comment}).decode()
+        statements.append(
+            _comment_sql(f"TABLE {name}", text if table.holds_watermark else table.comment)
+        )
     return statements
 
 

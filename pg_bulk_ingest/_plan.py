@@ -13,12 +13,13 @@ import sqlalchemy as sa
 
 from . import _catalog, _migrate
 from ._db import Db
-from ._schema import TableSpec, identifier, wanted_tables
+from ._schema import TableSpec, creation_order, identifier, wanted_tables
 from ._sql import ident, qualified
 
 NO_LOCK = "none"
 ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 SHARE = "SHARE"
+SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,12 @@ class PlannedStep:
 
     `action` is "nothing to do", "create", "alter", "drop index", "create index", "mark index"
     (comment an index made by hand that is as defined: `ingest` drops it once no longer
-    defined) or "rebuild"; `sql` the statement (None for "nothing to do" and for the summary of
-    a rebuild); `lock` the lock it takes on the live table; `rebuild` whether the step belongs
-    to a rebuild that fills a new table and swaps it in at the end of the first batch; `reason`
-    why, for rebuilds.
+    defined), "drop constraint", "mark constraint" (the same for a CHECK or FOREIGN KEY),
+    "comment" (of a column or the table), "validate constraint" (check the rows already there
+    against a constraint just added NOT VALID) or "rebuild"; `sql` the statement (None for
+    "nothing to do" and for the summary of a rebuild); `lock` the lock it takes on the live
+    table; `rebuild` whether the step belongs to a rebuild that fills a new table and swaps it
+    in at the end of the first batch; `reason` why, for rebuilds.
     """
 
     table: str
@@ -53,8 +56,8 @@ def migration_plan(conn: sa.engine.Connection, metadata: sa.MetaData) -> list[Pl
         try:
             db.execute("SET TRANSACTION READ ONLY")
             steps: list[PlannedStep] = []
-            for table in wanted:
-                steps.extend(_table_steps(db, table.spec))
+            for position in creation_order(wanted):
+                steps.extend(_table_steps(db, wanted[position].spec))
             return steps
         finally:
             transaction.rollback()
@@ -87,7 +90,8 @@ def _in_place_steps(wanted: TableSpec, plan: _migrate.Plan) -> Iterator[PlannedS
     for statement in plan.in_place:
         yield PlannedStep(name, "alter", statement, ACCESS_EXCLUSIVE)
     for statement in plan.drops:
-        yield PlannedStep(name, "drop index", statement, ACCESS_EXCLUSIVE)
+        action = "drop index" if statement.startswith("DROP INDEX") else "drop constraint"
+        yield PlannedStep(name, action, statement, ACCESS_EXCLUSIVE)
     for statement in plan.indexes:
         yield PlannedStep(name, "create index", statement, SHARE)
     if plan.attach:
@@ -95,7 +99,18 @@ def _in_place_steps(wanted: TableSpec, plan: _migrate.Plan) -> Iterator[PlannedS
     for statement in plan.attach:
         yield PlannedStep(name, "alter", statement, ACCESS_EXCLUSIVE)
     for statement in plan.marks:
-        yield PlannedStep(name, "mark index", statement)
+        yield _comment_step(name, statement)
+    for statement in plan.validate:
+        yield PlannedStep(name, "validate constraint", statement, SHARE_UPDATE_EXCLUSIVE)
+
+
+def _comment_step(name: str, statement: str) -> PlannedStep:
+    """A COMMENT: an index's takes no lock on the table, others SHARE UPDATE EXCLUSIVE."""
+    if statement.startswith("COMMENT ON INDEX"):
+        return PlannedStep(name, "mark index", statement)
+    if statement.startswith("COMMENT ON CONSTRAINT"):
+        return PlannedStep(name, "mark constraint", statement, SHARE_UPDATE_EXCLUSIVE)
+    return PlannedStep(name, "comment", statement, SHARE_UPDATE_EXCLUSIVE)
 
 
 def _rebuild_steps(wanted: TableSpec, reasons: tuple[str, ...]) -> Iterator[PlannedStep]:
