@@ -1,12 +1,10 @@
 """Rebuilds: a new table filled in the first batch, swapped in under a short ACCESS EXCLUSIVE.
 
-Grants, dependent views (plain, materialized, views of views) and the comment are carried
-over to the new table.
+All that depends on or decorates the live table is carried over to the new one by `_keep`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -14,11 +12,11 @@ from typing import Any, ContextManager
 
 import sqlalchemy as sa
 
-from . import _catalog, _convert
+from . import _catalog, _keep
 from ._db import Db
 from ._migrate import create_table_sql, temporary_name
 from ._schema import TableSpec, identifier, primary_key_name
-from ._sql import ident, literal, qualified
+from ._sql import ident, idents, qualified
 
 ForceExecute = Callable[[sa.engine.Connection, logging.Logger], ContextManager[Any]]
 
@@ -35,16 +33,13 @@ def create_new_table(db: Db, table: TableSpec, name: str, *, copy_rows: bool) ->
         return
     live = _catalog.live_table(db, table.schema, table.name)
     assert live is not None
+    kept = [c for c in table.columns if c.name in set(live.column_names)]
     source = qualified(table.schema, table.name)
     db.execute(f"LOCK TABLE {source} IN SHARE MODE")
-    _convert.copy_rows(db, table, live, name)
-
-
-def _recreate_view(db: Db, view: _catalog.DependentView) -> None:
-    kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
-    db.execute(f"CREATE {kind} {qualified(view.schema, view.name)} AS {view.definition}")
-    for grant in view.acl:
-        db.execute(grant)
+    db.execute(
+        f"INSERT INTO {qualified(table.schema, name)} ({idents(c.name for c in kept)}) "
+        f"SELECT {', '.join(f'{ident(c.name)}::{c.type}' for c in kept)} FROM {source}"
+    )
 
 
 def _rename_into_place(db: Db, table: TableSpec, name: str) -> None:
@@ -76,20 +71,14 @@ def swap_in(
     force_execute: ForceExecute,
     logger: logging.Logger,
 ) -> None:
-    """Replaces the live table by the table `name`, keeping grants, views and the comment."""
-    live = qualified(table.schema, table.name)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(force_execute(db.conn, logger))
-        db.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
-    views = _catalog.dependent_views(db, table.schema, table.name)
-    grants = _catalog.grants(db, table.schema, table.name)
-    comment = _catalog.comment(db, table.schema, table.name)
-    db.execute(f"DROP TABLE {live} CASCADE")
+    """Replaces the live table by the table `name`, which gets all that depended on or
+    decorated the live one (see `_keep`), in the caller's transaction."""
+    with force_execute(db.conn, logger):
+        _keep.lock(db, table)
+    kept = _keep.capture(db, table)
+    _keep.detach(db, kept)
+    # Without CASCADE: anything still depending on the table fails the swap, rather than going.
+    db.execute(f"DROP TABLE {qualified(table.schema, table.name)}")
     _rename_into_place(db, table, name)
-    for grant in grants:
-        db.execute(grant)
-    for view in views:
-        _recreate_view(db, view)
-    if comment is not None:
-        db.execute(f"COMMENT ON TABLE {live} IS {literal(comment)}")
+    _keep.give_back(db, kept)
     logger.info("Swapped a rebuilt %s in", table.display)

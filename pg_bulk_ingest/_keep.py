@@ -1,0 +1,998 @@
+"""What a rebuild keeps: everything that depends on or decorates the live table, read under the
+swap's locks and given back to the table swapped in, in the same transaction; and the refusal,
+before anything changes, of what a rebuild cannot carry across.
+
+Definitions come back as PostgreSQL prints them (pg_get_indexdef, pg_get_constraintdef, ...):
+they name the table, which the new table has once renamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Optional
+
+from . import _catalog
+from ._db import Db
+from ._errors import SchemaError
+from ._migrate import same_index
+from ._schema import TableSpec, primary_key_name
+from ._sql import ident, literal, qualified
+
+_KINDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}
+_LOCK_NOT_AVAILABLE = "55P03"
+# A wait for one of the swap's locks gives up before PostgreSQL looks for a deadlock
+# (deadlock_timeout, 1s by default), then queues again: a reader caught in a lock cycle with
+# the swap is let go by the swap's giving up, and is never the deadlock's victim.
+_LOCK_WAIT_SHARE_OF_DEADLOCK_TIMEOUT = 0.8
+_SAVEPOINT = "pg_bulk_ingest_swap_locks"
+_TRIGGER_STATES = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
+_POLICY_COMMANDS = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
+_REPLICA_IDENTITIES = {"n": "NOTHING", "f": "FULL"}
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One privilege on a relation (or on one of its columns), as aclexplode gives it."""
+
+    grantor: str
+    grantee: Optional[str]  # None: PUBLIC
+    privilege: str
+    grantable: bool
+    column: Optional[str] = None
+
+    @property
+    def key(self) -> tuple[str, Optional[str], str, Optional[str]]:
+        return self.grantor, self.grantee, self.privilege, self.column
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relation to give back under its name: `create` (for a view) makes it, `after` gives
+    it its owner, options, indexes, triggers, ..., and `grants` are its privileges."""
+
+    kind: str
+    schema: str
+    name: str
+    owner: str
+    create: Optional[str]
+    after: tuple[str, ...]
+    grants: frozenset[Grant]
+
+    @property
+    def qualified(self) -> str:
+        return qualified(self.schema, self.name)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Everything a swap gives back: `detach` runs before the live table is dropped (dependent
+    views dropped, other tables' foreign keys to it dropped, its sequences freed), then the
+    table's own, then `attach` (sequences, other tables' foreign keys), then the views."""
+
+    table: Relation
+    views: tuple[Relation, ...]
+    detach: tuple[str, ...]
+    attach: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Facts:
+    oid: int
+    kind: str
+    schema: str
+    name: str
+    owner: str
+    rls: tuple[bool, bool]
+    options: tuple[str, ...]
+    toast_options: tuple[str, ...]
+    comment: Optional[str]
+    populated: bool
+    replica_identity: str
+    persistence: str
+    tablespace: bool
+    partition: bool
+    relkind: str
+
+    @property
+    def qualified(self) -> str:
+        return qualified(self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return f"{self.kind.lower()} {self.schema}.{self.name}"
+
+
+_FACTS_SQL = """
+SELECT c.oid, c.relkind::text, n.nspname, c.relname, pg_get_userbyid(c.relowner),
+  c.relrowsecurity, c.relforcerowsecurity, coalesce(c.reloptions, '{}')::text[],
+  coalesce(t.reloptions, '{}')::text[], obj_description(c.oid, 'pg_class'), c.relispopulated,
+  c.relreplident::text, c.relpersistence::text, c.reltablespace <> 0, c.relispartition
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+WHERE c.oid = %s::oid
+"""
+
+
+def _facts(db: Db, oid: int) -> _Facts:
+    (row,) = db.rows(_FACTS_SQL, (oid,))
+    return _Facts(
+        oid=int(row[0]),
+        kind=_KINDS.get(row[1], "TABLE"),
+        schema=row[2],
+        name=row[3],
+        owner=row[4],
+        rls=(bool(row[5]), bool(row[6])),
+        options=tuple(row[7]),
+        toast_options=tuple(row[8]),
+        comment=row[9],
+        populated=bool(row[10]),
+        replica_identity=row[11],
+        persistence=row[12],
+        tablespace=bool(row[13]),
+        partition=bool(row[14]),
+        relkind=row[1],
+    )
+
+
+# Views and materialized views on the table, directly or through other views, each once, in
+# an order that creates what a view reads before it.
+_VIEWS_SQL = """
+WITH RECURSIVE dependent(oid, depth) AS (
+    SELECT r.ev_class, 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+      AND d.refobjid = %s::oid AND r.ev_class <> d.refobjid AND r.rulename = '_RETURN'
+    UNION
+    SELECT r.ev_class, dependent.depth + 1
+    FROM dependent JOIN pg_depend d ON d.refobjid = dependent.oid
+      AND d.refclassid = 'pg_class'::regclass
+    JOIN pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_rewrite'::regclass AND r.ev_class <> d.refobjid
+      AND r.rulename = '_RETURN'
+)
+SELECT oid FROM dependent GROUP BY oid ORDER BY max(depth), oid
+"""
+
+# Tables with a foreign key to the table.
+_REFERENCING_SQL = """
+SELECT DISTINCT con.conrelid FROM pg_constraint con
+WHERE con.contype = 'f' AND con.confrelid = %s::oid AND con.conrelid <> con.confrelid
+ORDER BY con.conrelid
+"""
+
+
+def _oids(db: Db, sql: str, oid: int) -> tuple[int, ...]:
+    return tuple(int(row[0]) for row in db.rows(sql, (oid,)))
+
+
+def _table_facts(db: Db, table: TableSpec) -> _Facts:
+    oid = _catalog.table_oid(db, table.schema, table.name)
+    if oid is None:
+        raise SchemaError(f"{table.display} no longer exists: it cannot be rebuilt")
+    return _facts(db, oid)
+
+
+# What the swap locks, in the order that cannot deadlock with readers: a reader of a view
+# locks the view, then the tables under it; so the swap takes the views from the outermost in,
+# then the table, then the tables whose foreign keys it drops. LOCK TABLE on a view would lock
+# the tables under it too, at once: a no-op ALTER ... OWNER TO takes the view's lock alone.
+def _lock_sql(db: Db, oid: int) -> tuple[tuple[int, ...], tuple[int, ...], list[str]]:
+    views = _oids(db, _VIEWS_SQL, oid)
+    referencing = _oids(db, _REFERENCING_SQL, oid)
+    statements = []
+    for view in reversed(views):
+        facts = _facts(db, view)
+        statements.append(f"ALTER {facts.kind} {facts.qualified} OWNER TO {ident(facts.owner)}")
+    for relation in (oid, *referencing):
+        facts = _facts(db, relation)
+        statements.append(f"LOCK TABLE {facts.qualified} IN ACCESS EXCLUSIVE MODE")
+    return views, referencing, statements
+
+
+def _setting_ms(db: Db, name: str) -> int:
+    return int(db.value("SELECT setting::int FROM pg_settings WHERE name = %s", (name,)))
+
+
+def _sqlstate(error: Exception) -> str:
+    return str(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None) or "")
+
+
+def lock(db: Db, table: TableSpec) -> None:
+    """Takes ACCESS EXCLUSIVE on the table's views, the table, and the tables with foreign keys
+    to it, in that order, each wait short of deadlock_timeout and retried; a caller's own
+    lock_timeout still bounds the whole."""
+    oid = _table_facts(db, table).oid
+    deadlock_ms = _setting_ms(db, "deadlock_timeout")
+    wait_ms = max(1, int(deadlock_ms * _LOCK_WAIT_SHARE_OF_DEADLOCK_TIMEOUT))
+    budget_ms = _setting_ms(db, "lock_timeout")
+    previous = db.value("SELECT current_setting('lock_timeout')")
+    started = time.monotonic()
+    while True:
+        views, referencing, statements = _lock_sql(db, oid)
+        db.execute(f"SAVEPOINT {_SAVEPOINT}")
+        db.execute(f"SET LOCAL lock_timeout = {wait_ms}")
+        try:
+            for statement in statements:
+                db.execute(statement)
+        except Exception as error:
+            db.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            waited_ms = (time.monotonic() - started) * 1000
+            if _sqlstate(error) != _LOCK_NOT_AVAILABLE or 0 < budget_ms <= waited_ms:
+                raise
+            continue
+        # A view or foreign key made meanwhile would go unlocked: take the locks again.
+        if (views, referencing) == _lock_sql(db, oid)[:2]:
+            break
+        db.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+    db.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
+    db.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading what a relation has
+
+
+_COLUMNS_SQL = """
+SELECT a.attname, col_description(a.attrelid, a.attnum), pg_get_expr(d.adbin, d.adrelid),
+  coalesce(a.attstattarget::int, -1), coalesce(a.attoptions, '{}')::text[],
+  a.attidentity::text, a.attgenerated::text, a.attstorage::text <> t.typstorage::text,
+  a.attstorage::text, coalesce(to_jsonb(a) ->> 'attcompression', ''),
+  format_type(a.atttypid, a.atttypmod), a.attnum
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %s::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+
+_STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    comment: Optional[str]
+    default: Optional[str]
+    statistics: int
+    options: tuple[str, ...]
+    identity: str
+    generated: str
+    storage: Optional[str]
+    compression: str
+    type: str
+    number: int
+
+
+def _columns(db: Db, oid: int) -> list[_Column]:
+    return [
+        _Column(
+            name=row[0],
+            comment=row[1],
+            default=row[2],
+            statistics=int(row[3]),
+            options=tuple(row[4]),
+            identity=row[5] or "",
+            generated=row[6] or "",
+            storage=_STORAGE.get(row[8]) if row[7] else None,
+            compression=row[9] or "",
+            type=row[10],
+            number=int(row[11]),
+        )
+        for row in db.rows(_COLUMNS_SQL, (oid,))
+    ]
+
+
+def _options(options: Iterable[str], prefix: str = "") -> str:
+    """A reloptions array as the list of WITH (...) or SET (...)."""
+    pairs = (option.split("=", 1) for option in options)
+    return ", ".join(f"{prefix}{name}={literal(value)}" for name, value in pairs)
+
+
+def _column_sql(facts: _Facts, column: _Column, same_type: bool) -> Iterator[str]:
+    alter = f"ALTER {facts.kind} {facts.qualified} ALTER COLUMN {ident(column.name)}"
+    if column.default is not None:
+        yield f"{alter} SET DEFAULT {column.default}"
+    if column.statistics >= 0:
+        yield f"{alter} SET STATISTICS {column.statistics}"
+    if column.options:
+        yield f"{alter} SET ({_options(column.options)})"
+    if same_type and column.storage is not None:
+        yield f"{alter} SET STORAGE {column.storage}"
+    if same_type and column.compression:
+        method = {"p": "pglz", "l": "lz4"}.get(column.compression, column.compression)
+        yield f"{alter} SET COMPRESSION {method}"
+    if column.comment is not None:
+        yield (
+            f"COMMENT ON COLUMN {facts.qualified}.{ident(column.name)} IS {literal(column.comment)}"
+        )
+
+
+_INDEXES_SQL = """
+SELECT i.indexrelid, ci.relname, pg_get_indexdef(i.indexrelid),
+  obj_description(i.indexrelid, 'pg_class'), i.indisclustered, i.indisreplident,
+  i.indisprimary, coalesce(con.contype::text, ''), i.indisvalid, ci.reltablespace <> 0,
+  i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL,
+  ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, position)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE k.position <= coalesce((to_jsonb(i) ->> 'indnkeyatts')::int, i.indnatts)),
+  coalesce(con.oid, 0)
+FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+  AND con.contype IN ('p', 'u', 'x')
+WHERE i.indrelid = %s::oid ORDER BY ci.relname
+"""
+
+
+@dataclass(frozen=True)
+class _Index:
+    oid: int
+    name: str
+    definition: str
+    comment: Optional[str]
+    clustered: bool
+    replica_identity: bool
+    primary: bool
+    constraint: str
+    valid: bool
+    tablespace: bool
+    unique_columns: Optional[frozenset[str]]
+    constraint_oid: int
+    # The name the index has on the new table: its own when carried, the definition's when the
+    # definition builds it, None when it is not kept (an index ingest made, no longer defined).
+    kept_as: Optional[str] = None
+    carried: bool = False
+
+
+def _indexes(db: Db, facts: _Facts, wanted: Optional[TableSpec]) -> list[_Index]:
+    """The relation's indexes, each with what becomes of it; `wanted` for the table (whose
+    primary key and defined indexes the new table builds), None for a materialized view."""
+    built: dict[str, Optional[str]] = {}
+    if wanted is not None:
+        live = _catalog.live_table(db, facts.schema, facts.name)
+        for spec in live.indexes if live is not None else ():
+            match = next((w for w in wanted.indexes if same_index(spec, w)), None)
+            if match is not None:
+                built[spec.name] = match.name
+            elif spec.marked:
+                built[spec.name] = None
+    found = []
+    for row in db.rows(_INDEXES_SQL, (facts.oid,)):
+        index = _Index(
+            oid=int(row[0]),
+            name=row[1],
+            definition=row[2],
+            comment=row[3],
+            clustered=bool(row[4]),
+            replica_identity=bool(row[5]),
+            primary=bool(row[6]),
+            constraint=row[7],
+            valid=bool(row[8]),
+            tablespace=bool(row[9]),
+            unique_columns=frozenset(row[11]) if row[10] else None,
+            constraint_oid=int(row[12]),
+        )
+        if index.primary and wanted is not None:
+            new_name = primary_key_name(wanted.name) if wanted.primary_key else None
+            index = dataclasses.replace(index, kept_as=new_name)
+        elif index.name in built:
+            index = dataclasses.replace(index, kept_as=built[index.name])
+        elif index.valid:
+            index = dataclasses.replace(index, kept_as=index.name, carried=True)
+        found.append(index)
+    return found
+
+
+def _index_sql(facts: _Facts, indexes: list[_Index]) -> Iterator[str]:
+    """Indexes not built by the definition (UNIQUE and EXCLUDE constraints come with the
+    constraints), then which index clusters the table and is its replica identity."""
+    for index in indexes:
+        if index.carried and not index.constraint:
+            yield index.definition
+            if index.comment is not None:
+                yield (
+                    f"COMMENT ON INDEX {qualified(facts.schema, index.name)} IS "
+                    f"{literal(index.comment)}"
+                )
+    for index in indexes:
+        if index.clustered and index.kept_as is not None:
+            yield f"ALTER {facts.kind} {facts.qualified} CLUSTER ON {ident(index.kept_as)}"
+    if facts.kind == "TABLE" and facts.replica_identity in _REPLICA_IDENTITIES:
+        identity = _REPLICA_IDENTITIES[facts.replica_identity]
+        yield f"ALTER TABLE {facts.qualified} REPLICA IDENTITY {identity}"
+    for index in indexes:
+        if index.replica_identity and index.kept_as is not None:
+            yield (
+                f"ALTER TABLE {facts.qualified} REPLICA IDENTITY USING INDEX {ident(index.kept_as)}"
+            )
+
+
+_CONSTRAINTS_SQL = """
+SELECT con.oid, con.conname, con.contype::text, pg_get_constraintdef(con.oid),
+  obj_description(con.oid, 'pg_constraint'), con.conindid
+FROM pg_constraint con
+WHERE con.conrelid = %s::oid AND con.contype IN ('p', 'c', 'u', 'x', 'f')
+ORDER BY con.contype = 'f', con.conname
+"""
+
+
+def _constraint_sql(db: Db, facts: _Facts, indexes: list[_Index]) -> Iterator[str]:
+    """The table's CHECK, UNIQUE, EXCLUDE and FOREIGN KEY constraints that the definition does
+    not make, with their comments; the comment of the primary key when there still is one."""
+    by_oid = {index.oid: index for index in indexes}
+    table = facts.qualified
+    for _, name, kind, definition, comment, index_oid in db.rows(_CONSTRAINTS_SQL, (facts.oid,)):
+        index = by_oid.get(int(index_oid))
+        if kind in ("p", "u") and index is not None and not index.carried:
+            if comment is not None and index.kept_as is not None:
+                yield (
+                    f"COMMENT ON CONSTRAINT {ident(index.kept_as)} ON {table} IS {literal(comment)}"
+                )
+            continue
+        yield f"ALTER TABLE {table} ADD CONSTRAINT {ident(name)} {definition}"
+        if comment is not None:
+            yield f"COMMENT ON CONSTRAINT {ident(name)} ON {table} IS {literal(comment)}"
+        if index is not None and index.comment is not None:
+            yield f"COMMENT ON INDEX {qualified(facts.schema, name)} IS {literal(index.comment)}"
+
+
+def _trigger_sql(db: Db, facts: _Facts) -> Iterator[str]:
+    for name, definition, state, comment in db.rows(
+        "SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled::text, "
+        "obj_description(t.oid, 'pg_trigger') FROM pg_trigger t "
+        "WHERE t.tgrelid = %s::oid AND NOT t.tgisinternal ORDER BY t.tgname",
+        (facts.oid,),
+    ):
+        yield definition
+        if state in _TRIGGER_STATES:
+            yield f"ALTER TABLE {facts.qualified} {_TRIGGER_STATES[state]} TRIGGER {ident(name)}"
+        if comment is not None:
+            yield f"COMMENT ON TRIGGER {ident(name)} ON {facts.qualified} IS {literal(comment)}"
+
+
+def _rule_sql(db: Db, facts: _Facts) -> Iterator[str]:
+    for name, definition, state, comment in db.rows(
+        "SELECT r.rulename, pg_get_ruledef(r.oid), r.ev_enabled::text, "
+        "obj_description(r.oid, 'pg_rewrite') FROM pg_rewrite r "
+        "WHERE r.ev_class = %s::oid AND r.rulename <> '_RETURN' ORDER BY r.rulename",
+        (facts.oid,),
+    ):
+        yield definition.rstrip().rstrip(";")
+        if state in _TRIGGER_STATES:
+            yield f"ALTER TABLE {facts.qualified} {_TRIGGER_STATES[state]} RULE {ident(name)}"
+        if comment is not None:
+            yield f"COMMENT ON RULE {ident(name)} ON {facts.qualified} IS {literal(comment)}"
+
+
+_POLICIES_SQL = """
+SELECT p.polname, p.polcmd::text, p.polpermissive,
+  ARRAY(SELECT CASE WHEN r = 0 THEN '' ELSE pg_get_userbyid(r)::text END
+        FROM unnest(p.polroles) r),
+  pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid),
+  obj_description(p.oid, 'pg_policy')
+FROM pg_policy p WHERE p.polrelid = %s::oid ORDER BY p.polname
+"""
+
+
+def _policy_sql(db: Db, facts: _Facts) -> Iterator[str]:
+    table = facts.qualified
+    for name, command, permissive, roles, using, check, comment in db.rows(
+        _POLICIES_SQL, (facts.oid,)
+    ):
+        to = ", ".join("PUBLIC" if not role else ident(role) for role in roles)
+        sql = (
+            f"CREATE POLICY {ident(name)} ON {table} "
+            f"AS {'PERMISSIVE' if permissive else 'RESTRICTIVE'} "
+            f"FOR {_POLICY_COMMANDS[command]} TO {to}"
+        )
+        if using is not None:
+            sql += f" USING ({using})"
+        if check is not None:
+            sql += f" WITH CHECK ({check})"
+        yield sql
+        if comment is not None:
+            yield f"COMMENT ON POLICY {ident(name)} ON {table} IS {literal(comment)}"
+    enabled, forced = facts.rls
+    if enabled:
+        yield f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"
+    if forced:
+        yield f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY"
+
+
+def _statistics_sql(db: Db, facts: _Facts) -> Iterator[str]:
+    for schema, name, definition, target, comment, owner in db.rows(
+        "SELECT n.nspname, s.stxname, pg_get_statisticsobjdef(s.oid), "
+        "coalesce(s.stxstattarget::int, -1), obj_description(s.oid, 'pg_statistic_ext'), "
+        "pg_get_userbyid(s.stxowner) FROM pg_statistic_ext s "
+        "JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE s.stxrelid = %s::oid "
+        "ORDER BY s.stxname",
+        (facts.oid,),
+    ):
+        statistics = qualified(schema, name)
+        yield definition
+        if target >= 0:
+            yield f"ALTER STATISTICS {statistics} SET STATISTICS {target}"
+        if owner != facts.owner:
+            yield f"ALTER STATISTICS {statistics} OWNER TO {ident(owner)}"
+        if comment is not None:
+            yield f"COMMENT ON STATISTICS {statistics} IS {literal(comment)}"
+
+
+_GRANTS_SQL = """
+SELECT pg_get_userbyid(a.grantor), CASE WHEN a.grantee = 0 THEN NULL
+  ELSE pg_get_userbyid(a.grantee)::text END, a.privilege_type, a.is_grantable, NULL::text
+FROM pg_class c CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+WHERE c.oid = %s::oid
+UNION ALL
+SELECT pg_get_userbyid(x.grantor), CASE WHEN x.grantee = 0 THEN NULL
+  ELSE pg_get_userbyid(x.grantee)::text END, x.privilege_type, x.is_grantable, a.attname::text
+FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) x
+WHERE a.attrelid = %s::oid AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def _grants(db: Db, oid: int) -> frozenset[Grant]:
+    return frozenset(
+        Grant(grantor, grantee, privilege, bool(grantable), column)
+        for grantor, grantee, privilege, grantable, column in db.rows(_GRANTS_SQL, (oid, oid))
+    )
+
+
+def _relation(
+    db: Db, facts: _Facts, wanted: Optional[TableSpec], create: Optional[str]
+) -> Relation:
+    """What to run once the relation of `facts` exists again under its name (the table: the
+    new one, renamed; a view: `create`), made by the ingesting role."""
+    after = [f"ALTER {facts.kind} {facts.qualified} OWNER TO {ident(facts.owner)}"]
+    if facts.kind == "TABLE" and facts.options:
+        after.append(f"ALTER TABLE {facts.qualified} SET ({_options(facts.options)})")
+    if facts.toast_options:
+        after.append(
+            f"ALTER {facts.kind} {facts.qualified} SET ({_options(facts.toast_options, 'toast.')})"
+        )
+    wanted_types = {c.name: c.type for c in wanted.columns} if wanted is not None else None
+    for column in _columns(db, facts.oid):
+        if wanted_types is None or column.name in wanted_types:
+            same = wanted_types is None or wanted_types[column.name] == column.type
+            after.extend(_column_sql(facts, column, same))
+    indexes = _indexes(db, facts, wanted) if facts.kind != "VIEW" else []
+    after.extend(_index_sql(facts, indexes))
+    if facts.kind == "TABLE":
+        after.extend(_constraint_sql(db, facts, indexes))
+        after.extend(_policy_sql(db, facts))
+    after.extend(_trigger_sql(db, facts))
+    after.extend(_rule_sql(db, facts))
+    after.extend(_statistics_sql(db, facts))
+    if facts.comment is not None:
+        after.append(f"COMMENT ON {facts.kind} {facts.qualified} IS {literal(facts.comment)}")
+    grants = _grants(db, facts.oid)
+    if wanted_types is not None:
+        grants = frozenset(g for g in grants if g.column is None or g.column in wanted_types)
+    return Relation(facts.kind, facts.schema, facts.name, facts.owner, create, tuple(after), grants)
+
+
+def _view(db: Db, oid: int) -> Relation:
+    facts = _facts(db, oid)
+    definition = str(db.value("SELECT pg_get_viewdef(%s::oid)", (oid,))).rstrip().rstrip(";")
+    options = f" WITH ({_options(facts.options)})" if facts.options else ""
+    create = f"CREATE {facts.kind} {facts.qualified}{options} AS {definition}"
+    if facts.kind == "MATERIALIZED VIEW" and not facts.populated:
+        create += " WITH NO DATA"
+    return _relation(db, facts, None, create)
+
+
+_REFERENCING_FKS_SQL = """
+SELECT con.conrelid, con.conname, pg_get_constraintdef(con.oid),
+  obj_description(con.oid, 'pg_constraint')
+FROM pg_constraint con
+WHERE con.contype = 'f' AND con.confrelid = %s::oid AND con.conrelid <> con.confrelid
+  AND con.conparentid = 0
+ORDER BY con.conrelid, con.conname
+"""
+
+_OWNED_SEQUENCES_SQL = """
+SELECT s.oid, a.attname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
+JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.refobjid = %s::oid AND d.deptype = 'a' AND s.relkind = 'S'
+ORDER BY s.oid
+"""
+
+
+def capture(db: Db, table: TableSpec) -> Kept:
+    """Reads, under the swap's locks, all that the live table has that `table` does not build,
+    and all that depends on it. Raises SchemaError for what cannot be carried across."""
+    facts = _table_facts(db, table)
+    problems = list(_problems(db, table, facts))
+    if problems:
+        raise SchemaError(_refusal(table, problems))
+    view_oids = _oids(db, _VIEWS_SQL, facts.oid)
+    views = [_facts(db, oid) for oid in reversed(view_oids)]
+    detach = [f"DROP {view.kind} {view.qualified}" for view in views]
+    attach = []
+    for referencing, name, definition, comment in db.rows(_REFERENCING_FKS_SQL, (facts.oid,)):
+        other = _facts(db, int(referencing)).qualified
+        detach.append(f"ALTER TABLE {other} DROP CONSTRAINT {ident(name)}")
+        attach.append(f"ALTER TABLE {other} ADD CONSTRAINT {ident(name)} {definition}")
+        if comment is not None:
+            attach.append(f"COMMENT ON CONSTRAINT {ident(name)} ON {other} IS {literal(comment)}")
+    for sequence, column in db.rows(_OWNED_SEQUENCES_SQL, (facts.oid,)):
+        name = _facts(db, int(sequence)).qualified
+        detach.append(f"ALTER SEQUENCE {name} OWNED BY NONE")
+        attach.append(f"ALTER SEQUENCE {name} OWNED BY {facts.qualified}.{ident(column)}")
+    return Kept(
+        table=_relation(db, facts, table, None),
+        views=tuple(_view(db, oid) for oid in view_oids),
+        detach=tuple(detach),
+        attach=tuple(attach),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Giving it back
+
+
+def _current_role(db: Db) -> str:
+    return str(db.value("SELECT current_user"))
+
+
+def _as_grantor(db: Db, owner: str, grantor: str, statement: str) -> None:
+    """Runs a GRANT or REVOKE so that `grantor` is recorded as having made it: the owner's are
+    recorded as the owner's when made by the owner, a member of it or a superuser."""
+    previous = _current_role(db)
+    if grantor in (owner, previous):
+        db.execute(statement)
+        return
+    db.execute(f"SET LOCAL ROLE {ident(grantor)}")
+    try:
+        db.execute(statement)
+    finally:
+        db.execute(f"SET LOCAL ROLE {ident(previous)}")
+
+
+def _privilege_sql(verb: str, relation: Relation, grant: Grant) -> str:
+    columns = f" ({ident(grant.column)})" if grant.column is not None else ""
+    grantee = "PUBLIC" if grant.grantee is None else ident(grant.grantee)
+    if verb == "GRANT":
+        option = " WITH GRANT OPTION" if grant.grantable else ""
+        return (
+            f"GRANT {grant.privilege}{columns} ON TABLE {relation.qualified} TO {grantee}{option}"
+        )
+    only = "GRANT OPTION FOR " if verb == "REVOKE GRANT OPTION" else ""
+    return f"REVOKE {only}{grant.privilege}{columns} ON TABLE {relation.qualified} FROM {grantee}"
+
+
+def _restore_grants(db: Db, relation: Relation) -> None:
+    """Makes the privileges of the relation now under the name those it had: what the new one
+    has and the old one had not (default privileges) is revoked, then what it lacks granted,
+    a grantor's grant option before what it granted."""
+    oid = int(db.value("SELECT %s::regclass::oid", (relation.qualified,)))
+    wanted = {grant.key: grant for grant in relation.grants}
+    present = {grant.key: grant for grant in _grants(db, oid)}
+    for key, grant in present.items():
+        if key not in wanted:
+            _as_grantor(
+                db, relation.owner, grant.grantor, _privilege_sql("REVOKE", relation, grant)
+            )
+        elif grant.grantable and not wanted[key].grantable:
+            statement = _privilege_sql("REVOKE GRANT OPTION", relation, grant)
+            _as_grantor(db, relation.owner, grant.grantor, statement)
+    pending = [g for k, g in wanted.items() if k not in present or g != present[k]]
+    while pending:
+        able = [
+            grant
+            for grant in pending
+            if grant.grantor == relation.owner
+            or any(
+                other.grantee == grant.grantor
+                and other.privilege == grant.privilege
+                and other.grantable
+                and other.column in (None, grant.column)
+                and other not in pending
+                for other in relation.grants
+            )
+        ]
+        if not able:
+            raise SchemaError(
+                f"{relation.qualified}: cannot give back the privileges {pending} (no grantor "
+                "holds their grant option)"
+            )
+        for grant in able:
+            _as_grantor(db, relation.owner, grant.grantor, _privilege_sql("GRANT", relation, grant))
+            pending.remove(grant)
+
+
+def _give_back(db: Db, relation: Relation) -> None:
+    if relation.create is not None:
+        db.execute(relation.create)
+    for statement in relation.after:
+        db.execute(statement)
+    _restore_grants(db, relation)
+
+
+def detach(db: Db, kept: Kept) -> None:
+    """Drops what would stop the live table's DROP (run without CASCADE, so that whatever was
+    not read fails the swap rather than disappears)."""
+    for statement in kept.detach:
+        db.execute(statement)
+
+
+def give_back(db: Db, kept: Kept) -> None:
+    """Gives the table now under the live table's name all that `capture` read."""
+    _give_back(db, kept.table)
+    for statement in kept.attach:
+        db.execute(statement)
+    for view in kept.views:
+        _give_back(db, view)
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals
+
+
+# Objects that depend on the table, its views or their row types and that a swap neither
+# recreates nor drops as a part of them: a function with a SQL-standard body, a publication, a
+# table inheriting from it, a column or function of its row type, another table's rule or
+# policy reading it...
+_UNKEPT_DEPENDENTS_SQL = """
+WITH kept(oid) AS (SELECT unnest(%s::oid[])),
+types(oid) AS (
+    SELECT c.reltype FROM pg_class c JOIN kept USING (oid)
+    UNION
+    SELECT t.typarray FROM pg_class c JOIN kept USING (oid) JOIN pg_type t ON t.oid = c.reltype
+),
+keys(oid) AS (
+    SELECT con.oid FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = %s::oid
+)
+SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d
+WHERE ((d.refclassid = 'pg_class'::regclass AND d.refobjid IN (SELECT oid FROM kept))
+    OR (d.refclassid = 'pg_type'::regclass AND d.refobjid IN (SELECT oid FROM types)))
+  AND d.deptype <> 'e'
+  AND NOT (d.classid = 'pg_class'::regclass AND (
+      d.objid IN (SELECT oid FROM kept)
+      OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = d.objid
+                 AND i.indrelid IN (SELECT oid FROM kept))
+      OR d.objid IN (SELECT c.reltoastrelid FROM pg_class c JOIN kept USING (oid))
+      OR (d.deptype = 'a' AND d.objsubid = 0
+          AND EXISTS (SELECT 1 FROM pg_class s WHERE s.oid = d.objid AND s.relkind = 'S'))
+      OR EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = d.objid
+                 AND h.inhparent IN (SELECT oid FROM kept))))
+  AND NOT (d.classid = 'pg_type'::regclass AND d.objid IN (SELECT oid FROM types))
+  AND NOT (d.classid = 'pg_constraint'::regclass AND (d.objid IN (SELECT oid FROM keys)
+      OR EXISTS (SELECT 1 FROM pg_constraint con WHERE con.oid = d.objid
+                 AND con.conrelid IN (SELECT oid FROM kept))))
+  AND NOT (d.classid = 'pg_attrdef'::regclass AND EXISTS (
+      SELECT 1 FROM pg_attrdef a WHERE a.oid = d.objid AND a.adrelid IN (SELECT oid FROM kept)))
+  AND NOT (d.classid = 'pg_trigger'::regclass AND EXISTS (
+      SELECT 1 FROM pg_trigger t WHERE t.oid = d.objid
+      AND (t.tgrelid IN (SELECT oid FROM kept) OR t.tgconstraint IN (SELECT oid FROM keys))))
+  AND NOT (d.classid = 'pg_rewrite'::regclass AND EXISTS (
+      SELECT 1 FROM pg_rewrite r WHERE r.oid = d.objid AND r.ev_class IN (SELECT oid FROM kept)))
+  AND NOT (d.classid = 'pg_policy'::regclass AND EXISTS (
+      SELECT 1 FROM pg_policy p WHERE p.oid = d.objid AND p.polrelid IN (SELECT oid FROM kept)))
+  AND NOT (d.classid = 'pg_statistic_ext'::regclass AND EXISTS (
+      SELECT 1 FROM pg_statistic_ext s WHERE s.oid = d.objid
+      AND s.stxrelid IN (SELECT oid FROM kept)))
+ORDER BY 1
+"""
+
+_EXTENSION_MEMBERS_SQL = """
+SELECT pg_describe_object(d.classid, d.objid, d.objsubid),
+  pg_describe_object(d.refclassid, d.refobjid, 0)
+FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = ANY(%s::oid[])
+  AND d.deptype = 'e'
+"""
+
+# What uses the table's columns, other than what the new table makes itself.
+_COLUMN_USERS_SQL = """
+SELECT d.classid::regclass::text, d.objid,
+  coalesce(pg_describe_object('pg_class'::regclass, r.ev_class, 0),
+           pg_describe_object(d.classid, d.objid, d.objsubid)),
+  a.attname
+FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
+  AND r.rulename = '_RETURN'
+WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = %s::oid AND d.refobjsubid > 0
+  AND d.classid <> 'pg_attrdef'::regclass
+  AND NOT (d.classid = 'pg_class'::regclass AND d.objid = d.refobjid)
+ORDER BY 3
+"""
+
+
+def _role_check(db: Db) -> str:
+    """pg_has_role's privilege that lets a role give an object to another (SET from 16)."""
+    version = int(db.value("SELECT current_setting('server_version_num')::int"))
+    return "SET" if version >= 160000 else "MEMBER"
+
+
+def _cannot_become(db: Db, roles: Iterable[str]) -> list[str]:
+    check = _role_check(db)
+    return [
+        role
+        for role in sorted(set(roles))
+        if not db.value(
+            "SELECT pg_has_role(current_user, %s, 'USAGE') AND pg_has_role(current_user, %s, %s)",
+            (role, role, check),
+        )
+    ]
+
+
+def _structure_problems(db: Db, facts: _Facts) -> Iterator[str]:
+    if facts.relkind == "p" or facts.partition:
+        yield (
+            f"it is partitioned or a partition: a rebuild would lose the partitioning. "
+            f"Change {facts.schema}.{facts.name} by hand"
+        )
+    for child, parent in db.rows(
+        "SELECT inhrelid::regclass::text, inhparent::regclass::text FROM pg_inherits "
+        "WHERE inhrelid = %s::oid OR inhparent = %s::oid ORDER BY 1, 2",
+        (facts.oid, facts.oid),
+    ):
+        yield (
+            f"table {child} inherits from {parent}: a rebuild would drop the child or leave the "
+            f"parent. Remove the inheritance (ALTER TABLE {child} NO INHERIT {parent}) or "
+            "change the table by hand"
+        )
+    if facts.persistence == "u":
+        yield (
+            "it is UNLOGGED, which the new table would not be. Make it logged first "
+            "(ALTER TABLE ... SET LOGGED) or change it by hand"
+        )
+    if facts.tablespace:
+        yield (
+            "it is in a tablespace other than the database's default, where the new table would "
+            "not be. Move it (ALTER TABLE ... SET TABLESPACE pg_default) or change it by hand"
+        )
+
+
+def _column_problems(db: Db, facts: _Facts) -> Iterator[str]:
+    for column in _columns(db, facts.oid):
+        if column.identity or column.generated:
+            what = "an identity" if column.identity else "a generated"
+            yield (
+                f"column {column.name!r} is {what} column, which the new table would not have. "
+                "Drop the identity or expression first (ALTER TABLE ... ALTER COLUMN ... DROP "
+                "IDENTITY / DROP EXPRESSION) or change the table by hand"
+            )
+
+
+def _view_problems(db: Db, view_oids: tuple[int, ...]) -> Iterator[str]:
+    for oid in view_oids:
+        facts = _facts(db, oid)
+        if facts.persistence == "t":
+            yield (
+                f"{facts.display} is another session's temporary view and cannot be made again. "
+                "End that session first"
+            )
+        if facts.tablespace:
+            yield (
+                f"{facts.display} is in a tablespace other than the default. Move it to "
+                "pg_default first"
+            )
+
+
+def _dependent_problems(db: Db, facts: _Facts, view_oids: tuple[int, ...]) -> Iterator[str]:
+    kept = [facts.oid, *view_oids]
+    for (description,) in db.rows(_UNKEPT_DEPENDENTS_SQL, (kept, facts.oid)):
+        yield (
+            f"{description} depends on it and would be dropped with it. Drop it, or change it "
+            "so that it no longer depends on the table (a function: give it a string body, "
+            "AS $$ ... $$), then ingest again; or change the table by hand"
+        )
+    for member, extension in db.rows(_EXTENSION_MEMBERS_SQL, (kept,)):
+        yield f"{member} belongs to {extension}. Change the table by hand"
+
+
+def _index_problems(db: Db, facts: _Facts, wanted: TableSpec) -> Iterator[str]:
+    for index in _indexes(db, facts, wanted):
+        if index.carried and index.tablespace:
+            yield (
+                f"index {facts.schema}.{index.name} is in a tablespace other than the default. "
+                "Move it (ALTER INDEX ... SET TABLESPACE pg_default) or drop it first"
+            )
+
+
+def _removed_column_problems(db: Db, facts: _Facts, wanted: TableSpec) -> Iterator[str]:
+    """Objects that the swap makes again and that use a column the new table has not."""
+    indexes = _indexes(db, facts, wanted)
+    made = {i.oid for i in indexes if not i.carried} | {
+        i.constraint_oid for i in indexes if not i.carried
+    }
+    kept = set(wanted.column_names)
+    for catalog, oid, description, column in db.rows(_COLUMN_USERS_SQL, (facts.oid,)):
+        if column in kept or int(oid) in made:
+            continue
+        if catalog == "pg_constraint" and db.value(
+            "SELECT contype = 'n' FROM pg_constraint WHERE oid = %s::oid", (oid,)
+        ):
+            continue
+        yield (
+            f"{description} uses column {column!r}, which the new definition does not have. "
+            "Drop or change it first, or keep the column"
+        )
+
+
+def _unique_sets(db: Db, facts: _Facts, wanted: TableSpec) -> list[frozenset[str]]:
+    """The sets of columns the new table has a full, plain unique index on."""
+    found = [frozenset(wanted.primary_key)] if wanted.primary_key else []
+    found.extend(
+        frozenset(index.columns) for index in wanted.indexes if index.unique and index.where is None
+    )
+    found.extend(
+        index.unique_columns
+        for index in _indexes(db, facts, wanted)
+        if index.carried and index.unique_columns is not None
+    )
+    return found
+
+
+def _foreign_key_problems(db: Db, facts: _Facts, wanted: TableSpec) -> Iterator[str]:
+    unique = _unique_sets(db, facts, wanted)
+    for other, name, columns, owner, elsewhere in db.rows(
+        "SELECT con.conrelid::regclass::text, con.conname, "
+        "ARRAY(SELECT a.attname::text FROM unnest(con.confkey) k(n) JOIN pg_attribute a "
+        "  ON a.attrelid = con.confrelid AND a.attnum = k.n), pg_get_userbyid(c.relowner), "
+        "con.conrelid <> con.confrelid "
+        "FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
+        "WHERE con.contype = 'f' AND con.confrelid = %s::oid AND con.conparentid = 0 "
+        "ORDER BY 1, 2",
+        (facts.oid,),
+    ):
+        if frozenset(columns) not in unique and set(columns) <= set(wanted.column_names):
+            yield (
+                f"foreign key {name} of {other} references {list(columns)}, which the new "
+                "table would not keep unique. Keep them the primary key or a UNIQUE constraint "
+                "in the definition, or drop the foreign key first"
+            )
+        if elsewhere and _cannot_become(db, [owner]):
+            yield (
+                f"foreign key {name} of {other} must be dropped and added again, and the "
+                f"ingesting role cannot alter {other} (owned by {owner}). GRANT {owner} to "
+                "the ingesting role, or drop the foreign key first"
+            )
+
+
+def _owner_problems(db: Db, facts: _Facts, view_oids: tuple[int, ...]) -> Iterator[str]:
+    current = _current_role(db)
+    owners: dict[str, list[str]] = {}
+    for oid in (facts.oid, *view_oids):
+        relation = _facts(db, oid)
+        grantors = {g.grantor for g in _grants(db, oid)} - {relation.owner}
+        for role in {relation.owner, *grantors} - {current}:
+            owners.setdefault(role, []).append(relation.display)
+    for role in _cannot_become(db, owners):
+        yield (
+            f"{', '.join(owners[role])} must keep owner or grants of role {role}, which the "
+            f"ingesting role {current} cannot act as. GRANT {ident(role)} TO {ident(current)}, "
+            "or change the owner or those grants first"
+        )
+
+
+def _problems(db: Db, wanted: TableSpec, facts: _Facts) -> Iterator[str]:
+    view_oids = _oids(db, _VIEWS_SQL, facts.oid)
+    yield from _structure_problems(db, facts)
+    yield from _column_problems(db, facts)
+    yield from _view_problems(db, view_oids)
+    yield from _dependent_problems(db, facts, view_oids)
+    yield from _index_problems(db, facts, wanted)
+    yield from _removed_column_problems(db, facts, wanted)
+    yield from _foreign_key_problems(db, facts, wanted)
+    yield from _owner_problems(db, facts, view_oids)
+
+
+def _refusal(wanted: TableSpec, problems: list[str]) -> str:
+    listed = "; ".join(f"({n}) {problem}" for n, problem in enumerate(problems, 1))
+    return (
+        f"{wanted.display} cannot be rebuilt without losing what depends on it, so nothing was "
+        f"changed: {listed}. Or keep the table's current definition in the metadata."
+    )
+
+
+def check(db: Db, wanted: TableSpec) -> None:
+    """Raises SchemaError, naming each object and the user's choices, when a rebuild of the
+    live table into `wanted` could not carry across all that depends on it or decorates it."""
+    oid = _catalog.table_oid(db, wanted.schema, wanted.name)
+    if oid is None:
+        return
+    problems = list(_problems(db, wanted, _facts(db, oid)))
+    if problems:
+        raise SchemaError(_refusal(wanted, problems))
