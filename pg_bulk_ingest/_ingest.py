@@ -7,7 +7,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ContextManager, Optional
 
@@ -20,7 +20,7 @@ from ._db import Db
 from ._encode import row_encoder
 from ._lock import migration_locks
 from ._options import Delete, HighWatermark, Upsert, Visibility, as_option
-from ._schema import WantedTable, wanted_tables
+from ._schema import WantedTable, creation_order, wanted_tables
 from ._sql import ident, qualified
 from ._swap import ForceExecute, create_new_table, new_table_name, swap_in
 from ._upsert import create_staging_sql, drop_staging_sql, staging_name
@@ -116,7 +116,7 @@ def _prepare_table(db: Db, wanted: WantedTable, options: _Options) -> _TableStat
     swap = plan.rebuild or (deleting and not _catalog.is_empty(db, spec.schema, spec.name))
     if swap:
         _keep.check(db, spec)  # refuses what a swap would lose, before it changes anything
-    upserting = options.upsert is Upsert.IF_PRIMARY_KEY and bool(spec.primary_key)
+    upserting = options.upsert is Upsert.IF_PRIMARY_KEY and bool(wanted.written.spec.primary_key)
     staging = staging_name() if upserting else None
     return _TableState(wanted, plan, swap, copy_old_rows=not deleting, staging=staging)
 
@@ -135,17 +135,27 @@ def _build_indexes(db: Db, state: _TableState, options: _Options) -> None:
         _migrate.run_all(db, plan.marks)
 
 
-def _migrate_tables(db: Db, wanted: Iterable[WantedTable], options: _Options) -> list[_TableState]:
+def _validate_constraints(db: Db, state: _TableState) -> None:
+    """Checks the rows already there against the new CHECK and FOREIGN KEY constraints in a
+    transaction of its own, under a SHARE UPDATE EXCLUSIVE lock: reads and writes go on."""
+    if state.plan.validate:
+        with db.conn.begin():
+            _migrate.run_all(db, state.plan.validate)
+
+
+def _migrate_tables(db: Db, wanted: Sequence[WantedTable], options: _Options) -> list[_TableState]:
     """Brings each table to its definition but for rebuilds (done by the first batch), each in
     short transactions of its own, committed before the first batch's rows: a table's locks
-    never wait for another table's, and readers never wait for a batch."""
-    states = []
-    for table in wanted:
+    never wait for another table's, and readers never wait for a batch. A table is migrated
+    after the tables its foreign keys reference; the states keep the metadata's order."""
+    states: dict[int, _TableState] = {}
+    for position in creation_order(wanted):
         with db.conn.begin():
-            state = _prepare_table(db, table, options)
+            state = _prepare_table(db, wanted[position], options)
         _build_indexes(db, state, options)
-        states.append(state)
-    return states
+        _validate_constraints(db, state)
+        states[position] = state
+    return [states[position] for position in range(len(wanted))]
 
 
 def _targets(db: Db, states: list[_TableState], first_batch: bool) -> dict[sa.Table, Target]:
@@ -153,15 +163,15 @@ def _targets(db: Db, states: list[_TableState], first_batch: bool) -> dict[sa.Ta
     staging tables (TEMPORARY, so they never outlive a failed first batch's rollback)."""
     targets = {}
     for state in states:
-        spec = state.wanted.spec
+        spec, written = state.wanted.spec, state.wanted.written
         name = spec.name
         if first_batch and state.swap:
             name = new_table_name(spec)
             create_new_table(db, spec, name, copy_rows=state.copy_old_rows)
         if first_batch and state.staging:
-            db.execute(create_staging_sql(spec, state.staging))
-        encode = row_encoder(state.wanted.types)
-        targets[state.wanted.table] = Target(state.wanted, encode, name, state.staging)
+            db.execute(create_staging_sql(written.spec, state.staging))
+        encode = row_encoder(written.types)
+        targets[state.wanted.table] = Target(written, encode, name, state.staging)
     return targets
 
 

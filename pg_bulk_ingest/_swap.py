@@ -12,11 +12,11 @@ from typing import Any, ContextManager
 
 import sqlalchemy as sa
 
-from . import _catalog, _keep
+from . import _catalog, _convert, _keep
 from ._db import Db
 from ._migrate import create_table_sql, temporary_name
 from ._schema import TableSpec, identifier, primary_key_name
-from ._sql import ident, idents, qualified
+from ._sql import ident, qualified
 
 ForceExecute = Callable[[sa.engine.Connection, logging.Logger], ContextManager[Any]]
 
@@ -33,13 +33,9 @@ def create_new_table(db: Db, table: TableSpec, name: str, *, copy_rows: bool) ->
         return
     live = _catalog.live_table(db, table.schema, table.name)
     assert live is not None
-    kept = [c for c in table.columns if c.name in set(live.column_names)]
     source = qualified(table.schema, table.name)
     db.execute(f"LOCK TABLE {source} IN SHARE MODE")
-    db.execute(
-        f"INSERT INTO {qualified(table.schema, name)} ({idents(c.name for c in kept)}) "
-        f"SELECT {', '.join(f'{ident(c.name)}::{c.type}' for c in kept)} FROM {source}"
-    )
+    _convert.copy_rows(db, table, live, name)
 
 
 def _rename_into_place(db: Db, table: TableSpec, name: str) -> None:
