@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -c 'import sink._copyline'  # optional for users; the tests need it built
 	touch $@
 
 # SQLAlchemy 1.4 (with psycopg2) for the ingest core, in an environment of its own.

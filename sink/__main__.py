@@ -13,11 +13,11 @@ import sqlalchemy as sa
 
 import pg_bulk_ingest
 
-from . import admin, logs
+from . import admin, copytext, logs
 from .config import Settings, load_settings
 from .errors import SinkError
 from .health import Health, database_ping
-from .metrics import SinkMetrics
+from .metrics import SinkMetrics, version
 from .pipeline import Pipeline
 from .retry import DATABASE_ERRORS, explain
 from .tables import load_tables
@@ -36,6 +36,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logger.info("effective configuration %s", orjson.dumps(settings.redacted()).decode())
+    if not copytext.NATIVE:
+        logger.warning(
+            "the C line writer (sink._copyline) was not built when this package was installed "
+            "(no C compiler?): messages take the pure-Python path, about 1.5x slower"
+        )
     engine = create_engine(settings.postgres, pool_pre_ping=True)
     # Probes get an engine of their own: a hung connect must not stall the loop, nor the loop
     # the probes.
@@ -65,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
         prog="pg-kafka-sink",
         description="Exactly-once Kafka-to-PostgreSQL sink.",
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:

@@ -38,6 +38,9 @@ try:
 except ImportError:  # not built: the Python form of its holds_float does the same, slower
     _copyline = None  # type: ignore[assignment]
 
+# Whether the C extension was built at install time (it is optional).
+NATIVE = _copyline is not None
+
 FastText = Callable[[Any], Optional[str]]
 
 _REAL_MAX = 3.4028234663852886e38

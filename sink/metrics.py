@@ -47,7 +47,8 @@ REBALANCE_EVENTS = ("assign", "revoke", "lost")
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
-def _version() -> str:
+def version() -> str:
+    """The installed package's version."""
     try:
         return importlib.metadata.version("pg-kafka-sink")
     except importlib.metadata.PackageNotFoundError:  # a checkout without package metadata
@@ -73,7 +74,7 @@ class SinkMetrics:
         PlatformCollector(registry=r)
         Info(PREFIX + "build", "The sink's version and the libraries it runs on.", registry=r).info(
             {
-                "version": _version(),
+                "version": version(),
                 "python": platform.python_version(),
                 "librdkafka": confluent_kafka.libversion()[0],
                 "confluent_kafka": confluent_kafka.version()[0],
