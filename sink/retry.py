@@ -1,13 +1,15 @@
 """What to do when a batch fails: retry it later, split it to find a rejected message, or stop.
 
 Decided on the driver's exception class and SQLSTATE (psycopg 3 or psycopg2, raised raw by the
-ingest core's COPY or wrapped by SQLAlchemy), never on message text.
+ingest core's COPY or wrapped by SQLAlchemy), never on message text; and, for a failure without
+a SQLSTATE, on whether it keeps repeating while PostgreSQL answers.
 """
 
 from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Callable
 
 import psycopg
 import sqlalchemy as sa
@@ -28,6 +30,15 @@ PERMANENT_CLASSES = ("28", "42", "3D")
 REJECTED_CLASSES = ("22", "23")
 TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 LOCK_NOT_AVAILABLE = "55P03"
+
+# Identical failures of one batch in a row, each without a SQLSTATE and each while PostgreSQL
+# answers a new connection, after which the worker stops. Such a failure is retried as a lost
+# connection, and a lost connection comes back, or leaves PostgreSQL unreachable meanwhile; but
+# libpq refusing the batch before it is sent, or a connection cut each time the batch goes
+# through, repeats unchanged for ever. Three: two drops of one batch in a row by chance are
+# still retried, and a batch that cannot pass stops within seconds (after backoffs of 0.5 to
+# 1 s and 1 to 2 s).
+REPEATS_BEFORE_STOP = 3
 
 
 DRIVER_ERRORS: tuple[type[Exception], ...] = (psycopg.Error,)
@@ -92,6 +103,43 @@ def failure_kind(exc: BaseException) -> str:
     """A short stable label for metrics: the driver's exception class."""
     error = _driver_error(exc)
     return type(error if error is not None else exc).__name__
+
+
+def unexplained(exc: BaseException) -> str | None:
+    """The driver's class and first line of a database failure without a SQLSTATE; None for
+    one PostgreSQL gave a SQLSTATE (it says what failed) and for any other failure (Kafka)."""
+    error = _driver_error(exc)
+    if error is None or sqlstate(exc) is not None:
+        return None
+    detail = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {detail}"
+
+
+class Repeats:
+    """Counts the identical failures without a SQLSTATE of the batch being retried, each seen
+    while PostgreSQL answers, to stop retrying one that can never pass (REPEATS_BEFORE_STOP)."""
+
+    def __init__(self, limit: int = REPEATS_BEFORE_STOP) -> None:
+        self.limit = limit
+        self.count = 0
+        self.failure: str | None = None
+
+    def reset(self) -> None:
+        """Starts over (a batch committed, or another failure came between)."""
+        self.count, self.failure = 0, None
+
+    def failed(self, exc: BaseException, answers: Callable[[], bool]) -> bool:
+        """Counts a failure of the batch; True once it is the `limit`-th identical one in a
+        row. `answers` (a ping of PostgreSQL) is asked only for a failure without SQLSTATE; a
+        failure with one, or while PostgreSQL does not answer (an outage), starts over."""
+        failure = unexplained(exc)
+        if failure is None or not answers():
+            self.reset()
+            return False
+        if failure != self.failure:
+            self.count, self.failure = 0, failure
+        self.count += 1
+        return self.count >= self.limit
 
 
 def backoff_seconds(attempt: int, rng: random.Random) -> float:

@@ -35,7 +35,7 @@ from .consumer import (
 )
 from .deadletter import DeadLetterProducer, dead_letter_rows
 from .errors import DecodeError, SinkError, TransientError
-from .health import Health, HealthServer
+from .health import Health, HealthServer, database_ping
 from .metrics import SinkMetrics
 from .offsets import (
     FencedError,
@@ -46,7 +46,7 @@ from .offsets import (
 )
 from .pipeline import Pipeline
 from .records import Message, TopicPartition, message_from_kafka
-from .retry import DATABASE_ERRORS, Failure, backoff_seconds, classify, failure_kind
+from .retry import DATABASE_ERRORS, Failure, Repeats, backoff_seconds, classify, failure_kind
 from .tables import Row
 from .writer import PendingBatch, Writer, lost_state
 
@@ -83,6 +83,11 @@ class OffsetsGoneError(SinkError):
 
 class BadMessageError(SinkError):
     """A message could not be decoded or mapped and the error policy is to stop."""
+
+
+class RepeatedFailureError(SinkError):
+    """A batch failed the same way, without a SQLSTATE, several times in a row while PostgreSQL
+    answered: it never passes, so the worker stops rather than retry it for ever."""
 
 
 class RevokedError(SinkError):
@@ -126,6 +131,8 @@ class Worker:
         self.source: KafkaSource | None = None
         self.committed_batches = 0
         self._random = random.Random()
+        # Whether PostgreSQL answers, asked when a batch fails without a SQLSTATE.
+        self._ping = database_ping(engine)
         # Set while a batch PostgreSQL rejected is being split to find the message at fault.
         self._isolating = False
         self._poison: dict[tuple[str, int, int], str] = {}
@@ -241,6 +248,7 @@ class Worker:
     def _ingest_until_stopped(self) -> None:
         """Runs batches until asked to stop; an abandoned batch is read again from Kafka."""
         failures = 0
+        repeats = Repeats()  # of the failure without a SQLSTATE of the batch being retried
         reposition = False
         while not self.stopping.is_set():
             committed = self.committed_batches
@@ -257,9 +265,11 @@ class Worker:
             except FencedError as exc:
                 logger.warning("%s", exc)
                 self.metrics.commit_failed("fenced")
+                repeats.reset()
             except RevokedError as exc:
                 logger.info("%s", exc)
                 self.metrics.commit_failed("revoked")
+                repeats.reset()
             except Exception as exc:
                 failure = classify(exc)
                 if failure is Failure.PERMANENT:
@@ -267,20 +277,30 @@ class Worker:
                 if self.stopping.is_set():
                     logger.warning("batch abandoned while stopping: %s", exc)
                     return
+                if self.committed_batches > committed:
+                    failures = 0
+                    repeats.reset()
                 if failure is Failure.REJECTED:
                     self.metrics.commit_failed("rejected")
+                    repeats.reset()
                     self._isolate(exc)
                     reposition = True
                     continue
-                failures = 1 if self.committed_batches > committed else failures + 1
+                if repeats.failed(exc, self._database_answers):
+                    raise self._repeated(repeats) from exc
+                failures += 1
                 self.metrics.retried(failure_kind(exc))
                 delay = backoff_seconds(failures, self._random)
                 reason = str(exc).strip().splitlines()[0]
                 logger.warning(
-                    "%s; batch abandoned, retrying in %.1f s (attempt %d)",
+                    "%s; batch abandoned, retrying in %.1f s (attempt %d%s)",
                     reason if isinstance(exc, TransientError) else f"PostgreSQL failed ({reason})",
                     delay,
                     failures,
+                    f"; {repeats.count} of {repeats.limit} failures in a row without a SQLSTATE "
+                    f"while PostgreSQL answers before the worker stops"
+                    if repeats.count
+                    else "",
                 )
                 self.stopping.wait(delay)
             reposition = True
@@ -299,6 +319,36 @@ class Worker:
             known,
             "the offsets this worker last stored or read for its partitions (the group's other "
             "workers print theirs)",
+        )
+
+    def _database_answers(self) -> bool:
+        try:
+            self._ping()
+        except Exception:  # whatever fails, PostgreSQL did not answer: an outage, retried
+            return False
+        return True
+
+    def _repeated(self, repeats: Repeats) -> RepeatedFailureError:
+        """The stop after `repeats`: the failure, the batch it failed (none of it committed),
+        and where to look."""
+        batch, self._in_flight = self._in_flight or self.batcher.take(), None
+        first = batch.first_offsets or {tp: at for tp, at in self.positions.items() if at >= 0}
+        where = ", ".join(
+            f"{tp.topic}[{tp.partition}]@{offset}"
+            + (f" to @{batch.next_offsets[tp] - 1}" if tp in batch.next_offsets else "")
+            for tp, offset in sorted(first.items())
+        )
+        written = {*batch.row_counts, *batch.deletes} or set(self.writer.data_tables)
+        tables = ", ".join(sorted(f"{t.schema}.{t.name}" for t in written))
+        return RepeatedFailureError(
+            f"the batch of {where or 'no message yet'} for {tables} failed {repeats.count} "
+            f"times in a row the same way, without a SQLSTATE, while PostgreSQL answers a new "
+            f"connection ({repeats.failure}). Retrying will not help: the driver refuses the "
+            f"batch before PostgreSQL sees it, or the connection is cut each time the batch is "
+            f"sent. Nothing of it was committed; it is read again when the worker starts. To "
+            f"fix: see the PostgreSQL server log and anything between the sink and PostgreSQL "
+            f"(a pooler, a proxy, a firewall) at these times; if the batch is too large for "
+            f"them, lower batch.max_messages or batch.max_bytes"
         )
 
     def _isolate(self, error: Exception) -> None:

@@ -4,17 +4,20 @@ that every message still lands exactly once, or that the worker stops saying why
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -131,6 +134,117 @@ def test_a_batch_of_more_tombstones_than_postgresql_takes_parameters_deletes_the
     assert worker.terminate() == 0, worker.output()[-2000:]
     assert "PostgreSQL failed" not in worker.messages()
     assert stored_offsets(engine, schema)[topic] == {"0": 2 * keys + 10}
+
+
+class CuttingProxy:
+    """A TCP proxy to PostgreSQL that cuts the connection whenever the client sends `marker`,
+    as a pooler, a load balancer or a firewall may for what it does not let through (or a
+    backend crashing on a row): the driver sees the connection lost, without a SQLSTATE,
+    while new connections work. `cuts_left` bounds how many more times it cuts (None: always).
+    """
+
+    def __init__(self, upstream: tuple[str, int], marker: bytes) -> None:
+        self.upstream = upstream
+        self.marker = marker
+        self.cuts = 0
+        self.cuts_left: int | None = None
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _cut(self, seen: bytes) -> bool:
+        with self._lock:
+            if self.marker not in seen or self.cuts_left == 0:
+                return False
+            self.cuts += 1
+            if self.cuts_left is not None:
+                self.cuts_left -= 1
+            return True
+
+    def _pump(self, source: socket.socket, target: socket.socket, inspect: bool) -> None:
+        tail = b""  # the marker may straddle two reads
+        try:
+            while data := source.recv(65536):
+                if inspect and self._cut(tail + data):
+                    break
+                tail = data[-len(self.marker) :]
+                target.sendall(data)
+        except OSError:
+            pass
+        for end in (source, target):
+            with contextlib.suppress(OSError):  # the other pump closed it first
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+CUT_MARKER = "cut-the-connection-here"
+
+
+@pytest.fixture
+def cutting_proxy(database_url: str) -> Iterator[tuple[CuttingProxy, str]]:
+    """A `CuttingProxy` cutting on CUT_MARKER, and the database URL through it."""
+    url = make_url(database_url)
+    proxy = CuttingProxy((url.host or "127.0.0.1", url.port or 5432), CUT_MARKER.encode())
+    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy.close()
+
+
+def test_a_batch_that_fails_the_same_way_without_sqlstate_stops_the_worker_naming_it(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+    cutting_proxy: tuple[CuttingProxy, str],
+) -> None:
+    proxy, proxied_url = cutting_proxy
+    env = {"SINK_POSTGRES__URL": proxied_url}
+    topic = new_topic()
+    config = sink_config([topic], schema, columns=COORDINATE_COLUMNS)
+    worker = start_sink(config, env)
+    land(engine, kafka_bootstrap, schema, topic, worker)
+    # One message the connection never lets through, and nine good ones in its batch.
+    produce(kafka_bootstrap, topic, [(None, orjson.dumps({"id": 100, "payload": CUT_MARKER}))])
+    produce(kafka_bootstrap, topic, events(9, start=101))
+
+    stopped = start_sink(config, env)
+    assert stopped.exit_code(60) == 2, stopped.output()[-3000:]
+    output = stopped.messages()
+    assert (
+        f"the batch of {topic}[0]@100 to @109 for {schema}.events failed 3 times in a row "
+        "the same way, without a SQLSTATE, while PostgreSQL answers a new connection "
+        "(OperationalError: " in output
+    ), output[-3000:]
+    assert "lower batch.max_messages or batch.max_bytes" in output
+    assert proxy.cuts == 3
+    assert count_rows(engine, schema) == 100
+    assert stored_offsets(engine, schema)[topic] == {"0": 100}
+
+    # Cut twice more only: a connection lost twice in a row is retried, and the batch lands.
+    proxy.cuts_left = 2
+    retried = start_sink(config, env)
+    wait_until(lambda: stored_offsets(engine, schema)[topic] == {"0": 110}, 60, "the batch")
+    assert retried.terminate() == 0, retried.output()[-2000:]
+    assert "2 of 3 failures in a row without a SQLSTATE" in retried.messages()
+    assert proxy.cuts == 5
+    with engine.connect() as conn:
+        ids = conn.execute(sa.text(f'SELECT id FROM "{schema}".events ORDER BY id')).scalars()
+        assert list(ids) == list(range(110))
 
 
 def test_a_topic_the_subscription_assigns_but_no_route_matches_stops_the_worker(
