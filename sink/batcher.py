@@ -53,9 +53,7 @@ class Batch:
     message_count: int
     byte_count: int
     # Per partition: (messages, bytes of keys and values) of the batch.
-    partition_sizes: Mapping[TopicPartition, tuple[int, int]] = field(
-        default_factory=dict
-    )
+    partition_sizes: Mapping[TopicPartition, tuple[int, int]] = field(default_factory=dict)
 
     def by_topic(self) -> dict[str, tuple[int, int]]:
         """(messages, bytes) per topic."""

@@ -23,7 +23,7 @@ def test_a_wheel_builds_without_a_c_compiler_and_leaves_the_extension_out(tmp_pa
             "pip",
             "wheel",
             "--no-deps",
-                        "-w",
+            "-w",
             str(tmp_path),
             str(REPO),
         ],
