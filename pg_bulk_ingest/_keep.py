@@ -18,7 +18,7 @@ from . import _catalog
 from ._db import Db
 from ._errors import SchemaError
 from ._migrate import same_index
-from ._schema import TableSpec, primary_key_name
+from ._schema import ColumnSpec, TableSpec, primary_key_name
 from ._sql import ident, literal, qualified
 
 _KINDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}
@@ -288,9 +288,13 @@ def _options(options: Iterable[str], prefix: str = "") -> str:
     return ", ".join(f"{prefix}{name}={literal(value)}" for name, value in pairs)
 
 
-def _column_sql(facts: _Facts, column: _Column, same_type: bool) -> Iterator[str]:
+def _column_sql(facts: _Facts, column: _Column, wanted: Optional[ColumnSpec]) -> Iterator[str]:
+    """A column's settings; of a table's column (`wanted`), the default and comment only
+    where the definition leaves them alone, as it does in place."""
     alter = f"ALTER {facts.kind} {facts.qualified} ALTER COLUMN {ident(column.name)}"
-    if column.default is not None:
+    same_type = wanted is None or wanted.type == column.type
+    # A table's DEFAULT is the definition's (server_default), made with the new table.
+    if column.default is not None and wanted is None:
         yield f"{alter} SET DEFAULT {column.default}"
     if column.statistics >= 0:
         yield f"{alter} SET STATISTICS {column.statistics}"
@@ -301,7 +305,7 @@ def _column_sql(facts: _Facts, column: _Column, same_type: bool) -> Iterator[str
     if same_type and column.compression:
         method = {"p": "pglz", "l": "lz4"}.get(column.compression, column.compression)
         yield f"{alter} SET COMPRESSION {method}"
-    if column.comment is not None:
+    if column.comment is not None and (wanted is None or wanted.comment is None):
         yield (
             f"COMMENT ON COLUMN {facts.qualified}.{ident(column.name)} IS {literal(column.comment)}"
         )
@@ -415,13 +419,28 @@ ORDER BY con.contype = 'f', con.conname
 """
 
 
-def _constraint_sql(db: Db, facts: _Facts, indexes: list[_Index]) -> Iterator[str]:
+def _defined_constraints(db: Db, facts: _Facts, wanted: TableSpec) -> frozenset[str]:
+    """The CHECK and FOREIGN KEY constraints not to carry: those of the definition (the new
+    table has them) and those `ingest` made that it no longer defines (dropped in place)."""
+    live = _catalog.live_table(db, facts.schema, facts.name)
+    names = {c.name for c in wanted.checks} | {c.name for c in wanted.foreign_keys}
+    if live is not None:
+        names.update(c.name for c in live.checks if c.marked)
+        names.update(c.name for c in live.foreign_keys if c.marked)
+    return frozenset(names)
+
+
+def _constraint_sql(
+    db: Db, facts: _Facts, indexes: list[_Index], defined: frozenset[str]
+) -> Iterator[str]:
     """The table's CHECK, UNIQUE, EXCLUDE and FOREIGN KEY constraints that the definition does
     not make, with their comments; the comment of the primary key when there still is one."""
     by_oid = {index.oid: index for index in indexes}
     table = facts.qualified
     for _, name, kind, definition, comment, index_oid in db.rows(_CONSTRAINTS_SQL, (facts.oid,)):
         index = by_oid.get(int(index_oid))
+        if kind in ("c", "f") and name in defined:
+            continue
         if kind in ("p", "u") and index is not None and not index.carried:
             if comment is not None and index.kept_as is not None:
                 yield (
@@ -549,24 +568,29 @@ def _relation(
         after.append(
             f"ALTER {facts.kind} {facts.qualified} SET ({_options(facts.toast_options, 'toast.')})"
         )
-    wanted_types = {c.name: c.type for c in wanted.columns} if wanted is not None else None
+    wanted_columns = {c.name: c for c in wanted.columns} if wanted is not None else None
     for column in _columns(db, facts.oid):
-        if wanted_types is None or column.name in wanted_types:
-            same = wanted_types is None or wanted_types[column.name] == column.type
-            after.extend(_column_sql(facts, column, same))
+        if wanted_columns is None:
+            after.extend(_column_sql(facts, column, None))
+        elif column.name in wanted_columns:
+            after.extend(_column_sql(facts, column, wanted_columns[column.name]))
     indexes = _indexes(db, facts, wanted) if facts.kind != "VIEW" else []
     after.extend(_index_sql(facts, indexes))
     if facts.kind == "TABLE":
-        after.extend(_constraint_sql(db, facts, indexes))
+        assert wanted is not None
+        after.extend(_constraint_sql(db, facts, indexes, _defined_constraints(db, facts, wanted)))
         after.extend(_policy_sql(db, facts))
     after.extend(_trigger_sql(db, facts))
     after.extend(_rule_sql(db, facts))
     after.extend(_statistics_sql(db, facts))
-    if facts.comment is not None:
-        after.append(f"COMMENT ON {facts.kind} {facts.qualified} IS {literal(facts.comment)}")
+    comment = facts.comment
+    if wanted is not None and wanted.comment is not None and not wanted.holds_watermark:
+        comment = wanted.comment or None  # the definition's, as set in place
+    if comment is not None:
+        after.append(f"COMMENT ON {facts.kind} {facts.qualified} IS {literal(comment)}")
     grants = _grants(db, facts.oid)
-    if wanted_types is not None:
-        grants = frozenset(g for g in grants if g.column is None or g.column in wanted_types)
+    if wanted_columns is not None:
+        grants = frozenset(g for g in grants if g.column is None or g.column in wanted_columns)
     return Relation(facts.kind, facts.schema, facts.name, facts.owner, create, tuple(after), grants)
 
 
@@ -897,6 +921,13 @@ def _removed_column_problems(db: Db, facts: _Facts, wanted: TableSpec) -> Iterat
     made = {i.oid for i in indexes if not i.carried} | {
         i.constraint_oid for i in indexes if not i.carried
     }
+    made.update(
+        int(oid)
+        for (oid,) in db.rows(
+            "SELECT oid FROM pg_constraint WHERE conrelid = %s::oid AND conname = ANY(%s)",
+            (facts.oid, sorted(_defined_constraints(db, facts, wanted))),
+        )
+    )
     kept = set(wanted.column_names)
     for catalog, oid, description, column in db.rows(_COLUMN_USERS_SQL, (facts.oid,)):
         if column in kept or int(oid) in made:

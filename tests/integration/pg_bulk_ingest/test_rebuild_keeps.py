@@ -21,31 +21,38 @@ FIRST_ROWS = [(n, n * 10, f"w{n}") for n in range(1, 11)]
 
 
 def items(
-    schema: str, v_type: Any = sa.INTEGER, *, with_w: bool = True, v_in_key: bool = False
+    schema: str,
+    v_type: Any = sa.INTEGER,
+    *,
+    with_w: bool = True,
+    v_in_key: bool = False,
+    id_default: Any = None,
+    checked: bool = False,
 ) -> sa.MetaData:
     """The table `items`; a `v` of another type than INTEGER, no `w`, or a primary key of
-    (id, v) needs a rebuild."""
+    (id, v) needs a rebuild. `checked` defines a CHECK constraint on `v`."""
     metadata = sa.MetaData()
-    columns = [
-        sa.Column("id", sa.INTEGER, primary_key=True),
+    columns: list[Any] = [
+        sa.Column("id", sa.INTEGER, primary_key=True, server_default=id_default),
         sa.Column("v", v_type, primary_key=v_in_key),
     ]
     if with_w:
         columns.append(sa.Column("w", sa.TEXT))
+    if checked:
+        columns.append(sa.CheckConstraint("v >= 0", name="v_not_negative"))
     sa.Table("items", metadata, *columns, schema=schema)
     return metadata
 
 
-def first_load(conn: sa.engine.Connection, schema: str) -> None:
-    load(conn, items(schema), FIRST_ROWS)
+def first_load(conn: sa.engine.Connection, schema: str, **definition: Any) -> None:
+    load(conn, items(schema, **definition), FIRST_ROWS)
 
 
 def rebuild(
-    conn: sa.engine.Connection, schema: str, *, with_w: bool = True, v_in_key: bool = False
+    conn: sa.engine.Connection, schema: str, *, with_w: bool = True, **definition: Any
 ) -> None:
-    """Changes `v` to BIGINT (and drops `w` unless `with_w`, and makes (id, v) the primary key
-    when `v_in_key`), ingesting one more row."""
-    metadata = items(schema, sa.BIGINT, with_w=with_w, v_in_key=v_in_key)
+    """Changes `v` to BIGINT (and drops `w` unless `with_w`), ingesting one more row."""
+    metadata = items(schema, sa.BIGINT, with_w=with_w, **definition)
     load(conn, metadata, [(11, 110, "w11") if with_w else (11, 110)])
 
 
@@ -130,7 +137,7 @@ def test_row_level_security_and_its_policies_survive_a_rebuild(
 def test_foreign_keys_to_and_from_the_table_survive_a_rebuild(
     conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
-    first_load(conn, schema)
+    first_load(conn, schema, checked=True)
     s = f'"{schema}"'
     query(f"CREATE TABLE {s}.kinds (w text PRIMARY KEY)")
     query(f"INSERT INTO {s}.kinds SELECT 'w' || n FROM generate_series(1, 11) n")
@@ -139,9 +146,11 @@ def test_foreign_keys_to_and_from_the_table_survive_a_rebuild(
     query(f"COMMENT ON CONSTRAINT orders_item_fk ON {s}.orders IS 'orders need items'")
     query(f"INSERT INTO {s}.orders VALUES (1), (2)")
 
-    rebuild(conn, schema)
+    rebuild(conn, schema, checked=True)  # the definition's CHECK is made once, not carried
 
     assert v_type(query, schema) == "bigint"
+    with pytest.raises(sa.exc.IntegrityError, match="v_not_negative"):
+        query(f"INSERT INTO {s}.items VALUES (12, -1, 'w1')")
     with pytest.raises(sa.exc.IntegrityError, match="orders_item_fk"):
         query(f"INSERT INTO {s}.orders VALUES (999)")
     with pytest.raises(sa.exc.IntegrityError, match="items_w_fk"):
@@ -256,23 +265,23 @@ def test_statistics_storage_options_and_comments_survive_a_rebuild(
     assert "the w" in before[0][3] and "fillfactor=70" in before[0][0]
 
 
-def test_an_owned_sequence_and_a_hand_made_default_survive_a_rebuild(
+def test_a_sequence_owned_by_a_column_survives_a_rebuild_and_feeds_its_default(
     conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
     first_load(conn, schema)
     s = f'"{schema}"'
     query(f"CREATE SEQUENCE {s}.items_id_seq START 1000 OWNED BY {s}.items.id")
-    query(f"ALTER TABLE {s}.items ALTER COLUMN id SET DEFAULT nextval('{s}.items_id_seq')")
-    query(f"ALTER TABLE {s}.items ALTER COLUMN w SET DEFAULT 'none'")
+    query(f"COMMENT ON SEQUENCE {s}.items_id_seq IS 'ids'")
 
-    rebuild(conn, schema)
+    rebuild(conn, schema, id_default=sa.text(f"nextval('{s}.items_id_seq'::regclass)"))
 
     assert v_type(query, schema) == "bigint"
     query(f"INSERT INTO {s}.items (v) VALUES (1)")
-    assert query(f"SELECT id, w FROM {s}.items WHERE v = 1") == [(1000, "none")]
+    assert query(f"SELECT id FROM {s}.items WHERE v = 1") == [(1000,)]
     assert query(f"SELECT pg_get_serial_sequence('{s}.items', 'id')") == [
         (f"{schema}.items_id_seq",)
     ]
+    assert query(f"SELECT obj_description('{s}.items_id_seq'::regclass)") == [("ids",)]
 
 
 # --- Privileges ------------------------------------------------------------------------------
