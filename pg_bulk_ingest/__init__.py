@@ -1,7 +1,7 @@
 """Ingest batches of rows into SQLAlchemy-defined PostgreSQL tables, migrating them as needed."""
 
 from ._encode import CopyRow, copy_encoders
-from ._errors import DataError, IngestError, SchemaError, WatermarkError
+from ._errors import DataError, IngestError, MigrationError, SchemaError, WatermarkError
 from ._ingest import ingest
 from ._options import Delete, HighWatermark, Upsert, Visibility
 from ._plan import PlannedStep, migration_plan
@@ -13,6 +13,7 @@ __all__ = [
     "Delete",
     "HighWatermark",
     "IngestError",
+    "MigrationError",
     "PlannedStep",
     "SchemaError",
     "Upsert",

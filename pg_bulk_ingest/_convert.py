@@ -13,7 +13,7 @@ from typing import Optional
 import orjson
 
 from ._db import Db
-from ._errors import DataError, SchemaError
+from ._errors import MigrationError, SchemaError
 from ._migrate import temporary_name
 from ._schema import TableSpec, primary_key_name
 from ._sql import ident, idents, literal, qualified
@@ -215,11 +215,12 @@ def _shown(value: Optional[str]) -> str:
     return repr(value)
 
 
-def _value_error(table: TableSpec, found: Conversion, value: Optional[str], why: str) -> DataError:
-    return DataError(
+def _value_error(
+    table: TableSpec, found: Conversion, value: Optional[str], why: str
+) -> MigrationError:
+    return MigrationError(
         table.display,
         found.column,
-        None,
         f"the stored value {_shown(value)} cannot become {found.new} (from {found.old}): {why}; "
         "update or delete the rows holding such values, or define a type that holds them "
         "(the table is left as it was)",
@@ -279,7 +280,9 @@ END"""
     return f"DO {literal(body)}"
 
 
-def _failed_value(db: Db, table: TableSpec, conversions: list[Conversion]) -> Optional[DataError]:
+def _failed_value(
+    db: Db, table: TableSpec, conversions: list[Conversion]
+) -> Optional[MigrationError]:
     """The first old value that fails its conversion, as an error, after a failed copy."""
     source = qualified(table.schema, table.name)
     for found in conversions:
@@ -319,7 +322,7 @@ def _copy_error(
     *,
     live_columns: tuple[str, ...],
     conversions: list[Conversion],
-) -> DataError:
+) -> MigrationError:
     """The copy's failure as the user's: their table, the column and a stored value."""
     state = _sqlstate(error)
     if state == _NOT_NULL_VIOLATION:
@@ -331,14 +334,13 @@ def _copy_error(
             else "the column is new and NOT NULL, so the stored rows have no value for it; "
             "add it as nullable"
         )
-        return DataError(table.display, column, None, f"{why} (the table is left as it was)")
+        return MigrationError(table.display, column, f"{why} (the table is left as it was)")
     if state == _UNIQUE_VIOLATION:
         columns = _constraint_columns(table, name, _diag(error, "constraint_name"))
         unique = f"unique columns ({', '.join(columns)})" if columns else "unique columns"
-        return DataError(
+        return MigrationError(
             table.display,
             columns[0] if len(columns) == 1 else None,
-            None,
             f"stored rows repeat a key of the new definition's {unique}: "
             f"{_diag(error, 'message_detail')} Remove the duplicates, or change the definition "
             "(the table is left as it was)",
@@ -346,9 +348,8 @@ def _copy_error(
     found = _failed_value(db, table, conversions) if state.startswith(_DATA_EXCEPTION) else None
     if found is not None:
         return found
-    return DataError(
+    return MigrationError(
         table.display,
-        None,
         None,
         f"the stored rows cannot be copied into the new definition: "
         f"{_diag(error, 'message_primary') or error} (the table is left as it was)",
@@ -357,7 +358,7 @@ def _copy_error(
 
 def copy_rows(db: Db, table: TableSpec, live: TableSpec, name: str) -> None:
     """Copies the rows of the live table into the new table `name`, converting each column
-    whose type changes; raises DataError or SchemaError, naming the table, the column and a
+    whose type changes; raises MigrationError or SchemaError, naming the table, the column and a
     value, where the rows cannot be converted, and then leaves the transaction to roll back."""
     old_types = {column.name: column.type for column in live.columns}
     kept = [column for column in table.columns if column.name in old_types]

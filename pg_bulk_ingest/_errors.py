@@ -26,3 +26,16 @@ class DataError(IngestError):
         self.column = column
         self.row = row
         self.reason = reason
+
+
+class MigrationError(SchemaError):
+    """A migration refused because rows already stored cannot take the new definition (a
+    value the new type cannot hold exactly, a NULL in a column becoming NOT NULL, a repeated
+    new key); nothing was changed."""
+
+    def __init__(self, table: str, column: str | None, reason: str) -> None:
+        where = f"{table}.{column}" if column is not None else table
+        super().__init__(f"{where}: {reason}")
+        self.table = table
+        self.column = column
+        self.reason = reason

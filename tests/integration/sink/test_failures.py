@@ -104,6 +104,47 @@ def test_a_role_that_may_only_insert_lands_rows_and_stops_clearly_on_a_migration
             conn.execute(sa.text(f"DROP ROLE {role}"))
 
 
+def test_a_migration_that_stored_rows_cannot_take_stops_the_worker_naming_column_and_value(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    """No message is at fault when stored rows refuse a new type: nothing is dead-lettered,
+    and the worker stops saying which value blocks the migration."""
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, events(10, start=3_000_000_000))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    worker = start_sink(sink_config([topic], schema, columns=COORDINATE_COLUMNS, group_id=group))
+    wait_until(lambda: count_rows(engine, schema) == 10, 60, "the rows")
+    assert worker.terminate() == 0, worker.output()[-2000:]
+
+    produce(kafka_bootstrap, topic, events(5, start=20))
+    narrower = COORDINATE_COLUMNS.replace(
+        'name = "id"\ntype = "BIGINT"', 'name = "id"\ntype = "INTEGER"'
+    )
+    assert narrower != COORDINATE_COLUMNS
+    migrating = start_sink(sink_config([topic], schema, columns=narrower, group_id=group))
+    assert migrating.exit_code() == 2
+    output = migrating.output()
+    assert f"{schema}.events.id: the stored value '3000000000" in output, output[-3000:]
+    assert "dead letter" not in output.lower(), output[-3000:]
+    assert count_rows(engine, schema) == 10
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                sa.text(
+                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = to_regclass(:t) AND attname = 'id'"
+                ),
+                {"t": f'"{schema}".events'},
+            ).scalar()
+            == "bigint"
+        )
+
+
 def _get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
