@@ -83,14 +83,14 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 def classify(exc: BaseException) -> Failure:
-    if isinstance(exc, TransientError):
+    if isinstance(exc, TransientError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    ):
         return Failure.TRANSIENT
     if isinstance(exc, pg_bulk_ingest.SchemaError):
         # A definition (or a migration of stored rows) refused: no message of the batch is
         # at fault, whatever SQLSTATE the driver error under it has.
         return Failure.PERMANENT
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return Failure.TRANSIENT
     code = sqlstate(exc)
     if code is None:
         if isinstance(exc, pg_bulk_ingest.DataError):
