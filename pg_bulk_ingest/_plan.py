@@ -76,6 +76,11 @@ def _table_steps(db: Db, wanted: TableSpec) -> Iterator[PlannedStep]:
             yield PlannedStep(name, "create", statement)
         return
     if plan.rebuild:
+        if plan.drops:
+            lock = f"LOCK TABLE {qualified(wanted.schema, wanted.name)} IN ACCESS EXCLUSIVE MODE"
+            yield PlannedStep(name, "alter", lock, ACCESS_EXCLUSIVE)
+        for statement in plan.drops:  # the new table makes them again
+            yield PlannedStep(name, "drop constraint", statement, ACCESS_EXCLUSIVE)
         yield from _rebuild_steps(wanted, plan.rebuild_reasons)
         return
     yield from _in_place_steps(wanted, plan)
@@ -132,9 +137,17 @@ def _rebuild_steps(wanted: TableSpec, reasons: tuple[str, ...]) -> Iterator[Plan
     yield PlannedStep(
         name,
         "rebuild",
-        f"DROP TABLE {live_name} CASCADE; ALTER TABLE {qualified(wanted.schema, new_name)} "
+        f"DROP TABLE {live_name}; ALTER TABLE {qualified(wanted.schema, new_name)} "
         f"RENAME TO {ident(wanted.name)}",
         ACCESS_EXCLUSIVE,
         True,
-        "swap at the end of the first batch; grants, dependent views and the comment are kept",
+        "swap at the end of the first batch, locking the table's views, then the table, then "
+        "the tables with foreign keys to it (readers of views never deadlock); dependent views "
+        "and those foreign keys are dropped first and made again, and the new table gets all "
+        "that decorated the live one: row-level security and policies, indexes and "
+        "constraints made by hand, triggers, rules, statistics, storage options, comments, "
+        "owner, table and column privileges with grant options, owned sequences; views and "
+        "materialized views keep their options, owners, comments, grants and indexes. What "
+        "cannot be carried (inheritance, partitions, functions with SQL-standard bodies, "
+        "publications, objects using a removed column, ...) makes ingest refuse beforehand",
     )

@@ -271,6 +271,31 @@ def test_a_check_changed_is_replaced_and_one_removed_dropped_but_never_one_made_
     assert oid(query, schema) == before
 
 
+def test_a_rebuilt_table_has_its_defined_checks_and_keeps_those_made_by_hand(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    def metadata(type_: Any, check: str) -> sa.MetaData:
+        return table_of(
+            schema,
+            *id_and_v(sa.INTEGER),
+            sa.Column("w", type_),
+            sa.CheckConstraint(check),
+        )
+
+    load(conn, metadata(sa.INTEGER, "v > 0"), [(1, 5, 1)])
+    query(f'ALTER TABLE "{schema}".items ADD CONSTRAINT by_hand CHECK (w < 100)')
+    before = oid(query, schema)
+    rebuilt = metadata(sa.BIGINT, "v > 1")
+    load(conn, rebuilt, [(2, 6, 2)])
+    assert oid(query, schema) != before
+    assert constraints(query, schema) == [
+        ("by_hand", "CHECK ((w < 100))", True),
+        ("items_check", "CHECK ((v > 1))", True),
+    ]
+    assert query(f'SELECT id, v, w FROM "{schema}".items ORDER BY id') == [(1, 5, 1), (2, 6, 2)]
+    assert nothing_to_do(conn, rebuilt)
+
+
 def _parent_and_child(schema: str, *, foreign_key: bool = True) -> sa.MetaData:
     """`child` first (it holds the watermark), referencing `parent`, defined after it."""
     metadata = sa.MetaData()
