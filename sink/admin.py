@@ -31,6 +31,7 @@ from .deadletter import admin_client
 from .errors import ConfigError, SinkError
 from .offsets import StoredState, adopt_definition
 from .records import TopicPartition
+from .retry import refused_login
 from .tables import TableSet, load_tables
 from .writer import Writer, create_engine
 
@@ -303,11 +304,19 @@ def _check_postgres(context: Context, report: _Report) -> None:
             _check_plan(context, conn, report)
             _check_offsets(context, conn, report)
     except sa.exc.OperationalError as exc:
-        report.problem(
-            f"PostgreSQL at {context.settings.postgres.url.render_as_string(hide_password=True)}"
-            f" does not answer: {str(exc.orig).strip().splitlines()[0]} (check postgres.url "
-            "and the password)"
-        )
+        where = context.settings.postgres.url.render_as_string(hide_password=True)
+        detail = str(exc.orig).strip().splitlines()[0]
+        if exc.orig is not None and refused_login(exc.orig):
+            report.problem(
+                f"PostgreSQL at {where} refused the login: {detail} (check the user in "
+                "postgres.url, and the password: postgres.password_file or "
+                "SINK_POSTGRES__PASSWORD)"
+            )
+        else:
+            report.problem(
+                f"PostgreSQL at {where} does not answer: {detail} (check the host, port and "
+                "database in postgres.url, and that PostgreSQL runs)"
+            )
     finally:
         engine.dispose()
 

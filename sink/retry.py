@@ -152,11 +152,29 @@ def backoff_seconds(attempt: int, rng: random.Random) -> float:
     return rng.uniform(ceiling / 2, ceiling)
 
 
+# What libpq says when the server refuses a login. A connection attempt's error carries no
+# SQLSTATE (there is no result), so only its text can tell a wrong password from a server
+# that is down; this only chooses the advice given, never whether to retry.
+_LOGIN_REFUSED = ("authentication failed", "no pg_hba.conf entry", "no password supplied")
+
+
+def refused_login(error: BaseException) -> bool:
+    """Whether a connection attempt failed because the server refused the login."""
+    text = str(error)
+    return isinstance(error, CONNECTION_LOST) and any(part in text for part in _LOGIN_REFUSED)
+
+
 def explain(exc: BaseException, where: str) -> str:
     """One message for an operator: what PostgreSQL refused and what to change."""
     code = sqlstate(exc) or ""
     error = _driver_error(exc) or exc
     detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if not code and refused_login(error):
+        return (
+            f"PostgreSQL refused the login: {detail}. To fix: check the user and host in "
+            "postgres.url, and the password (postgres.password_file, or the variable "
+            "SINK_POSTGRES__PASSWORD)"
+        )
     if code == "42501":
         remedy = (
             f"grant the sink's role what it needs on {where}: INSERT on each table (and UPDATE "

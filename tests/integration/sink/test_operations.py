@@ -445,3 +445,26 @@ def test_a_second_worker_on_a_taken_http_port_says_which_setting_to_change_in_on
     assert "Traceback" not in output, output
     (line,) = [line for line in output.splitlines() if "http.port" in line]
     assert f":{port}" in line and "SINK_HTTP__PORT" in line and "0 to pick one" in line
+
+
+def test_a_wrong_postgresql_password_is_named_as_such_by_run_and_check(
+    database_url: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    config = sink_config([new_topic()], schema)
+    wrong = sa.engine.make_url(database_url).set(password="not-the-password")
+    config.write_text(config.read_text().replace(database_url, wrong.render_as_string(False)))
+
+    worker = start_sink(config)
+    assert worker.exit_code() == 2
+    (line,) = [line for line in worker.output().splitlines() if "refused the login" in line]
+    assert "password authentication failed" in line
+    assert "postgres.password_file" in line and "SINK_POSTGRES__PASSWORD" in line
+
+    checked = sink_command("check", "--config", str(config))
+    assert checked.returncode == 1
+    assert "refused the login" in checked.stdout and "does not answer" not in checked.stdout
+    assert "SINK_POSTGRES__PASSWORD" in checked.stdout
