@@ -361,19 +361,6 @@ def _constraint_plan(live: TableSpec, wanted: TableSpec) -> Plan:
     )
 
 
-def _rebuilt_constraint_drops(live: TableSpec) -> tuple[str, ...]:
-    """Drops the CHECK and FOREIGN KEY constraints `ingest` made on a table to be rebuilt: the
-    table swapped in makes those still defined, and the swap carries over the others, which
-    are then only the ones made by hand. Rows written to the live table meanwhile are checked
-    when they are copied into the new one."""
-    table = qualified(live.schema, live.name)
-    return tuple(
-        f"ALTER TABLE {table} DROP CONSTRAINT {ident(c.name)}"
-        for c in _constraints(live)
-        if c.marked
-    )
-
-
 def _written(constraint: Constraint) -> dict[str, Any]:
     return {"expression": constraint.expression} if isinstance(constraint, CheckSpec) else {}
 
@@ -502,7 +489,7 @@ def plan(
         ]
     if reasons:
         _refuse_rebuild_with_identity(live, wanted, reasons)
-        return Plan(rebuild_reasons=tuple(reasons), drops=_rebuilt_constraint_drops(live))
+        return Plan(rebuild_reasons=tuple(reasons))
     indexes, constraints = _index_plan(live, wanted), _constraint_plan(live, wanted)
     return dataclasses.replace(
         indexes,

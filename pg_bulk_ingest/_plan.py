@@ -76,11 +76,6 @@ def _table_steps(db: Db, wanted: TableSpec) -> Iterator[PlannedStep]:
             yield PlannedStep(name, "create", statement)
         return
     if plan.rebuild:
-        if plan.drops:
-            lock = f"LOCK TABLE {qualified(wanted.schema, wanted.name)} IN ACCESS EXCLUSIVE MODE"
-            yield PlannedStep(name, "alter", lock, ACCESS_EXCLUSIVE)
-        for statement in plan.drops:  # the new table makes them again
-            yield PlannedStep(name, "drop constraint", statement, ACCESS_EXCLUSIVE)
         yield from _rebuild_steps(wanted, plan.rebuild_reasons)
         return
     yield from _in_place_steps(wanted, plan)
