@@ -220,10 +220,7 @@ def _watermark_table_comment_sql(table: TableSpec, comment: str | None) -> list[
     watermark take, the COMMENT is read again, so a watermark saved meanwhile is kept."""
     name = qualified(table.schema, table.name)
     value = "NULL" if comment is None else literal(comment)
-    return [
-        f"LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE",
-        f"""DO $pg_bulk_ingest$
-DECLARE
+    body = f"""DECLARE
   current text := obj_description({literal(name)}::regclass, 'pg_class');
   document json;
 BEGIN
@@ -238,8 +235,11 @@ BEGIN
   ) entries;
   EXECUTE format('COMMENT ON TABLE %s IS %L', {literal(name)}, document::text);
 END
-$pg_bulk_ingest$""",
-    ]
+"""
+    tag = "$pg_bulk_ingest$"
+    while tag in body:  # a dollar quote that the comment cannot end
+        tag = tag[:-1] + "_$"
+    return [f"LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE", f"DO {tag}\n{body}{tag}"]
 
 
 def _comment_steps(live: TableSpec, wanted: TableSpec) -> list[str]:

@@ -405,15 +405,15 @@ def test_column_and_table_comments_are_set_changed_and_removed_in_place(
         "made by the sink",
         "the value",
     )
-    load_state(metadata("the new value", "changed"), 2)
+    load_state(metadata("the new value", "changed: it's $pg_bulk_ingest$"), 2)
     assert comments() == (
-        {"comment": "changed", "pg-bulk-ingest": {"high-watermark": 2}},
-        "changed",
+        {"comment": "changed: it's $pg_bulk_ingest$", "pg-bulk-ingest": {"high-watermark": 2}},
+        "changed: it's $pg_bulk_ingest$",
         "the new value",
     )
-    assert nothing_to_do(conn, metadata("the new value", "changed"))
+    assert nothing_to_do(conn, metadata("the new value", "changed: it's $pg_bulk_ingest$"))
     load_state(metadata(None, None), 3)  # no comment defined: the live ones are left alone
-    assert comments()[1:] == ("changed", "the new value")
+    assert comments()[1:] == ("changed: it's $pg_bulk_ingest$", "the new value")
     load_state(metadata("", ""), 4)  # an empty comment removes it
     assert comments() == ({"pg-bulk-ingest": {"high-watermark": 4}}, None, None)
     assert oid(query, schema) == before
