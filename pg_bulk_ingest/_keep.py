@@ -17,7 +17,7 @@ from typing import Optional
 from . import _catalog
 from ._db import Db
 from ._errors import SchemaError
-from ._migrate import same_index
+from ._migrate import same_index, temporary_name
 from ._schema import ColumnSpec, TableSpec, primary_key_name
 from ._sql import ident, literal, qualified
 
@@ -76,6 +76,16 @@ class Kept:
     views: tuple[Relation, ...]
     detach: tuple[str, ...]
     attach: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Prebuilt:
+    """Indexes and constraints made by hand that `prebuild` built on the table to swap in,
+    before the swap's locks (no one else sees that table yet): for each live index or
+    constraint name, its definition as read then and the name it was built under."""
+
+    indexes: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    constraints: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -386,12 +396,18 @@ def _indexes(db: Db, facts: _Facts, wanted: Optional[TableSpec]) -> list[_Index]
     return found
 
 
-def _index_sql(facts: _Facts, indexes: list[_Index]) -> Iterator[str]:
+def _index_sql(facts: _Facts, indexes: list[_Index], prebuilt: Prebuilt) -> Iterator[str]:
     """Indexes not built by the definition (UNIQUE and EXCLUDE constraints come with the
-    constraints), then which index clusters the table and is its replica identity."""
+    constraints): renamed if built beforehand as they still are, else built; then which index
+    clusters the table and is its replica identity."""
     for index in indexes:
         if index.carried and not index.constraint:
-            yield index.definition
+            definition, built = prebuilt.indexes.get(index.name, ("", ""))
+            if definition == index.definition:
+                name = qualified(facts.schema, built)
+                yield f"ALTER INDEX {name} RENAME TO {ident(index.name)}"
+            else:
+                yield index.definition
             if index.comment is not None:
                 yield (
                     f"COMMENT ON INDEX {qualified(facts.schema, index.name)} IS "
@@ -412,7 +428,7 @@ def _index_sql(facts: _Facts, indexes: list[_Index]) -> Iterator[str]:
 
 _CONSTRAINTS_SQL = """
 SELECT con.oid, con.conname, con.contype::text, pg_get_constraintdef(con.oid),
-  obj_description(con.oid, 'pg_constraint'), con.conindid
+  obj_description(con.oid, 'pg_constraint'), con.conindid, con.confrelid = con.conrelid
 FROM pg_constraint con
 WHERE con.conrelid = %s::oid AND con.contype IN ('p', 'c', 'u', 'x', 'f')
 ORDER BY con.contype = 'f', con.conname
@@ -430,24 +446,59 @@ def _defined_constraints(db: Db, facts: _Facts, wanted: TableSpec) -> frozenset[
     return frozenset(names)
 
 
+@dataclass(frozen=True)
+class _Constraint:
+    name: str
+    kind: str
+    definition: str
+    comment: Optional[str]
+    index: Optional[_Index]
+    # Not carried: the definition makes it (its primary key, UNIQUE, CHECK and FOREIGN KEY
+    # constraints) or `ingest` made it and no longer defines it.
+    defined: bool
+    to_itself: bool
+
+
+def _constraints(
+    db: Db, facts: _Facts, wanted: TableSpec, indexes: list[_Index]
+) -> Iterator[_Constraint]:
+    by_oid = {index.oid: index for index in indexes}
+    defined = _defined_constraints(db, facts, wanted)
+    for _, name, kind, definition, comment, index_oid, to_itself in db.rows(
+        _CONSTRAINTS_SQL, (facts.oid,)
+    ):
+        index = by_oid.get(int(index_oid))
+        yield _Constraint(
+            name=name,
+            kind=kind,
+            definition=definition,
+            comment=comment,
+            index=index,
+            defined=(kind in ("c", "f") and name in defined)
+            or (kind in ("p", "u") and index is not None and not index.carried),
+            to_itself=bool(to_itself),
+        )
+
+
 def _constraint_sql(
-    db: Db, facts: _Facts, indexes: list[_Index], defined: frozenset[str]
+    facts: _Facts, constraints: Iterable[_Constraint], prebuilt: Prebuilt
 ) -> Iterator[str]:
     """The table's CHECK, UNIQUE, EXCLUDE and FOREIGN KEY constraints that the definition does
-    not make, with their comments; the comment of the primary key when there still is one."""
-    by_oid = {index.oid: index for index in indexes}
+    not make (renamed if built beforehand as they still are, else added), with their comments;
+    the comment of the primary key when there still is one."""
     table = facts.qualified
-    for _, name, kind, definition, comment, index_oid in db.rows(_CONSTRAINTS_SQL, (facts.oid,)):
-        index = by_oid.get(int(index_oid))
-        if kind in ("c", "f") and name in defined:
+    for constraint in constraints:
+        name, comment, index = constraint.name, constraint.comment, constraint.index
+        if constraint.defined:
+            kept_as = index.kept_as if index is not None else None
+            if constraint.kind == "p" and comment is not None and kept_as is not None:
+                yield f"COMMENT ON CONSTRAINT {ident(kept_as)} ON {table} IS {literal(comment)}"
             continue
-        if kind in ("p", "u") and index is not None and not index.carried:
-            if comment is not None and index.kept_as is not None:
-                yield (
-                    f"COMMENT ON CONSTRAINT {ident(index.kept_as)} ON {table} IS {literal(comment)}"
-                )
-            continue
-        yield f"ALTER TABLE {table} ADD CONSTRAINT {ident(name)} {definition}"
+        definition, built = prebuilt.constraints.get(name, ("", ""))
+        if definition == constraint.definition:
+            yield f"ALTER TABLE {table} RENAME CONSTRAINT {ident(built)} TO {ident(name)}"
+        else:
+            yield f"ALTER TABLE {table} ADD CONSTRAINT {ident(name)} {constraint.definition}"
         if comment is not None:
             yield f"COMMENT ON CONSTRAINT {ident(name)} ON {table} IS {literal(comment)}"
         if index is not None and index.comment is not None:
@@ -557,7 +608,11 @@ def _grants(db: Db, oid: int) -> frozenset[Grant]:
 
 
 def _relation(
-    db: Db, facts: _Facts, wanted: Optional[TableSpec], create: Optional[str]
+    db: Db,
+    facts: _Facts,
+    wanted: Optional[TableSpec],
+    create: Optional[str],
+    prebuilt: Optional[Prebuilt] = None,
 ) -> Relation:
     """What to run once the relation of `facts` exists again under its name (the table: the
     new one, renamed; a view: `create`), made by the ingesting role."""
@@ -575,10 +630,11 @@ def _relation(
         elif column.name in wanted_columns:
             after.extend(_column_sql(facts, column, wanted_columns[column.name]))
     indexes = _indexes(db, facts, wanted) if facts.kind != "VIEW" else []
-    after.extend(_index_sql(facts, indexes))
+    prebuilt = prebuilt or Prebuilt()
+    after.extend(_index_sql(facts, indexes, prebuilt))
     if facts.kind == "TABLE":
         assert wanted is not None
-        after.extend(_constraint_sql(db, facts, indexes, _defined_constraints(db, facts, wanted)))
+        after.extend(_constraint_sql(facts, _constraints(db, facts, wanted, indexes), prebuilt))
         after.extend(_policy_sql(db, facts))
     after.extend(_trigger_sql(db, facts))
     after.extend(_rule_sql(db, facts))
@@ -622,29 +678,85 @@ ORDER BY s.oid
 """
 
 
-def capture(db: Db, table: TableSpec) -> Kept:
+def _pg_qualified(db: Db, oid: int) -> str:
+    """The relation's name as pg_get_indexdef writes it."""
+    return str(
+        db.value(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::oid",
+            (oid,),
+        )
+    )
+
+
+def prebuild(db: Db, table: TableSpec, name: str) -> Prebuilt:
+    """Builds the live table's indexes and constraints made by hand on the table `name`, to
+    be swapped in, under names of its own: their cost is paid before the swap's locks, not
+    under them. One that reads the live table itself (a foreign key to it) is left to the
+    swap; so is an index whose definition does not read as expected."""
+    facts = _table_facts(db, table)
+    live, new = _pg_qualified(db, facts.oid), qualified(table.schema, name)
+    built = Prebuilt()
+    indexes = _indexes(db, facts, table)
+    for index in indexes:
+        if not index.carried or index.constraint:
+            continue
+        quoted = db.value("SELECT quote_ident(%s)", (index.name,))
+        for unique in ("UNIQUE ", ""):
+            head = f"CREATE {unique}INDEX {quoted} ON {live} USING "
+            if index.definition.startswith(head):
+                temporary = temporary_name(name, index.name)
+                tail = index.definition[len(head) :]
+                db.execute(f"CREATE {unique}INDEX {ident(temporary)} ON {new} USING {tail}")
+                built.indexes[index.name] = (index.definition, temporary)
+                break
+    for constraint in _constraints(db, facts, table, indexes):
+        if constraint.defined or constraint.to_itself:
+            continue
+        temporary = temporary_name(name, constraint.name)
+        db.execute(f"ALTER TABLE {new} ADD CONSTRAINT {ident(temporary)} {constraint.definition}")
+        built.constraints[constraint.name] = (constraint.definition, temporary)
+    return built
+
+
+def _unused(table: TableSpec, kept: Relation, prebuilt: Prebuilt) -> Iterator[str]:
+    """Drops what was built beforehand and is no longer as the live table has it."""
+    for _, temporary in prebuilt.indexes.values():
+        renamed = f"ALTER INDEX {qualified(table.schema, temporary)} RENAME TO "
+        if not any(statement.startswith(renamed) for statement in kept.after):
+            yield f"DROP INDEX {qualified(table.schema, temporary)}"
+    for _, temporary in prebuilt.constraints.values():
+        renamed = f"RENAME CONSTRAINT {ident(temporary)} TO "
+        if not any(renamed in statement for statement in kept.after):
+            yield f"ALTER TABLE {kept.qualified} DROP CONSTRAINT {ident(temporary)}"
+
+
+def capture(db: Db, table: TableSpec, name: str, prebuilt: Prebuilt) -> Kept:
     """Reads, under the swap's locks, all that the live table has that `table` does not build,
     and all that depends on it. Raises SchemaError for what cannot be carried across."""
     facts = _table_facts(db, table)
     problems = list(_problems(db, table, facts))
     if problems:
         raise SchemaError(_refusal(table, problems))
+    kept = _relation(db, facts, table, None, prebuilt)
     view_oids = _oids(db, _VIEWS_SQL, facts.oid)
     views = [_facts(db, oid) for oid in reversed(view_oids)]
-    detach = [f"DROP {view.kind} {view.qualified}" for view in views]
+    new = dataclasses.replace(kept, name=name)
+    detach = [*_unused(table, new, prebuilt)]
+    detach.extend(f"DROP {view.kind} {view.qualified}" for view in views)
     attach = []
-    for referencing, name, definition, comment in db.rows(_REFERENCING_FKS_SQL, (facts.oid,)):
+    for referencing, key, definition, comment in db.rows(_REFERENCING_FKS_SQL, (facts.oid,)):
         other = _facts(db, int(referencing)).qualified
-        detach.append(f"ALTER TABLE {other} DROP CONSTRAINT {ident(name)}")
-        attach.append(f"ALTER TABLE {other} ADD CONSTRAINT {ident(name)} {definition}")
+        detach.append(f"ALTER TABLE {other} DROP CONSTRAINT {ident(key)}")
+        attach.append(f"ALTER TABLE {other} ADD CONSTRAINT {ident(key)} {definition}")
         if comment is not None:
-            attach.append(f"COMMENT ON CONSTRAINT {ident(name)} ON {other} IS {literal(comment)}")
+            attach.append(f"COMMENT ON CONSTRAINT {ident(key)} ON {other} IS {literal(comment)}")
     for sequence, column in db.rows(_OWNED_SEQUENCES_SQL, (facts.oid,)):
-        name = _facts(db, int(sequence)).qualified
-        detach.append(f"ALTER SEQUENCE {name} OWNED BY NONE")
-        attach.append(f"ALTER SEQUENCE {name} OWNED BY {facts.qualified}.{ident(column)}")
+        owned = _facts(db, int(sequence)).qualified
+        detach.append(f"ALTER SEQUENCE {owned} OWNED BY NONE")
+        attach.append(f"ALTER SEQUENCE {owned} OWNED BY {facts.qualified}.{ident(column)}")
     return Kept(
-        table=_relation(db, facts, table, None),
+        table=kept,
         views=tuple(_view(db, oid) for oid in view_oids),
         detach=tuple(detach),
         attach=tuple(attach),

@@ -68,10 +68,12 @@ def swap_in(
     logger: logging.Logger,
 ) -> None:
     """Replaces the live table by the table `name`, which gets all that depended on or
-    decorated the live one (see `_keep`), in the caller's transaction."""
+    decorated the live one (see `_keep`), in the caller's transaction. What was made by hand
+    on the live table is built on the new one before the locks are taken."""
+    prebuilt = _keep.prebuild(db, table, name)
     with force_execute(db.conn, logger):
         _keep.lock(db, table)
-    kept = _keep.capture(db, table)
+    kept = _keep.capture(db, table, name, prebuilt)
     _keep.detach(db, kept)
     # Without CASCADE: anything still depending on the table fails the swap, rather than going.
     db.execute(f"DROP TABLE {qualified(table.schema, table.name)}")

@@ -4,6 +4,7 @@ refuses before changing anything; and its locks never make a view's reader fail.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 import uuid
@@ -196,6 +197,62 @@ def test_indexes_made_by_hand_survive_a_rebuild_and_a_unique_one_still_refuses_d
         "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         f"WHERE i.indrelid = '{t}'::regclass AND i.indisclustered"
     ) == [("items_w_key",)]
+
+
+def test_indexes_and_constraints_made_by_hand_are_built_before_the_swap_locks_the_table(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    first_load(conn, schema)
+    t = f'"{schema}".items'
+    query(f"CREATE UNIQUE INDEX items_w_key ON {t} (w)")
+    query(f"CREATE INDEX items_v_idx ON {t} (v)")
+    query(f"CREATE INDEX items_gone ON {t} (id, v)")
+    query(f"ALTER TABLE {t} ADD CONSTRAINT items_v_positive CHECK (v > 0)")
+    seen_at_the_lock: list[Any] = []
+
+    @contextlib.contextmanager
+    def at_the_lock(inner: sa.engine.Connection, _logger: Any) -> Any:
+        new_table = "items_pgbi_%%"
+        seen_at_the_lock.extend(
+            inner.exec_driver_sql(
+                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c "
+                f"ON c.oid = i.indrelid WHERE c.relnamespace = '\"{schema}\"'::regnamespace "
+                f"AND c.relname LIKE '{new_table}' UNION ALL "
+                "SELECT pg_get_constraintdef(n.oid) FROM pg_constraint n JOIN pg_class c "
+                f"ON c.oid = n.conrelid WHERE c.relnamespace = '\"{schema}\"'::regnamespace "
+                f"AND c.relname LIKE '{new_table}' AND n.contype = 'c'"
+            ).scalars()
+        )
+        # Meanwhile, one index made by hand goes and another changes.
+        inner.exec_driver_sql(f'DROP INDEX "{schema}".items_gone')
+        inner.exec_driver_sql(f'DROP INDEX "{schema}".items_v_idx')
+        inner.exec_driver_sql(f"CREATE INDEX items_v_idx ON {t} (v DESC)")
+        yield
+
+    load_with = items(schema, sa.BIGINT)
+    table = load_with.tables[f"{schema}.items"]
+    ingest(
+        conn,
+        load_with,
+        lambda _: iter([(11, ((table, (11, 110, "w11")),))]),
+        get_pg_force_execute=at_the_lock,
+    )
+
+    assert v_type(query, schema) == "bigint"
+    built = " ".join(seen_at_the_lock)
+    assert "(w)" in built and "(v)" in built and "(id, v)" in built and "(v > 0)" in built
+    assert query(
+        f"SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = '{schema}' "
+        "ORDER BY indexname"
+    ) == [
+        ("items_pkey", f"CREATE UNIQUE INDEX items_pkey ON {schema}.items USING btree (id)"),
+        ("items_v_idx", f"CREATE INDEX items_v_idx ON {schema}.items USING btree (v DESC)"),
+        ("items_w_key", f"CREATE UNIQUE INDEX items_w_key ON {schema}.items USING btree (w)"),
+    ]
+    assert query(
+        f"SELECT conname FROM pg_constraint WHERE conrelid = '{t}'::regclass "
+        "AND contype <> 'n' ORDER BY 1"
+    ) == [("items_pkey",), ("items_v_positive",)]
 
 
 # --- Objects ---------------------------------------------------------------------------------
