@@ -47,10 +47,11 @@ class Plan:
     EXCLUSIVE, milliseconds), and `marks` comments the live indexes that are as defined but
     were made by someone else (or an earlier version), so that they are `ingest`'s from then.
 
-    CHECK and FOREIGN KEY constraints are added NOT VALID in `in_place` (catalog only: new
-    rows are checked from then) and `validate` checks the rows already there in a transaction
-    of its own, under a SHARE UPDATE EXCLUSIVE lock that lets reads and writes go on. `marks`
-    also sets the COMMENTs of columns and of the table.
+    CHECK and FOREIGN KEY constraints are dropped (those `ingest` made and no longer defined)
+    then added NOT VALID in `in_place` (catalog only: new rows are checked from then), and
+    `validate` checks the rows already there in a transaction of its own, under a SHARE UPDATE
+    EXCLUSIVE lock that lets reads and writes go on. `marks` also sets the COMMENTs of
+    columns and of the table.
     """
 
     create: bool = False
@@ -493,8 +494,8 @@ def plan(
     indexes, constraints = _index_plan(live, wanted), _constraint_plan(live, wanted)
     return dataclasses.replace(
         indexes,
-        in_place=(*columns, *constraints.in_place),
-        drops=(*indexes.drops, *constraints.drops),
+        # A changed constraint is dropped before it is added again, maybe under its name.
+        in_place=(*constraints.drops, *columns, *constraints.in_place),
         marks=(*indexes.marks, *constraints.marks, *_comment_steps(live, wanted)),
         validate=constraints.validate,
     )

@@ -266,7 +266,12 @@ def test_a_check_changed_is_replaced_and_one_removed_dropped_but_never_one_made_
         ("items_check", "CHECK ((v > 1))", True),
         ("not_3", "CHECK ((v <> 3))", True),
     ]
-    load(conn, metadata(), [(3, 7)])
+    load(conn, metadata(sa.CheckConstraint("v > 2")), [(3, 7)])  # the same name, another check
+    assert constraints(query, schema) == [
+        ("by_hand", "CHECK ((v < 1000))", True),
+        ("items_check", "CHECK ((v > 2))", True),
+    ]
+    load(conn, metadata(), [(4, 8)])
     assert constraints(query, schema) == [("by_hand", "CHECK ((v < 1000))", True)]
     assert oid(query, schema) == before
 
@@ -296,10 +301,12 @@ def test_a_rebuilt_table_has_its_defined_checks_and_keeps_those_made_by_hand(
     assert nothing_to_do(conn, rebuilt)
 
 
-def _parent_and_child(schema: str, *, foreign_key: bool = True) -> sa.MetaData:
+def _parent_and_child(
+    schema: str, *, foreign_key: bool = True, on_delete: str = "CASCADE"
+) -> sa.MetaData:
     """`child` first (it holds the watermark), referencing `parent`, defined after it."""
     metadata = sa.MetaData()
-    reference = [sa.ForeignKey(f"{schema}.parent.id", ondelete="CASCADE")] if foreign_key else []
+    reference = [sa.ForeignKey(f"{schema}.parent.id", ondelete=on_delete)] if foreign_key else []
     sa.Table(
         "child",
         metadata,
@@ -357,7 +364,13 @@ def test_a_foreign_key_is_added_to_tables_with_rows_and_dropped_but_never_one_ma
     _load_both(conn, _parent_and_child(schema), [2], [(11, 2)])
     names = [(name, valid) for name, _, valid in constraints(query, schema, "child")]
     assert names == [("by_hand", True), ("child_parent_id_fkey", True)]
-    _load_both(conn, _parent_and_child(schema, foreign_key=False), [], [(12, 99)])
+    _load_both(conn, _parent_and_child(schema, on_delete="SET NULL"), [3], [(12, 3)])
+    assert constraints(query, schema, "child")[1] == (
+        "child_parent_id_fkey",
+        f"FOREIGN KEY (parent_id) REFERENCES {schema}.parent(id) ON DELETE SET NULL",
+        True,
+    )
+    _load_both(conn, _parent_and_child(schema, foreign_key=False), [], [(13, 99)])
     names = [(name, valid) for name, _, valid in constraints(query, schema, "child")]
     assert names == [("by_hand", True)]
     assert oid(query, schema, "child") == before
