@@ -245,7 +245,8 @@ def _same(db: Db, pairs: list[tuple[str, str]], source: str = "") -> list[bool]:
     """Whether each pair of expressions is the same once PostgreSQL has rewritten both."""
     canonical = _canonical(db, [e for pair in pairs for e in pair], source)
     if canonical is None:
-        return [False] * len(pairs)
+        # One of them is not valid here yet (say, a CHECK on a column not yet added).
+        return [False] if len(pairs) == 1 else [_same(db, [pair], source)[0] for pair in pairs]
     return [canonical[2 * i] == canonical[2 * i + 1] for i in range(len(pairs))]
 
 

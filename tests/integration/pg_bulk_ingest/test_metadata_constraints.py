@@ -122,8 +122,11 @@ def test_a_server_default_is_changed_and_dropped_in_place(
     assert nothing_to_do(conn, metadata(server_default="b"))
     load(conn, metadata(), [(3, "z")])
     assert default_of(query, schema, "v") is None
+    load(conn, metadata(server_default=sa.text("upper('c')")), [(4, "w")])
+    assert default_of(query, schema, "v") == "upper('c'::text)"
+    assert nothing_to_do(conn, metadata(server_default=sa.text("upper('c')")))
     assert oid(query, schema) == before
-    assert query(f'SELECT count(*) FROM "{schema}".items') == [(3,)]
+    assert query(f'SELECT count(*) FROM "{schema}".items') == [(4,)]
 
 
 def test_rows_leave_out_an_always_identity_column_and_give_a_by_default_one(
@@ -256,8 +259,20 @@ def test_a_check_changed_is_replaced_and_one_removed_dropped_but_never_one_made_
     # Made by hand: one as the definition will have it (however written), one not defined.
     query(f'ALTER TABLE "{schema}".items ADD CONSTRAINT positive CHECK ((v)>(0))')
     query(f'ALTER TABLE "{schema}".items ADD CONSTRAINT by_hand CHECK (v < 1000)')
-    load(conn, metadata(sa.CheckConstraint("v > 0")), [(1, 5)])
-    assert [name for name, _, _ in constraints(query, schema)] == ["by_hand", "positive"]
+    # A new column with a CHECK of its own, which cannot be compared before it exists.
+    column_checked = table_of(
+        schema,
+        *id_and_v(sa.INTEGER),
+        sa.Column("w", sa.INTEGER, sa.CheckConstraint("w > 0")),
+        sa.CheckConstraint("v > 0"),
+    )
+    load(conn, column_checked, [(1, 5, 1)])
+    assert [name for name, _, _ in constraints(query, schema)] == [
+        "by_hand",
+        "items_w_check",
+        "positive",
+    ]
+    query(f'ALTER TABLE "{schema}".items DROP COLUMN w')
     before = oid(query, schema)
     changed = metadata(sa.CheckConstraint("v > 1"), sa.CheckConstraint("v <> 3", name="not_3"))
     load(conn, changed, [(2, 6)])
