@@ -146,6 +146,9 @@ class Worker:
         self._seeked: set[TopicPartition] = set()
         # Dead letters already produced for batches not committed yet.
         self._sent: set[tuple[str, int, int]] = set()
+        # A bad message met under errors.policy = "fail" with messages before it in the batch:
+        # reading stops there, the batch commits what came before, then this is raised.
+        self._failing: BadMessageError | None = None
         # While a batch commits, the next one is read on a thread of its own (see _read_ahead);
         # the rows it read wait here. `_settled` is clear while that thread may run.
         self._reading_ahead: _Background | None = None
@@ -484,6 +487,7 @@ class Worker:
         self.batcher.take()
         self._ahead = []
         self._spoiled = False
+        self._failing = None
 
     def _reposition(self) -> None:
         """After an abandoned batch: forget it and re-read every assigned partition."""
@@ -514,6 +518,8 @@ class Worker:
             self._committed(self._in_flight, time.monotonic() - started)
             if error is not None:
                 raise error  # met reading the next batch ahead
+            if self._failing is not None and not self.batcher.message_count:
+                raise self._failing  # what came before the bad message is committed
 
     def _open(self, first: list[Row]) -> PendingBatch:
         """A batch whose rows stream from `first` on; `_stream` completes it as they end."""
@@ -551,7 +557,7 @@ class Worker:
         while True:
             self.health.beat()
             now = time.monotonic()
-            if self.stopping.is_set():
+            if self.stopping.is_set() or self._failing is not None:
                 break
             if batcher.is_due(now):
                 break
@@ -562,7 +568,9 @@ class Worker:
             if self._spoiled:
                 self._spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
-        batch = self._in_flight = self._past_markers(batcher.take())
+        batch = batcher.take()
+        # Past a bad message that stops the worker, the consumer read on: no markers then.
+        batch = self._in_flight = self._past_markers(batch) if self._failing is None else batch
         pending.deletes = batch.deletes
         pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}
         pending.next_offsets = batch.next_offsets
@@ -593,7 +601,9 @@ class Worker:
         partitions are revoked."""
         assert self.source is not None
         batcher = self.batcher
-        while not (stop.is_set() or self.stopping.is_set() or self._spoiled):
+        while not (
+            stop.is_set() or self.stopping.is_set() or self._spoiled or self._failing is not None
+        ):
             self.health.beat()
             if batcher.is_due() or len(self._ahead) >= AHEAD_MAX_ROWS:
                 return
@@ -633,7 +643,7 @@ class Worker:
         pending, takes `_add`. This loop runs for every message."""
         self._seeked.clear()
         if self._poison:
-            return [row for msg in msgs for row in self._add(msg)]
+            return self._add_each(msgs)
         rows: list[Row] = []
         fast_path, positions = self.pipeline.fast_path, self.positions
         # The run: messages of one partition that took the fast path, with offsets first..last
@@ -676,7 +686,18 @@ class Worker:
             account_for_run()  # in offset order, before the message that ends it
             rows.extend(self._add(msg))
             start, first, size = len(rows), -1, 0
+            if self._failing is not None:
+                break  # reading stops at the bad message (errors.policy = "fail")
         account_for_run()
+        return rows
+
+    def _add_each(self, msgs: list[Any]) -> list[Row]:
+        """`_add` for each message, in order, up to a bad one that stops the worker."""
+        rows: list[Row] = []
+        for msg in msgs:
+            rows.extend(self._add(msg))
+            if self._failing is not None:
+                break  # reading stops at the bad message (errors.policy = "fail")
         return rows
 
     def _add(self, msg: Any) -> tuple[Row, ...]:
@@ -730,10 +751,18 @@ class Worker:
 
     def _bad_message(self, message: Message, error: DecodeError) -> None:
         if self.settings.errors.policy is ErrorPolicy.FAIL:
-            raise BadMessageError(
-                f'{error}. Stopping: errors.policy is "fail" (use "dead-letter-topic" or '
-                f'"dead-letter-table" to set bad messages aside and carry on)'
-            ) from error
+            failing = BadMessageError(
+                f'{error}. Stopping: errors.policy is "fail"; everything before it is '
+                f"committed. To skip it, stop the group's workers and run: pg-kafka-sink reset "
+                f"--to {message.topic}:{message.partition}={message.offset + 1}; or set "
+                f'errors.policy to "dead-letter-topic" or "dead-letter-table" to set bad '
+                f"messages aside and carry on"
+            )
+            failing.__cause__ = error
+            if not self.batcher.message_count:
+                raise failing
+            self._failing = failing  # the batch so far commits first (see _stream)
+            return
         self.batcher.add_dead_letter(message, error)
 
     def _committed(self, batch: Batch, seconds: float) -> None:

@@ -4,6 +4,7 @@ destination with their coordinates and reason, or stop the worker when asked to.
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,7 +17,15 @@ from confluent_kafka import Consumer
 
 from tests.events import EVENT_COLUMNS_TOML, events
 
-from .harness import SinkProcess, log_end_offsets, produce, stored_offsets, wait_until
+from .harness import (
+    SinkProcess,
+    log_end_offsets,
+    produce,
+    sink_command,
+    stored_offsets,
+    wait_until,
+)
+from .test_exactly_once import count_rows
 
 GOOD, BAD, PARTITIONS = 50_000, 1_000, 3
 # A unique index PostgreSQL enforces, so some rows are refused by the database itself.
@@ -194,6 +203,38 @@ def test_bad_messages_go_to_the_dead_letter_table_in_the_batch_transaction(
         or True
     )
     assert all(error for *_, error in letters)
+
+
+def test_the_fail_policy_commits_what_came_before_and_prints_the_reset_that_skips_it(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    """The bad message is in the middle of a batch: the 30 before it land, the command printed
+    skips exactly it, and the 30 after it land on the next start."""
+    topic = new_topic(partitions=1)
+    produce(
+        kafka_bootstrap,
+        topic,
+        [*events(30), (b"x", orjson.dumps({"id": "seven"})), *events(30, start=30)],
+    )
+    config = sink_config([topic], schema, primary_key=["id"], max_messages=1000)
+    worker = start_sink(config)
+    assert worker.exit_code() == 2
+    assert stored_offsets(engine, schema)[topic] == {"0": 30}
+    assert count_rows(engine, schema) == 30
+    found = re.search(r"pg-kafka-sink reset --to (\S+?);", worker.output())
+    assert found is not None, worker.output()[-3000:]
+    assert found.group(1) == f"{topic}:0=31"
+    reset = sink_command("reset", "--config", str(config), "--to", found.group(1))
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    again = start_sink(config)
+    wait_until(lambda: count_rows(engine, schema) == 60, 60, "the 30 after the bad message")
+    assert again.terminate() == 0, again.output()[-2000:]
+    assert stored_offsets(engine, schema)[topic] == {"0": 61}
 
 
 def test_the_fail_policy_stops_at_the_first_bad_message_naming_it(
