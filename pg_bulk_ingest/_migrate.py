@@ -111,7 +111,9 @@ def column_sql(column: ColumnSpec) -> str:
 
 
 def _identity_steps(table: TableSpec, live: ColumnSpec, wanted: ColumnSpec) -> list[str]:
-    """ALTER COLUMN statements that add, change or drop an identity (catalog only)."""
+    """ALTER COLUMN statements that add, change or drop an identity: catalog only, but for
+    the max() of the column that a new identity's sequence is set past (an index scan for a
+    primary key, else a scan of the table under the lock)."""
     alter = f"ALTER TABLE {qualified(table.schema, table.name)} ALTER COLUMN {ident(wanted.name)}"
     if wanted.identity is None:
         return [f"{alter} DROP IDENTITY"] if live.identity is not None else []
