@@ -70,12 +70,15 @@ class Relation:
 class Kept:
     """Everything a swap gives back: `detach` runs before the live table is dropped (dependent
     views dropped, other tables' foreign keys to it dropped, its sequences freed), then the
-    table's own, then `attach` (sequences, other tables' foreign keys), then the views."""
+    table's own, then `attach` (sequences, other tables' foreign keys), then the views.
+    `references` are the other tables' foreign keys (table, name, definition) built before the
+    swap, checked to read as they did once renamed."""
 
     table: Relation
     views: tuple[Relation, ...]
     detach: tuple[str, ...]
     attach: tuple[str, ...]
+    references: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ class Prebuilt:
 
     indexes: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     constraints: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # Other tables' foreign keys to the table, by (table oid, name), built to reference the
+    # new table.
+    references: dict[tuple[int, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -716,7 +722,28 @@ def prebuild(db: Db, table: TableSpec, name: str) -> Prebuilt:
         temporary = temporary_name(name, constraint.name)
         db.execute(f"ALTER TABLE {new} ADD CONSTRAINT {ident(temporary)} {constraint.definition}")
         built.constraints[constraint.name] = (constraint.definition, temporary)
+    _prebuild_references(db, facts, table, name, built)
     return built
+
+
+def _prebuild_references(
+    db: Db, facts: _Facts, table: TableSpec, name: str, built: Prebuilt
+) -> None:
+    """Other tables' foreign keys to the table, added again referencing the new table: the
+    check of their rows (SHARE ROW EXCLUSIVE on those tables: their writes wait, reads go on)
+    happens before the swap's locks. pg_get_constraintdef names the table qualified or not,
+    as the search_path makes it visible; anything else is left to the swap."""
+    new = qualified(table.schema, name)
+    names = (_pg_qualified(db, facts.oid), str(db.value("SELECT quote_ident(%s)", (facts.name,))))
+    for referencing, key, definition, _ in db.rows(_REFERENCING_FKS_SQL, (facts.oid,)):
+        found = [n for n in names if definition.count(f") REFERENCES {n}(") == 1]
+        if len(found) != 1:
+            continue
+        rewritten = definition.replace(f") REFERENCES {found[0]}(", f") REFERENCES {new}(")
+        temporary = temporary_name(name, key)
+        other = _facts(db, int(referencing)).qualified
+        db.execute(f"ALTER TABLE {other} ADD CONSTRAINT {ident(temporary)} {rewritten}")
+        built.references[(int(referencing), key)] = (definition, temporary)
 
 
 def _unused(table: TableSpec, kept: Relation, prebuilt: Prebuilt) -> Iterator[str]:
@@ -744,22 +771,35 @@ def capture(db: Db, table: TableSpec, name: str, prebuilt: Prebuilt) -> Kept:
     new = dataclasses.replace(kept, name=name)
     detach = [*_unused(table, new, prebuilt)]
     detach.extend(f"DROP {view.kind} {view.qualified}" for view in views)
-    attach = []
+    attach, references = [], []
+    unused = dict(prebuilt.references)
     for referencing, key, definition, comment in db.rows(_REFERENCING_FKS_SQL, (facts.oid,)):
         other = _facts(db, int(referencing)).qualified
         detach.append(f"ALTER TABLE {other} DROP CONSTRAINT {ident(key)}")
-        attach.append(f"ALTER TABLE {other} ADD CONSTRAINT {ident(key)} {definition}")
+        prior, temporary = unused.get((int(referencing), key), ("", ""))
+        if prior == definition:
+            del unused[(int(referencing), key)]
+            attach.append(
+                f"ALTER TABLE {other} RENAME CONSTRAINT {ident(temporary)} TO {ident(key)}"
+            )
+            references.append((other, key, definition))
+        else:
+            attach.append(f"ALTER TABLE {other} ADD CONSTRAINT {ident(key)} {definition}")
         if comment is not None:
             attach.append(f"COMMENT ON CONSTRAINT {ident(key)} ON {other} IS {literal(comment)}")
     for sequence, column in db.rows(_OWNED_SEQUENCES_SQL, (facts.oid,)):
         owned = _facts(db, int(sequence)).qualified
         detach.append(f"ALTER SEQUENCE {owned} OWNED BY NONE")
         attach.append(f"ALTER SEQUENCE {owned} OWNED BY {facts.qualified}.{ident(column)}")
+    for (referencing, _), (_, temporary) in unused.items():
+        other = _facts(db, referencing).qualified
+        detach.insert(0, f"ALTER TABLE {other} DROP CONSTRAINT {ident(temporary)}")
     return Kept(
         table=kept,
         views=tuple(_view(db, oid) for oid in view_oids),
         detach=tuple(detach),
         attach=tuple(attach),
+        references=tuple(references),
     )
 
 
@@ -857,6 +897,17 @@ def give_back(db: Db, kept: Kept) -> None:
     _give_back(db, kept.table)
     for statement in kept.attach:
         db.execute(statement)
+    for other, key, definition in kept.references:
+        found = db.value(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND conname = %s",
+            (other, key),
+        )
+        if found != definition:
+            raise SchemaError(
+                f"foreign key {key} of {other} would read {found!r} after the swap, not "
+                f"{definition!r}: drop it and add it again after the migration"
+            )
     for view in kept.views:
         _give_back(db, view)
 

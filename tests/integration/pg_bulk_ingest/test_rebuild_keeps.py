@@ -208,6 +208,7 @@ def test_indexes_and_constraints_made_by_hand_are_built_before_the_swap_locks_th
     query(f"CREATE INDEX items_v_idx ON {t} (v)")
     query(f"CREATE INDEX items_gone ON {t} (id, v)")
     query(f"ALTER TABLE {t} ADD CONSTRAINT items_v_positive CHECK (v > 0)")
+    query(f'CREATE TABLE "{schema}".orders (item_id int REFERENCES {t})')
     seen_at_the_lock: list[Any] = []
 
     @contextlib.contextmanager
@@ -220,7 +221,10 @@ def test_indexes_and_constraints_made_by_hand_are_built_before_the_swap_locks_th
                 f"AND c.relname LIKE '{new_table}' UNION ALL "
                 "SELECT pg_get_constraintdef(n.oid) FROM pg_constraint n JOIN pg_class c "
                 f"ON c.oid = n.conrelid WHERE c.relnamespace = '\"{schema}\"'::regnamespace "
-                f"AND c.relname LIKE '{new_table}' AND n.contype = 'c'"
+                f"AND c.relname LIKE '{new_table}' AND n.contype = 'c' UNION ALL "
+                "SELECT pg_get_constraintdef(n.oid) FROM pg_constraint n JOIN pg_class c "
+                f"ON c.oid = n.confrelid WHERE c.relnamespace = '\"{schema}\"'::regnamespace "
+                f"AND c.relname LIKE '{new_table}' AND n.conrelid <> n.confrelid"
             ).scalars()
         )
         # Meanwhile, one index made by hand goes and another changes.
@@ -241,6 +245,7 @@ def test_indexes_and_constraints_made_by_hand_are_built_before_the_swap_locks_th
     assert v_type(query, schema) == "bigint"
     built = " ".join(seen_at_the_lock)
     assert "(w)" in built and "(v)" in built and "(id, v)" in built and "(v > 0)" in built
+    assert "FOREIGN KEY (item_id) REFERENCES" in built
     assert query(
         f"SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = '{schema}' "
         "ORDER BY indexname"
@@ -253,6 +258,12 @@ def test_indexes_and_constraints_made_by_hand_are_built_before_the_swap_locks_th
         f"SELECT conname FROM pg_constraint WHERE conrelid = '{t}'::regclass "
         "AND contype <> 'n' ORDER BY 1"
     ) == [("items_pkey",), ("items_v_positive",)]
+    assert query(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        f"WHERE conrelid = '\"{schema}\".orders'::regclass"
+    ) == [("orders_item_id_fkey", f"FOREIGN KEY (item_id) REFERENCES {schema}.items(id)")]
+    with pytest.raises(sa.exc.IntegrityError, match="orders_item_id_fkey"):
+        query(f'INSERT INTO "{schema}".orders VALUES (999)')
 
 
 # --- Objects ---------------------------------------------------------------------------------
