@@ -645,3 +645,50 @@ def test_readers_of_views_never_fail_during_a_swap(
     assert reads[0] > 0
     assert v_type(query, schema) == "bigint"
     assert query(f"SELECT count(*) FROM {s}.c") == [(11,)]
+
+
+def test_a_reader_that_holds_the_table_and_then_reads_a_view_is_let_through_by_the_swap(
+    conn: sa.engine.Connection, schema: str, query: Any, driver_engine: sa.engine.Engine
+) -> None:
+    """The one lock order that views-first cannot avoid: the swap, holding the view, waits
+    for the table, which the reader holds while it asks for the view. The swap gives way
+    (its waits end before deadlock_timeout) and queues again; neither side fails."""
+    first_load(conn, schema)
+    s = f'"{schema}"'
+    query(f"CREATE VIEW {s}.a AS SELECT id, v FROM {s}.items")
+    holding = threading.Event()
+
+    def swap_waits_for_the_table() -> bool:
+        return bool(
+            query(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                f"AND relation = '{s}.items'::regclass"
+            )[0][0]
+        )
+
+    def read_the_table_then_the_view() -> list[Any]:
+        with driver_engine.connect() as reader:
+            reader.exec_driver_sql(f"SELECT count(*) FROM {s}.items").all()
+            holding.set()
+            deadline = time.monotonic() + 30
+            while not swap_waits_for_the_table() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            rows = reader.exec_driver_sql(f"SELECT count(*) FROM {s}.a").all()
+            reader.commit()
+            return [tuple(row) for row in rows]
+
+    metadata = items(schema, sa.BIGINT)
+    table = metadata.tables[f"{schema}.items"]
+
+    def batches(_: Any) -> Any:
+        def rows() -> Any:
+            yield table, (11, 110, "w11")
+            assert holding.wait(10)
+
+        yield 11, rows()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        read = pool.submit(read_the_table_then_the_view)
+        ingest(conn, metadata, batches)
+        assert read.result() == [(10,)]
+    assert v_type(query, schema) == "bigint"
