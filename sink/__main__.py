@@ -58,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             topics=sorted({topic for target in tables.targets for topic in target.topics}),
             tables=[f"{t.schema or 'public'}.{t.name}" for t in tables.data_tables],
         )
+        metrics.watch_database(health.database_reachable)
         Worker(settings, engine, Pipeline.from_settings(settings), health, metrics).run()
     finally:
         engine.dispose()

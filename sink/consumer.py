@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
 from confluent_kafka import (
     Consumer,
     ConsumerGroupTopicPartitions,
@@ -52,6 +53,8 @@ Waiting = Callable[[int, "str | None"], None]
 
 # How often the stored offsets of partitions that wait for them are looked up again.
 WAITING_RETRY_SECONDS = 2.0
+# How often librdkafka reports its statistics, from which BrokerWatch sees brokers come back.
+STATISTICS_INTERVAL_MS = 5000
 
 
 class PositionsUnknownError(SinkError):
@@ -75,6 +78,8 @@ def consumer_config(
         # worker that keeps up to empty the queue and wait. The default cost a fifth of the
         # benchmark's throughput; a check every 100 ms costs next to nothing.
         "fetch.queue.backoff.ms": 100,
+        # librdkafka's statistics say which brokers are up (see BrokerWatch).
+        "statistics.interval.ms": STATISTICS_INTERVAL_MS,
         **settings,
         **FIXED_SETTINGS,
     }
@@ -83,6 +88,41 @@ def consumer_config(
             if name not in settings:
                 config.pop(name, None)
     return config
+
+
+class BrokerWatch:
+    """Whether the client reaches a broker, from librdkafka's error events (every broker
+    down) and its statistics (a broker up again); `on_change(reason)` is called once per
+    change, with why it is unreachable, or None once it is reachable again."""
+
+    def __init__(self, on_change: Callable[[str | None], None]) -> None:
+        self._on_change = on_change
+        self.down: str | None = None
+        self.brokers_up = 0
+        self._last_failure = ""
+
+    def error(self, error: KafkaError) -> None:
+        """librdkafka's error_cb."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.brokers_up = 0
+            if self.down is None:
+                self.down = self._last_failure or str(error.str())
+                self._on_change(self.down)
+        elif error.code() in (
+            KafkaError._TRANSPORT,
+            KafkaError._RESOLVE,
+            KafkaError._AUTHENTICATION,
+            KafkaError._SSL,
+        ):
+            self._last_failure = str(error.str())
+
+    def statistics(self, document: str) -> None:
+        """librdkafka's stats_cb: counts the brokers in state UP."""
+        brokers = orjson.loads(document).get("brokers") or {}
+        self.brokers_up = sum(1 for b in brokers.values() if b.get("state") == "UP")
+        if self.brokers_up and self.down is not None:
+            self.down = None
+            self._on_change(None)
 
 
 class KafkaSource:
@@ -94,9 +134,14 @@ class KafkaSource:
         start_from: str,
         on_assigned: Assigned,
         on_revoked: Revoked,
+        *,
         on_waiting: Waiting = lambda count, why: None,
+        brokers: BrokerWatch | None = None,
     ) -> None:
-        self._consumer = Consumer(dict(config), logger=librdkafka_logger())
+        watched = dict(config)
+        if brokers is not None:
+            watched.update(error_cb=brokers.error, stats_cb=brokers.statistics)
+        self._consumer = Consumer(watched, logger=librdkafka_logger())
         self._config = dict(config)
         self._admin: AdminClient | None = None
         self._from_end = start_from != "earliest"

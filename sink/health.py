@@ -64,6 +64,7 @@ class Health:
         self._partitions = 0
         self._waiting = 0
         self._waiting_reason: str | None = None
+        self._kafka_down: str | None = None
         self._ping_lock = threading.Lock()
         self._pinged_at: float | None = None
         self._ping_error: str | None = None
@@ -88,6 +89,10 @@ class Health:
         """How many assigned partitions wait, paused, for their stored offsets, and why."""
         self._waiting, self._waiting_reason = count, reason
 
+    def set_kafka_down(self, reason: str | None) -> None:
+        """Why no broker can be reached (every one is down), or None once one is."""
+        self._kafka_down = reason
+
     # --- read by the probes --------------------------------------------------------------
 
     def livez(self) -> Verdict:
@@ -100,6 +105,8 @@ class Health:
         return Verdict(True, f"run loop turned {silent:.1f} s ago")
 
     def readyz(self) -> Verdict:
+        if self._kafka_down is not None:
+            return Verdict(False, f"Kafka unreachable: {self._kafka_down}")
         if not self._joined:
             return Verdict(False, "not a member of the consumer group yet")
         error = self._database_error()
@@ -114,6 +121,10 @@ class Health:
         count = self._partitions
         work = f"{count} partition(s) assigned" if count else "idle, no partitions assigned"
         return Verdict(True, f"joined, database reachable, {work}")
+
+    def database_reachable(self) -> bool:
+        """Whether PostgreSQL answers (the last ping, pinging again once it is stale)."""
+        return self._database_error() is None
 
     def _database_error(self) -> str | None:
         """The last ping's error (None: it succeeded), pinging again once it is stale."""

@@ -12,7 +12,7 @@ import contextlib
 import importlib.metadata
 import platform
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import confluent_kafka
 import prometheus_client
@@ -154,6 +154,12 @@ class SinkMetrics:
         self.last_commit = gauge(
             "last_commit_timestamp_seconds", "Unix time of the last committed batch."
         )
+        self.kafka_up = gauge(
+            "kafka_up",
+            "1 while the consumer reaches a broker; 0 once librdkafka reports every broker "
+            "down, until one is up again.",
+        )
+        self.kafka_up.set(1)
         for topic in topics:
             self.messages.labels(topic)
             self.bytes.labels(topic)
@@ -192,6 +198,19 @@ class SinkMetrics:
         self.batch_messages.observe(batch.message_count)
         self.offsets_stored(batch.next_offsets)
         self.last_commit.set(time.time() if now is None else now)
+
+    def watch_database(self, reachable: Callable[[], bool]) -> None:
+        """`pg_kafka_sink_database_up` asks `reachable` (a cached ping) at each scrape."""
+        up = Gauge(
+            PREFIX + "database_up",
+            "1 while PostgreSQL answers a ping (cached for a few seconds), else 0.",
+            registry=self.registry,
+        )
+        up.set_function(lambda: 1.0 if reachable() else 0.0)
+
+    def kafka_reachable(self, up: bool) -> None:
+        """Every broker went down (False), or one is up again (True)."""
+        self.kafka_up.set(1 if up else 0)
 
     def retried(self, kind: str) -> None:
         """An operation is being retried; `kind` is a short stable label such as

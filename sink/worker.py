@@ -26,6 +26,7 @@ from .batcher import Batch, Batcher
 from .config import ErrorPolicy, OutOfRange, Settings
 from .consumer import (
     UNREADABLE_MESSAGE,
+    BrokerWatch,
     KafkaSource,
     KafkaUnavailableError,
     PositionsUnknownError,
@@ -149,6 +150,8 @@ class Worker:
         # A bad message met under errors.policy = "fail" with messages before it in the batch:
         # reading stops there, the batch commits what came before, then this is raised.
         self._failing: BadMessageError | None = None
+        # When every broker went down, for the log line once one is up again.
+        self._kafka_down_since = 0.0
         # While a batch commits, the next one is read on a thread of its own (see _read_ahead);
         # the rows it read wait here. `_settled` is clear while that thread may run.
         self._reading_ahead: _Background | None = None
@@ -215,7 +218,8 @@ class Worker:
             kafka.start_from.value,
             self._assigned,
             self._revoked,
-            self._waiting,
+            on_waiting=self._waiting,
+            brokers=BrokerWatch(self._kafka_reachable),
         )
         try:
             self.source.subscribe(self.pipeline.subscription())
@@ -233,17 +237,28 @@ class Worker:
         outside the group, while a newer definition of the tables is live.
 
         False once asked to stop."""
+        unreachable = False
         while not self.stopping.is_set():
             try:
                 state = self.writer.open_state(self._group_offsets)
                 adopt_definition(state, self.writer.definition, self.writer.where)
+                if unreachable:
+                    self.health.set_kafka_down(None)
                 return True
             except OutdatedDefinitionError as exc:
                 logger.warning("%s; checking again in %.0f s", exc, OUTDATED_RETRY_SECONDS)
                 self.health.beat()
                 self.stopping.wait(OUTDATED_RETRY_SECONDS)
             except KafkaUnavailableError as exc:
-                logger.warning("%s; trying again in %.0f s", exc, KAFKA_RETRY_SECONDS)
+                # Once per outage at WARNING; the attempts after it at DEBUG.
+                logger.log(
+                    logging.DEBUG if unreachable else logging.WARNING,
+                    "%s; trying again every %.0f s",
+                    exc,
+                    KAFKA_RETRY_SECONDS,
+                )
+                unreachable = True
+                self.health.set_kafka_down(str(exc))
                 self.health.beat()
                 self.stopping.wait(KAFKA_RETRY_SECONDS)
         return False
@@ -463,6 +478,22 @@ class Worker:
         if target < expected and self.batcher.next_offset(tp) is not None:
             self._spoiled = True  # the batch holds messages of the old topic: read again
         self.source.seek({tp: target})
+
+    def _kafka_reachable(self, down: str | None) -> None:
+        """Every broker went down (`down` says why), or one is up again (None)."""
+        if down is not None:
+            self._kafka_down_since = time.monotonic()
+            logger.warning(
+                "Kafka unreachable: every broker is down (%s); the worker keeps trying, and "
+                "says so here once it reaches one again",
+                down,
+            )
+        else:
+            logger.info(
+                "Kafka reachable again after %.0f s", time.monotonic() - self._kafka_down_since
+            )
+        self.health.set_kafka_down(down)
+        self.metrics.kafka_reachable(down is None)
 
     def _waiting(self, count: int, reason: str | None) -> None:
         self.health.set_joined(True)  # a member, with partitions it cannot read yet

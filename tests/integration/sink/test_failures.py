@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -189,3 +191,36 @@ def test_health_and_metrics_endpoints_report_progress_and_lag_falling_to_zero(
     assert re.search(r"pg_kafka_sink_messages_total(\{[^}]*\})? 5000", body), body[:3000]
     assert "pg_kafka_sink_batch_duration_seconds_bucket" in body
     assert worker.terminate() == 0
+
+
+def test_an_unreachable_broker_is_said_once_and_shown_by_readyz_and_metrics(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, events(5))
+    config = sink_config([topic], schema, columns=COORDINATE_COLUMNS)
+    first = start_sink(config)
+    wait_until(lambda: count_rows(engine, schema) == 5, 60, "the rows")
+    assert first.terminate() == 0, first.output()[-2000:]
+
+    with socket.socket() as probe:  # a loopback port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    worker = start_sink(config, env={"SINK_KAFKA__BOOTSTRAP_SERVERS": dead})
+    wait_until(lambda: "on port" in worker.messages(), 30, "the HTTP server")
+    port = int(re.findall(r"on port (\d+)", worker.messages())[0])
+    wait_until(lambda: "Kafka unreachable" in _get(port, "/readyz")[1], 30, "/readyz")
+    status, body = _get(port, "/readyz")
+    assert status == 503 and "Connection refused" in body, body
+    assert re.search(r"^pg_kafka_sink_kafka_up 0", _get(port, "/metrics")[1], re.M)
+    assert re.search(r"^pg_kafka_sink_database_up 1", _get(port, "/metrics")[1], re.M)
+    time.sleep(10)  # librdkafka retries the connection several times a second meanwhile
+    lines = worker.messages().splitlines()
+    assert len([line for line in lines if "Kafka unreachable" in line]) == 1, lines[-20:]
+    assert len([line for line in lines if "sink.librdkafka" in line]) <= 4, lines[-20:]
+    assert worker.terminate() == 0, worker.output()[-2000:]
