@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -80,6 +81,17 @@ class Format(enum.Enum):
     JSON = "json"
     STRING = "string"
     BYTES = "bytes"
+    # The Confluent wire format (magic byte 0, a 4-byte schema id, the payload), schemas read
+    # from the schema registry ([schema_registry]).
+    AVRO = "avro"
+    PROTOBUF = "protobuf"
+    JSON_SCHEMA = "json-schema"
+
+
+# Formats whose schemas come from the schema registry.
+REGISTRY_FORMATS = frozenset({Format.AVRO, Format.PROTOBUF, Format.JSON_SCHEMA})
+# Formats that decode to objects whose fields a column's source can name (`value.<field>`).
+STRUCTURED_FORMATS = frozenset({Format.JSON, *REGISTRY_FORMATS})
 
 
 class StartFrom(enum.Enum):
@@ -323,6 +335,17 @@ class PostgresSettings:
 
 
 @dataclass(frozen=True)
+class SchemaRegistrySettings:
+    """Where the schemas of `avro`, `protobuf` and `json-schema` topics are read: a registry
+    speaking the Confluent API (Confluent Schema Registry, Apicurio's `/apis/ccompat/v7`,
+    Redpanda, Karapace), with optional HTTP basic authentication."""
+
+    url: str
+    username: str | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True)
 class BatchSettings:
     max_messages: int = 10_000
     max_bytes: int = 16 * 1024 * 1024
@@ -409,6 +432,7 @@ class Settings:
     shutdown: ShutdownSettings = ShutdownSettings()
     errors: ErrorSettings = ErrorSettings()
     log: LogSettings = LogSettings()
+    schema_registry: SchemaRegistrySettings | None = None
 
     def redacted(self) -> dict[str, object]:
         """The effective configuration as plain JSON-able values, secrets masked."""
@@ -434,7 +458,18 @@ class Settings:
             "log": _plain(self.log),
             "tables": [_table_summary(table) for table in self.tables],
             "python": None if self.python is None else {"module": self.python.module},
+            "schema_registry": _registry_summary(self.schema_registry),
         }
+
+
+def _registry_summary(registry: SchemaRegistrySettings | None) -> dict[str, object] | None:
+    if registry is None:
+        return None
+    return {
+        "url": registry.url,
+        "username": registry.username,
+        "password": None if registry.password is None else REDACTED,
+    }
 
 
 def _plain(section: object) -> dict[str, object]:
@@ -697,7 +732,18 @@ def _as_float(value: object) -> float | None:
     return None
 
 
-_SECTIONS = ("kafka", "postgres", "batch", "http", "shutdown", "errors", "log", "tables", "python")
+_SECTIONS = (
+    "kafka",
+    "postgres",
+    "batch",
+    "http",
+    "shutdown",
+    "errors",
+    "log",
+    "tables",
+    "python",
+    "schema_registry",
+)
 
 
 def _parse_settings(raw: dict[str, object]) -> Settings:
@@ -718,8 +764,10 @@ def _parse_settings(raw: dict[str, object]) -> Settings:
         shutdown=_parse_shutdown(_Section(raw.get("shutdown", {}), "shutdown")),
         errors=_parse_errors(_Section(raw.get("errors", {}), "errors")),
         log=_parse_log(_Section(raw.get("log", {}), "log")),
+        schema_registry=_parse_schema_registry(raw.get("schema_registry", _MISSING)),
     )
     _check_tables_present(settings)
+    _check_schema_registry(settings)
     _check_topics_disjoint(settings.tables)
     _check_dead_letters(settings)
     return settings
@@ -833,6 +881,39 @@ def _parse_postgres(section: _Section) -> PostgresSettings:
         url=url,
         password=Secret(passwords[0][1]) if passwords else None,
         state_table=state_table,
+    )
+
+
+def _parse_schema_registry(raw: object) -> SchemaRegistrySettings | None:
+    if raw is _MISSING:
+        return None
+    section = _Section(raw, "schema_registry")
+    url = section.text("url").strip().rstrip("/")
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        section.fail("url", f"must be an http:// or https:// URL, got {url!r}")
+    if parsed.username is not None or parsed.password is not None:
+        section.fail("url", "must not hold credentials; set username and password_file instead")
+    username = section.optional_text("username")
+    passwords: list[tuple[str, str]] = []
+    if section.has("password"):
+        passwords.append(("schema_registry.password", section.text("password")))
+    password_file = section.optional_text("password_file")
+    if password_file is not None:
+        setting = "schema_registry.password_file"
+        passwords.append((setting, _read_secret_file(setting, password_file)))
+    section.finish()
+    if len(passwords) > 1:
+        given = " and ".join(name for name, _ in passwords)
+        raise ConfigError(f"schema_registry.password: given in {given}; keep only one")
+    if passwords and username is None:
+        section.fail("username", "is required with a password (HTTP basic authentication)")
+    if username is not None and not passwords:
+        section.fail("password_file", "(or password) is required with a username")
+    return SchemaRegistrySettings(
+        url=url,
+        username=username,
+        password=Secret(passwords[0][1]) if passwords else None,
     )
 
 
@@ -1029,11 +1110,12 @@ def _parse_column(
         (SourceKind.VALUE, value_format, "value_format"),
         (SourceKind.KEY, key_format, "key_format"),
     ):
-        if source.kind is kind and source.path and fmt is not Format.JSON:
+        if source.kind is kind and source.path and fmt not in STRUCTURED_FORMATS:
             section.fail(
                 "source",
-                f'{str(source)!r} reads a field, which needs {setting} = "json" '
-                f"(it is {fmt.value!r}); use source = {kind.value!r} for the whole {kind.value}",
+                f'{str(source)!r} reads a field, which needs {setting} = "json", "avro", '
+                f'"protobuf" or "json-schema" (it is {fmt.value!r}); use source = '
+                f"{kind.value!r} for the whole {kind.value}",
             )
     in_key = name in primary_key
     nullable = section.boolean("nullable", not in_key)
@@ -1077,6 +1159,19 @@ def _check_tables_present(settings: Settings) -> None:
             "tables: no target table; declare at least one [[tables]] in the config file, or "
             "[python] module = ... (SINK_PYTHON__MODULE)"
         )
+
+
+def _check_schema_registry(settings: Settings) -> None:
+    if settings.schema_registry is not None:
+        return
+    for i, table in enumerate(settings.tables):
+        formats = {"key_format": table.key_format, "value_format": table.value_format}
+        for setting, fmt in formats.items():
+            if fmt in REGISTRY_FORMATS:
+                raise ConfigError(
+                    f'tables[{i}].{setting}: "{fmt.value}" reads schemas from a schema registry; '
+                    f"set [schema_registry] url (SINK_SCHEMA_REGISTRY__URL)"
+                )
 
 
 def _check_topics_disjoint(tables: tuple[TableSettings, ...]) -> None:

@@ -1,15 +1,17 @@
 """Decode: a raw `Message` becomes a `Record`, its key and value read per the table's formats.
 
 Failures raise `DecodeError` naming the message's coordinates and what is wrong with the bytes.
+The schema registry's formats read through `sink.registry.SchemaDecoders`.
 """
 
 from __future__ import annotations
 
 import orjson
 
-from sink.config import Format
-from sink.errors import DecodeError
+from sink.config import REGISTRY_FORMATS, Format
+from sink.errors import ConfigError, DecodeError
 from sink.records import Message, Record
+from sink.registry import BadPayload, SchemaDecoders
 
 _JSON = Format.JSON
 _loads = orjson.loads
@@ -20,28 +22,36 @@ _EXCERPT_BYTES = 24
 
 
 def decode(
-    message: Message, key_format: Format, value_format: Format, *, target: str | None = None
+    message: Message,
+    key_format: Format,
+    value_format: Format,
+    *,
+    target: str | None = None,
+    schemas: SchemaDecoders | None = None,
 ) -> Record:
     """Decode the key and value; a message without a value (a tombstone) gets `value=None`.
 
-    `target` ("schema.table", or several joined by ", ") is named in errors when given.
+    `target` ("schema.table", or several joined by ", ") is named in errors when given;
+    `schemas` reads the registry's formats (and may raise its TransientError while the
+    registry cannot answer).
     """
     _, _, _, _, raw_key, value, _ = message
     try:
-        key = None if raw_key is None else _decode("key", raw_key, key_format)
+        key = None if raw_key is None else _decode("key", raw_key, key_format, schemas)
         if value is None:
             return Record(message, key, None)
         if value_format is _JSON:
             try:
                 decoded = _loads(value)  # the common case, without a call to _decode
             except orjson.JSONDecodeError:
-                decoded = _decode("value", value, value_format)  # raises, saying why
+                decoded = _decode("value", value, value_format, schemas)  # raises, saying why
         else:
-            decoded = _decode("value", value, value_format)
-    except _Undecodable as error:
+            decoded = _decode("value", value, value_format, schemas)
+    except (_Undecodable, BadPayload) as error:
         raise _error(message, target, error.reason, error.code) from None
     if decoded is None:
-        reason = "value is JSON null; a delete (tombstone) is a message without a value, not null"
+        null = "JSON null" if value_format is _JSON else "null"
+        reason = f"value is {null}; a delete (tombstone) is a message without a value, not null"
         raise _error(message, target, reason, "null-value")
     return _new_tuple(Record, (message, key, decoded))
 
@@ -58,7 +68,11 @@ def _error(message: Message, target: str | None, reason: str, code: str) -> Deco
     return DecodeError(message.coordinates, where + reason, code=code)
 
 
-def _decode(part: str, data: bytes, fmt: Format) -> object:
+def _decode(part: str, data: bytes, fmt: Format, schemas: SchemaDecoders | None) -> object:
+    if fmt in REGISTRY_FORMATS:
+        if schemas is None:
+            raise ConfigError(f'{part}_format "{fmt.value}" needs [schema_registry] url')
+        return schemas.read(part, fmt, data)
     if fmt is Format.JSON:
         try:
             return orjson.loads(data)

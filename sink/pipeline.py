@@ -12,12 +12,13 @@ import sqlalchemy as sa
 
 from pg_bulk_ingest import CopyRow
 
-from .config import Format, Settings, TombstonePolicy
+from .config import REGISTRY_FORMATS, Format, Settings, TombstonePolicy
 from .copytext import LineFunction
 from .decode import decode
 from .errors import ConfigError, MappingError
 from .mapping import Mapper
 from .records import Message, Record
+from .registry import SchemaDecoders
 from .tables import Deletion, MapRecord, Router, Row, TableSet, Target, load_tables
 
 try:
@@ -101,8 +102,10 @@ class FastPath:
 class Pipeline:
     """Decoding and mapping for every topic of one sink, compiled once per topic."""
 
-    def __init__(self, table_set: TableSet) -> None:
+    def __init__(self, table_set: TableSet, schemas: SchemaDecoders | None = None) -> None:
         self.table_set = table_set
+        # Reads the schema registry's formats; None when no table uses one.
+        self.schemas = schemas
         self.metadata: sa.MetaData = table_set.metadata
         self.router = Router(table_set)
         self._mappers = {target.table: Mapper(target) for target in table_set.targets}
@@ -115,7 +118,17 @@ class Pipeline:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pipeline:
-        return cls(load_tables(settings))
+        table_set = load_tables(settings)
+        registry = settings.schema_registry
+        if registry is None:
+            for target in table_set.targets:
+                if {target.key_format, target.value_format} & REGISTRY_FORMATS:
+                    raise ConfigError(
+                        f"{target.name}: its key_format or value_format reads schemas from a "
+                        f"schema registry; set [schema_registry] url (SINK_SCHEMA_REGISTRY__URL)"
+                    )
+            return cls(table_set)
+        return cls(table_set, SchemaDecoders.from_settings(registry))
 
     def subscription(self) -> list[str]:
         return self.router.subscription()
@@ -160,17 +173,20 @@ class Pipeline:
             return f"the topic feeds {len(targets)} tables"
         if targets[0].value_format is not Format.JSON:
             return f'value_format is "{targets[0].value_format.value}"'
+        if targets[0].key_format not in _KEY_READERS:
+            return f'key_format is "{targets[0].key_format.value}"'
         return self._mappers[targets[0].table].beyond_value_fields
 
     def _compile(self, topic: str) -> Handler:
         targets = self.router.require(topic)
         key_format, value_format = targets[0].key_format, targets[0].value_format
+        schemas = self.schemas
         names = ", ".join(t.name for t in targets)
         map_record = self.table_set.map_record
         mappers = [(t, self._mappers[t.table]) for t in targets]
 
         def handle(message: Message) -> Mapped:
-            record = decode(message, key_format, value_format, target=names)
+            record = decode(message, key_format, value_format, target=names, schemas=schemas)
             if record.value is None:
                 return self._tombstone(record, mappers)
             if map_record is not None:
@@ -185,7 +201,7 @@ class Pipeline:
         def handle_one(message: Message) -> Mapped:
             # The common case, one table per topic, without the general case's generator:
             # this runs for every message.
-            record = decode(message, key_format, value_format, target=names)
+            record = decode(message, key_format, value_format, target=names, schemas=schemas)
             if record.value is None:
                 return self._tombstone(record, mappers)
             return _new_tuple(Mapped, (((table, map_row(record)),), ()))

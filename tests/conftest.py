@@ -1,8 +1,9 @@
-"""Endpoints of the real PostgreSQL and Kafka the integration tests run against.
+"""Endpoints of the real PostgreSQL, Kafka and schema registry the integration tests run against.
 
-Endpoints come from SINK_TEST_DATABASE_URL and SINK_TEST_KAFKA_BOOTSTRAP (printed by
-`deploy/local/services.sh env`); without them, containers are started when a Docker engine
-answers; otherwise integration tests fail with the command that starts the services.
+Endpoints come from SINK_TEST_DATABASE_URL, SINK_TEST_KAFKA_BOOTSTRAP and
+SINK_TEST_SCHEMA_REGISTRY_URL (printed by `deploy/local/services.sh env`); without the first two,
+containers are started when a Docker engine answers; otherwise integration tests fail with the
+command that starts the services. A test that needs the schema registry fails without it.
 """
 
 from __future__ import annotations
@@ -141,6 +142,32 @@ def schema(engine: sa.engine.Engine) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(services: _Services) -> str:
     return services.kafka_bootstrap()
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> str:
+    """The schema registry's Confluent-compatible API (Apicurio's /apis/ccompat/v7), from
+    SINK_TEST_SCHEMA_REGISTRY_URL; a test that needs it fails without it, never skips."""
+    import urllib.error
+    import urllib.request
+
+    url = os.environ.get("SINK_TEST_SCHEMA_REGISTRY_URL")
+    if not url:
+        pytest.fail(
+            "no schema registry for the integration tests: SINK_TEST_SCHEMA_REGISTRY_URL is not "
+            f"set. Run the suite with `{RUN_TESTS}`, or start the services with: {START_SERVICES}",
+            pytrace=False,
+        )
+    try:
+        with urllib.request.urlopen(f"{url}/subjects", timeout=5) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        pytest.fail(
+            f"the schema registry at {url} does not answer ({exc}). "
+            f"Start the local services with: {START_SERVICES}",
+            pytrace=False,
+        )
+    return url
 
 
 @pytest.fixture

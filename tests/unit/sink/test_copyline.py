@@ -69,13 +69,14 @@ def pipeline(key_format: Format) -> Pipeline:
     return Pipeline(tables_from_config([table]))
 
 
-PIPELINES = {key_format: pipeline(key_format) for key_format in Format}
+# The key formats the fast path reads (the registry's formats take the general path).
+KEY_CODES = {Format.BYTES: 0, Format.STRING: 1, Format.JSON: 2}
+PIPELINES = {key_format: pipeline(key_format) for key_format in KEY_CODES}
 PATHS: dict[Format, FastPath] = {}
 for _format, _pipeline in PIPELINES.items():
     _path = _pipeline.fast_path("t")
     assert _path is not None
     PATHS[_format] = _path
-KEY_CODES = {Format.BYTES: 0, Format.STRING: 1, Format.JSON: 2}
 
 
 class Native:
@@ -287,7 +288,7 @@ _EXACT = re.compile(r'"@@exact(\d+)@@"')
 @given(
     value=objects,
     key=st.none() | st.binary(max_size=4) | st.sampled_from([b'"k"', b"1", b"\xff", b" [1] "]),
-    key_format=st.sampled_from(list(Format)),
+    key_format=st.sampled_from(list(PIPELINES)),
     cut=st.none() | st.integers(min_value=0, max_value=400),
     flip=st.none() | st.tuples(st.integers(min_value=0, max_value=400), st.integers(0, 255)),
 )
