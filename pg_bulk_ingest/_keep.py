@@ -1,10 +1,6 @@
-"""What a rebuild keeps: everything that depends on or decorates the live table, read under the
-swap's locks and given back to the table swapped in, in the same transaction; and the refusal,
-before anything changes, of what a rebuild cannot carry across.
-
-Definitions come back as PostgreSQL prints them (pg_get_indexdef, pg_get_constraintdef, ...):
-they name the table, which the new table has once renamed.
-"""
+"""What a rebuild keeps: all that depends on or decorates the live table, given back to the
+table swapped in within the swap's transaction (as PostgreSQL prints each definition, naming the
+table the new one becomes), or refused before anything changes when it cannot be carried."""
 
 from __future__ import annotations
 
