@@ -3,11 +3,14 @@
 The COPY of a table is open while consecutive rows are for it: its text goes out in chunks as
 it is encoded, so PostgreSQL parses one chunk while Python encodes the next. Rows for the other
 tables wait in bounded buffers, sent by their own COPY when full or at the end of the batch.
-Rows for a table outside the metadata passed to `ingest` are skipped.
+Rows for a table outside the metadata passed to `ingest` are skipped. A value PostgreSQL rejects
+raises a DataError naming the user's table (never the staging or new table), the column, the
+value and the row of the batch, as far as PostgreSQL's error says them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -19,7 +22,7 @@ from ._encode import RowEncoder, failing_column
 from ._errors import DataError, SchemaError
 from ._schema import WantedTable
 from ._sql import ident, idents, qualified
-from ._upsert import upsert_sql
+from ._upsert import merge
 
 # PostgreSQL SQLSTATE classes that mean a value did not fit its column: data exceptions (22)
 # and a NULL in a NOT NULL column (23502).
@@ -45,6 +48,23 @@ def _sqlstate(error: Exception) -> str:
     return str(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None) or "")
 
 
+def _copy_context(context: str, relation: str, columns: Iterable[str]) -> tuple[int, str, str]:
+    """The line of the COPY into `relation`, the column and the value it names in the CONTEXT of
+    its error (`COPY name, line 2, column amount: "x1"`); 0 and "" for what it does not say,
+    as under an lc_messages other than English."""
+    for context_line in context.splitlines():
+        found = re.match(rf"COPY {re.escape(relation)}, line (\d+)(.*)", context_line)
+        if found is None:
+            continue
+        rest = found[2]
+        for column in sorted(columns, key=len, reverse=True):
+            named = f", column {column}: "
+            if rest.startswith(named):
+                return int(found[1]), column, rest[len(named) :]
+        return int(found[1]), "", ""
+    return 0, "", ""
+
+
 class BatchWriter:
     """Streams each table's rows with COPY, at most `max_rows` rows per COPY and per buffer."""
 
@@ -62,6 +82,9 @@ class BatchWriter:
         self._buffers: dict[sa.Table, list[str]] = {table: [] for table in targets}
         self._staged: set[sa.Table] = set()
         self._full: Optional[sa.Table] = None
+        # Where each run of consecutive rows for one table starts in the batch: maps a line of
+        # a COPY back to its row of the batch when PostgreSQL rejects it.
+        self._runs: list[tuple[int, Any]] = []
         self.counts: dict[sa.Table, int] = dict.fromkeys(targets, 0)
 
     def write(self, rows: Iterable[tuple[sa.Table, Any]]) -> None:
@@ -76,8 +99,12 @@ class BatchWriter:
                 self._copy(table, iter(()))
 
     def _encoded(self, rows: Iterable[tuple[sa.Table, Any]]) -> Iterator[Line]:
-        targets = self._targets
+        targets, runs = self._targets, self._runs
+        current: Any = None
         for position, (table, row) in enumerate(rows):
+            if table is not current:
+                current = table
+                runs.append((position, table))
             try:
                 target = targets[table]
             except (KeyError, TypeError):
@@ -135,25 +162,58 @@ class BatchWriter:
             yield "".join(chunk)
         self.counts[table] += count
 
+    def _position(self, table: sa.Table, index: int) -> Optional[int]:
+        """The row of the batch that is the `index`-th (from 0) row for `table`."""
+        runs = self._runs
+        for number, (start, owner) in enumerate(runs):
+            if owner is not table:
+                continue
+            if number + 1 == len(runs) or index < runs[number + 1][0] - start:
+                return start + index
+            index -= runs[number + 1][0] - start
+        return None
+
+    def _rejected(self, target: Target, relation: str, sent: int, error: Exception) -> DataError:
+        """The DataError for a row PostgreSQL rejected in the COPY into `relation` (after
+        `sent` rows for the table in this batch) or in the merge: it names the user's table,
+        the column, the value and the row of the batch, never the staging or new table."""
+        spec = target.wanted.spec
+        diag = getattr(error, "diag", None)
+        primary = getattr(diag, "message_primary", None) or str(error).strip().split("\n")[0]
+        detail = getattr(diag, "message_detail", None)
+        line, named, value = _copy_context(
+            getattr(diag, "context", None) or "", relation, spec.column_names
+        )
+        column: Optional[str] = getattr(diag, "column_name", None) or named or None
+        reason = primary
+        if value and value not in primary:
+            reason = f"{reason}: {value}"
+        if detail:
+            reason = f"{reason} ({detail.rstrip('.')})"
+        for internal in {relation, target.name} - {spec.name}:
+            reason = reason.replace(internal, spec.name)
+        row = self._position(target.wanted.table, sent + line - 1) if line else None
+        return DataError(spec.display, column, row, reason)
+
     def _copy(self, table: sa.Table, lines: Iterator[Line]) -> None:
         target = self._targets[table]
         spec = target.wanted.spec
+        relation = target.staging or target.name
         destination = (
-            f"pg_temp.{ident(target.staging)}"
-            if target.staging
-            else qualified(spec.schema, target.name)
+            f"pg_temp.{ident(relation)}" if target.staging else qualified(spec.schema, relation)
         )
         if target.staging and table in self._staged:
             self._db.execute(f"TRUNCATE {destination}")
+        sent = self.counts[table]
         try:
             self._db.copy_in(
                 f"COPY {destination} ({idents(spec.column_names)}) FROM STDIN",
                 self._chunks(table, lines),
             )
+            if target.staging:
+                self._staged.add(table)
+                merge(self._db, spec, target.name, target.staging)
         except Exception as error:
             if not _sqlstate(error).startswith(_BAD_VALUE_STATES):
                 raise
-            raise DataError(spec.display, None, None, str(error).strip()) from error
-        if target.staging:
-            self._staged.add(table)
-            self._db.execute(upsert_sql(spec, target.name, target.staging))
+            raise self._rejected(target, relation, sent, error) from error
