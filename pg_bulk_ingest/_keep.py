@@ -1139,6 +1139,21 @@ def _foreign_key_problems(db: Db, facts: _Facts, wanted: TableSpec) -> Iterator[
                 f"ingesting role cannot alter {other} (owned by {owner}). GRANT {owner} to "
                 "the ingesting role, or drop the foreign key first"
             )
+    defined = _defined_constraints(db, facts, wanted)
+    for name, referenced in db.rows(
+        "SELECT con.conname, con.confrelid::regclass::text FROM pg_constraint con "
+        "WHERE con.conrelid = %s::oid AND con.contype = 'f' AND con.confrelid <> con.conrelid "
+        "AND NOT has_table_privilege(con.confrelid, 'REFERENCES') AND NOT (SELECT "
+        "  bool_and(has_column_privilege(con.confrelid, k.n, 'REFERENCES')) "
+        "  FROM unnest(con.confkey) k(n)) ORDER BY 1",
+        (facts.oid,),
+    ):
+        if name not in defined:
+            yield (
+                f"foreign key {name} references {referenced}, on which the ingesting role "
+                "lacks the REFERENCES privilege to add it to the new table. GRANT REFERENCES "
+                f"ON {referenced} to the ingesting role, or drop the foreign key first"
+            )
 
 
 def _owner_problems(db: Db, facts: _Facts, view_oids: tuple[int, ...]) -> Iterator[str]:

@@ -578,6 +578,36 @@ def test_a_view_owned_by_a_role_the_ingesting_role_cannot_act_as_is_refused(
     assert v_type(query, schema) == "integer"
 
 
+def test_a_foreign_key_to_a_table_the_ingesting_role_may_not_reference_is_refused(
+    conn: sa.engine.Connection,
+    schema: str,
+    query: Any,
+    roles: Any,
+    driver_engine: sa.engine.Engine,
+) -> None:
+    ingester = roles()
+    s = f'"{schema}"'
+    query(f'GRANT CREATE ON SCHEMA {s} TO "{ingester}"')
+    query(f"CREATE TABLE {s}.kinds (w text PRIMARY KEY)")
+    query(f"INSERT INTO {s}.kinds SELECT 'w' || n FROM generate_series(1, 11) n")
+    with driver_engine.connect() as mine:
+        try:
+            mine.exec_driver_sql(f'SET ROLE "{ingester}"')
+            mine.commit()
+            first_load(mine, schema)
+            query(
+                f"ALTER TABLE {s}.items ADD CONSTRAINT items_w_fk "
+                f"FOREIGN KEY (w) REFERENCES {s}.kinds"
+            )
+            with pytest.raises(
+                SchemaError, match=f"items_w_fk references {schema}.kinds.*REFERENCES"
+            ):
+                rebuild(mine, schema)
+        finally:
+            mine.invalidate()  # its role is not the pool's
+    assert v_type(query, schema) == "integer"
+
+
 # --- Locks -----------------------------------------------------------------------------------
 
 
