@@ -437,6 +437,32 @@ def test_views_keep_their_options_comments_owners_and_grants_across_a_rebuild(
     assert as_role(reader, f"SELECT count(*) FROM {s}.smaller") == [(4,)]
 
 
+def test_triggers_and_rules_of_views_survive_a_rebuild(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    first_load(conn, schema)
+    s = f'"{schema}"'
+    query(f"CREATE VIEW {s}.joined AS SELECT i.id, i.w, i.v FROM {s}.items i")
+    query(f"CREATE TABLE {s}.wishes (id int, w text)")
+    query(
+        f"CREATE FUNCTION {s}.wish() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$BEGIN INSERT INTO {s}.wishes VALUES (NEW.id, NEW.w); RETURN NEW; END$$"
+    )
+    query(
+        f"CREATE TRIGGER wished INSTEAD OF INSERT ON {s}.joined "
+        f"FOR EACH ROW EXECUTE FUNCTION {s}.wish()"
+    )
+    query(f"CREATE RULE no_deletes AS ON DELETE TO {s}.joined DO INSTEAD NOTHING")
+
+    rebuild(conn, schema)
+
+    assert v_type(query, schema) == "bigint"
+    query(f"INSERT INTO {s}.joined (id, w) VALUES (70, 'wish')")
+    query(f"DELETE FROM {s}.joined")
+    assert query(f"SELECT * FROM {s}.wishes") == [(70, "wish")]
+    assert query(f"SELECT count(*) FROM {s}.items") == [(11,)]
+
+
 def test_materialized_views_keep_their_indexes_options_and_contents_across_a_rebuild(
     conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
