@@ -398,6 +398,22 @@ def test_the_owner_and_all_privileges_with_their_grant_options_survive_a_rebuild
     assert as_role(column_reader, f"SELECT v FROM {t} WHERE id = 1") == [(10,)]
 
 
+def test_default_privileges_do_not_grant_more_on_the_rebuilt_table_than_the_live_one_had(
+    conn: sa.engine.Connection, schema: str, query: Any, roles: Any
+) -> None:
+    first_load(conn, schema)
+    snoop = roles()
+    t = f'"{schema}".items'
+    default = f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}"'
+    query(f'{default} GRANT SELECT ON TABLES TO "{snoop}"')
+    try:
+        rebuild(conn, schema)
+    finally:
+        query(f'{default} REVOKE SELECT ON TABLES FROM "{snoop}"')
+    assert v_type(query, schema) == "bigint"
+    assert query(f"SELECT has_table_privilege('{snoop}', '{t}', 'SELECT')") == [(False,)]
+
+
 # --- Views -----------------------------------------------------------------------------------
 
 
