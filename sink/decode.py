@@ -6,12 +6,16 @@ The schema registry's formats read through `sink.registry.SchemaDecoders`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import orjson
 
 from sink.config import REGISTRY_FORMATS, Format
-from sink.errors import ConfigError, DecodeError
+from sink.errors import BadPayload, ConfigError, DecodeError
 from sink.records import Message, Record
-from sink.registry import BadPayload, SchemaDecoders
+
+if TYPE_CHECKING:  # its readers' libraries load only where a table uses a registry format
+    from sink.registry import SchemaDecoders
 
 _JSON = Format.JSON
 _loads = orjson.loads

@@ -1,7 +1,8 @@
 """The sink's failure families, rooted at `SinkError`.
 
 Callers decide by class: `ConfigError` stops the worker at start; `DecodeError` (and its
-`MappingError` subclass) sends one message to the dead-letter destination.
+`MappingError` subclass) sends one message to the dead-letter destination; a `TransientError`
+abandons the batch, retried with backoff; any other `SinkError` stops the worker.
 """
 
 from __future__ import annotations
@@ -51,3 +52,24 @@ class MappingError(DecodeError):
         super().__init__(coordinates, f"{where}: {reason}", code=code)
         self.table = table
         self.column = column
+
+
+class SchemaRegistryUnavailableError(TransientError):
+    """The schema registry did not answer, or answered that it cannot now (5xx, 408, 429): the
+    batch is abandoned and retried with backoff; no message is set aside for it."""
+
+
+class SchemaRegistryRefusedError(SinkError):
+    """The schema registry refused in a way no retry fixes (credentials, a URL that is not its
+    API, a schema the sink cannot read): the worker stops with the remedy."""
+
+
+class BadPayload(Exception):
+    """A key or value in the schema registry's wire format does not read (sink.registry):
+    `decode` makes it a DecodeError with the message's coordinates. `code` is the stable label
+    of dead letters and metrics."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -18,7 +18,9 @@ from .decode import decode
 from .errors import ConfigError, MappingError
 from .mapping import Mapper
 from .records import Message, Record
-from .registry import SchemaDecoders
+
+if TYPE_CHECKING:
+    from .registry import SchemaDecoders
 from .tables import Deletion, MapRecord, Router, Row, TableSet, Target, load_tables
 
 try:
@@ -128,6 +130,9 @@ class Pipeline:
                         f"schema registry; set [schema_registry] url (SINK_SCHEMA_REGISTRY__URL)"
                     )
             return cls(table_set)
+        # Loaded here: fastavro, protobuf and jsonschema take most of a second to import.
+        from .registry import SchemaDecoders  # noqa: PLC0415
+
         return cls(table_set, SchemaDecoders.from_settings(registry))
 
     def subscription(self) -> list[str]:

@@ -44,7 +44,12 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message as ProtobufMessage
 
 from sink.config import Format, SchemaRegistrySettings
-from sink.errors import SinkError, TransientError
+from sink.errors import (
+    BadPayload,
+    SchemaRegistryRefusedError,
+    SchemaRegistryUnavailableError,
+    SinkError,
+)
 from sink.mapping import numbers_round_trip
 
 try:  # the registry client's HTTP library: httpx2 on Python 3.10+, httpx before
@@ -88,26 +93,6 @@ _WELL_KNOWN_FILES = (
 _WELL_KNOWN_NAMES = frozenset(module.DESCRIPTOR.name for module in _WELL_KNOWN_FILES)
 
 Reader = Callable[[memoryview], object]
-
-
-class BadPayload(Exception):
-    """One key or value does not read with the wire format or its schema: a dead letter.
-    `code` is the stable label of dead letters and metrics."""
-
-    def __init__(self, reason: str, code: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-
-
-class SchemaRegistryUnavailableError(TransientError):
-    """The registry did not answer, or answered that it cannot now (5xx, 408, 429): the batch
-    is abandoned and retried with backoff; no message is set aside for it."""
-
-
-class SchemaRegistryRefusedError(SinkError):
-    """The registry refused in a way no retry fixes (credentials, a URL that is not its API, a
-    schema the sink cannot read): the worker stops with the remedy."""
 
 
 class RegistryClient(Protocol):

@@ -23,15 +23,16 @@ from sink.config import ColumnSettings, Format, TableSettings, TombstonePolicy
 from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
 from sink.decode import decode
-from sink.errors import DecodeError, TransientError
-from sink.pipeline import Pipeline
-from sink.records import Message
-from sink.registry import (
+from sink.errors import (
     BadPayload,
-    SchemaDecoders,
+    DecodeError,
     SchemaRegistryRefusedError,
     SchemaRegistryUnavailableError,
+    TransientError,
 )
+from sink.pipeline import Pipeline
+from sink.records import Message
+from sink.registry import SchemaDecoders
 from sink.tables import tables_from_config
 
 UTC = timezone.utc
