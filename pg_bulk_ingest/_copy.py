@@ -10,6 +10,7 @@ value and the row of the batch, as far as PostgreSQL's error says them.
 
 from __future__ import annotations
 
+import array
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -82,9 +83,11 @@ class BatchWriter:
         self._buffers: dict[sa.Table, list[str]] = {table: [] for table in targets}
         self._staged: set[sa.Table] = set()
         self._full: Optional[sa.Table] = None
-        # Where each run of consecutive rows for one table starts in the batch: maps a line of
-        # a COPY back to its row of the batch when PostgreSQL rejects it.
-        self._runs: list[tuple[int, Any]] = []
+        # Where each run of consecutive rows for one table starts in the batch, and its table:
+        # maps a line of a COPY back to its row of the batch when PostgreSQL rejects it. Kept
+        # to 16 bytes a run: a batch alternating between tables has a run per row.
+        self._run_starts = array.array("q")
+        self._run_tables: list[Any] = []
         self.counts: dict[sa.Table, int] = dict.fromkeys(targets, 0)
 
     def write(self, rows: Iterable[tuple[sa.Table, Any]]) -> None:
@@ -99,12 +102,13 @@ class BatchWriter:
                 self._copy(table, iter(()))
 
     def _encoded(self, rows: Iterable[tuple[sa.Table, Any]]) -> Iterator[Line]:
-        targets, runs = self._targets, self._runs
+        targets, run_starts, run_tables = self._targets, self._run_starts, self._run_tables
         current: Any = None
         for position, (table, row) in enumerate(rows):
             if table is not current:
                 current = table
-                runs.append((position, table))
+                run_starts.append(position)
+                run_tables.append(table)
             try:
                 target = targets[table]
             except (KeyError, TypeError):
@@ -164,13 +168,13 @@ class BatchWriter:
 
     def _position(self, table: sa.Table, index: int) -> Optional[int]:
         """The row of the batch that is the `index`-th (from 0) row for `table`."""
-        runs = self._runs
-        for number, (start, owner) in enumerate(runs):
+        starts = self._run_starts
+        for number, owner in enumerate(self._run_tables):
             if owner is not table:
                 continue
-            if number + 1 == len(runs) or index < runs[number + 1][0] - start:
-                return start + index
-            index -= runs[number + 1][0] - start
+            if number + 1 == len(starts) or index < starts[number + 1] - starts[number]:
+                return starts[number] + index
+            index -= starts[number + 1] - starts[number]
         return None
 
     def _rejected(self, target: Target, relation: str, sent: int, error: Exception) -> DataError:
