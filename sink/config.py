@@ -86,12 +86,14 @@ class Format(enum.Enum):
     AVRO = "avro"
     PROTOBUF = "protobuf"
     JSON_SCHEMA = "json-schema"
+    # Kafka Connect's JsonConverter with schemas.enable=true: {"schema": ..., "payload": ...}.
+    CONNECT_JSON = "connect-json"
 
 
 # Formats whose schemas come from the schema registry.
 REGISTRY_FORMATS = frozenset({Format.AVRO, Format.PROTOBUF, Format.JSON_SCHEMA})
 # Formats that decode to objects whose fields a column's source can name (`value.<field>`).
-STRUCTURED_FORMATS = frozenset({Format.JSON, *REGISTRY_FORMATS})
+STRUCTURED_FORMATS = frozenset({Format.JSON, Format.CONNECT_JSON, *REGISTRY_FORMATS})
 
 
 class StartFrom(enum.Enum):
@@ -1113,9 +1115,9 @@ def _parse_column(
         if source.kind is kind and source.path and fmt not in STRUCTURED_FORMATS:
             section.fail(
                 "source",
-                f'{str(source)!r} reads a field, which needs {setting} = "json", "avro", '
-                f'"protobuf" or "json-schema" (it is {fmt.value!r}); use source = '
-                f"{kind.value!r} for the whole {kind.value}",
+                f'{str(source)!r} reads a field, which needs {setting} = "json", '
+                f'"connect-json", "avro", "protobuf" or "json-schema" (it is {fmt.value!r}); '
+                f"use source = {kind.value!r} for the whole {kind.value}",
             )
     in_key = name in primary_key
     nullable = section.boolean("nullable", not in_key)

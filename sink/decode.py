@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from sink import connect
 from sink.config import REGISTRY_FORMATS, Format
 from sink.errors import BadPayload, ConfigError, DecodeError
 from sink.records import Message, Record
@@ -77,6 +78,8 @@ def _decode(part: str, data: bytes, fmt: Format, schemas: SchemaDecoders | None)
         if schemas is None:
             raise ConfigError(f'{part}_format "{fmt.value}" needs [schema_registry] url')
         return schemas.read(part, fmt, data)
+    if fmt is Format.CONNECT_JSON:
+        return connect.read(part, data)
     if fmt is Format.JSON:
         try:
             return orjson.loads(data)

@@ -113,4 +113,4 @@ def test_a_field_source_needs_a_format_with_fields(tmp_path: Path) -> None:
     path = write(tmp_path, '[schema_registry]\nurl = "http://registry"\n', value_format="bytes")
     with pytest.raises(ConfigError) as caught:
         load_settings(path, {})
-    assert '"json", "avro", "protobuf" or "json-schema"' in str(caught.value)
+    assert '"json", "connect-json", "avro", "protobuf" or "json-schema"' in str(caught.value)

@@ -1,0 +1,145 @@
+"""Kafka Connect's JSON envelope ({"schema", "payload"}, as JsonConverter writes it with
+schemas.enable=true) read by its schema's types, and what does not read."""
+
+from __future__ import annotations
+
+import base64
+from datetime import date, datetime, time, timezone
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from sink.config import Format
+from sink.decode import decode
+from sink.errors import DecodeError
+from sink.records import Message
+
+UTC = timezone.utc
+
+
+def _decimal_schema(field: str, scale: int) -> dict[str, object]:
+    return {
+        "type": "bytes",
+        "optional": False,
+        "name": "org.apache.kafka.connect.data.Decimal",
+        "version": 1,
+        "parameters": {"scale": str(scale), "connect.decimal.precision": "12"},
+        "field": field,
+    }
+
+
+ORDER_SCHEMA = {
+    "type": "struct",
+    "name": "shop.orders.Value",
+    "optional": False,
+    "fields": [
+        {"type": "int64", "optional": False, "field": "id"},
+        _decimal_schema("amount", 2),
+        {
+            "type": "int64",
+            "optional": True,
+            "name": "org.apache.kafka.connect.data.Timestamp",
+            "field": "placed_at",
+        },
+        {
+            "type": "int32",
+            "optional": True,
+            "name": "org.apache.kafka.connect.data.Date",
+            "field": "day",
+        },
+        {
+            "type": "int32",
+            "optional": True,
+            "name": "org.apache.kafka.connect.data.Time",
+            "field": "at",
+        },
+        {"type": "bytes", "optional": True, "field": "blob"},
+        {"type": "string", "optional": True, "field": "note"},
+        {"type": "array", "items": _decimal_schema("", 1), "optional": True, "field": "parts"},
+        {
+            "type": "map",
+            "keys": {"type": "string"},
+            "values": {"type": "int32"},
+            "optional": True,
+            "field": "counts",
+        },
+        {
+            "type": "struct",
+            "fields": [{"type": "string", "optional": True, "field": "city"}],
+            "optional": True,
+            "field": "address",
+        },
+    ],
+}
+
+
+def envelope(payload: object, schema: object = ORDER_SCHEMA) -> bytes:
+    return orjson.dumps({"schema": schema, "payload": payload})
+
+
+def read(data: bytes) -> object:
+    return decode(Message("t", 0, 3, None, None, data), Format.STRING, Format.CONNECT_JSON).value
+
+
+def test_the_payload_reads_by_its_schema_logical_types() -> None:
+    payload = {
+        "id": 2**62,
+        "amount": "MDk=",  # 12345 unscaled, scale 2
+        "placed_at": 1714564800123,
+        "day": 19844,
+        "at": 45_296_789,
+        "blob": base64.b64encode(b"\x00\xff").decode(),
+        "note": None,
+        "parts": ["/w==", "Cg=="],  # -1 and 10, scale 1
+        "counts": {"a": 1},
+        "address": {"city": "Oslo"},
+    }
+    assert read(envelope(payload)) == {
+        "id": 2**62,
+        "amount": Decimal("123.45"),
+        "placed_at": datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC),
+        "day": date(2024, 5, 1),
+        "at": time(12, 34, 56, 789000),
+        "blob": b"\x00\xff",
+        "note": None,
+        "parts": [Decimal("-0.1"), Decimal("1.0")],
+        "counts": {"a": 1},
+        "address": {"city": "Oslo"},
+    }
+
+
+def test_a_numeric_format_decimal_keeps_every_digit() -> None:
+    data = b'{"schema": %s, "payload": 12345678901234567.123456789}' % orjson.dumps(
+        _decimal_schema("", 9)
+    )
+    assert read(data) == Decimal("12345678901234567.123456789")
+
+
+def test_a_schemaless_envelope_gives_its_payload() -> None:
+    assert read(b'{"schema": null, "payload": {"id": 1}}') == {"id": 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "says"),
+    [
+        (b"{nope", "not-json", "value is not JSON"),
+        (b'{"id": 1}', "not-connect-json", 'set value_format = "json"'),
+        (envelope({"id": 1, "amount": "%%%"}), "schema-mismatch", "value.amount"),
+        (envelope({"id": 1, "amount": "AQ==", "day": "monday"}), "schema-mismatch", "value.day"),
+        (envelope([1, 2]), "schema-mismatch", "a struct, but the payload holds an array"),
+    ],
+)
+def test_what_does_not_read_is_a_decode_error_with_its_code(
+    data: bytes, code: str, says: str
+) -> None:
+    with pytest.raises(DecodeError) as caught:
+        read(data)
+    assert caught.value.code == code
+    assert says in str(caught.value) and str(caught.value).startswith("t[0]@3: ")
+
+
+def test_a_key_envelope_gives_the_primary_key_fields() -> None:
+    key_schema = {"type": "struct", "fields": [{"type": "int64", "field": "id"}]}
+    message = Message("t", 0, 0, None, envelope({"id": 9}, key_schema), None)
+    assert decode(message, Format.CONNECT_JSON, Format.CONNECT_JSON).key == {"id": 9}
