@@ -197,6 +197,12 @@ class SchemaDecoders:
                 f"the schema registry at {self._url} is unreachable ({type(error).__name__}: "
                 f"{error}) fetching {what}"
             ) from error
+        except ValueError as error:  # a 2xx whose body is not JSON: not a registry's API
+            raise SchemaRegistryRefusedError(
+                f"the schema registry at {self._url} answered {what} with something that is not "
+                f"the registry's JSON ({error}); schema_registry.url is not the registry's API "
+                f"(Apicurio Registry serves it at /apis/ccompat/v7)"
+            ) from error
 
     def _refused(self, status: int, message: str) -> str:
         if status in (401, 403):

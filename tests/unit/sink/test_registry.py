@@ -332,6 +332,7 @@ def test_a_registry_that_cannot_answer_is_a_transient_failure_not_a_bad_message(
         (SchemaRegistryError(401, 401, "Unauthorized"), "username and password"),
         (SchemaRegistryError(403, 40301, "Forbidden"), "username and password"),
         (SchemaRegistryError(404, 404, "RESTEASY003210: no resource"), "/apis/ccompat/v7"),
+        (json.JSONDecodeError("Expecting value", "<html>", 0), "not the registry's JSON"),
     ],
 )
 def test_a_registry_that_refuses_stops_the_worker_with_the_remedy(
