@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-import orjson
 import sqlalchemy as sa
 
 import pg_bulk_ingest
@@ -35,7 +34,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logger.info("effective configuration %s", orjson.dumps(settings.redacted()).decode())
+    logger.info("effective configuration", extra={"configuration": settings.redacted()})
     if not copytext.NATIVE:
         logger.warning(
             "the C line writer (sink._copyline) was not built when this package was installed "
@@ -92,7 +91,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    # Until the settings are read (a config error is logged too), the log format and level
+    # come from the environment alone.
+    logs.configure(
+        os.environ.get("SINK_LOG__LEVEL", "INFO"),
+        os.environ.get("SINK_LOG__FORMAT", "auto"),
+    )
     try:
         code = int(args.func(args))
         if code:

@@ -14,6 +14,9 @@ from typing import Any
 
 import orjson
 from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_STORED,
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -155,6 +158,8 @@ class KafkaSource:
         # once at assignment: every re-read of an uncommitted batch goes back exactly there
         # (`latest` resolved again would skip whatever arrived meanwhile).
         self._starts: dict[TopicPartition, int] = {}
+        # Whether an assignment (even an empty one) came since subscribing.
+        self._joined = False
 
     def subscribe(self, topics: Iterable[str]) -> None:
         self._consumer.subscribe(
@@ -180,9 +185,19 @@ class KafkaSource:
             self._on_waiting(len(self._waiting), str(exc))
             return
         positioned = [self._positioned(tp, stored.get(tp)) for tp in tps]
-        logger.info(
-            "assigned %s", ", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned)
-        )
+        if not self._joined:
+            self._joined = True
+            logger.info(
+                "joined consumer group %r, %d partition(s) assigned",
+                self._config.get("group.id"),
+                len(positioned),
+            )
+        if positioned:  # a cooperative rebalance that changes nothing here assigns none
+            logger.info(
+                "assigned %s",
+                ", ".join(f"{p.topic}[{p.partition}]@{_at(p.offset)}" for p in positioned),
+                extra={"partitions": {f"{p.topic}[{p.partition}]": p.offset for p in positioned}},
+            )
         consumer.incremental_assign(positioned)
 
     def retry_waiting(self) -> None:
@@ -214,7 +229,13 @@ class KafkaSource:
         self, consumer: Consumer, partitions: list[KafkaTopicPartition], *, lost: bool
     ) -> None:
         tps = [TopicPartition(p.topic, p.partition) for p in partitions]
-        logger.info("%s %s", "lost" if lost else "revoked", ", ".join(f"{t}[{p}]" for t, p in tps))
+        if tps:
+            logger.info(
+                "%s %s",
+                "lost" if lost else "revoked",
+                _names(tps),
+                extra={"partitions": [f"{t}[{p}]" for t, p in tps]},
+            )
         waited = [tp for tp in tps if tp in self._waiting]
         self._waiting.difference_update(tps)
         if waited:
@@ -320,6 +341,14 @@ class KafkaSource:
 
 def _names(partitions: Iterable[TopicPartition]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in partitions)
+
+
+# librdkafka's logical offsets, by name.
+_LOGICAL_OFFSETS = {OFFSET_BEGINNING: "earliest", OFFSET_END: "latest", OFFSET_STORED: "stored"}
+
+
+def _at(offset: int) -> str:
+    return _LOGICAL_OFFSETS.get(offset, str(offset))
 
 
 # Consumer errors about one message the client cannot read (a record batch that fails its

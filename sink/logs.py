@@ -31,18 +31,34 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """A line for a terminal: time, level, logger, message, then the `extra=` fields as
+    key=value (JSON values), so that both formats carry the same fields."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [
+            f"{key}={orjson.dumps(value, default=str).decode()}"
+            for key, value in vars(record).items()
+            if key not in _STANDARD
+        ]
+        return " ".join([line, *fields]) if fields else line
+
+
 def configure(level: str, fmt: str) -> None:
     """`fmt` is "json", "text" or "auto" (JSON unless stderr is a terminal)."""
     handler = logging.StreamHandler(sys.stderr)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler.setFormatter(
-        JsonFormatter()
-        if use_json
-        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    try:
+        root.setLevel(level.upper())
+    except ValueError:  # a level the settings will refuse, naming it; until then INFO
+        root.setLevel(logging.INFO)
 
 
 # What makes two lines of librdkafka "the same" line: their text with the numbers masked
@@ -97,3 +113,43 @@ _LIBRDKAFKA.addFilter(FoldRepeats())
 def librdkafka_logger() -> logging.Logger:
     """The logger every Kafka client of the sink hands librdkafka's lines to, folded."""
     return _LIBRDKAFKA
+
+
+class RateLimit(logging.Filter):
+    """Passes at most `limit` lines per window; the first line after a window in which some
+    were held back says how many."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float = FOLD_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._limit, self._window, self._clock = limit, window, clock
+        self._started = clock()
+        self._passed = self._held = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        with self._lock:
+            if now - self._started >= self._window:
+                held, self._started, self._passed, self._held = self._held, now, 0, 0
+                if held:
+                    record.msg = (
+                        f"{record.getMessage()} (and {held} more like it not logged in the "
+                        f"{self._window:.0f} s before)"
+                    )
+                    record.args = ()
+            if self._passed >= self._limit:
+                self._held += 1
+                return False
+            self._passed += 1
+        return True
+
+
+# Dead letters: one WARNING line each, at most this many a minute.
+DEAD_LETTER_LINES_PER_MINUTE = 20
+DEAD_LETTERS = logging.getLogger("sink.deadletters")
+DEAD_LETTERS.addFilter(RateLimit(DEAD_LETTER_LINES_PER_MINUTE))

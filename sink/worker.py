@@ -37,6 +37,7 @@ from .consumer import (
 from .deadletter import DeadLetterProducer, dead_letter_rows
 from .errors import DecodeError, SinkError, TransientError
 from .health import Health, HealthServer, database_ping
+from .logs import DEAD_LETTERS
 from .metrics import SinkMetrics
 from .offsets import (
     FencedError,
@@ -810,15 +811,39 @@ class Worker:
         self.source.commit_advisory(batch.next_offsets)
         self.metrics.batch_committed(batch, seconds)
         self.metrics.log_end_offsets(self.source.log_end_offsets(list(self.positions)))
+        offsets = {f"{t}[{p}]": o for (t, p), o in sorted(batch.next_offsets.items())}
         logger.info(
-            "committed %d rows to %s from %d messages (%d dead letters) in %.3f s; next offsets %s",
+            "committed %d rows from %d messages (%d dead letters) in %.3f s",
             batch.row_count,
-            self.writer.where,
             batch.message_count,
             len(batch.dead_letters),
             seconds,
-            ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(batch.next_offsets.items())),
+            extra={
+                "rows": batch.row_count,
+                "rows_by_table": {f"{t.schema}.{t.name}": n for t, n in batch.row_counts.items()},
+                "deleted_keys": batch.delete_count,
+                "messages": batch.message_count,
+                "dead_letters": len(batch.dead_letters),
+                "duration_seconds": round(seconds, 4),
+                "topics": sorted({t for t, _ in batch.next_offsets}),
+                "next_offsets": offsets,
+            },
         )
+        for dead in batch.dead_letters:
+            message, error = dead.message, dead.error
+            DEAD_LETTERS.warning(
+                "set aside %s: %s",
+                error.coordinates,
+                error.reason,
+                extra={
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "reason": error.code,
+                    "table": getattr(error, "table", None),
+                    "column": getattr(error, "column", None),
+                },
+            )
 
 
 class _Background:

@@ -3,7 +3,10 @@ commands `check`, `status` and `reset` run as an operator would (`python -m sink
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -468,3 +471,64 @@ def test_a_wrong_postgresql_password_is_named_as_such_by_run_and_check(
     assert checked.returncode == 1
     assert "refused the login" in checked.stdout and "does not answer" not in checked.stdout
     assert "SINK_POSTGRES__PASSWORD" in checked.stdout
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def _json_lines(output: str) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_json_logs_carry_batches_and_dead_letters_as_fields(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    topic = new_topic()
+    produce(
+        kafka_bootstrap, topic, [(b"1", b'{"id": 1}'), (b"2", b"not json"), (b"3", b'{"id": 3}')]
+    )
+    config = sink_config(
+        [topic],
+        schema,
+        primary_key=["id"],
+        extra=f'[errors]\npolicy = "dead-letter-table"\n'
+        f'dead_letter_table = "{schema}.dead_letters"\n',
+    )
+    worker = start_sink(config)
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 3}, 60, "the batch")
+    assert worker.terminate() == 0, worker.output()[-2000:]
+    lines = _json_lines(worker.output())
+    (settings,) = [line for line in lines if line["message"] == "effective configuration"]
+    assert settings["configuration"]["kafka"]["bootstrap_servers"] == kafka_bootstrap
+    committed = [line for line in lines if line["message"].startswith("committed ")]
+    assert sum(line["messages"] for line in committed) == 3
+    assert sum(line["rows"] for line in committed) == 2
+    assert committed[-1]["next_offsets"] == {f"{topic}[0]": 3}
+    assert {"duration_seconds", "rows_by_table", "dead_letters", "topics"} <= committed[-1].keys()
+    (dead,) = [line for line in lines if line["logger"] == "sink.deadletters"]
+    assert dead["level"] == "WARNING" and dead["reason"] == "not-json"
+    assert (dead["topic"], dead["partition"], dead["offset"]) == (topic, 0, 1)
+    joined = [line for line in lines if line["message"].startswith("joined consumer group")]
+    assert len(joined) == 1
+    assigned = [line for line in lines if line["message"].startswith("assigned ")]
+    assert assigned and all("@-" not in line["message"] for line in assigned)
+
+
+def test_a_missing_config_file_is_logged_as_json_when_logs_are_json(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.toml"
+    result = subprocess.run(
+        [sys.executable, "-m", "sink", "run", "--config", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "SINK_LOG__FORMAT": "json"},
+    )
+    assert result.returncode == 2
+    (line,) = _json_lines(result.stderr)
+    assert line["level"] == "ERROR" and str(missing) in line["message"]
