@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from . import _catalog, _migrate
+from . import _catalog, _keep, _migrate
 from ._db import Db
 from ._schema import TableSpec, creation_order, identifier, wanted_tables
 from ._sql import ident, qualified
@@ -76,6 +76,7 @@ def _table_steps(db: Db, wanted: TableSpec) -> Iterator[PlannedStep]:
             yield PlannedStep(name, "create", statement)
         return
     if plan.rebuild:
+        _keep.check(db, wanted)  # what ingest would refuse, refused here too
         yield from _rebuild_steps(wanted, plan.rebuild_reasons)
         return
     yield from _in_place_steps(wanted, plan)

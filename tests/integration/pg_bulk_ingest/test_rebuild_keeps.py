@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from pg_bulk_ingest import SchemaError, ingest
+from pg_bulk_ingest import SchemaError, ingest, migration_plan
 
 from .test_migrations import load
 
@@ -583,14 +583,18 @@ def test_what_a_rebuild_cannot_carry_is_refused_before_anything_changes(
     )
     objects_sql = f"SELECT count(*) FROM pg_class WHERE relnamespace = '{s}'::regnamespace"
     before = query(table_sql), query(objects_sql)
+    definition = {"with_w": "column 'w'" not in named, "v_in_key": "refs" in named}
     try:
+        with pytest.raises(SchemaError) as planned:  # migration_plan says so beforehand
+            migration_plan(conn, items(schema, sa.BIGINT, **definition))
         with pytest.raises(SchemaError) as raised:
-            rebuild(conn, schema, with_w="column 'w'" not in named, v_in_key="refs" in named)
+            rebuild(conn, schema, **definition)
     finally:
         query(f"DROP PUBLICATION IF EXISTS pub_{schema}")
     message = str(raised.value)
     assert f"{schema}.items cannot be rebuilt" in message
     assert named.format(schema=schema) in message
+    assert str(planned.value) == message
     assert (query(table_sql), query(objects_sql)) == before
     assert v_type(query, schema) == "integer"
 
