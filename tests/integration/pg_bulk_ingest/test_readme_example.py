@@ -1,4 +1,4 @@
-"""The README's example, run unchanged apart from the engine URL and the schema name."""
+"""The library documentation's example, run unchanged apart from the engine URL and the schema name."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from tests.conftest import sqlalchemy_url
 
-DOCS = Path(__file__).parents[3] / "README.md"
+DOCS = Path(__file__).parents[3] / "docs" / "pg_bulk_ingest.md"
 
 
 def example_source() -> str:
