@@ -27,7 +27,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
 from .deadletter import admin_client
-from .errors import SinkError, TransientError
+from .errors import KafkaUnavailableError, PositionsUnknownError
 from .logs import librdkafka_logger
 from .records import TopicPartition
 
@@ -58,11 +58,6 @@ Waiting = Callable[[int, "str | None"], None]
 WAITING_RETRY_SECONDS = 2.0
 # How often librdkafka reports its statistics, from which BrokerWatch sees brokers come back.
 STATISTICS_INTERVAL_MS = 5000
-
-
-class PositionsUnknownError(SinkError):
-    """The stored offsets of newly assigned partitions cannot be read yet (PostgreSQL is
-    unreachable, say): the partitions wait, paused, until they can."""
 
 
 def consumer_config(
@@ -369,10 +364,6 @@ def is_fatal(error: KafkaError) -> bool:
         KafkaError.GROUP_AUTHORIZATION_FAILED,
         KafkaError._INVALID_ARG,
     )
-
-
-class KafkaUnavailableError(TransientError):
-    """The broker did not answer a request the sink cannot do without; worth retrying."""
 
 
 def group_offsets(client_config: Mapping[str, Any], group_id: str) -> dict[TopicPartition, int]:

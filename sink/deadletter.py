@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from .batcher import DeadLetter
-from .errors import MappingError, SinkError, TransientError
+from .errors import DeadLetterUnavailableError, MappingError, SinkError
 from .logs import librdkafka_logger
 from .mapping import dead_letter_row
 from .tables import DEAD_LETTER_COLUMNS
@@ -202,11 +202,6 @@ class DeadLetterProducer:
         left = self._producer.flush(self.timeout_seconds)
         if left:
             logger.warning("%d dead letters still unacknowledged at close", left)
-
-
-class DeadLetterUnavailableError(TransientError):
-    """The dead-letter topic did not take the batch's dead letters in time, for a reason that
-    passes (a broker outage, too few in-sync replicas): the batch is retried."""
 
 
 def _passes(error: KafkaError) -> bool:

@@ -1,4 +1,4 @@
-"""The sink's failure families, rooted at `SinkError`.
+"""The sink's failure families, rooted at `SinkError`: every error the sink raises is here.
 
 Callers decide by class: `ConfigError` stops the worker at start; `DecodeError` (and its
 `MappingError` subclass) sends one message to the dead-letter destination; a `TransientError`
@@ -6,6 +6,10 @@ abandons the batch, retried with backoff; any other `SinkError` stops the worker
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .records import Message, TopicPartition
 
 
 class SinkError(Exception):
@@ -23,7 +27,9 @@ class ConfigError(SinkError):
 
 
 class DecodeError(SinkError):
-    """One Kafka message cannot be decoded.
+    """One Kafka message cannot be written as it is: it does not decode, does not fit its
+    table (`MappingError`), or PostgreSQL refused its rows (`RejectedError`); it goes to the
+    dead-letter destination, or stops the worker under errors.policy = "fail".
 
     `code` is a short stable label for metrics and dead letters (e.g. "not-json"), `reason` the
     human explanation without the coordinates, `coordinates` is `topic[partition]@offset`.
@@ -73,3 +79,61 @@ class BadPayload(Exception):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+
+
+class OffsetsGoneError(SinkError):
+    """A stored offset no longer exists in its partition, and kafka.out_of_range = "fail"."""
+
+
+class BadMessageError(SinkError):
+    """A message could not be decoded or mapped and the error policy is to stop."""
+
+
+class RepeatedFailureError(SinkError):
+    """A batch failed the same way, without a SQLSTATE, several times in a row while PostgreSQL
+    answered: it never passes, so the worker stops rather than retry it for ever."""
+
+
+class RevokedError(SinkError):
+    """Partitions of the batch being written were revoked: it rolls back and is read again."""
+
+
+class RejectedError(DecodeError):
+    """PostgreSQL refused the row(s) one message maps to (a constraint, an out-of-range value)."""
+
+    def __init__(self, message: Message, reason: str) -> None:
+        super().__init__(message.coordinates, f"PostgreSQL rejected it: {reason}", code="rejected")
+
+
+class FencedError(SinkError):
+    """Another worker moved a partition of this batch: this worker no longer owns it."""
+
+
+class OutdatedDefinitionError(SinkError):
+    """The table was migrated to a newer definition than this worker's."""
+
+
+class StoredStateError(SinkError):
+    """The stored state cannot be used: it is missing, unreadable, or not this sink's.
+
+    The worker stops rather than start over from `kafka.start_from`; `reset` is the remedy.
+    """
+
+    def __init__(self, message: str, *, stored: Mapping[TopicPartition, int] | None = None) -> None:
+        super().__init__(message)
+        # Offsets found in the broken state, when there are some to offer `reset`.
+        self.stored = stored
+
+
+class PositionsUnknownError(SinkError):
+    """The stored offsets of newly assigned partitions cannot be read yet (PostgreSQL is
+    unreachable, say): the partitions wait, paused, until they can."""
+
+
+class KafkaUnavailableError(TransientError):
+    """The broker did not answer a request the sink cannot do without; worth retrying."""
+
+
+class DeadLetterUnavailableError(TransientError):
+    """The dead-letter topic did not take the batch's dead letters in time, for a reason that
+    passes (a broker outage, too few in-sync replicas): the batch is retried."""

@@ -18,33 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from .errors import SinkError
+from .errors import FencedError, OutdatedDefinitionError, StoredStateError
 from .records import TopicPartition
 
 # Enough history to recognise any definition from recent rollouts, small enough for a comment.
 MAX_DEFINITIONS = 20
 
 Positions = Mapping[TopicPartition, int]
-
-
-class FencedError(SinkError):
-    """Another worker moved a partition of this batch: this worker no longer owns it."""
-
-
-class OutdatedDefinitionError(SinkError):
-    """The table was migrated to a newer definition than this worker's."""
-
-
-class StoredStateError(SinkError):
-    """The stored state cannot be used: it is missing, unreadable, or not this sink's.
-
-    The worker stops rather than start over from `kafka.start_from`; `reset` is the remedy.
-    """
-
-    def __init__(self, message: str, *, stored: Positions | None = None) -> None:
-        super().__init__(message)
-        # Offsets found in the broken state, when there are some to offer `reset`.
-        self.stored = stored
 
 
 @dataclass(frozen=True)

@@ -28,24 +28,29 @@ from .consumer import (
     UNREADABLE_MESSAGE,
     BrokerWatch,
     KafkaSource,
-    KafkaUnavailableError,
-    PositionsUnknownError,
     consumer_config,
     group_offsets,
     is_fatal,
 )
 from .deadletter import DeadLetterProducer, dead_letter_rows
-from .errors import DecodeError, SinkError, TransientError
+from .errors import (
+    BadMessageError,
+    DecodeError,
+    FencedError,
+    KafkaUnavailableError,
+    OffsetsGoneError,
+    OutdatedDefinitionError,
+    PositionsUnknownError,
+    RejectedError,
+    RepeatedFailureError,
+    RevokedError,
+    StoredStateError,
+    TransientError,
+)
 from .health import Health, HealthServer, database_ping
 from .logs import DEAD_LETTERS
 from .metrics import SinkMetrics
-from .offsets import (
-    FencedError,
-    OutdatedDefinitionError,
-    Positions,
-    StoredStateError,
-    adopt_definition,
-)
+from .offsets import Positions, adopt_definition
 from .pipeline import Pipeline
 from .records import Message, TopicPartition, message_from_kafka
 from .retry import DATABASE_ERRORS, Failure, Repeats, backoff_seconds, classify, failure_kind
@@ -77,30 +82,6 @@ GC_YOUNG_THRESHOLD = 50_000
 OUTDATED_RETRY_SECONDS = 15.0
 # Waits between attempts to ask an unreachable broker for the group's offsets at start.
 KAFKA_RETRY_SECONDS = 5.0
-
-
-class OffsetsGoneError(SinkError):
-    """A stored offset no longer exists in its partition, and kafka.out_of_range = "fail"."""
-
-
-class BadMessageError(SinkError):
-    """A message could not be decoded or mapped and the error policy is to stop."""
-
-
-class RepeatedFailureError(SinkError):
-    """A batch failed the same way, without a SQLSTATE, several times in a row while PostgreSQL
-    answered: it never passes, so the worker stops rather than retry it for ever."""
-
-
-class RevokedError(SinkError):
-    """Partitions of the batch being written were revoked: it rolls back and is read again."""
-
-
-class RejectedError(DecodeError):
-    """PostgreSQL refused the row(s) one message maps to (a constraint, an out-of-range value)."""
-
-    def __init__(self, message: Message, reason: str) -> None:
-        super().__init__(message.coordinates, f"PostgreSQL rejected it: {reason}", code="rejected")
 
 
 class Worker:

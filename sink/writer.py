@@ -20,11 +20,11 @@ from sqlalchemy.dialects import postgresql
 import pg_bulk_ingest
 
 from .config import PostgresSettings
+from .errors import StoredStateError
 from .offsets import (
     MOVED,
     Positions,
     StoredState,
-    StoredStateError,
     adopt_definition,
     advance,
     check_owned,

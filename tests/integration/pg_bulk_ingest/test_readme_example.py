@@ -1,4 +1,4 @@
-"""The library documentation's example, run unchanged apart from the engine URL and the schema name."""
+"""The library documentation's example, run unchanged but for the engine URL and schema."""
 
 from __future__ import annotations
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from sink.errors import FencedError, OutdatedDefinitionError, StoredStateError
 from sink.offsets import (
     MAX_DEFINITIONS,
-    FencedError,
-    OutdatedDefinitionError,
     StoredState,
-    StoredStateError,
     adopt_definition,
     advance,
     check_owned,
