@@ -65,6 +65,7 @@ class Health:
         self._waiting = 0
         self._waiting_reason: str | None = None
         self._kafka_down: str | None = None
+        self._retrying: str | None = None
         self._ping_lock = threading.Lock()
         self._pinged_at: float | None = None
         self._ping_error: str | None = None
@@ -93,6 +94,11 @@ class Health:
         """Why no broker can be reached (every one is down), or None once one is."""
         self._kafka_down = reason
 
+    def set_retrying(self, reason: str | None) -> None:
+        """Why the batch is being retried after a transient failure (a broker, schema registry
+        or dead-letter topic outage), or None once a batch commits again."""
+        self._retrying = reason
+
     # --- read by the probes --------------------------------------------------------------
 
     def livez(self) -> Verdict:
@@ -112,6 +118,8 @@ class Health:
         error = self._database_error()
         if error is not None:
             return Verdict(False, f"database unreachable: {error}")
+        if self._retrying is not None:
+            return Verdict(False, f"batches fail and are retried: {self._retrying}")
         if self._waiting:
             return Verdict(
                 False,

@@ -292,6 +292,7 @@ class Worker:
                 self.metrics.retried(failure_kind(exc))
                 delay = backoff_seconds(failures, self._random)
                 reason = str(exc).strip().splitlines()[0]
+                self.health.set_retrying(reason)
                 logger.warning(
                     "%s; batch abandoned, retrying in %.1f s (attempt %d%s)",
                     reason if isinstance(exc, TransientError) else f"PostgreSQL failed ({reason})",
@@ -555,7 +556,10 @@ class Worker:
             if self.stopping.is_set():
                 return None
             # One message: the batch opens with it, and the rest stream while PostgreSQL writes.
-            rows.extend(self._add_all(self.source.consume(1, POLL_SECONDS)))
+            consumed = self.source.consume(1, POLL_SECONDS)
+            if not consumed:
+                self.health.set_retrying(None)  # nothing (left) to retry
+            rows.extend(self._add_all(consumed))
         return rows
 
     def _stream(self, first: list[Row], pending: PendingBatch) -> Iterator[Row]:
@@ -781,6 +785,7 @@ class Worker:
     def _committed(self, batch: Batch, seconds: float) -> None:
         assert self.source is not None
         self.committed_batches += 1
+        self.health.set_retrying(None)
         self._in_flight = None
         self._sent.difference_update(_coordinates(d.message) for d in batch.dead_letters)
         if self._isolating and batch.dead_letters and not self._poison:

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -741,6 +744,10 @@ def test_an_unreachable_registry_is_retried_and_never_makes_a_dead_letter(
     assert "batch abandoned, retrying" in worker.messages()
     assert count_rows(engine, schema) == 0
     assert count_rows(engine, schema, "dead") == 0
+    port = int(re.findall(r"on port (\d+)", worker.messages())[0])
+    with pytest.raises(urllib.error.HTTPError) as unready:  # 503, naming the cause
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    assert "is unreachable" in unready.value.read().decode()
     registry_later.open()
     _run_to_end(engine, kafka_bootstrap, topic, schema, worker)
     assert count_rows(engine, schema) == 50

@@ -163,3 +163,14 @@ def test_stop_releases_the_port(health: Health, metrics: SinkMetrics) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2)
     # The same port can be bound again straight away.
     HealthServer("127.0.0.1", port, health, metrics).stop()
+
+
+def test_readyz_names_the_transient_failure_batches_are_retried_for(
+    health: Health, database: Database
+) -> None:
+    health.set_joined(True)
+    health.set_retrying("the schema registry at http://127.0.0.1:1 did not answer")
+    verdict = health.readyz()
+    assert not verdict.ok and "retried: the schema registry" in verdict.reason
+    health.set_retrying(None)
+    assert health.readyz().ok
