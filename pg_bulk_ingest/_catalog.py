@@ -62,7 +62,7 @@ WHERE i.indrelid = %s::oid AND 0 <> ALL (i.indkey) AND i.indexprs IS NULL
 def _live_index(row: tuple[Any, ...]) -> IndexSpec:
     name, _, unique, constraint, method, key_count, columns, ops, defaults, options = row[:10]
     predicate, comment, nulls_not_distinct, valid = row[10:]
-    marked, written = _read_index_comment(comment)
+    marked, written = _read_mark(comment, "where")
     return IndexSpec(
         name=name,
         columns=tuple(columns[:key_count]),
@@ -80,15 +80,24 @@ def _live_index(row: tuple[Any, ...]) -> IndexSpec:
     )
 
 
+def ingest_mark(key: str, written: str | None) -> str:
+    """The COMMENT `ingest` puts on the indexes and constraints it makes: it marks them as its
+    own (to be dropped once no longer defined, unlike those made by hand), and keeps under
+    `key` what PostgreSQL gives back reworded as it was written (an index's predicate, a
+    CHECK's expression)."""
+    return orjson.dumps({COMMENT_KEY: {} if written is None else {key: written}}).decode()
+
+
 def index_comment(where: str | None) -> str:
-    """The COMMENT `ingest` puts on the indexes of the definition: it marks them as such (to be
-    dropped once no longer defined, unlike an index made by hand), and keeps the predicate as
-    written, since PostgreSQL gives it back reworded."""
-    return orjson.dumps({COMMENT_KEY: {} if where is None else {"where": where}}).decode()
+    return ingest_mark("where", where)
 
 
-def _read_index_comment(comment: str | None) -> tuple[bool, str | None]:
-    """Whether an index's COMMENT is `index_comment`'s, and the predicate it holds."""
+def constraint_comment(check: str | None) -> str:
+    return ingest_mark("check", check)
+
+
+def _read_mark(comment: str | None, key: str) -> tuple[bool, str | None]:
+    """Whether a COMMENT is `ingest_mark`'s, and what it keeps under `key`."""
     if not comment or not comment.startswith("{"):
         return False, None
     try:
@@ -98,8 +107,8 @@ def _read_index_comment(comment: str | None) -> tuple[bool, str | None]:
     ours = document.get(COMMENT_KEY) if isinstance(document, dict) else None
     if not isinstance(ours, dict):
         return False, None
-    where = ours.get("where")
-    return True, where if isinstance(where, str) else None
+    written = ours.get(key)
+    return True, written if isinstance(written, str) else None
 
 
 # Each column with its DEFAULT, its identity and the identity's sequence, and its comment.
@@ -150,27 +159,6 @@ def _live_column(row: tuple[Any, ...]) -> ColumnSpec:
     )
 
 
-def constraint_comment(check: str | None) -> str:
-    """The COMMENT `ingest` puts on the CHECK and FOREIGN KEY constraints it makes: it marks
-    them (to be dropped once no longer defined, unlike a constraint made by hand) and keeps a
-    CHECK's expression as written, since PostgreSQL gives it back reworded."""
-    return orjson.dumps({COMMENT_KEY: {} if check is None else {"check": check}}).decode()
-
-
-def _read_constraint_comment(comment: str | None) -> tuple[bool, str | None]:
-    if not comment or not comment.startswith("{"):
-        return False, None
-    try:
-        document = orjson.loads(comment)
-    except orjson.JSONDecodeError:
-        return False, None
-    ours = document.get(COMMENT_KEY) if isinstance(document, dict) else None
-    if not isinstance(ours, dict):
-        return False, None
-    check = ours.get("check")
-    return True, check if isinstance(check, str) else None
-
-
 def _live_constraints(
     rows: list[tuple[Any, ...]],
 ) -> tuple[tuple[CheckSpec, ...], tuple[ForeignKeySpec, ...]]:
@@ -178,7 +166,7 @@ def _live_constraints(
     for row in rows:
         kind, name, expression, columns, ref_schema, ref_table, ref_columns = row[:7]
         on_update, on_delete, match, deferrable, deferred, valid, comment = row[7:]
-        marked, written = _read_constraint_comment(comment)
+        marked, written = _read_mark(comment, "check")
         if kind == "c":
             checks.append(CheckSpec(name, written or expression, marked, bool(valid)))
             continue
