@@ -26,7 +26,7 @@ from confluent_kafka.admin import OffsetSpec as _OffsetSpec  # type: ignore[attr
 import pg_bulk_ingest
 
 from . import logs
-from .config import ErrorPolicy, Settings, StartFrom, load_settings
+from .config import ErrorPolicy, Settings, StartFrom, load_settings, quoted_name
 from .deadletter import admin_client
 from .errors import ConfigError, SinkError
 from .offsets import StoredState, adopt_definition
@@ -114,10 +114,11 @@ class Context:
 
     @property
     def state_name(self) -> str:
-        """The state table, whose COMMENT holds the offsets, as `schema.table`."""
+        """The state table, whose COMMENT holds the offsets, as `schema.table` (quoted as SQL
+        needs it)."""
         table = self.tables.state_table
         assert table is not None  # load_tables always adds it
-        return f"{table.schema}.{table.name}"
+        return quoted_name(table.schema or "public", table.name)
 
     def engine(self) -> sa.engine.Engine:
         return create_engine(
@@ -214,7 +215,8 @@ def _list_offsets(
 
 
 class _Report:
-    """What `check` prints as it goes, and the problems it gathers."""
+    """What `check` prints as it goes, and the problems it gathers: each is printed once, in
+    the list at the end, and marked by its number where it was found."""
 
     def __init__(self) -> None:
         self.problems: list[str] = []
@@ -224,7 +226,7 @@ class _Report:
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
-        print(f"  PROBLEM: {text}", flush=True)
+        print(f"  PROBLEM {len(self.problems)} (listed below)", flush=True)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -233,11 +235,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         context = _context(args)
     except ConfigError as exc:
         report.say("config: invalid")
-        report.problem(str(exc))
+        report.problems.extend(exc.problems)
         return _verdict(report)
     settings = context.settings
     tables = ", ".join(
-        f"{t.schema or 'public'}.{t.name}" for t in context.tables.metadata.tables.values()
+        quoted_name(t.schema or "public", t.name) for t in context.tables.metadata.tables.values()
     )
     report.say(
         f"config: valid; tables {tables}; group {settings.kafka.group_id!r}; "
@@ -251,8 +253,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _verdict(report: _Report) -> int:
     if report.problems:
         print(f"\nnot ready: {len(report.problems)} problem(s)")
-        for text in report.problems:
-            print(f"  - {text}")
+        for number, text in enumerate(report.problems, 1):
+            print(f"  {number}. {text}")
         return 1
     print("\nready to run")
     return 0
@@ -328,12 +330,19 @@ def _check_plan(context: Context, conn: sa.engine.Connection, report: _Report) -
         report.problem(str(exc))
         return
     report.say("migration plan (check changes nothing):")
+    # A step names its table "schema.name", unquoted: shown as SQL needs it written.
+    shown = {
+        f"{t.schema or 'public'}.{t.name}": quoted_name(t.schema or "public", t.name)
+        for t in context.tables.metadata.tables.values()
+    }
     changed: dict[str, str] = {}
     for table, group in itertools.groupby(steps, key=lambda step: step.table):
         table_steps = list(group)
         head = table_steps[0]
         reason = next((s.reason for s in table_steps if s.sql is None and s.reason), None)
-        report.say(f"  {table}: {head.action}" + (f" ({reason})" if reason else ""))
+        report.say(
+            f"  {shown.get(table, table)}: {head.action}" + (f" ({reason})" if reason else "")
+        )
         for step in table_steps:
             if step.sql is not None:
                 via = ", part of a rebuild + swap" if step.rebuild else ""
@@ -350,6 +359,7 @@ def _check_privileges(
     conn: sa.engine.Connection, report: _Report, table: sa.Table, action: str | None
 ) -> None:
     schema, name = table.schema or "public", table.name
+    shown = quoted_name(schema, name)
     found = conn.execute(
         sa.text(
             "SELECT pg_get_userbyid(c.relowner), pg_has_role(current_user, c.relowner, 'USAGE'),"
@@ -362,20 +372,22 @@ def _check_privileges(
     if found is None:
         schema_ok = conn.execute(
             sa.text(
-                "SELECT CASE WHEN to_regnamespace(:schema) IS NULL "
+                "SELECT CASE WHEN to_regnamespace(quote_ident(:schema)) IS NULL "
                 "THEN has_database_privilege(current_database(), 'CREATE') "
                 "ELSE has_schema_privilege(:schema, 'CREATE') END"
             ),
             {"schema": schema},
         ).scalar()
         if not schema_ok:
-            report.problem(f"the role cannot create {schema}.{name} (grant CREATE on {schema})")
+            report.problem(
+                f"the role cannot create {shown} (grant CREATE on {quoted_name(schema)})"
+            )
         return
     owner, owns, can_insert = found
     if action is not None and not owns:
-        report.problem(f"{schema}.{name} needs a migration ({action}) but is owned by {owner!r}")
+        report.problem(f"{shown} needs a migration ({action}) but is owned by {owner!r}")
     if not can_insert:
-        report.problem(f"the role cannot INSERT into {schema}.{name} (owned by {owner!r})")
+        report.problem(f"the role cannot INSERT into {shown} (owned by {owner!r})")
 
 
 def _check_offsets(context: Context, conn: sa.engine.Connection, report: _Report) -> None:
@@ -406,7 +418,8 @@ def _check_offsets(context: Context, conn: sa.engine.Connection, report: _Report
     else:
         report.problem(
             f"role {role!r} cannot COMMENT ON {first}, where the offsets are stored: it is "
-            f"owned by {owner[0]!r} (ALTER TABLE {first} OWNER TO {role}, or grant the role)"
+            f"owned by {owner[0]!r} (ALTER TABLE {first} OWNER TO {quoted_name(str(role))}, or "
+            "grant the role)"
         )
     conn.rollback()
     writer = context.writer(conn.engine)

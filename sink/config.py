@@ -1,7 +1,8 @@
 """Settings: one frozen, validated object built once from a TOML file and `SINK_*` variables.
 
-Every error names the dotted setting and how to set it; secrets are `Secret` values that never
-print, and `Settings.redacted()` is the effective config to log once at start.
+Every problem is reported at once, each naming the dotted setting and how to set it; secrets
+are `Secret` values that never print, and `Settings.redacted()` is the effective config to log
+once at start.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS as POSTGRES_RESERVED_WORDS
 from sqlalchemy.engine import URL, make_url
 
 from sink.errors import ConfigError
@@ -483,7 +485,7 @@ def _plain(section: object) -> dict[str, object]:
 
 def _table_summary(table: TableSettings) -> dict[str, object]:
     return {
-        "table": table.qualified_name,
+        "table": quoted_name(table.schema, table.name),
         "topics": list(table.topics),
         "topic_pattern": table.topic_pattern,
         "primary_key": list(table.primary_key),
@@ -497,16 +499,50 @@ def _table_summary(table: TableSettings) -> dict[str, object]:
     }
 
 
+# --- names PostgreSQL reads differently unless quoted ---------------------------------------
+
+# A name PostgreSQL takes as itself without quotes: lower-case ASCII letters, digits, _ and $,
+# not first a digit or $ (it folds unquoted ASCII upper case to lower case; other characters
+# are taken as they are).
+_PLAIN_NAME = re.compile(r"[a-z_\u0080-\U0010ffff][a-z0-9_$\u0080-\U0010ffff]*")
+
+
+def quoting_reason(name: str) -> str | None:
+    """Why `name` must be double-quoted in SQL to mean itself, or None if it need not be."""
+    if name.lower() in POSTGRES_RESERVED_WORDS:
+        return "is a reserved word"
+    if _PLAIN_NAME.fullmatch(name):
+        return None
+    if name[:1].isdigit() or name.startswith("$"):
+        return "starts with a digit or $"
+    if _PLAIN_NAME.fullmatch(name.lower()):
+        return f"has upper-case letters (unquoted, PostgreSQL reads {name.lower()})"
+    return "has characters other than letters, digits, _ and $"
+
+
+def quoted_name(*parts: str) -> str:
+    """A name as it must be written in SQL, each dotted part (schema, table, column) quoted
+    when it needs to be: `quoted_name("public", "UX_Orders")` is `public."UX_Orders"`."""
+    return ".".join(
+        '"' + part.replace('"', '""') + '"' if quoting_reason(part) else part for part in parts
+    )
+
+
 # --- loading -------------------------------------------------------------------------------
 
 
 def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settings:
     """Read the TOML file (`path`, else `$SINK_CONFIG`, else none), apply `SINK_*` overrides,
-    read secret files, and validate. Raises ConfigError naming the setting and the fix."""
+    read secret files, and validate. Raises one ConfigError listing every problem, each naming
+    the setting and the fix."""
     config_path = path if path is not None else environ.get(CONFIG_ENV)
     raw = _read_toml(Path(config_path)) if config_path else {}
-    _apply_environment(raw, environ)
-    return _parse_settings(raw)
+    problems = _Problems()
+    _apply_environment(raw, environ, problems)
+    settings = _parse_settings(raw, problems)
+    problems.raise_if_any()
+    _warn_about_names_to_quote(settings)
+    return settings
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -523,7 +559,39 @@ def _read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
 
 
-def _apply_environment(raw: dict[str, object], environ: Mapping[str, str]) -> None:
+class _Problems:
+    """Every problem found in the configuration, at most one per setting: a value of the wrong
+    type is not reported again by the checks that use it, nor the keys of a section that is
+    not a table."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, str] = {}
+
+    def add(self, setting: str, message: str) -> None:
+        if not any(outer in self._found for outer in _enclosing(setting)):
+            self._found[setting] = f"{setting}: {message}"
+
+    def raise_if_any(self) -> None:
+        if self._found:
+            raise ConfigError(*self._found.values())
+
+
+def _enclosing(setting: str) -> list[str]:
+    """`tables[0].name` is inside `tables`, `tables[0]` and itself."""
+    cuts = [match.start() for match in re.finditer(r"[.\[]", setting)]
+    return [setting[:cut] for cut in cuts] + [setting]
+
+
+class _FromEnvironment(str):
+    """A value set by a `SINK_*` variable: text by nature, converted by the setting's type
+    (a string in the config file where a number, boolean or list belongs is refused)."""
+
+    __slots__ = ()
+
+
+def _apply_environment(
+    raw: dict[str, object], environ: Mapping[str, str], problems: _Problems
+) -> None:
     """Overlay `SINK_SECTION__KEY[__SUBKEY]=value` variables onto the parsed file.
 
     Variables without the `__` delimiter are not settings (except SINK_CONFIG): Kubernetes
@@ -535,10 +603,12 @@ def _apply_environment(raw: dict[str, object], environ: Mapping[str, str]) -> No
         parts = variable[len(ENV_PREFIX) :].split(ENV_DELIMITER)
         section = parts[0].lower()
         if section == "tables":
-            raise ConfigError(
-                f"{variable}: [[tables]] can only be declared in the config file "
-                f"(or use [python] module, SINK_PYTHON__MODULE)"
+            problems.add(
+                variable,
+                "[[tables]] can only be declared in the config file "
+                "(or use [python] module, SINK_PYTHON__MODULE)",
             )
+            continue
         if len(parts) > 2 and section == "kafka" and parts[1].lower() in _KAFKA_MAPS:
             keys = [section, parts[1].lower(), _librdkafka_name(ENV_DELIMITER.join(parts[2:]))]
         elif len(parts) == 2:
@@ -546,11 +616,13 @@ def _apply_environment(raw: dict[str, object], environ: Mapping[str, str]) -> No
         else:
             keys = []
         if not all(keys) or not keys:
-            raise ConfigError(
-                f"{variable}: not a setting; use SINK_<SECTION>__<KEY>, e.g. "
-                f"SINK_KAFKA__BOOTSTRAP_SERVERS, or SINK_KAFKA__SETTINGS__<librdkafka.name>"
+            problems.add(
+                variable,
+                "not a setting; use SINK_<SECTION>__<KEY>, e.g. SINK_KAFKA__BOOTSTRAP_SERVERS, "
+                "or SINK_KAFKA__SETTINGS__<librdkafka.name>",
             )
-        _set_path(raw, keys, environ[variable], variable)
+            continue
+        _set_path(raw, keys, _FromEnvironment(environ[variable]), variable, problems)
 
 
 _KAFKA_MAPS = ("settings", "settings_files")
@@ -564,13 +636,16 @@ def _librdkafka_name(name: str) -> str:
     return name.lower().replace("_", ".")
 
 
-def _set_path(raw: dict[str, object], keys: list[str], value: str, variable: str) -> None:
+def _set_path(
+    raw: dict[str, object], keys: list[str], value: str, variable: str, problems: _Problems
+) -> None:
     node = raw
     for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
             dotted = ".".join(keys[: depth + 1])
-            raise ConfigError(f"{variable}: {dotted} is not a table in the config file")
+            problems.add(variable, f"{dotted} is not a table in the config file")
+            return
         node = child
     node[keys[-1]] = value
 
@@ -581,21 +656,24 @@ E = TypeVar("E", bound=enum.Enum)
 
 
 class _Section:
-    """Reads one TOML table, remembering which keys were used so unknown ones are reported."""
+    """Reads one TOML table, remembering which keys were used so unknown ones are reported.
 
-    def __init__(self, raw: object, path: str, *, env: bool = True) -> None:
+    A value that does not fit is reported to `problems`, and its default (or an empty value)
+    stands in for it, so that reading goes on and finds the other problems."""
+
+    def __init__(self, raw: object, path: str, problems: _Problems, *, env: bool = True) -> None:
         self.path = path
+        self.problems = problems
         self._env = env
-        if not isinstance(raw, dict):
-            self.fail_here(f"must be a table, got {_show(raw)}")
-        self._raw: dict[str, object] = raw
+        self._raw: dict[str, object] = {}
+        if isinstance(raw, dict):
+            self._raw = raw
+        else:
+            problems.add(path, f"must be a table, got {_show(raw)}")
         self._used: set[str] = set()
 
-    def fail_here(self, message: str) -> NoReturn:
-        raise ConfigError(f"{self.path}: {message}")
-
-    def fail(self, key: str, message: str) -> NoReturn:
-        raise ConfigError(f"{self.path}.{key}: {message}{self.hint(key)}")
+    def problem(self, key: str, message: str) -> None:
+        self.problems.add(f"{self.path}.{key}", f"{message}{self.hint(key)}")
 
     def hint(self, key: str) -> str:
         if not self._env:
@@ -614,11 +692,13 @@ class _Section:
         return self._raw.get(key, _MISSING)
 
     def text(self, key: str, default: str | None = None) -> str:
+        """The string; when required and missing or not a string, reported, and "" instead."""
         value = self.optional_text(key)
         if value is not None:
             return value
         if default is None:
-            self.fail(key, "is required")
+            self.problem(key, "is required")
+            return ""
         return default
 
     def optional_text(self, key: str) -> str | None:
@@ -626,8 +706,9 @@ class _Section:
         if value is _MISSING:
             return None
         if not isinstance(value, str) or not value.strip():
-            self.fail(key, f"must be a non-empty string, got {_show(value)}")
-        return value
+            self.problem(key, f"must be a non-empty string, got {_show(value)}")
+            return None
+        return str(value)
 
     def integer(
         self, key: str, default: int, *, minimum: int = 1, maximum: int | None = None
@@ -640,7 +721,8 @@ class _Section:
             wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
             if maximum is not None:
                 wanted = f"an integer from {minimum} to {maximum}"
-            self.fail(key, f"must be {wanted}, got {_show(value)}")
+            self.problem(key, f"must be {wanted}, got {_show(value)}{_unquote(value)}")
+            return default
         return number
 
     def number(self, key: str, default: float, *, zero: bool = False) -> float:
@@ -650,7 +732,8 @@ class _Section:
         number = _as_float(value)
         if number is None or not (number >= 0 if zero else number > 0):
             wanted = "0 or a positive number" if zero else "a positive number"
-            self.fail(key, f"must be {wanted} of seconds, got {_show(value)}")
+            self.problem(key, f"must be {wanted} of seconds, got {_show(value)}{_unquote(value)}")
+            return default
         return number
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -659,9 +742,10 @@ class _Section:
             return default
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
+        if isinstance(value, _FromEnvironment) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        self.fail(key, f"must be true or false, got {_show(value)}")
+        self.problem(key, f"must be true or false, got {_show(value)}{_unquote(value)}")
+        return default
 
     def choice(self, key: str, kind: type[E], default: E) -> E:
         value = self.get(key)
@@ -671,35 +755,38 @@ class _Section:
             return kind(value.lower() if isinstance(value, str) else value)
         except ValueError:
             allowed = " | ".join(repr(member.value) for member in kind)
-            self.fail(key, f"must be one of {allowed}, got {_show(value)}")
+            self.problem(key, f"must be one of {allowed}, got {_show(value)}")
+            return default
 
     def text_list(self, key: str) -> tuple[str, ...]:
         value = self.get(key)
         if value is _MISSING:
             return ()
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",")]
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.fail(key, f"must be a list of non-empty strings, got {_show(value)}")
+            fix = f" (write [{value!r}])".replace("'", '"') if isinstance(value, str) else ""
+            self.problem(key, f"must be a list of non-empty strings, got {_show(value)}{fix}")
+            return ()
         return tuple(value)
 
     def section(self, key: str) -> _Section:
         value = self.get(key)
-        return _Section({} if value is _MISSING else value, f"{self.path}.{key}", env=self._env)
+        return _Section(
+            {} if value is _MISSING else value, f"{self.path}.{key}", self.problems, env=self._env
+        )
 
     def items(self) -> list[tuple[str, object]]:
         self._used.update(self._raw)
         return list(self._raw.items())
 
     def finish(self) -> None:
-        unknown = sorted(set(self._raw) - self._used)
-        if unknown:
-            key = unknown[0]
+        """Reports each key that no read asked for, with the closest known one."""
+        known = ", ".join(sorted(self._used))
+        for key in sorted(set(self._raw) - self._used):
             close = difflib.get_close_matches(key, sorted(self._used), n=1)
             suggestion = f"; did you mean {close[0]!r}?" if close else ""
-            known = ", ".join(sorted(self._used))
-            raise ConfigError(
-                f"{self.path}.{key}: unknown setting{suggestion} (known in {self.path}: {known})"
+            self.problems.add(
+                f"{self.path}.{key}",
+                f"unknown setting{suggestion} (known in {self.path}: {known})",
             )
 
 
@@ -708,12 +795,19 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _unquote(value: object) -> str:
+    """The fix for a number or boolean written as a string in the config file."""
+    if isinstance(value, str) and not isinstance(value, _FromEnvironment):
+        return " (a string: write it without quotes)"
+    return ""
+
+
 def _as_int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str):
+    if isinstance(value, _FromEnvironment):
         try:
             return int(value.strip().replace("_", ""))
         except ValueError:
@@ -726,7 +820,7 @@ def _as_float(value: object) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    if isinstance(value, str):
+    if isinstance(value, _FromEnvironment):
         try:
             return float(value.strip())
         except ValueError:
@@ -748,30 +842,31 @@ _SECTIONS = (
 )
 
 
-def _parse_settings(raw: dict[str, object]) -> Settings:
-    unknown = sorted(set(raw) - set(_SECTIONS))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], _SECTIONS, n=1)
+def _parse_settings(raw: dict[str, object], problems: _Problems) -> Settings:
+    for name in sorted(set(raw) - set(_SECTIONS)):
+        close = difflib.get_close_matches(name, _SECTIONS, n=1)
         suggestion = f"; did you mean [{close[0]}]?" if close else ""
-        raise ConfigError(
-            f"{unknown[0]}: unknown section{suggestion} (known: {', '.join(_SECTIONS)})"
-        )
+        problems.add(name, f"unknown section{suggestion} (known: {', '.join(_SECTIONS)})")
+
+    def section(name: str) -> _Section:
+        return _Section(raw.get(name, {}), name, problems)
+
     settings = Settings(
-        kafka=_parse_kafka(_Section(raw.get("kafka", {}), "kafka")),
-        postgres=_parse_postgres(_Section(raw.get("postgres", {}), "postgres")),
-        tables=_parse_tables(raw.get("tables", _MISSING)),
-        python=_parse_python(raw.get("python", _MISSING)),
-        batch=_parse_batch(_Section(raw.get("batch", {}), "batch")),
-        http=_parse_http(_Section(raw.get("http", {}), "http")),
-        shutdown=_parse_shutdown(_Section(raw.get("shutdown", {}), "shutdown")),
-        errors=_parse_errors(_Section(raw.get("errors", {}), "errors")),
-        log=_parse_log(_Section(raw.get("log", {}), "log")),
-        schema_registry=_parse_schema_registry(raw.get("schema_registry", _MISSING)),
+        kafka=_parse_kafka(section("kafka")),
+        postgres=_parse_postgres(section("postgres")),
+        tables=_parse_tables(raw.get("tables", _MISSING), problems),
+        python=_parse_python(raw.get("python", _MISSING), problems),
+        batch=_parse_batch(section("batch")),
+        http=_parse_http(section("http")),
+        shutdown=_parse_shutdown(section("shutdown")),
+        errors=_parse_errors(section("errors")),
+        log=_parse_log(section("log")),
+        schema_registry=_parse_schema_registry(raw.get("schema_registry", _MISSING), problems),
     )
-    _check_tables_present(settings)
-    _check_schema_registry(settings)
-    _check_topics_disjoint(settings.tables)
-    _check_dead_letters(settings)
+    _check_tables_present(settings, problems)
+    _check_schema_registry(settings, problems)
+    _check_topics_disjoint(settings.tables, problems)
+    _check_dead_letters(settings, problems)
     return settings
 
 
@@ -783,20 +878,28 @@ def _parse_kafka(section: _Section) -> KafkaSettings:
     plain: dict[str, str] = {}
     secret: dict[str, Secret] = {}
     for name, value in section.section("settings").items():
-        _check_managed(section, "settings", name)
+        if _is_managed(section, "settings", name):
+            continue
         text = _librdkafka_value(section, f"settings.{name}", value)
+        if text is None:
+            continue
         _check_safe(section, name, text)
         if is_secret_setting(name):
             secret[name] = Secret(text)
         else:
             plain[name] = text
     for name, value in section.section("settings_files").items():
-        _check_managed(section, "settings_files", name)
+        key = f"settings_files.{name}"
+        if _is_managed(section, "settings_files", name):
+            continue
         if name in plain or name in secret:
-            section.fail(f"settings_files.{name}", "is also in kafka.settings; keep one of the two")
-        if not isinstance(value, str) or not value:
-            section.fail(f"settings_files.{name}", f"must be a file path, got {_show(value)}")
-        secret[name] = Secret(_read_secret_file(f"kafka.settings_files.{name}", value))
+            section.problem(key, "is also in kafka.settings; keep one of the two")
+        elif not isinstance(value, str) or not value:
+            section.problem(key, f"must be a file path, got {_show(value)}")
+        else:
+            content = _read_secret_file(section.problems, f"kafka.{key}", value)
+            if content is not None:
+                secret[name] = Secret(content)
     section.finish()
     return KafkaSettings(
         bootstrap_servers=bootstrap,
@@ -808,9 +911,13 @@ def _parse_kafka(section: _Section) -> KafkaSettings:
     )
 
 
-def _check_managed(section: _Section, table: str, name: str) -> None:
+def _is_managed(section: _Section, table: str, name: str) -> bool:
     if name in _MANAGED_KAFKA_SETTINGS:
-        section.fail(f"{table}.{name}", f"is managed by the sink: {_MANAGED_KAFKA_SETTINGS[name]}")
+        section.problem(
+            f"{table}.{name}", f"is managed by the sink: {_MANAGED_KAFKA_SETTINGS[name]}"
+        )
+        return True
+    return False
 
 
 def _check_safe(section: _Section, name: str, value: str) -> None:
@@ -818,26 +925,28 @@ def _check_safe(section: _Section, name: str, value: str) -> None:
         return
     allowed, why = _SAFE_KAFKA_VALUES[name]
     if value.strip().lower() not in allowed:
-        section.fail(f"settings.{name}", f"{value!r} is not supported: {why}")
+        section.problem(f"settings.{name}", f"{value!r} is not supported: {why}")
 
 
-def _librdkafka_value(section: _Section, key: str, value: object) -> str:
+def _librdkafka_value(section: _Section, key: str, value: object) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
         return str(value)
-    section.fail(key, f"must be a string, number or boolean, got {_show(value)}")
+    section.problem(key, f"must be a string, number or boolean, got {_show(value)}")
+    return None
 
 
-def _read_secret_file(setting: str, path: str) -> str:
+def _read_secret_file(problems: _Problems, setting: str, path: str) -> str | None:
     try:
         # Mounted secrets often end with a newline that is not part of the secret.
         return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(
-            f"{setting}: cannot read secret file {path!r}: {error} (mount the secret there, "
-            f"or fix the path)"
-        ) from None
+        problems.add(
+            setting,
+            f"cannot read secret file {path!r}: {error} (mount the secret there, or fix the path)",
+        )
+        return None
 
 
 def _parse_postgres(section: _Section) -> PostgresSettings:
@@ -845,10 +954,11 @@ def _parse_postgres(section: _Section) -> PostgresSettings:
     try:
         url = make_url(text)
     except sa.exc.ArgumentError:
-        section.fail("url", "is not a URL; expected postgresql://user@host:5432/database")
+        section.problem("url", "is not a URL; expected postgresql://user@host:5432/database")
+        url = URL.create("postgresql")
     backend, _, driver = url.drivername.partition("+")
     if backend not in ("postgresql", "postgres"):
-        section.fail("url", f"must be a postgresql:// URL, got scheme {url.drivername!r}")
+        section.problem("url", f"must be a postgresql:// URL, got scheme {url.drivername!r}")
     url = url.set(drivername=f"postgresql+{driver or 'psycopg'}")
     passwords: list[tuple[str, str]] = []
     if url.password is not None:
@@ -865,20 +975,20 @@ def _parse_postgres(section: _Section) -> PostgresSettings:
         passwords.append(("postgres.password", section.text("password")))
     password_file = section.optional_text("password_file")
     if password_file is not None:
-        passwords.append(
-            ("postgres.password_file", _read_secret_file("postgres.password_file", password_file))
-        )
+        content = _read_secret_file(section.problems, "postgres.password_file", password_file)
+        if content is not None:
+            passwords.append(("postgres.password_file", content))
     state_table = section.optional_text("state_table")
     if state_table is not None:
         schema, _, name = state_table.rpartition(".")
         for part in (schema or "public", name):
             problem = _identifier_problem(part)
             if problem:
-                section.fail("state_table", f"{problem}; expected schema.table or table")
+                section.problem("state_table", f"{problem}; expected schema.table or table")
     section.finish()
     if len(passwords) > 1:
         given = " and ".join(name for name, _ in passwords)
-        raise ConfigError(f"postgres.password: given in {given}; keep only one")
+        section.problems.add("postgres.password", f"given in {given}; keep only one")
     return PostgresSettings(
         url=url,
         password=Secret(passwords[0][1]) if passwords else None,
@@ -886,16 +996,16 @@ def _parse_postgres(section: _Section) -> PostgresSettings:
     )
 
 
-def _parse_schema_registry(raw: object) -> SchemaRegistrySettings | None:
+def _parse_schema_registry(raw: object, problems: _Problems) -> SchemaRegistrySettings | None:
     if raw is _MISSING:
         return None
-    section = _Section(raw, "schema_registry")
+    section = _Section(raw, "schema_registry", problems)
     url = section.text("url").strip().rstrip("/")
     parsed = urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        section.fail("url", f"must be an http:// or https:// URL, got {url!r}")
+        section.problem("url", f"must be an http:// or https:// URL, got {url!r}")
     if parsed.username is not None or parsed.password is not None:
-        section.fail("url", "must not hold credentials; set username and password_file instead")
+        section.problem("url", "must not hold credentials; set username and password_file instead")
     username = section.optional_text("username")
     passwords: list[tuple[str, str]] = []
     if section.has("password"):
@@ -903,15 +1013,17 @@ def _parse_schema_registry(raw: object) -> SchemaRegistrySettings | None:
     password_file = section.optional_text("password_file")
     if password_file is not None:
         setting = "schema_registry.password_file"
-        passwords.append((setting, _read_secret_file(setting, password_file)))
+        content = _read_secret_file(problems, setting, password_file)
+        if content is not None:
+            passwords.append((setting, content))
     section.finish()
     if len(passwords) > 1:
         given = " and ".join(name for name, _ in passwords)
-        raise ConfigError(f"schema_registry.password: given in {given}; keep only one")
+        problems.add("schema_registry.password", f"given in {given}; keep only one")
     if passwords and username is None:
-        section.fail("username", "is required with a password (HTTP basic authentication)")
+        section.problem("username", "is required with a password (HTTP basic authentication)")
     if username is not None and not passwords:
-        section.fail("password_file", "(or password) is required with a username")
+        section.problem("password_file", "(or password) is required with a username")
     return SchemaRegistrySettings(
         url=url,
         username=username,
@@ -959,15 +1071,15 @@ def _parse_errors(section: _Section) -> ErrorSettings:
     topic = section.optional_text("dead_letter_topic")
     table = section.optional_text("dead_letter_table")
     if policy is ErrorPolicy.DEAD_LETTER_TOPIC and topic is None:
-        section.fail("dead_letter_topic", 'is required with policy = "dead-letter-topic"')
+        section.problem("dead_letter_topic", 'is required with policy = "dead-letter-topic"')
     if policy is ErrorPolicy.DEAD_LETTER_TABLE and table is None:
-        section.fail("dead_letter_table", 'is required with policy = "dead-letter-table"')
+        section.problem("dead_letter_table", 'is required with policy = "dead-letter-table"')
     if table is not None:
         schema, _, name = table.rpartition(".")
         for part in (schema or "public", name):
             problem = _identifier_problem(part)
             if problem:
-                section.fail("dead_letter_table", f"{problem}; expected schema.table")
+                section.problem("dead_letter_table", f"{problem}; expected schema.table")
         table = f"{schema or 'public'}.{name}"
     section.finish()
     return ErrorSettings(policy=policy, dead_letter_topic=topic, dead_letter_table=table)
@@ -977,15 +1089,15 @@ def _parse_log(section: _Section) -> LogSettings:
     log_format = section.choice("format", LogFormat, LogFormat.AUTO)
     level = section.text("level", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        section.fail("level", f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
+        section.problem("level", f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
     section.finish()
     return LogSettings(format=log_format, level=level)
 
 
-def _parse_python(raw: object) -> PythonSettings | None:
+def _parse_python(raw: object, problems: _Problems) -> PythonSettings | None:
     if raw is _MISSING:
         return None
-    section = _Section(raw, "python")
+    section = _Section(raw, "python", problems)
     python = PythonSettings(module=section.text("module"))
     section.finish()
     return python
@@ -1004,15 +1116,18 @@ def _identifier_problem(name: str) -> str | None:
     return None
 
 
-def _parse_tables(raw: object) -> tuple[TableSettings, ...]:
+def _parse_tables(raw: object, problems: _Problems) -> tuple[TableSettings, ...]:
     if raw is _MISSING:
         return ()
     if not isinstance(raw, list):
-        raise ConfigError(
-            f"tables: must be an array of tables ([[tables]] in the config file), got {_show(raw)}"
+        problems.add(
+            "tables",
+            f"must be an array of tables ([[tables]] in the config file), got {_show(raw)}",
         )
+        return ()
     return tuple(
-        _parse_table(_Section(item, f"tables[{i}]", env=False)) for i, item in enumerate(raw)
+        _parse_table(_Section(item, f"tables[{i}]", problems, env=False))
+        for i, item in enumerate(raw)
     )
 
 
@@ -1022,7 +1137,7 @@ def _parse_table(section: _Section) -> TableSettings:
     topics = section.text_list("topics")
     pattern = section.optional_text("topic_pattern")
     if not topics and pattern is None:
-        section.fail("topics", 'is required: list the topics, or set topic_pattern = "^..."')
+        section.problem("topics", 'is required: list the topics, or set topic_pattern = "^..."')
     if pattern is not None:
         _check_pattern(section, pattern)
     value_format = section.choice("value_format", Format, Format.JSON)
@@ -1031,14 +1146,15 @@ def _parse_table(section: _Section) -> TableSettings:
     columns = _parse_columns(section, primary_key, key_format, value_format)
     names = [column.name for column in columns]
     for key_column in primary_key:
-        if key_column not in names:
-            section.fail("primary_key", f"names {key_column!r}, which is not a column ({names})")
+        # Without columns (reported) every key column would be reported as unknown too.
+        if columns and key_column not in names:
+            section.problem("primary_key", f"names {key_column!r}, which is not a column ({names})")
     if len(set(primary_key)) != len(primary_key):
-        section.fail("primary_key", f"lists a column twice: {list(primary_key)}")
+        section.problem("primary_key", f"lists a column twice: {list(primary_key)}")
     default_policy = TombstonePolicy.DELETE if primary_key else TombstonePolicy.IGNORE
     tombstones = section.choice("tombstones", TombstonePolicy, default_policy)
     if tombstones is TombstonePolicy.DELETE and not primary_key:
-        section.fail(
+        section.problem(
             "tombstones", '"delete" needs a primary_key to delete by; set one, or "ignore"'
         )
     indexes = _parse_indexes(section, names)
@@ -1060,20 +1176,20 @@ def _parse_table(section: _Section) -> TableSettings:
 def _identifier(section: _Section, key: str, name: str) -> str:
     problem = _identifier_problem(name)
     if problem:
-        section.fail(key, problem)
+        section.problem(key, problem)
     return name
 
 
 def _check_pattern(section: _Section, pattern: str) -> None:
     if not pattern.startswith("^"):
-        section.fail(
+        section.problem(
             "topic_pattern",
             f"must start with '^' (librdkafka subscribes by regex only then), got {pattern!r}",
         )
     try:
         re.compile(pattern)
     except re.error as error:
-        section.fail("topic_pattern", f"is not a valid regex: {error}")
+        section.problem("topic_pattern", f"is not a valid regex: {error}")
 
 
 def _parse_columns(
@@ -1081,39 +1197,46 @@ def _parse_columns(
 ) -> tuple[ColumnSettings, ...]:
     raw = table.get("columns")
     if not isinstance(raw, list) or not raw:
-        table.fail("columns", "needs at least one [[tables.columns]] entry with name and type")
+        table.problem("columns", "needs at least one [[tables.columns]] entry with name and type")
+        return ()
     columns: list[ColumnSettings] = []
     for i, item in enumerate(raw):
-        section = _Section(item, f"{table.path}.columns[{i}]", env=False)
+        section = _Section(item, f"{table.path}.columns[{i}]", table.problems, env=False)
         columns.append(_parse_column(section, primary_key, key_format, value_format))
         section.finish()
     seen: set[str] = set()
     for i, column in enumerate(columns):
         if column.name in seen:
-            table.fail(f"columns[{i}].name", f"{column.name!r} is declared twice")
+            table.problem(f"columns[{i}].name", f"{column.name!r} is declared twice")
         seen.add(column.name)
     return tuple(columns)
+
+
+# Stand in for a column's type or source that is reported, so that reading goes on.
+_REPORTED_TYPE = ColumnType("TEXT")
+_REPORTED_SOURCE = Source(SourceKind.VALUE)
 
 
 def _parse_column(
     section: _Section, primary_key: tuple[str, ...], key_format: Format, value_format: Format
 ) -> ColumnSettings:
     name = _identifier(section, "name", section.text("name"))
-    type_text = section.text("type")
+    column_type = _REPORTED_TYPE
     try:
-        column_type = parse_column_type(type_text)
+        column_type = parse_column_type(section.text("type"))
     except ValueError as error:
-        section.fail("type", str(error))
+        section.problem("type", str(error))
+    source = _REPORTED_SOURCE
     try:
-        source = parse_source(section.text("source", f"value.{name}"))
+        source = parse_source(section.text("source", f"value.{name}" if name else "value"))
     except ValueError as error:
-        section.fail("source", str(error))
+        section.problem("source", str(error))
     for kind, fmt, setting in (
         (SourceKind.VALUE, value_format, "value_format"),
         (SourceKind.KEY, key_format, "key_format"),
     ):
         if source.kind is kind and source.path and fmt not in STRUCTURED_FORMATS:
-            section.fail(
+            section.problem(
                 "source",
                 f'{str(source)!r} reads a field, which needs {setting} = "json", '
                 f'"connect-json", "avro", "protobuf" or "json-schema" (it is {fmt.value!r}); '
@@ -1122,7 +1245,7 @@ def _parse_column(
     in_key = name in primary_key
     nullable = section.boolean("nullable", not in_key)
     if in_key and nullable:
-        section.fail("nullable", "a primary key column cannot be nullable")
+        section.problem("nullable", "a primary key column cannot be nullable")
     return ColumnSettings(name=name, type=column_type, source=source, nullable=nullable)
 
 
@@ -1131,16 +1254,18 @@ def _parse_indexes(table: _Section, names: list[str]) -> tuple[IndexSettings, ..
     if raw is _MISSING:
         return ()
     if not isinstance(raw, list):
-        table.fail("indexes", f"must be an array of [[tables.indexes]], got {_show(raw)}")
+        table.problem("indexes", f"must be an array of [[tables.indexes]], got {_show(raw)}")
+        return ()
     indexes: list[IndexSettings] = []
     for i, item in enumerate(raw):
-        section = _Section(item, f"{table.path}.indexes[{i}]", env=False)
+        section = _Section(item, f"{table.path}.indexes[{i}]", table.problems, env=False)
         columns = section.text_list("columns")
         if not columns:
-            section.fail("columns", "must list at least one column")
+            section.problem("columns", "must list at least one column")
         for column in columns:
-            if column not in names:
-                section.fail("columns", f"names {column!r}, which is not a column ({names})")
+            # Without columns (reported) every indexed column would be reported too.
+            if names and column not in names:
+                section.problem("columns", f"names {column!r}, which is not a column ({names})")
         index_name = section.optional_text("name")
         if index_name is not None:
             _identifier(section, "name", index_name)
@@ -1151,60 +1276,109 @@ def _parse_indexes(table: _Section, names: list[str]) -> tuple[IndexSettings, ..
     return tuple(indexes)
 
 
-def _check_tables_present(settings: Settings) -> None:
+def _check_tables_present(settings: Settings, problems: _Problems) -> None:
     if settings.tables and settings.python is not None:
-        raise ConfigError(
-            "tables: declare tables either with [[tables]] or with [python] module, not both"
+        problems.add(
+            "tables", "declare tables either with [[tables]] or with [python] module, not both"
         )
     if not settings.tables and settings.python is None:
-        raise ConfigError(
-            "tables: no target table; declare at least one [[tables]] in the config file, or "
-            "[python] module = ... (SINK_PYTHON__MODULE)"
+        problems.add(
+            "tables",
+            "no target table; declare at least one [[tables]] in the config file, or "
+            "[python] module = ... (SINK_PYTHON__MODULE)",
         )
 
 
-def _check_schema_registry(settings: Settings) -> None:
+def _check_schema_registry(settings: Settings, problems: _Problems) -> None:
     if settings.schema_registry is not None:
         return
     for i, table in enumerate(settings.tables):
         formats = {"key_format": table.key_format, "value_format": table.value_format}
         for setting, fmt in formats.items():
             if fmt in REGISTRY_FORMATS:
-                raise ConfigError(
-                    f'tables[{i}].{setting}: "{fmt.value}" reads schemas from a schema registry; '
-                    f"set [schema_registry] url (SINK_SCHEMA_REGISTRY__URL)"
+                problems.add(
+                    f"tables[{i}].{setting}",
+                    f'"{fmt.value}" reads schemas from a schema registry; '
+                    f"set [schema_registry] url (SINK_SCHEMA_REGISTRY__URL)",
                 )
 
 
-def _check_topics_disjoint(tables: tuple[TableSettings, ...]) -> None:
+def _check_topics_disjoint(tables: tuple[TableSettings, ...], problems: _Problems) -> None:
     owner: dict[str, int] = {}
     for i, table in enumerate(tables):
         for topic in table.topics:
             if topic in owner and owner[topic] != i:
-                first = tables[owner[topic]].qualified_name
-                raise ConfigError(
-                    f"tables[{i}].topics: topic {topic!r} already feeds tables[{owner[topic]}] "
-                    f"({first}); a topic feeds one table, so remove it from one of them"
+                first = tables[owner[topic]]
+                problems.add(
+                    f"tables[{i}].topics",
+                    f"topic {topic!r} already feeds tables[{owner[topic]}] "
+                    f"({quoted_name(first.schema, first.name)}); a topic feeds one table, so "
+                    "remove it from one of them",
                 )
-            owner[topic] = i
+            owner.setdefault(topic, i)
     qualified = [table.qualified_name for table in tables]
-    for i, name in enumerate(qualified):
-        if name in qualified[:i]:
-            raise ConfigError(f"tables[{i}]: table {name} is declared twice")
+    for i, table in enumerate(tables):
+        if table.qualified_name in qualified[:i]:
+            problems.add(
+                f"tables[{i}]",
+                f"table {quoted_name(table.schema, table.name)} is declared twice",
+            )
 
 
-def _check_dead_letters(settings: Settings) -> None:
+def _check_dead_letters(settings: Settings, problems: _Problems) -> None:
     topic = settings.errors.dead_letter_topic
     if topic is not None:
         for i, table in enumerate(settings.tables):
             pattern = table.topic_pattern
-            if topic in table.topics or (pattern is not None and re.search(pattern, topic)):
-                raise ConfigError(
-                    f"errors.dead_letter_topic: {topic!r} would be consumed again by tables[{i}] "
-                    f"({table.qualified_name}); pick a topic outside its topics/topic_pattern"
+            if topic in table.topics or (pattern is not None and _matches(pattern, topic)):
+                problems.add(
+                    "errors.dead_letter_topic",
+                    f"{topic!r} would be consumed again by tables[{i}] "
+                    f"({quoted_name(table.schema, table.name)}); pick a topic outside its "
+                    "topics/topic_pattern",
                 )
     dead_table = settings.errors.dead_letter_table
     if dead_table is not None and dead_table in {t.qualified_name for t in settings.tables}:
-        raise ConfigError(
-            f"errors.dead_letter_table: {dead_table} is also a target table; pick another name"
+        schema, _, name = dead_table.rpartition(".")
+        problems.add(
+            "errors.dead_letter_table",
+            f"{quoted_name(schema, name)} is also a target table; pick another name",
         )
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    """Whether a subscription regex matches `topic`; an invalid one (reported) matches none."""
+    try:
+        return re.search(pattern, topic) is not None
+    except re.error:
+        return False
+
+
+def _warn_about_names_to_quote(settings: Settings) -> None:
+    """Logs each schema, table and column name that PostgreSQL reads differently unless it is
+    quoted, once: the sink creates it as written, so SQL written by hand must quote it."""
+    named: dict[str, tuple[str, str]] = {}
+    for i, table in enumerate(settings.tables):
+        named.setdefault(table.schema, (f"tables[{i}].schema", "schema"))
+        named.setdefault(table.name, (f"tables[{i}].name", "table"))
+        for j, column in enumerate(table.columns):
+            named.setdefault(column.name, (f"tables[{i}].columns[{j}].name", "column"))
+    for setting, qualified in (
+        ("postgres.state_table", settings.postgres.state_table),
+        ("errors.dead_letter_table", settings.errors.dead_letter_table),
+    ):
+        schema, _, name = (qualified or "").rpartition(".")
+        for part, what in ((schema, "schema"), (name, "table")):
+            if part:
+                named.setdefault(part, (setting, what))
+    for name, (setting, what) in named.items():
+        reason = quoting_reason(name)
+        if reason is not None:
+            logger.warning(
+                "%s: %s name %r %s: it is created as %s and must be quoted in SQL the same way",
+                setting,
+                what,
+                name,
+                reason,
+                quoted_name(name),
+            )

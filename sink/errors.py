@@ -22,8 +22,17 @@ class TransientError(SinkError):
 
 
 class ConfigError(SinkError):
-    """The configuration (file, environment, tables module) is invalid; the message names the
-    setting and the fix."""
+    """The configuration (file, environment, tables module) is invalid; each problem names the
+    setting and the fix. Reading the config file and environment finds every problem at once:
+    `problems` holds them, one line each."""
+
+    def __init__(self, *problems: str) -> None:
+        if len(problems) > 1:
+            lines = "".join(f"\n  {problem}" for problem in problems)
+            super().__init__(f"the configuration has {len(problems)} problems:{lines}")
+        else:
+            super().__init__(*problems)
+        self.problems = problems
 
 
 class DecodeError(SinkError):

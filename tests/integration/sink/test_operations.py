@@ -532,3 +532,29 @@ def test_a_missing_config_file_is_logged_as_json_when_logs_are_json(tmp_path: Pa
     assert result.returncode == 2
     (line,) = _json_lines(result.stderr)
     assert line["level"] == "ERROR" and str(missing) in line["message"]
+
+
+def test_check_lists_each_config_problem_once_and_writes_names_as_sql_needs_them(
+    tmp_path: Path, new_topic: Callable[..., str], sink_config: Callable[..., Path]
+) -> None:
+    config = tmp_path / "sink.toml"
+    config.write_text(
+        '[kafka]\nbootstrap_servers = "127.0.0.1:9"\ngrup_id = "g"\n'
+        '[postgres]\nurl = "postgresql://sink@127.0.0.1/sink"\n'
+        '[http]\nport = "18481"\n'
+        '[[tables]]\nname = "t"\ntopics = ["t"]\n[[tables.columns]]\nname = "id"\ntype = "BIGINT"\n'
+    )
+    result = sink_command("check", "--config", str(config))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "not ready: 2 problem(s)" in result.stdout
+    for problem in ("kafka.grup_id: unknown setting; did you mean 'group_id'?", "http.port: must"):
+        assert output.count(problem) == 1, output
+
+    # A schema and table PostgreSQL reads differently unquoted; check creates neither.
+    schema = f"Check {uuid.uuid4().hex[:8]}"
+    result = sink_command("check", "--config", str(sink_config([new_topic()], schema, "UX_Orders")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f'"{schema}"."UX_Orders": create' in result.stdout
+    warnings = [line["message"] for line in _json_lines(result.stderr)]
+    assert any('it is created as "UX_Orders" and must be quoted in SQL' in w for w in warnings)

@@ -20,6 +20,7 @@ from sink.config import (
     load_settings,
     parse_column_type,
     parse_source,
+    quoted_name,
 )
 from sink.errors import ConfigError
 
@@ -502,3 +503,114 @@ def test_the_retired_vacuum_setting_is_accepted_with_a_warning(
 ) -> None:
     load(tmp_path, SINK_BATCH__YIELD_TO_VACUUM_SECONDS="5")
     assert "batch.yield_to_vacuum_seconds is ignored" in caplog.text
+
+
+def test_every_problem_is_reported_at_once_each_once(tmp_path: Path) -> None:
+    text = replace('url = "', 'uri = "x"\nurl = "').replace(
+        'type = "BIGINT"', 'type = "BIGNUM"\nnulable = false'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text + "[http]\nprt = 5\n", SINK_BATCH__MAX_MESSAGES="abc")
+    message = str(caught.value)
+    expected = [
+        "postgres.uri: unknown setting; did you mean 'url'?",
+        "tables[0].columns[0].type: unknown type 'BIGNUM'",
+        "tables[0].columns[0].nulable: unknown setting; did you mean 'nullable'?",
+        "batch.max_messages: must be a positive integer, got 'abc' "
+        "(set SINK_BATCH__MAX_MESSAGES or [batch] max_messages)",
+        "http.prt: unknown setting; did you mean 'port'?",
+    ]
+    for problem in expected:
+        assert message.count(problem) == 1, message
+    assert len(message.splitlines()) == len(expected) + 1  # a heading, then one line each
+    assert len(caught.value.problems) == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("[postgres]", '[http]\nport = "18481"\n[postgres]', "http.port: must be an integer"),
+        (
+            'topics = ["events"]',
+            'topics = "events"',
+            "tables[0].topics: must be a list of non-empty strings, got 'events'",
+        ),
+        (
+            'primary_key = ["id"]',
+            'primary_key = "id"',
+            "tables[0].primary_key: must be a list of non-empty strings, got 'id'",
+        ),
+        (
+            'type = "BIGINT"',
+            'type = "BIGINT"\nnullable = "false"',
+            "tables[0].columns[0].nullable: must be true or false, got 'false'",
+        ),
+        (
+            "[postgres]",
+            '[batch]\nmax_age_seconds = "0.5"\n[postgres]',
+            "batch.max_age_seconds: must be a positive number",
+        ),
+    ],
+)
+def test_a_string_where_the_file_needs_a_number_boolean_or_list_is_refused(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, replace(old, new))
+    assert expected in str(caught.value)
+
+
+def test_environment_values_are_strings_converted_by_the_settings_type(tmp_path: Path) -> None:
+    settings = load(tmp_path, SINK_HTTP__PORT="18481", SINK_BATCH__MAX_AGE_SECONDS="0.5")
+    assert (settings.http.port, settings.batch.max_age_seconds) == (18481, 0.5)
+    with pytest.raises(ConfigError, match=r"http\.port: must be an integer"):
+        load(tmp_path, replace("[postgres]", '[http]\nport = "18481"\n[postgres]'))
+
+
+def test_names_that_need_quoting_are_accepted_with_one_warning_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = (
+        replace('name = "events"', 'schema = "Sales"\nname = "UX_Orders"').replace(
+            'name = "body"', 'name = "order"'
+        )
+        + '[[tables]]\nschema = "Sales"\nname = "plain"\ntopics = ["b"]\n'
+        + '[[tables.columns]]\nname = "Say \\"hi\\""\ntype = "TEXT"\n'
+    )
+    with caplog.at_level("WARNING", logger="sink.config"):
+        settings = load(tmp_path, text)
+    assert [t.name for t in settings.tables] == ["UX_Orders", "plain"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 4, warnings  # Sales (once, though two tables use it), and 3 names
+    for shown in ('"Sales"', '"UX_Orders"', '"order"', '"Say ""hi"""'):
+        (warning,) = [w for w in warnings if f"created as {shown}" in w]
+        assert "must be quoted in SQL" in warning
+    assert not [w for w in warnings if "plain" in w or "'id'" in w]
+
+
+def test_errors_that_name_a_table_write_it_as_postgresql_needs(tmp_path: Path) -> None:
+    text = replace('name = "events"', 'name = "UX_Orders"') + (
+        '[[tables]]\nname = "other"\ntopics = ["events"]\n' + COLUMN + "\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert 'already feeds tables[0] (public."UX_Orders")' in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("public", "events"), "public.events"),
+        (("public", "UX_Orders"), 'public."UX_Orders"'),
+        (("Sales", "t_1$"), '"Sales".t_1$'),
+        (("order",), '"order"'),
+        (("1st",), '"1st"'),
+        (("my table",), '"my table"'),
+        (('say "hi"',), '"say ""hi"""'),
+        (("café",), "café"),
+    ],
+)
+def test_names_are_quoted_only_where_postgresql_needs_it(
+    parts: tuple[str, ...], expected: str
+) -> None:
+    assert quoted_name(*parts) == expected
