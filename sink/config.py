@@ -1144,7 +1144,7 @@ def _parse_table(section: _Section) -> TableSettings:
     key_format = section.choice("key_format", Format, Format.STRING)
     primary_key = section.text_list("primary_key")
     columns = _parse_columns(section, primary_key, key_format, value_format)
-    names = [column.name for column in columns]
+    names = [column.name for column in columns if column.name]  # a missing name is reported
     for key_column in primary_key:
         # Without columns (reported) every key column would be reported as unknown too.
         if columns and key_column not in names:
