@@ -173,12 +173,9 @@ def _numeric(precision: int | None, scale: int | None) -> Converter:
             if kind is int or kind is decimal.Decimal:
                 number = decimal.Decimal(value)
             elif kind is float:
-                if value.is_integer() and abs(value) >= _EXACT_FLOAT_LIMIT:
-                    raise _Reject(
-                        f"{value!r} was read as an inexact JSON float; send it as a JSON string",
-                        "range",
-                    )
-                # repr is the shortest text that reads back as this float: "0.1", not 0.1000..01
+                # repr is the shortest text that reads back as this float: "0.1", not 0.1000..01.
+                # A JSON number reaches here as a float only when its text is that repr (see
+                # numbers_round_trip), so this is the number as written, however large.
                 number = decimal.Decimal(repr(value))
             elif kind is str:
                 number = decimal.Decimal(value.strip())

@@ -513,3 +513,16 @@ def test_numbers_that_do_not_round_trip(document: bytes, round_trips: bool) -> N
     assert _round_trips(document) is round_trips
     if not round_trips:
         assert python_numbers_round_trip(document) is False
+
+
+@pytest.mark.parametrize("number", ["9007199254740992.0", "9007199254740994.0", "1e+300"])
+def test_a_large_float_written_exactly_lands_in_numeric_as_written_on_every_path(
+    number: str,
+) -> None:
+    native = Native(Format.BYTES)
+    document = b'{"id": 0, "free": ' + number.encode() + b"}"
+    mine = native.row(None, document) or native.general(None, document)
+    assert mine is not None
+    assert same_row(mine, native.python_or_general(None, document)), document
+    stored = mine.split("\t")[list(COLUMNS).index("free")]
+    assert Decimal(stored) == Decimal(number)

@@ -301,7 +301,6 @@ def test_timestamps_with_offsets_are_stored_as_utc_instants() -> None:
         ("NUMERIC(5,2)", "abc", "expected a number, got a string ('abc')"),
         ("NUMERIC", "NaN", "NUMERIC takes finite numbers only"),
         ("NUMERIC", "1e999999", "beyond PostgreSQL's NUMERIC limits"),
-        ("NUMERIC", 1e300, "was read as an inexact JSON float; send it as a JSON string"),
         ("REAL", 1e39, "out of range for REAL; use DOUBLE PRECISION"),
         ("DOUBLE PRECISION", "fast", "expected a number"),
         ("DOUBLE PRECISION", [1], "expected a number, got an array"),
