@@ -106,6 +106,13 @@ class SinkMetrics:
             buckets=BATCH_SECONDS_BUCKETS,
             registry=r,
         )
+        self.commit_seconds = Histogram(
+            PREFIX + "commit_duration_seconds",
+            "Seconds from a batch's last message to its commit: the commit step alone (the rest "
+            "of the upsert merge, deletes, dead letters, the offsets and COMMIT).",
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
         self.batch_messages = Histogram(
             PREFIX + "batch_messages",
             "Messages per committed batch.",
@@ -177,9 +184,17 @@ class SinkMetrics:
 
     # --- batches -------------------------------------------------------------------------
 
-    def batch_committed(self, batch: Batch, seconds: float, *, now: float | None = None) -> None:
+    def batch_committed(
+        self,
+        batch: Batch,
+        seconds: float,
+        *,
+        commit_seconds: float | None = None,
+        now: float | None = None,
+    ) -> None:
         """A batch has committed. `batch` is what `Batcher.take()` returned, `seconds` the time
-        from its first message to the commit, `now` the unix time (default: now).
+        from its first message to the commit, `commit_seconds` from its last message to the
+        commit (the commit step alone), `now` the unix time (default: now).
 
         Counts messages, bytes, rows and deletes per table, the batch, its dead letters by
         `error.code`, and moves each partition's stored offset (and lag) to `next_offsets`.
@@ -195,6 +210,8 @@ class SinkMetrics:
             self.dead_letters.labels(dead.error.code).inc()
         self.batches.inc()
         self.batch_seconds.observe(seconds)
+        if commit_seconds is not None:
+            self.commit_seconds.observe(commit_seconds)
         self.batch_messages.observe(batch.message_count)
         self.offsets_stored(batch.next_offsets)
         self.last_commit.set(time.time() if now is None else now)

@@ -134,6 +134,8 @@ class Worker:
         self._failing: BadMessageError | None = None
         # When every broker went down, for the log line once one is up again.
         self._kafka_down_since = 0.0
+        # When the batch in flight took its last message: its commit step starts there.
+        self._taken_at = 0.0
         # While a batch commits, the next one is read on a thread of its own (see _read_ahead);
         # the rows it read wait here. `_settled` is clear while that thread may run.
         self._reading_ahead: _Background | None = None
@@ -529,7 +531,8 @@ class Worker:
             yield pending
             error = self._stop_reading_ahead()
             assert self._in_flight is not None  # set by _stream once the batch is complete
-            self._committed(self._in_flight, time.monotonic() - started)
+            now = time.monotonic()
+            self._committed(self._in_flight, now - started, now - self._taken_at)
             if error is not None:
                 raise error  # met reading the next batch ahead
             if self._failing is not None and not self.batcher.message_count:
@@ -586,6 +589,7 @@ class Worker:
                 self._spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
         batch = batcher.take()
+        self._taken_at = time.monotonic()
         # Past a bad message that stops the worker, the consumer read on: no markers then.
         batch = self._in_flight = self._past_markers(batch) if self._failing is None else batch
         pending.deletes = batch.deletes
@@ -782,7 +786,7 @@ class Worker:
             return
         self.batcher.add_dead_letter(message, error)
 
-    def _committed(self, batch: Batch, seconds: float) -> None:
+    def _committed(self, batch: Batch, seconds: float, commit_seconds: float) -> None:
         assert self.source is not None
         self.committed_batches += 1
         self.health.set_retrying(None)
@@ -795,7 +799,7 @@ class Worker:
             if tp in self.positions:
                 self.positions[tp] = next_offset
         self.source.commit_advisory(batch.next_offsets)
-        self.metrics.batch_committed(batch, seconds)
+        self.metrics.batch_committed(batch, seconds, commit_seconds=commit_seconds)
         self.metrics.log_end_offsets(self.source.log_end_offsets(list(self.positions)))
         offsets = {f"{t}[{p}]": o for (t, p), o in sorted(batch.next_offsets.items())}
         logger.info(
@@ -811,6 +815,7 @@ class Worker:
                 "messages": batch.message_count,
                 "dead_letters": len(batch.dead_letters),
                 "duration_seconds": round(seconds, 4),
+                "commit_seconds": round(commit_seconds, 4),
                 "topics": sorted({t for t, _ in batch.next_offsets}),
                 "next_offsets": offsets,
             },

@@ -60,7 +60,7 @@ def test_committed_batch_counts_messages_rows_per_table_and_dead_letters_by_reas
     )
     metrics = SinkMetrics()
     metrics.partitions_assigned([TopicPartition("t", 0), TopicPartition("t", 1)], {})
-    metrics.batch_committed(batcher.take(), 0.2, now=1_700_000_123.5)
+    metrics.batch_committed(batcher.take(), 0.2, commit_seconds=0.03, now=1_700_000_123.5)
 
     found = samples(metrics.render())
     assert found['pg_kafka_sink_messages_total{topic="t"}'] == 4
@@ -71,6 +71,8 @@ def test_committed_batch_counts_messages_rows_per_table_and_dead_letters_by_reas
     assert found['pg_kafka_sink_dead_letters_total{reason="type"}'] == 1
     assert found["pg_kafka_sink_batches_total"] == 1
     assert found["pg_kafka_sink_batch_duration_seconds_count"] == 1
+    assert found['pg_kafka_sink_commit_duration_seconds_bucket{le="0.025"}'] == 0
+    assert found['pg_kafka_sink_commit_duration_seconds_bucket{le="0.05"}'] == 1
     assert found['pg_kafka_sink_batch_messages_bucket{le="10.0"}'] == 1
     assert found["pg_kafka_sink_last_commit_timestamp_seconds"] == 1_700_000_123.5
     assert found['pg_kafka_sink_stored_next_offset{partition="0",topic="t"}'] == 7
