@@ -10,7 +10,7 @@ SERVICES := deploy/local/services.sh
 WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 
 .PHONY: venv venv-sa14 services-up services-down services-status lint typecheck unit pytest \
-	pytest-sa14 pytest-pg18 validate-deploy rehearse-image check test demo bench clean
+	pytest-sa14 pytest-pg18 validate-deploy rehearse-image image-test check test demo bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c
@@ -71,6 +71,13 @@ validate-deploy: venv
 # The container image's install steps, rehearsed without Docker, then --help and check.
 rehearse-image: venv services-up
 	$(WITH_SERVICES) deploy/rehearse-image.sh
+
+# The image built with podman (bases from Debian's packages, deploy/podman/) and run for real
+# against the local services: size, user, read-only root, stop, kills, Prometheus, alert rules.
+image-test: venv services-up
+	@started=$$SECONDS; deploy/podman/build-image.sh \
+		&& $(WITH_SERVICES) $(BIN)/pytest -q -p no:cacheprovider tests/image; \
+		rc=$$?; echo "image-test: $$((SECONDS - started)) s"; exit $$rc
 
 check: lint typecheck validate-deploy pytest
 

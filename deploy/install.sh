@@ -22,12 +22,14 @@ pip_version=26.3
 "$venv/bin/python" -m pip check --disable-pip-version-check
 # The C extension (the fast path from a JSON message to its COPY line) must be there: without
 # it the worker still runs, on the Python form of that path, at about two thirds the rate.
-"$venv/bin/python" -c 'import sink._copyline' \
+# -I: from the installed package, not from a source tree in the working directory (the
+# Dockerfile runs this in /src, whose sink/ has no compiled module).
+"$venv/bin/python" -I -c 'import sink._copyline' \
     || { echo "install.sh: sink._copyline was not built (is a C compiler installed?)" >&2; exit 1; }
 
 # Every installed distribution must be pinned by the lock file: a dependency added to
 # pyproject.toml without a pin would otherwise float to whatever PyPI serves on build day.
-"$venv/bin/python" - "$src/constraints.txt" <<'PY'
+"$venv/bin/python" -I - "$src/constraints.txt" <<'PY'
 import re
 import sys
 from importlib import metadata
