@@ -12,9 +12,10 @@ deploy=$(cd "${1:-$here}" && pwd)
 
 # Oldest and newest Kubernetes minor we support; the schemas ship inside kubernetes-validate.
 kube_versions=${SINK_KUBE_VERSIONS:-1.30.0 1.37.0}
-# Custom resources without a schema in kubernetes-validate; tests/deploy checks their content.
+# Custom resources without a schema in kubernetes-validate; tests/deploy checks their content
+# (and tests/image the PrometheusRule's alerts, with promtool).
 # Any other kind without a schema (a typo such as "Deploymnet") is a failure.
-crd_kinds="PodMonitor ScaledObject TriggerAuthentication"
+crd_kinds="PodMonitor PrometheusRule ScaledObject TriggerAuthentication"
 
 failures=0
 fail() { printf 'validate: FAIL %s\n' "$*"; failures=$((failures + 1)); }
