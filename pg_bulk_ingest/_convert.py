@@ -12,7 +12,7 @@ from typing import Optional
 
 import orjson
 
-from ._db import Db
+from ._db import Db, sqlstate
 from ._errors import MigrationError, SchemaError
 from ._migrate import temporary_name
 from ._schema import TableSpec, primary_key_name
@@ -296,10 +296,6 @@ def _failed_value(
     return None
 
 
-def _sqlstate(error: Exception) -> str:
-    return str(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None) or "")
-
-
 def _diag(error: Exception, field: str) -> Optional[str]:
     value = getattr(getattr(error, "diag", None), field, None)
     return str(value) if value is not None else None
@@ -324,7 +320,7 @@ def _copy_error(
     conversions: list[Conversion],
 ) -> MigrationError:
     """The copy's failure as the user's: their table, the column and a stored value."""
-    state = _sqlstate(error)
+    state = sqlstate(error)
     if state == _NOT_NULL_VIOLATION:
         column = _diag(error, "column_name")
         why = (
@@ -381,7 +377,7 @@ def copy_rows(db: Db, table: TableSpec, live: TableSpec, name: str) -> None:
             f"SELECT {', '.join(expressions)} FROM {source}"
         )
     except Exception as error:
-        if not _sqlstate(error).startswith(_ROW_FAILURES):
+        if not sqlstate(error).startswith(_ROW_FAILURES):
             raise
         db.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
         raise _copy_error(

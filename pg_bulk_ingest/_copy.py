@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
-from ._db import Db
+from ._db import Db, sqlstate
 from ._encode import RowEncoder, failing_column
 from ._errors import DataError, SchemaError
 from ._schema import WantedTable
@@ -43,10 +43,6 @@ class Target:
     encode: RowEncoder
     name: str
     staging: Optional[str]
-
-
-def _sqlstate(error: Exception) -> str:
-    return str(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None) or "")
 
 
 def _copy_context(context: str, relation: str, columns: Iterable[str]) -> tuple[int, str, str]:
@@ -218,6 +214,6 @@ class BatchWriter:
                 self._staged.add(table)
                 merge(self._db, spec, target.name, target.staging)
         except Exception as error:
-            if not _sqlstate(error).startswith(_BAD_VALUE_STATES):
+            if not sqlstate(error).startswith(_BAD_VALUE_STATES):
                 raise
             raise self._rejected(target, relation, sent, error) from error

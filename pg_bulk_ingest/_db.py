@@ -74,3 +74,8 @@ class Db:
                 with cursor.copy(sql) as copy:
                     for chunk in chunks:
                         copy.write(chunk)
+
+
+def sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of a driver error, psycopg or psycopg2; "" for one without."""
+    return str(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None) or "")

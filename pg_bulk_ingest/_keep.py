@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import _catalog
-from ._db import Db
+from ._db import Db, sqlstate
 from ._errors import SchemaError
 from ._migrate import same_index, temporary_name
 from ._schema import ColumnSpec, TableSpec, primary_key_name
@@ -207,10 +207,6 @@ def _setting_ms(db: Db, name: str) -> int:
     return int(db.value("SELECT setting::int FROM pg_settings WHERE name = %s", (name,)))
 
 
-def _sqlstate(error: Exception) -> str:
-    return str(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None) or "")
-
-
 def lock(db: Db, table: TableSpec) -> None:
     """Takes ACCESS EXCLUSIVE on the table's views, the table, and the tables with foreign keys
     to it, in that order, each wait short of deadlock_timeout and retried; a caller's own
@@ -231,7 +227,7 @@ def lock(db: Db, table: TableSpec) -> None:
         except Exception as error:
             db.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
             waited_ms = (time.monotonic() - started) * 1000
-            if _sqlstate(error) != _LOCK_NOT_AVAILABLE or 0 < budget_ms <= waited_ms:
+            if sqlstate(error) != _LOCK_NOT_AVAILABLE or 0 < budget_ms <= waited_ms:
                 raise
             continue
         # A view or foreign key made meanwhile would go unlocked: take the locks again.

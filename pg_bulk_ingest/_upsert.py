@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from ._db import Db
+from ._db import Db, sqlstate
 from ._schema import TableSpec
 from ._sql import ident, idents, qualified
 
@@ -119,10 +119,6 @@ def keys_follow_sql(table: TableSpec, target: str, staging: str) -> str:
     )
 
 
-def _sqlstate(error: Exception) -> str:
-    return str(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None) or "")
-
-
 def merge(db: Db, table: TableSpec, target: str, staging: str) -> None:
     """Merges the staging rows into `target`, as `upsert_sql` does.
 
@@ -137,7 +133,7 @@ def merge(db: Db, table: TableSpec, target: str, staging: str) -> None:
         try:
             db.execute(insert_sql(table, target, staging))
         except Exception as error:
-            if _sqlstate(error) != _UNIQUE_VIOLATION:
+            if sqlstate(error) != _UNIQUE_VIOLATION:
                 raise
             db.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
         else:

@@ -27,6 +27,7 @@ import pg_bulk_ingest
 
 from . import logs
 from .config import ErrorPolicy, Settings, StartFrom, load_settings, quoted_name
+from .consumer import BrokerWatch
 from .deadletter import admin_client
 from .errors import ConfigError, SinkError
 from .offsets import StoredState, adopt_definition
@@ -45,21 +46,6 @@ CONNECT_TIMEOUT_SECONDS = 10
 KAFKA_PROBE_SECONDS = 1.0
 
 Command = Callable[[str, str], argparse.ArgumentParser]
-
-
-class _BrokersDown:
-    """librdkafka's error events: once it says every broker is down, why (the last
-    connection failure's text)."""
-
-    def __init__(self) -> None:
-        self.why: str | None = None
-        self._last = ""
-
-    def seen(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            self.why = self._last or str(error.str())
-        else:
-            self._last = str(error.str())
 
 
 _EARLIEST: Any = _OffsetSpec.earliest()  # type: ignore[no-untyped-call]
@@ -110,7 +96,8 @@ def register(command: Command) -> None:
 class Context:
     settings: Settings
     tables: TableSet
-    kafka_down: _BrokersDown = field(default_factory=_BrokersDown)
+    # Every broker down (librdkafka says so through error_cb): why, from its last failure.
+    kafka_down: BrokerWatch = field(default_factory=lambda: BrokerWatch(lambda _: None))
 
     @property
     def state_name(self) -> str:
@@ -129,7 +116,7 @@ class Context:
         return Writer(engine, self.tables, self.settings.kafka.group_id)
 
     def admin(self) -> Any:
-        return admin_client(self.settings.kafka.client_config(), error_cb=self.kafka_down.seen)
+        return admin_client(self.settings.kafka.client_config(), error_cb=self.kafka_down.error)
 
     def subscription(self) -> tuple[list[str], list[str]]:
         """(topic names, `^regex` patterns) the sink subscribes to."""
@@ -163,7 +150,7 @@ def _cluster_topics(context: Context, admin: Any) -> dict[str, int]:
             break
         except KafkaException as exc:
             admin.poll(0)  # serves error_cb (and the log lines)
-            why = context.kafka_down.why
+            why = context.kafka_down.down
             if why is None and time.monotonic() < deadline:
                 continue
             raise SinkError(
