@@ -216,19 +216,31 @@ def _write_batch(
     skip: Callable[[sa.Table], None],
 ) -> dict[sa.Table, int]:
     """Writes one batch's rows and watermark in one transaction; the first batch also fills
-    the tables to swap in, and swaps them in at its end. Returns the rows written per table."""
+    the tables to swap in, and swaps them in at its end, after the watermark and
+    `on_before_visible`. Returns the rows written per table."""
     high_watermark, batch_metadata, rows = batch
     first = states[0].wanted
     with db.conn.begin():
         targets = _targets(db, states, first_batch)
         writer = BatchWriter(db, targets, options.max_rows, skip)
         writer.write(rows)
-        if first_batch:
-            _swap_all(db, targets, states, options)
+        # Before any swap, so that the swap's ACCESS EXCLUSIVE lock is held for the swap alone:
+        # the swap carries the live table's comment (the watermark) to the table swapped in.
         _save_watermark(db, first, high_watermark)
         if options.on_before_visible is not None:
-            options.on_before_visible(db.conn, first.table, batch_metadata)
+            ingest_table = _ingest_table(first.table, targets[first.table].name)
+            options.on_before_visible(db.conn, ingest_table, batch_metadata)
+        if first_batch:
+            _swap_all(db, targets, states, options)
     return writer.counts
+
+
+def _ingest_table(table: sa.Table, name: str) -> sa.Table:
+    """The table the rows went into: `table` itself, or, in a rebuild's first batch, the new
+    table (named `name` until it is swapped in)."""
+    if name == table.name:
+        return table
+    return table.to_metadata(sa.MetaData(), name=name)
 
 
 def _log_batch(logger: logging.Logger, counts: dict[sa.Table, int], started: float) -> None:

@@ -5,6 +5,7 @@ table the new one becomes), or refused before anything changes when it cannot be
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ class Relation:
     create: Optional[str]
     after: tuple[str, ...]
     grants: frozenset[Grant]
+    # A materialized view filled before the swap's locks: its name, and its definition as it
+    # must read once the new table has the live table's name. If it reads otherwise, it is
+    # dropped and `fallback` (the view made and filled under the locks) given back instead.
+    prebuilt: Optional[tuple[str, str]] = None
+    fallback: Optional[Relation] = None
 
     @property
     def qualified(self) -> str:
@@ -88,6 +94,21 @@ class Prebuilt:
     # Other tables' foreign keys to the table, by (table oid, name), built to reference the
     # new table.
     references: dict[tuple[int, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # Materialized views reading the table, by oid, made and filled from the new table.
+    views: dict[int, PrebuiltView] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrebuiltView:
+    """A materialized view made from the table to swap in before the swap's locks, as
+    `temporary` (qualified): `definition` is the live view's as read then, `expected` what the new
+    one's must read once the new table has the live table's name, `indexes` the live view's
+    indexes built on it (as `Prebuilt.indexes`)."""
+
+    temporary: str
+    definition: str
+    expected: str
+    indexes: dict[str, tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -648,14 +669,28 @@ def _relation(
     return Relation(facts.kind, facts.schema, facts.name, facts.owner, create, tuple(after), grants)
 
 
-def _view(db: Db, oid: int) -> Relation:
-    facts = _facts(db, oid)
-    definition = str(db.value("SELECT pg_get_viewdef(%s::oid)", (oid,))).rstrip().rstrip(";")
+def _view_definition(db: Db, oid: int) -> str:
+    return str(db.value("SELECT pg_get_viewdef(%s::oid)", (oid,))).rstrip().rstrip(";")
+
+
+def _create_view_sql(facts: _Facts, name: str, definition: str) -> str:
     options = f" WITH ({_options(facts.options)})" if facts.options else ""
-    create = f"CREATE {facts.kind} {facts.qualified}{options} AS {definition}"
+    create = f"CREATE {facts.kind} {qualified(facts.schema, name)}{options} AS {definition}"
     if facts.kind == "MATERIALIZED VIEW" and not facts.populated:
         create += " WITH NO DATA"
-    return _relation(db, facts, None, create)
+    return create
+
+
+def _view(db: Db, oid: int, prebuilt: Optional[PrebuiltView]) -> Relation:
+    facts = _facts(db, oid)
+    definition = _view_definition(db, oid)
+    made = _relation(db, facts, None, _create_view_sql(facts, facts.name, definition))
+    if prebuilt is None or prebuilt.definition != definition:
+        return made
+    renamed = _relation(db, facts, None, None, Prebuilt(indexes=prebuilt.indexes))
+    return dataclasses.replace(
+        renamed, prebuilt=(prebuilt.temporary, prebuilt.expected), fallback=made
+    )
 
 
 _REFERENCING_FKS_SQL = """
@@ -693,9 +728,28 @@ def prebuild(db: Db, table: TableSpec, name: str) -> Prebuilt:
     under them. One that reads the live table itself (a foreign key to it) is left to the
     swap; so is an index whose definition does not read as expected."""
     facts = _table_facts(db, table)
-    live, new = _pg_qualified(db, facts.oid), qualified(table.schema, name)
+    new = qualified(table.schema, name)
     built = Prebuilt()
     indexes = _indexes(db, facts, table)
+    built.indexes.update(_prebuild_indexes(db, facts, indexes, name))
+    for constraint in _constraints(db, facts, table, indexes):
+        if constraint.defined or constraint.to_itself:
+            continue
+        temporary = temporary_name(name, constraint.name)
+        db.execute(f"ALTER TABLE {new} ADD CONSTRAINT {ident(temporary)} {constraint.definition}")
+        built.constraints[constraint.name] = (constraint.definition, temporary)
+    _prebuild_references(db, facts, table, name, built)
+    _prebuild_views(db, facts, name, built)
+    return built
+
+
+def _prebuild_indexes(
+    db: Db, facts: _Facts, indexes: list[_Index], name: str
+) -> dict[str, tuple[str, str]]:
+    """Builds the carried indexes of the relation of `facts` on the relation `name` (of the
+    same schema), as `Prebuilt.indexes` records them."""
+    live, new = _pg_qualified(db, facts.oid), qualified(facts.schema, name)
+    built = {}
     for index in indexes:
         if not index.carried or index.constraint:
             continue
@@ -706,16 +760,65 @@ def prebuild(db: Db, table: TableSpec, name: str) -> Prebuilt:
                 temporary = temporary_name(name, index.name)
                 tail = index.definition[len(head) :]
                 db.execute(f"CREATE {unique}INDEX {ident(temporary)} ON {new} USING {tail}")
-                built.indexes[index.name] = (index.definition, temporary)
+                built[index.name] = (index.definition, temporary)
                 break
-    for constraint in _constraints(db, facts, table, indexes):
-        if constraint.defined or constraint.to_itself:
-            continue
-        temporary = temporary_name(name, constraint.name)
-        db.execute(f"ALTER TABLE {new} ADD CONSTRAINT {ident(temporary)} {constraint.definition}")
-        built.constraints[constraint.name] = (constraint.definition, temporary)
-    _prebuild_references(db, facts, table, name, built)
     return built
+
+
+# The materialized views that read the table itself and no other view of it.
+_DIRECT_MATERIALIZED_VIEWS_SQL = """
+WITH dependent(oid) AS (SELECT unnest(%s::oid[]))
+SELECT c.oid FROM pg_class c JOIN dependent USING (oid)
+WHERE c.relkind = 'm' AND c.relispopulated
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass
+      AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+    WHERE r.ev_class = c.oid AND d.refobjid <> c.oid
+      AND d.refobjid IN (SELECT oid FROM dependent))
+ORDER BY c.oid
+"""
+
+
+def _pointed_at(definition: str, names: Iterable[str], new: Optional[str], alias: str) -> str:
+    """`definition` with each FROM or JOIN of the table, as one of `names`, reading `new`
+    instead (None: the name as found) followed by `alias`; unchanged when there is none."""
+    alternatives = "|".join(re.escape(name) for name in names)
+    pattern = re.compile(rf"(\b(?:FROM|JOIN)\s+\(*(?:ONLY\s+)?)({alternatives})(?![\w$.\"])")
+    return pattern.sub(lambda found: found.group(1) + (new or found.group(2)) + alias, definition)
+
+
+def _prebuild_views(db: Db, facts: _Facts, name: str, built: Prebuilt) -> None:
+    """Makes and fills, from the new table `name`, each filled materialized view that reads
+    the table directly, with its indexes, under names of their own: filling it again is paid
+    before the swap's locks. The view's definition is pointed at the new table by its text,
+    with the table's own name as alias where that parses; the swap checks that the result
+    reads as the live view once renamed, and makes the view under its locks otherwise."""
+    dependent = list(_oids(db, _VIEWS_SQL, facts.oid))
+    if not dependent:
+        return
+    names = (_pg_qualified(db, facts.oid), str(db.value("SELECT quote_ident(%s)", (facts.name,))))
+    new = qualified(facts.schema, name)
+    for (oid,) in db.rows(_DIRECT_MATERIALIZED_VIEWS_SQL, (dependent,)):
+        view = _facts(db, int(oid))
+        definition = _view_definition(db, view.oid)
+        temporary = temporary_name(name, view.name)
+        for alias in (f" {names[1]}", ""):
+            pointed = _pointed_at(definition, names, new, alias)
+            if pointed == definition:
+                break
+            db.execute(f"SAVEPOINT {_SAVEPOINT}")
+            try:
+                db.execute(_create_view_sql(view, temporary, pointed))
+            except Exception:  # the view is then made under the swap's locks
+                db.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                continue
+            db.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            expected = _pointed_at(definition, names, None, alias)
+            indexes = _prebuild_indexes(db, view, _indexes(db, view, None), temporary)
+            built.views[view.oid] = PrebuiltView(
+                qualified(view.schema, temporary), definition, expected, indexes
+            )
+            break
 
 
 def _prebuild_references(
@@ -786,9 +889,14 @@ def capture(db: Db, table: TableSpec, name: str, prebuilt: Prebuilt) -> Kept:
     for (referencing, _), (_, temporary) in unused.items():
         other = _facts(db, referencing).qualified
         detach.insert(0, f"ALTER TABLE {other} DROP CONSTRAINT {ident(temporary)}")
+    given = tuple(_view(db, oid, prebuilt.views.get(oid)) for oid in view_oids)
+    taken = {view.prebuilt[0] for view in given if view.prebuilt is not None}
+    for view in prebuilt.views.values():
+        if view.temporary not in taken:  # the live view went, or changed, meanwhile
+            detach.insert(0, f"DROP MATERIALIZED VIEW {view.temporary}")
     return Kept(
         table=kept,
-        views=tuple(_view(db, oid) for oid in view_oids),
+        views=given,
         detach=tuple(detach),
         attach=tuple(attach),
         references=tuple(references),
@@ -870,6 +978,15 @@ def _restore_grants(db: Db, relation: Relation) -> None:
 
 
 def _give_back(db: Db, relation: Relation) -> None:
+    if relation.prebuilt is not None:
+        temporary, expected = relation.prebuilt
+        oid = int(db.value("SELECT %s::regclass::oid", (temporary,)))
+        if _view_definition(db, oid) != expected:
+            assert relation.fallback is not None
+            db.execute(f"DROP MATERIALIZED VIEW {temporary}")
+            _give_back(db, relation.fallback)
+            return
+        db.execute(f"ALTER MATERIALIZED VIEW {temporary} RENAME TO {ident(relation.name)}")
     if relation.create is not None:
         db.execute(relation.create)
     for statement in relation.after:

@@ -306,7 +306,7 @@ class Writer:
         """Ingests every batch the iterator yields, each in its own transaction.
 
         Before any migration, the stored definitions are checked under an advisory lock held
-        until the first batch (an empty one when the definition is new) has committed.
+        until the first batch, always an empty one, has committed.
         """
         with self._migration_lock() as (locked, release), self.engine.connect() as conn:
             with locked.begin():
@@ -317,7 +317,9 @@ class Writer:
             def stream(_: Any) -> Iterator[tuple[Any, Any, Iterator[Row]]]:
                 if adopted != state:
                     logger.info("applying table definition %s to %s", self.definition, self.where)
-                    yield self._watermark(conn, PendingBatch(_no_rows, {}, {}, {})), None, iter(())
+                # A first batch without rows: any table ingest rebuilds is swapped in by it,
+                # so no batch's deletes (run before a swap) meet a table about to be replaced.
+                yield self._watermark(conn, PendingBatch(_no_rows, {}, {}, {})), None, iter(())
                 release()
                 for batch in batches():
                     yield self._watermark(conn, batch), batch, batch.rows()
