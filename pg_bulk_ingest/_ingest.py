@@ -16,8 +16,9 @@ from pg_force_execute import pg_force_execute
 
 from . import _catalog, _keep, _migrate, _watermark
 from ._copy import BatchWriter, Target
-from ._db import Db
+from ._db import Db, sqlstate
 from ._encode import row_encoder
+from ._errors import MigrationError
 from ._lock import migration_locks
 from ._options import Delete, HighWatermark, Upsert, Visibility, as_option
 from ._schema import WantedTable, creation_order, wanted_tables
@@ -29,6 +30,7 @@ _LOGGER = logging.getLogger(__name__)
 
 Batch = tuple[Any, Any, Iterable[tuple[sa.Table, Any]]]
 OnBeforeVisible = Callable[[sa.engine.Connection, sa.Table, Any], None]
+_CHECK_VIOLATION = "23514"
 
 
 def _default_force_execute(
@@ -143,6 +145,32 @@ def _validate_constraints(db: Db, state: _TableState) -> None:
             _migrate.run_all(db, state.plan.validate)
 
 
+def _make_not_null(db: Db, state: _TableState, options: _Options) -> None:
+    """Makes each column of `Plan.not_null` NOT NULL in a transaction of its own: the rows
+    are checked under a SHARE UPDATE EXCLUSIVE lock (reads and writes go on), then NOT NULL is
+    set under a brief ACCESS EXCLUSIVE one. Rows holding NULL leave the column as it was."""
+    spec = state.wanted.spec
+    for column in state.plan.not_null:
+        validate, settle, drop = _migrate.not_null_steps(spec, column)
+        try:
+            with db.conn.begin():
+                db.execute(validate)
+                _lock_exclusively(db, state.wanted, options)
+                _migrate.run_all(db, settle)
+        except Exception as error:
+            if sqlstate(error) != _CHECK_VIOLATION:
+                raise
+            with db.conn.begin():
+                _lock_exclusively(db, state.wanted, options)
+                db.execute(drop)
+            raise MigrationError(
+                spec.display,
+                column,
+                "some rows hold NULL, so it cannot become NOT NULL: fill them first, or keep "
+                "the column nullable",
+            ) from None
+
+
 def _migrate_tables(db: Db, wanted: Sequence[WantedTable], options: _Options) -> list[_TableState]:
     """Brings each table to its definition but for rebuilds (done by the first batch), each in
     short transactions of its own, committed before the first batch's rows: a table's locks
@@ -154,6 +182,7 @@ def _migrate_tables(db: Db, wanted: Sequence[WantedTable], options: _Options) ->
             state = _prepare_table(db, wanted[position], options)
         _build_indexes(db, state, options)
         _validate_constraints(db, state)
+        _make_not_null(db, state, options)
         states[position] = state
     return [states[position] for position in range(len(wanted))]
 

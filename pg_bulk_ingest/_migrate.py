@@ -52,6 +52,10 @@ class Plan:
     `validate` checks the rows already there in a transaction of its own, under a SHARE UPDATE
     EXCLUSIVE lock that lets reads and writes go on. `marks` also sets the COMMENTs of
     columns and of the table.
+
+    A column becoming NOT NULL (`not_null`) gets a CHECK (column IS NOT NULL) NOT VALID in
+    `in_place`; `not_null_steps` then validates it (reads and writes go on), and under a brief
+    ACCESS EXCLUSIVE lock sets NOT NULL, which the valid CHECK spares a scan, and drops it.
     """
 
     create: bool = False
@@ -62,6 +66,7 @@ class Plan:
     attach: tuple[str, ...] = ()
     marks: tuple[str, ...] = ()
     validate: tuple[str, ...] = ()
+    not_null: tuple[str, ...] = ()
 
     @property
     def rebuild(self) -> bool:
@@ -149,7 +154,7 @@ def _column_steps(table: TableSpec, live: ColumnSpec, wanted: ColumnSpec) -> tup
     if live.not_null and not wanted.not_null:
         steps.append(f"{alter} DROP NOT NULL")
     if wanted.not_null and not live.not_null:
-        return [], f"column {wanted.name!r} becomes NOT NULL"
+        steps.extend(_not_null_check_sql(table, wanted.name))
     if live.default != wanted.default:
         steps.append(
             f"{alter} DROP DEFAULT"
@@ -158,6 +163,34 @@ def _column_steps(table: TableSpec, live: ColumnSpec, wanted: ColumnSpec) -> tup
         )
     steps.extend(_identity_steps(table, live, wanted))
     return steps, ""
+
+
+def _not_null_check(table: TableSpec, column: str) -> str:
+    """The name of the CHECK that stands in for NOT NULL while the rows are checked."""
+    return identifier(table.name, column, "pgbi_not_null")
+
+
+def _not_null_check_sql(table: TableSpec, column: str) -> list[str]:
+    """Adds the CHECK standing in for NOT NULL; one left by an interrupted call goes first."""
+    target, check = qualified(table.schema, table.name), ident(_not_null_check(table, column))
+    return [
+        f"ALTER TABLE {target} DROP CONSTRAINT IF EXISTS {check}",
+        f"ALTER TABLE {target} ADD CONSTRAINT {check} CHECK ({ident(column)} IS NOT NULL) "
+        "NOT VALID",
+    ]
+
+
+def not_null_steps(table: TableSpec, column: str) -> tuple[str, list[str], str]:
+    """For a column of `Plan.not_null`: the statement that checks the rows already there
+    (SHARE UPDATE EXCLUSIVE), those that then make it NOT NULL (ACCESS EXCLUSIVE, catalog
+    only), and the one that drops the CHECK when the rows fail it."""
+    target, check = qualified(table.schema, table.name), ident(_not_null_check(table, column))
+    drop = f"ALTER TABLE {target} DROP CONSTRAINT IF EXISTS {check}"
+    return (
+        f"ALTER TABLE {target} VALIDATE CONSTRAINT {check}",
+        [f"ALTER TABLE {target} ALTER COLUMN {ident(column)} SET NOT NULL", drop],
+        drop,
+    )
 
 
 def _rebuild_reasons(live: TableSpec, wanted: TableSpec) -> list[str]:
@@ -500,6 +533,11 @@ def plan(
         in_place=(*constraints.drops, *columns, *constraints.in_place),
         marks=(*indexes.marks, *constraints.marks, *_comment_steps(live, wanted)),
         validate=constraints.validate,
+        not_null=tuple(
+            new.name
+            for old, new in zip(live.columns, wanted.columns)
+            if new.not_null and not old.not_null
+        ),
     )
 
 

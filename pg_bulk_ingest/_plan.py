@@ -103,6 +103,12 @@ def _in_place_steps(wanted: TableSpec, plan: _migrate.Plan) -> Iterator[PlannedS
         yield _comment_step(name, statement)
     for statement in plan.validate:
         yield PlannedStep(name, "validate constraint", statement, SHARE_UPDATE_EXCLUSIVE)
+    for column in plan.not_null:
+        validate, settle, _ = _migrate.not_null_steps(wanted, column)
+        yield PlannedStep(name, "validate constraint", validate, SHARE_UPDATE_EXCLUSIVE)
+        yield PlannedStep(name, "alter", lock, ACCESS_EXCLUSIVE)
+        for statement in settle:
+            yield PlannedStep(name, "alter", statement, ACCESS_EXCLUSIVE)
 
 
 def _comment_step(name: str, statement: str) -> PlannedStep:

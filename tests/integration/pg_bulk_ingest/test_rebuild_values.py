@@ -349,6 +349,11 @@ def test_a_null_in_a_column_that_becomes_not_null_names_the_table_and_column(
     assert "pgbi" not in str(raised.value)
     assert stored(query, schema) == [(1, "10"), (2, None)]
     assert leftover_tables(query, schema) == []
+    checks = query(
+        f"SELECT conname FROM pg_constraint WHERE conrelid = '\"{schema}\".items'::regclass "
+        "AND contype = 'c'"
+    )
+    assert checks == []
 
 
 def test_rows_repeating_a_new_primary_key_name_the_table_column_and_key(

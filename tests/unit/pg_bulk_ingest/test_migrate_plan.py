@@ -49,7 +49,6 @@ def test_other_changes_rebuild() -> None:
     live = spec(ColumnSpec("v", "integer", False))
     for wanted in [
         spec(ColumnSpec("v", "bigint", False)),
-        spec(ColumnSpec("v", "integer", True)),
         spec(ColumnSpec("w", "integer", False)),
         spec(ColumnSpec("v", "integer", False), ColumnSpec("x", "text", True)),
         spec(ColumnSpec("v", "integer", False), pk=("id", "v")),
@@ -153,3 +152,13 @@ def test_an_invalid_index_left_by_a_failed_build_is_dropped_and_made_again() -> 
     result = index_plan(live, (IndexSpec("i", ("v",)),))
     assert result.drops == ('DROP INDEX "s"."i"',)
     assert result.indexes[0] == 'CREATE INDEX "i" ON "s"."t" ("v")'
+
+
+def test_a_column_becoming_not_null_is_checked_then_set_in_place() -> None:
+    result = plan(spec(ColumnSpec("v", "integer", False)), spec(ColumnSpec("v", "integer", True)))
+    assert not result.rebuild
+    assert result.not_null == ("v",)
+    assert result.in_place == (
+        'ALTER TABLE "s"."t" DROP CONSTRAINT IF EXISTS "t_v_pgbi_not_null"',
+        'ALTER TABLE "s"."t" ADD CONSTRAINT "t_v_pgbi_not_null" CHECK ("v" IS NOT NULL) NOT VALID',
+    )
