@@ -134,6 +134,20 @@ class TombstonePolicy(enum.Enum):
     IGNORE = "ignore"
 
 
+class Envelope(enum.Enum):
+    """What a table's message values wrap their row in."""
+
+    # Debezium's change event: {"before", "after", "source", "op", "ts_ms", ...}.
+    DEBEZIUM = "debezium"
+
+
+class TruncatePolicy(enum.Enum):
+    """What a change event that truncated its source table (op "t") does to the table."""
+
+    IGNORE = "ignore"
+    TRUNCATE = "truncate"
+
+
 class SourceKind(enum.Enum):
     """Where a column's value comes from."""
 
@@ -412,6 +426,9 @@ class TableSettings:
     value_format: Format = Format.JSON
     key_format: Format = Format.STRING
     indexes: tuple[IndexSettings, ...] = ()
+    # Values are change events whose `after` is the row (None: the value is the row).
+    envelope: Envelope | None = None
+    truncate: TruncatePolicy = TruncatePolicy.IGNORE
 
     @property
     def qualified_name(self) -> str:
@@ -484,6 +501,9 @@ def _plain(section: object) -> dict[str, object]:
 
 
 def _table_summary(table: TableSettings) -> dict[str, object]:
+    envelope = {}
+    if table.envelope is not None:
+        envelope = {"envelope": table.envelope.value, "truncate": table.truncate.value}
     return {
         "table": quoted_name(table.schema, table.name),
         "topics": list(table.topics),
@@ -492,6 +512,7 @@ def _table_summary(table: TableSettings) -> dict[str, object]:
         "tombstones": table.tombstones.value,
         "key_format": table.key_format.value,
         "value_format": table.value_format.value,
+        **envelope,
         "columns": {
             c.name: f"{c.type}{'' if c.nullable else ' NOT NULL'} <- {c.source}"
             for c in table.columns
@@ -1158,6 +1179,9 @@ def _parse_table(section: _Section) -> TableSettings:
             "tombstones", '"delete" needs a primary_key to delete by; set one, or "ignore"'
         )
     indexes = _parse_indexes(section, names)
+    envelope, truncate = _parse_envelope(
+        section, f"{schema}.{name}", primary_key, key_format, value_format
+    )
     section.finish()
     return TableSettings(
         schema=schema,
@@ -1170,7 +1194,48 @@ def _parse_table(section: _Section) -> TableSettings:
         value_format=value_format,
         key_format=key_format,
         indexes=indexes,
+        envelope=envelope,
+        truncate=truncate,
     )
+
+
+def _parse_envelope(
+    section: _Section,
+    name: str,
+    primary_key: tuple[str, ...],
+    key_format: Format,
+    value_format: Format,
+) -> tuple[Envelope | None, TruncatePolicy]:
+    truncate = section.choice("truncate", TruncatePolicy, TruncatePolicy.IGNORE)
+    if not section.has("envelope"):
+        if section.has("truncate"):
+            section.problem(
+                "truncate", f'applies to change events only; set envelope = "debezium" ({name})'
+            )
+        return None, truncate
+    envelope = section.choice("envelope", Envelope, Envelope.DEBEZIUM)
+    if not primary_key:
+        section.problem(
+            "envelope",
+            f'"{envelope.value}" upserts and deletes {name} by its primary key; set '
+            f"primary_key to the key columns of the source table",
+        )
+    if value_format not in STRUCTURED_FORMATS:
+        section.problem(
+            "envelope",
+            f'"{envelope.value}" reads the change event of a structured value, but '
+            f'value_format is "{value_format.value}" ({name}); set value_format = "json" '
+            f'(JsonConverter, schemas.enable=false), "connect-json" (schemas.enable=true) or '
+            f'"avro"',
+        )
+    if key_format not in STRUCTURED_FORMATS:
+        section.problem(
+            "key_format",
+            f'is "{key_format.value}", but Debezium keys {name}\'s change events by a struct '
+            f'of its key columns; set key_format as value_format ("json", "connect-json" or '
+            f'"avro", as the connector\'s key.converter writes it)',
+        )
+    return envelope, truncate
 
 
 def _identifier(section: _Section, key: str, name: str) -> str:

@@ -3,7 +3,8 @@
 
 Connect's logical types become the values mapping takes: `Decimal` (base64 of the unscaled
 big-endian integer, or a JSON number with `decimal.format=NUMERIC`) an exact Decimal,
-`Timestamp` an aware UTC datetime, `Date` a date, `Time` a time of day; `bytes` (base64) bytes.
+`Timestamp` an aware UTC datetime, `Date` a date, `Time` a time of day; `bytes` (base64) bytes;
+Debezium's semantic types as `sink.debezium.SEMANTIC_TYPES` reads them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from sink.debezium import SEMANTIC_TYPES, Mismatch
 from sink.errors import BadPayload
 from sink.mapping import numbers_round_trip
 
@@ -69,8 +71,17 @@ def _convert(schema: Any, value: Any, path: str) -> object:
         return None
     if type(schema) is not dict:
         raise _Mismatch(f"{path}: the schema is {type(schema).__name__}, not an object")
-    convert = _LOGICAL.get(schema.get("name")) or _TYPES.get(schema.get("type"))
-    return value if convert is None else convert(schema, value, path)
+    name = schema.get("name")
+    convert = _LOGICAL.get(name) or _TYPES.get(schema.get("type"))
+    if convert is not None:
+        value = convert(schema, value, path)
+    semantic = SEMANTIC_TYPES.get(name)  # type: ignore[arg-type]
+    if semantic is None:
+        return value
+    try:
+        return semantic(value)
+    except Mismatch as error:
+        raise _Mismatch(f"{path}: {name}: {error}") from None
 
 
 def _struct(schema: Any, value: Any, path: str) -> object:

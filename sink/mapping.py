@@ -794,8 +794,9 @@ class Mapper:
             )
         )
         # NUMERIC, JSON and text columns keep the digits the message wrote: where a float read
-        # from the key or value would not, `_exact` reads it again with exact numbers.
-        value_json = target.value_format is Format.JSON
+        # from the key or value would not, `_exact` reads it again with exact numbers. (A
+        # change event's row is not the value: the pipeline reads its value exactly first.)
+        value_json = target.value_format is Format.JSON and target.envelope is None
         key_json = target.key_format is Format.JSON
         doubts = [
             keeps_digits(column.type)

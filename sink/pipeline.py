@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from pg_bulk_ingest import CopyRow
 
-from .config import REGISTRY_FORMATS, Format, Settings, TombstonePolicy
+from . import debezium
+from .config import REGISTRY_FORMATS, Envelope, Format, Settings, TombstonePolicy, TruncatePolicy
 from .copytext import LineFunction
 from .decode import decode
 from .errors import ConfigError, MappingError
@@ -21,7 +22,7 @@ from .records import Message, Record
 
 if TYPE_CHECKING:
     from .registry import SchemaDecoders
-from .tables import Deletion, MapRecord, Router, Row, TableSet, Target, load_tables
+from .tables import Deletion, MapRecord, Router, Row, TableSet, Target, Truncation, load_tables
 
 try:
     from . import _copyline
@@ -176,6 +177,8 @@ class Pipeline:
             return "the tables module's map_record maps them"
         if len(targets) != 1:
             return f"the topic feeds {len(targets)} tables"
+        if targets[0].envelope is not None:
+            return f'envelope is "{targets[0].envelope.value}"'
         if targets[0].value_format is not Format.JSON:
             return f'value_format is "{targets[0].value_format.value}"'
         if targets[0].key_format not in _KEY_READERS:
@@ -200,7 +203,9 @@ class Pipeline:
 
         if map_record is not None or len(mappers) != 1:
             return handle
-        ((_, mapper),) = mappers
+        ((target, mapper),) = mappers
+        if target.envelope is Envelope.DEBEZIUM:
+            return self._change_handler(target, mapper)
         table, map_row = mapper.table, mapper.line
 
         def handle_one(message: Message) -> Mapped:
@@ -212,6 +217,53 @@ class Pipeline:
             return _new_tuple(Mapped, (((table, map_row(record)),), ()))
 
         return handle_one
+
+    def _change_handler(self, target: Target, mapper: Mapper) -> Handler:
+        """Messages whose values are Debezium change events: `c`, `r` and `u` upsert the row
+        in `after`; `d` deletes by the message's key (or by `before` without one); `t` empties
+        the table where `truncate = "truncate"` says so; `m` does nothing."""
+        key_format, value_format, schemas = target.key_format, target.value_format, self.schemas
+        name, table, mappers = target.name, mapper.table, [(target, mapper)]
+        truncation = Truncation.of(table) if target.truncate is TruncatePolicy.TRUNCATE else None
+        # JSON values are read again with exact numbers where floats would not keep them (the
+        # mapper cannot: it would read the whole event where the row is `after`).
+        exact = value_format is Format.JSON
+
+        def handle(message: Message) -> Mapped:
+            record = decode(message, key_format, value_format, target=name, schemas=schemas)
+            if record.value is None:  # the tombstone after a delete: deletes it again
+                return self._tombstone(record, mappers)
+            value = record.value
+            try:
+                if exact and message.value is not None:
+                    value = debezium.exact_json(message.value)
+                change = debezium.change(value)
+            except (ValueError, RecursionError) as error:
+                reason = f"the numbers of the value cannot be read exactly: {error}"
+                raise MappingError(
+                    record.coordinates, reason, table=name, code="not-exact"
+                ) from None
+            except debezium.NotAChange as error:
+                raise MappingError(
+                    record.coordinates, error.reason, table=name, code=error.code
+                ) from None
+            op = change.op
+            if op in debezium.UPSERTS:
+                row = mapper.line(_new_tuple(Record, (message, record.key, change.after)))
+                return _new_tuple(Mapped, (((table, row),), ()))
+            if op is debezium.Op.DELETE:
+                return Mapped(deletes=((table, _deleted_key(record, change, mapper, name)),))
+            if op is debezium.Op.TRUNCATE:
+                if truncation is not None:
+                    return Mapped(rows=((table, truncation),))
+                logger.info(
+                    '%s: the source table of %s was truncated; ignored (truncate = "ignore")',
+                    record.coordinates,
+                    name,
+                )
+            return _NOTHING
+
+        return handle
 
     @staticmethod
     def _tombstone(record: Record, mappers: list[tuple[Target, Mapper]]) -> Mapped:
@@ -233,6 +285,24 @@ class Pipeline:
                 )
             mapped.append((mapper.table, mapper.coerce(record, values)))
         return tuple(mapped)
+
+
+def _deleted_key(
+    record: Record, change: debezium.Change, mapper: Mapper, name: str
+) -> tuple[object, ...]:
+    """The primary key a delete event removes: its message's key (Debezium keys a table's
+    events by the key columns), or the row in `before` where the message has no key."""
+    if record.key is not None:
+        return mapper.key_values(record)
+    if change.before is None:
+        raise MappingError(
+            record.coordinates,
+            'a delete (op "d") without a key and without before: no row to delete; key the '
+            "connector's messages by the primary key (the default for a table with one)",
+            table=name,
+            code="no-key",
+        )
+    return mapper.key_values(_new_tuple(Record, (record.message, change.before, None)))
 
 
 def _call(map_record: MapRecord, record: Record, names: str) -> list[Row]:

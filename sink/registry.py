@@ -44,6 +44,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message as ProtobufMessage
 
 from sink.config import Format, SchemaRegistrySettings
+from sink.debezium import SEMANTIC_TYPES, Mismatch
 from sink.errors import (
     BadPayload,
     SchemaRegistryRefusedError,
@@ -305,8 +306,10 @@ def _not_wire_format(part: str, fmt: Format, data: bytes) -> str:
 
 def _avro_reader(schema: Any) -> Reader:
     """fastavro's reading: decimal as Decimal, timestamp-* as aware UTC datetimes, local
-    timestamps naive, date, time, uuid as UUID, a union as its branch's value."""
+    timestamps naive, date, time, uuid as UUID, a union as its branch's value; then Debezium's
+    semantic types (`connect.name`) as `sink.debezium.SEMANTIC_TYPES` reads them."""
     reader = fastavro.schemaless_reader
+    semantics = _semantics(schema, schema.get("__named_schemas") or {}, frozenset())
 
     def read(payload: memoryview) -> object:
         stream = io.BytesIO(payload)
@@ -323,9 +326,86 @@ def _avro_reader(schema: Any) -> Reader:
                 f"reads; it was written with another schema",
                 "not-avro",
             )
-        return value
+        if semantics is None:
+            return value
+        try:
+            return semantics(value)
+        except Mismatch as error:
+            raise BadPayload(
+                f"does not hold what its Avro schema's connect.name says: {error}",
+                "schema-mismatch",
+            ) from None
 
     return read
+
+
+_Convert = Callable[[Any], object]
+# Avro's own types: nothing in them names a semantic type.
+_AVRO_PRIMITIVES = frozenset(
+    {"null", "boolean", "int", "long", "float", "double", "bytes", "string", "enum", "fixed"}
+)
+
+
+def _semantics(schema: Any, named: Mapping[str, Any], seen: frozenset[str]) -> _Convert | None:
+    """What converts the values of an Avro schema (as fastavro parses it) whose types carry a
+    Debezium semantic type; None where none does, so that other values take no extra step.
+    `seen` holds the records being compiled: a recursive reference is left as it reads."""
+    if isinstance(schema, str):
+        known = schema not in seen and schema not in _AVRO_PRIMITIVES and schema in named
+        return _semantics(named[schema], named, seen) if known else None
+    if isinstance(schema, list):  # a union: only a nullable one tells its branch by the value
+        branches = [branch for branch in schema if branch != "null"]
+        inner = _semantics(branches[0], named, seen) if len(branches) == 1 else None
+        return None if inner is None else partial(_unless_null, inner)
+    if not isinstance(schema, dict):
+        return None
+    semantic = SEMANTIC_TYPES.get(schema.get("connect.name", ""))
+    if semantic is not None and "logicalType" not in schema:  # else fastavro read it already
+        return semantic
+    return _complex_semantics(schema, named, seen)
+
+
+def _complex_semantics(
+    schema: dict[str, Any], named: Mapping[str, Any], seen: frozenset[str]
+) -> _Convert | None:
+    kind = schema.get("type")
+    convert: _Convert | None = None
+    if kind == "record":
+        inside = seen | {schema.get("name", "")}
+        fields = [
+            (field["name"], found)
+            for field in schema.get("fields") or ()
+            if (found := _semantics(field["type"], named, inside)) is not None
+        ]
+        convert = partial(_record, tuple(fields)) if fields else None
+    elif kind == "array":
+        items = _semantics(schema.get("items"), named, seen)
+        convert = None if items is None else partial(_items, items)
+    elif kind == "map":
+        values = _semantics(schema.get("values"), named, seen)
+        convert = None if values is None else partial(_values, values)
+    elif isinstance(kind, (dict, list)) or (isinstance(kind, str) and kind in named):
+        convert = _semantics(kind, named, seen)
+    return convert
+
+
+def _unless_null(convert: _Convert, value: Any) -> object:
+    return None if value is None else convert(value)
+
+
+def _record(fields: tuple[tuple[str, _Convert], ...], value: Any) -> object:
+    converted = dict(value)
+    for name, convert in fields:
+        converted[name] = convert(converted[name])
+    return converted
+
+
+def _items(convert: _Convert, value: Any) -> object:
+    return [convert(item) for item in value]
+
+
+def _values(convert: _Convert, value: Any) -> object:
+    return {key: convert(item) for key, item in value.items()}
 
 
 # --- Protobuf ---------------------------------------------------------------------------------

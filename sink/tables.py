@@ -29,12 +29,14 @@ from pg_bulk_ingest import CopyRow
 from sink.config import (
     MAX_IDENTIFIER_BYTES,
     ColumnType,
+    Envelope,
     ErrorPolicy,
     Format,
     Settings,
     Source,
     TableSettings,
     TombstonePolicy,
+    TruncatePolicy,
     parse_source,
 )
 from sink.errors import ConfigError
@@ -46,6 +48,19 @@ Row = Tuple[sa.Table, RowValues]
 # A tombstone's primary-key values, in key column order.
 Deletion = Tuple[sa.Table, Tuple[object, ...]]
 MapRecord = Callable[[Record], Iterable[Row]]
+
+
+class Truncation(Tuple[object, ...]):
+    """Stands in a batch's row stream, as its table's row, for a truncate of the table: the
+    rows before it are removed, those after it kept (sink.writer). Its values are all NULL, so
+    that whatever keys rows by their primary key never meets it."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, table: sa.Table) -> Truncation:
+        return cls((None,) * len(table.columns))
+
 
 _SCALAR_TYPES: Mapping[str, Callable[[], sa.types.TypeEngine[Any]]] = {
     "BIGINT": sa.BIGINT,
@@ -103,6 +118,9 @@ class Target:
     topics: tuple[str, ...] = ()
     # Regexes starting with "^", matched with re.search (as librdkafka does).
     topic_patterns: tuple[str, ...] = ()
+    # Values are change events: columns read the row in their `after` (sink.debezium).
+    envelope: Envelope | None = None
+    truncate: TruncatePolicy = TruncatePolicy.IGNORE
 
     @property
     def name(self) -> str:
@@ -236,6 +254,8 @@ def _target_from_config(table: TableSettings, metadata: sa.MetaData) -> Target:
         tombstones=table.tombstones,
         topics=table.topics,
         topic_patterns=() if table.topic_pattern is None else (table.topic_pattern,),
+        envelope=table.envelope,
+        truncate=table.truncate,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from sqlalchemy.dialects import postgresql
 
 import pg_bulk_ingest
 
-from .config import PostgresSettings
+from .config import PostgresSettings, TruncatePolicy
 from .errors import StoredStateError
 from .offsets import (
     MOVED,
@@ -35,7 +36,7 @@ from .offsets import (
     reset_command,
 )
 from .retry import DATABASE_ERRORS, sqlstate
-from .tables import Row, TableSet
+from .tables import Row, RowValues, TableSet, Truncation
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class PendingBatch:
         self.next_offsets = next_offsets
         # Kafka's id of each topic of the batch, stored with its offsets.
         self.topic_ids: Mapping[str, str] = {}
+        # Per table truncated in the batch: the primary keys (COPY text) of the rows written
+        # since its last truncation, which the truncation keeps.
+        self.kept: dict[sa.Table, dict[tuple[str, ...], None]] = {}
 
 
 def _no_rows() -> Iterator[Row]:
@@ -107,6 +111,12 @@ class Writer:
         self.where = f"{self.state_table.schema}.{self.state_table.name}"
         self.definition = fingerprint(self.data_tables)
         self._ingesting: sa.Connection | None = None
+        # Tables whose rows may hold a Truncation: only their sinks watch the rows go by.
+        self._truncated = {
+            target.table: _KeyText(target.table)
+            for target in tables.targets
+            if target.truncate is TruncatePolicy.TRUNCATE
+        }
 
     # --- the stored state --------------------------------------------------------------------
 
@@ -322,7 +332,8 @@ class Writer:
                 yield self._watermark(conn, PendingBatch(_no_rows, {}, {}, {})), None, iter(())
                 release()
                 for batch in batches():
-                    yield self._watermark(conn, batch), batch, batch.rows()
+                    rows = self._watch_truncations(batch) if self._truncated else batch.rows()
+                    yield self._watermark(conn, batch), batch, rows
 
             try:
                 pg_bulk_ingest.ingest(
@@ -362,10 +373,37 @@ class Writer:
 
         return merged
 
+    def _watch_truncations(self, batch: PendingBatch) -> Iterator[Row]:
+        """The batch's rows without its truncations, each of which starts again the keys
+        its table keeps (see `_delete_keys`)."""
+        watched, kept = self._truncated, batch.kept
+        for row in batch.rows():
+            table, values = row
+            if type(values) is Truncation:
+                kept[table] = {}
+                continue
+            keys = kept.get(table)
+            if keys is not None:
+                keys[watched[table].of_row(values)] = None
+            yield row
+
     @staticmethod
     def _delete_keys(conn: sa.Connection, _table: Any, batch: PendingBatch | None) -> None:
+        """Applies a batch's truncations, then its deletes, once its rows are written: a
+        truncated table keeps only the rows written after its last truncation, and of those
+        the keys whose last message deletes them go too."""
         if batch is None:
             return
+        for table, kept in batch.kept.items():
+            since = list(kept)
+            removed = conn.execute(_delete_all_but(table), _text_arrays(table, since)).rowcount
+            logger.info(
+                "%s.%s truncated at its source: %d rows deleted, %d written since kept",
+                table.schema or "public",
+                table.name,
+                removed,
+                len(since),
+            )
         for table, keys in batch.deletes.items():
             if keys:
                 conn.execute(_delete_by_key(table), _key_arrays(table, keys))
@@ -422,6 +460,60 @@ def _delete_by_key(table: sa.Table) -> sa.TextClause:
 
 def _key_arrays(table: sa.Table, keys: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
     return {f"k{i}": [key[i] for key in keys] for i in range(len(table.primary_key.columns))}
+
+
+def _delete_all_but(table: sa.Table) -> sa.TextClause:
+    """Deletes every row but those whose primary key is among the keys bound as one text
+    array per key column (each key's text as PostgreSQL reads it into the column's type).
+
+    A DELETE rather than TRUNCATE: the table is never locked against readers, who see the
+    rows until the batch commits."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    quote = dialect.identifier_preparer.quote
+    columns = list(table.primary_key.columns)
+    arrays = ", ".join(f"CAST(:k{i} AS text[])" for i in range(len(columns)))
+    names = ", ".join(f"k{i}" for i in range(len(columns)))
+    matches = " AND ".join(
+        f"t.{quote(column.name)} = CAST(k.k{i} AS {column.type.compile(dialect=dialect)})"
+        for i, column in enumerate(columns)
+    )
+    target = dialect.identifier_preparer.format_table(table)
+    return sa.text(
+        f"DELETE FROM {target} AS t WHERE NOT EXISTS "
+        f"(SELECT FROM unnest({arrays}) AS k({names}) WHERE {matches})"
+    )
+
+
+def _text_arrays(table: sa.Table, keys: Sequence[tuple[str, ...]]) -> dict[str, list[str]]:
+    return {
+        f"k{i}": [_unescape(key[i]) for key in keys] for i in range(len(table.primary_key.columns))
+    }
+
+
+_COPY_ESCAPES = {"t": "\t", "n": "\n", "r": "\r"}
+_COPY_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _unescape(text: str) -> str:
+    """A value's text as PostgreSQL reads it, from its COPY text."""
+    if "\\" not in text:
+        return text
+    return _COPY_ESCAPE.sub(lambda match: _COPY_ESCAPES.get(match[1], match[1]), text)
+
+
+class _KeyText:
+    """A row's primary key as its COPY text, from a row tuple or a line of COPY text."""
+
+    def __init__(self, table: sa.Table) -> None:
+        encoders = pg_bulk_ingest.copy_encoders(table)
+        self._indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
+        self._encoders = [encoders[i] for i in self._indexes]
+
+    def of_row(self, row: RowValues) -> tuple[str, ...]:
+        if isinstance(row, str):  # a CopyRow
+            fields = row[:-1].split("\t")
+            return tuple(fields[i] for i in self._indexes)
+        return tuple(encode(row[i]) for encode, i in zip(self._encoders, self._indexes))
 
 
 def lost_state(what: str, known: Positions, whose: str) -> StoredStateError:
