@@ -35,6 +35,7 @@ from sink.pipeline import Mapped, Pipeline
 from sink.records import Message
 from sink.registry import SchemaDecoders
 from sink.tables import Truncation, tables_from_config
+from sink.writer import _KeyText, _text_arrays
 
 from .test_registry import URL, FakeRegistry, Schema, avro_bytes, wire
 
@@ -479,3 +480,22 @@ def test_an_envelope_without_what_it_needs_is_refused_naming_table_and_setting(
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, CONFIG.replace(old, new))
     assert says in str(caught.value)
+
+
+# --- what a truncation keeps ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["plain", "tab\there", "back\\slash", "new\nline", "ünï"])
+def test_a_truncation_keeps_the_keys_written_after_it_as_postgresql_reads_them(key: str) -> None:
+    settings = items(
+        columns=(
+            ColumnSettings("id", ctype("TEXT"), source("value.id"), nullable=False),
+            ColumnSettings("n", ctype("BIGINT"), source("value.n")),
+        ),
+        truncate=TruncatePolicy.TRUNCATE,
+    )
+    pipeline = Pipeline(tables_from_config([settings]))
+    ((table, line),) = mapped(pipeline, event("c", after={"id": key, "n": 1}), key=None).rows
+    key_text = _KeyText(table)
+    for written in (line, (key, 1)):
+        assert _text_arrays(table, [key_text.of_row(written)]) == {"k0": [key]}
