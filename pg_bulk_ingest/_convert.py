@@ -372,9 +372,11 @@ def copy_rows(db: Db, table: TableSpec, live: TableSpec, name: str) -> None:
     _check_refusals(db, table, source, conversions)
     db.execute(f"SAVEPOINT {_SAVEPOINT}")
     try:
+        # The stored values of an identity column are kept, ALWAYS or not.
+        overriding = " OVERRIDING SYSTEM VALUE" if any(c.identity for c in kept) else ""
         db.execute(
-            f"INSERT INTO {qualified(table.schema, name)} ({idents(c.name for c in kept)}) "
-            f"SELECT {', '.join(expressions)} FROM {source}"
+            f"INSERT INTO {qualified(table.schema, name)} ({idents(c.name for c in kept)})"
+            f"{overriding} SELECT {', '.join(expressions)} FROM {source}"
         )
     except Exception as error:
         if not sqlstate(error).startswith(_ROW_FAILURES):

@@ -1048,7 +1048,7 @@ WHERE ((d.refclassid = 'pg_class'::regclass AND d.refobjid IN (SELECT oid FROM k
       OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = d.objid
                  AND i.indrelid IN (SELECT oid FROM kept))
       OR d.objid IN (SELECT c.reltoastrelid FROM pg_class c JOIN kept USING (oid))
-      OR (d.deptype = 'a' AND d.objsubid = 0
+      OR (d.deptype IN ('a', 'i') AND d.objsubid = 0
           AND EXISTS (SELECT 1 FROM pg_class s WHERE s.oid = d.objid AND s.relkind = 'S'))
       OR EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = d.objid
                  AND h.inhparent IN (SELECT oid FROM kept))))
@@ -1089,6 +1089,7 @@ LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
   AND r.rulename = '_RETURN'
 WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = %s::oid AND d.refobjsubid > 0
   AND d.classid <> 'pg_attrdef'::regclass
+  AND NOT (d.classid = 'pg_class'::regclass AND d.deptype = 'i')
   AND NOT (d.classid = 'pg_class'::regclass AND d.objid = d.refobjid)
 ORDER BY 3
 """
@@ -1141,13 +1142,14 @@ def _structure_problems(db: Db, facts: _Facts) -> Iterator[str]:
 
 
 def _column_problems(db: Db, facts: _Facts) -> Iterator[str]:
+    """A generated column cannot be carried: the definition cannot make one. (An identity is
+    the definition's, as in place: the new table has it, its sequence continued.)"""
     for column in _columns(db, facts.oid):
-        if column.identity or column.generated:
-            what = "an identity" if column.identity else "a generated"
+        if column.generated:
             yield (
-                f"column {column.name!r} is {what} column, which the new table would not have. "
-                "Drop the identity or expression first (ALTER TABLE ... ALTER COLUMN ... DROP "
-                "IDENTITY / DROP EXPRESSION) or change the table by hand"
+                f"column {column.name!r} is a generated column, which the new table would not "
+                "have. Drop the expression first (ALTER TABLE ... ALTER COLUMN ... DROP "
+                "EXPRESSION) or change the table by hand"
             )
 
 

@@ -18,7 +18,6 @@ import orjson
 from . import _catalog
 from ._catalog import constraint_comment, index_comment
 from ._db import Db
-from ._errors import SchemaError
 from ._schema import (
     DEFAULT_INDEX_METHOD,
     CheckSpec,
@@ -233,17 +232,6 @@ def _column_plan(live: TableSpec, wanted: TableSpec) -> tuple[list[str], list[st
         for c in wanted.columns[len(live.columns) :]
     )
     return in_place, reasons
-
-
-def _refuse_rebuild_with_identity(live: TableSpec, wanted: TableSpec, reasons: list[str]) -> None:
-    identities = [c.name for c in (*live.columns, *wanted.columns) if c.identity is not None]
-    if identities:
-        raise SchemaError(
-            f"{wanted.display} would be rebuilt ({'; '.join(reasons)}), but its identity "
-            f"column {identities[0]!r} cannot be: the rebuilt table's sequence would start "
-            "again below the values copied. Make this change by hand, or change the "
-            "definition so that it can be made in place"
-        )
 
 
 def _comment_sql(target: str, comment: str | None) -> str:
@@ -524,7 +512,6 @@ def plan(
             if old.type != new.type and new.name in in_views
         ]
     if reasons:
-        _refuse_rebuild_with_identity(live, wanted, reasons)
         return Plan(rebuild_reasons=tuple(reasons))
     indexes, constraints = _index_plan(live, wanted), _constraint_plan(live, wanted)
     return dataclasses.replace(

@@ -26,16 +26,45 @@ def new_table_name(table: TableSpec) -> str:
 
 
 def create_new_table(db: Db, table: TableSpec, name: str, *, copy_rows: bool) -> None:
-    """Creates the replacement table, filled from the live one when `copy_rows`."""
+    """Creates the replacement table, filled from the live one when `copy_rows`; its identity
+    sequences go on from the live table's."""
     for statement in create_table_sql(table, name):
         db.execute(statement)
-    if not copy_rows:
-        return
     live = _catalog.live_table(db, table.schema, table.name)
     assert live is not None
-    source = qualified(table.schema, table.name)
-    db.execute(f"LOCK TABLE {source} IN SHARE MODE")
-    _convert.copy_rows(db, table, live, name)
+    if copy_rows:
+        db.execute(f"LOCK TABLE {qualified(table.schema, table.name)} IN SHARE MODE")
+        _convert.copy_rows(db, table, live, name)
+    _continue_identities(db, table, live, name)
+
+
+def _sequence(db: Db, schema: str, table: str, column: str) -> str | None:
+    """The sequence of the identity (or serial) column, qualified; None without one."""
+    found = db.value("SELECT pg_get_serial_sequence(%s, %s)", (qualified(schema, table), column))
+    return None if found is None else str(found)
+
+
+def _continue_identities(db: Db, table: TableSpec, live: TableSpec, name: str) -> None:
+    """Sets each identity sequence of the new table `name` where the live table's stood, and
+    past the values copied (for an ascending one), so that no value is given twice."""
+    live_identities = {c.name for c in live.columns if c.identity is not None}
+    for column in table.columns:
+        if column.identity is None:
+            continue
+        sequence = _sequence(db, table.schema, name, column.name)
+        assert sequence is not None
+        if column.name in live_identities:
+            old = _sequence(db, table.schema, table.name, column.name)
+            if old is not None:
+                db.execute(f"SELECT setval(%s, last_value, is_called) FROM {old}", (sequence,))
+        if (column.identity.increment or 1) > 0:
+            top = f"max({ident(column.name)})"
+            db.execute(
+                f"SELECT setval(%s, {top}) FROM {qualified(table.schema, name)} HAVING {top} >= "
+                f"(SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END "
+                f"FROM {sequence})",
+                (sequence,),
+            )
 
 
 def _rename_into_place(db: Db, table: TableSpec, name: str) -> None:
@@ -58,6 +87,14 @@ def _rename_into_place(db: Db, table: TableSpec, name: str) -> None:
             db.execute(
                 f"ALTER INDEX {qualified(table.schema, built_as)} RENAME TO {ident(index.name)}"
             )
+    for column in (c for c in table.columns if c.identity is not None):
+        # An identity's sequence gets the name PostgreSQL gives it, which the live one's (now
+        # dropped) had, when free.
+        sequence = _sequence(db, table.schema, table.name, column.name)
+        wanted = identifier(table.name, column.name, "seq")
+        free = db.value("SELECT to_regclass(%s) IS NULL", (qualified(table.schema, wanted),))
+        if sequence is not None and free:
+            db.execute(f"ALTER SEQUENCE {sequence} RENAME TO {ident(wanted)}")
 
 
 def swap_in(

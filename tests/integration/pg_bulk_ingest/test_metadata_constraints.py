@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from pg_bulk_ingest import SchemaError, ingest, migration_plan
+from pg_bulk_ingest import Delete, SchemaError, ingest, migration_plan
 from pg_bulk_ingest._plan import PlannedStep
 
 CHECK_VIOLATION = "23514"
@@ -154,6 +154,68 @@ def test_rows_leave_out_an_always_identity_column_and_give_a_by_default_one(
     load(conn, by_default, [(5, "a"), (5, "b")])
     assert query(f'SELECT id, v FROM "{schema}".others') == [(5, "b")]
     assert query(f"INSERT INTO \"{schema}\".others (v) VALUES ('c') RETURNING id") == [(1,)]
+
+
+def identity_sequence(query: Any, schema: str, name: str = "items") -> Any:
+    return query(f"SELECT pg_get_serial_sequence('\"{schema}\".{name}', 'id')")[0][0]
+
+
+def test_a_table_with_identity_columns_is_rebuilt_keeping_values_and_its_sequences_going_on(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    def always(v_type: Any) -> sa.MetaData:
+        return table_of(
+            schema,
+            sa.Column("id", sa.BIGINT, sa.Identity(always=True, start=10), primary_key=True),
+            sa.Column("v", v_type),
+        )
+
+    def by_default(v_type: Any) -> sa.MetaData:
+        return table_of(
+            schema,
+            sa.Column("id", sa.BIGINT, sa.Identity(), primary_key=True),
+            sa.Column("v", v_type),
+            name="others",
+        )
+
+    load(conn, always(sa.INTEGER), [(1,), (2,)])
+    query(f'INSERT INTO "{schema}".items (v) VALUES (3)')
+    load(conn, by_default(sa.INTEGER), [(5, 1), (100, 2)])
+    before = (oid(query, schema), oid(query, schema, "others"))
+    sequences = (identity_sequence(query, schema), identity_sequence(query, schema, "others"))
+
+    load(conn, always(sa.BIGINT), [(4,)])
+    load(conn, by_default(sa.BIGINT), [(7, 3)])
+
+    assert (oid(query, schema), oid(query, schema, "others")) != before
+    assert query(f'SELECT id, v FROM "{schema}".items ORDER BY id') == [
+        (10, 1),
+        (11, 2),
+        (12, 3),
+        (13, 4),
+    ]
+    assert query(f'INSERT INTO "{schema}".items (v) VALUES (5) RETURNING id') == [(14,)]
+    # A BY DEFAULT identity given its values by the rows goes on past them.
+    assert query(f'INSERT INTO "{schema}".others (v) VALUES (4) RETURNING id') == [(101,)]
+    assert (
+        identity_sequence(query, schema),
+        identity_sequence(query, schema, "others"),
+    ) == sequences
+    assert nothing_to_do(conn, always(sa.BIGINT))
+
+
+def test_delete_all_on_a_table_with_an_identity_goes_on_with_its_sequence(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    metadata = table_of(
+        schema,
+        sa.Column("id", sa.BIGINT, sa.Identity(always=True), primary_key=True),
+        sa.Column("v", sa.INTEGER),
+    )
+    load(conn, metadata, [(1,), (2,)])
+    (table,) = metadata.tables.values()
+    ingest(conn, metadata, lambda _: iter([(2, ((table, (3,)),))]), delete=Delete.ALL)
+    assert query(f'SELECT id, v FROM "{schema}".items') == [(3, 3)]
 
 
 def test_an_identity_is_added_to_a_filled_column_then_changed_and_dropped_in_place(

@@ -114,10 +114,10 @@ def test_defaults_and_identities_change_in_place() -> None:
     )
 
 
-def test_a_table_with_an_identity_is_never_rebuilt() -> None:
+def test_a_table_with_an_identity_is_rebuilt_like_any_other() -> None:
     live = spec(ColumnSpec("v", "integer", False, identity=IdentitySpec(True)))
-    with pytest.raises(SchemaError, match=r"s\.t would be rebuilt .* identity column 'v'"):
-        plan(live, spec(ColumnSpec("v", "bigint", False, identity=IdentitySpec(True))))
+    rebuilt = plan(live, spec(ColumnSpec("v", "bigint", False, identity=IdentitySpec(True))))
+    assert rebuilt.rebuild_reasons == ("column 'v' changes type from integer to bigint",)
 
 
 def test_constraints_are_added_not_valid_then_validated_and_only_ingests_dropped() -> None:
