@@ -348,7 +348,10 @@ SELECT i.indexrelid, ci.relname, pg_get_indexdef(i.indexrelid),
   ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, position)
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
         WHERE k.position <= coalesce((to_jsonb(i) ->> 'indnkeyatts')::int, i.indnatts)),
-  coalesce(con.oid, 0)
+  coalesce(con.oid, 0),
+  ARRAY(SELECT a.attnum || ' ' || a.attstattarget FROM pg_attribute a
+        WHERE a.attrelid = i.indexrelid AND coalesce(a.attstattarget::int, -1) >= 0
+        ORDER BY a.attnum)
 FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid
 LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
   AND con.contype IN ('p', 'u', 'x')
@@ -370,6 +373,8 @@ class _Index:
     tablespace: bool
     unique_columns: Optional[frozenset[str]]
     constraint_oid: int
+    # "position target" of each column of the index given a statistics target of its own.
+    statistics: tuple[str, ...] = ()
     # The name the index has on the new table: its own when carried, the definition's when the
     # definition builds it, None when it is not kept (an index ingest made, no longer defined).
     kept_as: Optional[str] = None
@@ -403,6 +408,7 @@ def _indexes(db: Db, facts: _Facts, wanted: Optional[TableSpec]) -> list[_Index]
             tablespace=bool(row[9]),
             unique_columns=frozenset(row[11]) if row[10] else None,
             constraint_oid=int(row[12]),
+            statistics=tuple(row[13]),
         )
         if index.primary and wanted is not None:
             new_name = primary_key_name(wanted.name) if wanted.primary_key else None
@@ -443,6 +449,16 @@ def _index_sql(facts: _Facts, indexes: list[_Index], prebuilt: Prebuilt) -> Iter
             yield (
                 f"ALTER TABLE {facts.qualified} REPLICA IDENTITY USING INDEX {ident(index.kept_as)}"
             )
+
+
+def _index_statistics_sql(facts: _Facts, indexes: list[_Index]) -> Iterator[str]:
+    """The statistics targets given to columns of the indexes kept (expression columns)."""
+    for index in indexes:
+        if index.kept_as is None:
+            continue
+        name = qualified(facts.schema, index.kept_as)
+        for position, target in (item.split() for item in index.statistics):
+            yield f"ALTER INDEX {name} ALTER COLUMN {position} SET STATISTICS {target}"
 
 
 _CONSTRAINTS_SQL = """
@@ -651,6 +667,7 @@ def _relation(
     indexes = _indexes(db, facts, wanted) if facts.kind != "VIEW" else []
     prebuilt = prebuilt or Prebuilt()
     after.extend(_index_sql(facts, indexes, prebuilt))
+    after.extend(_index_statistics_sql(facts, indexes))
     if facts.kind == "TABLE":
         assert wanted is not None
         after.extend(_constraint_sql(facts, _constraints(db, facts, wanted, indexes), prebuilt))
@@ -759,7 +776,14 @@ def _prebuild_indexes(
             if index.definition.startswith(head):
                 temporary = temporary_name(name, index.name)
                 tail = index.definition[len(head) :]
-                db.execute(f"CREATE {unique}INDEX {ident(temporary)} ON {new} USING {tail}")
+                try:
+                    db.execute(f"CREATE {unique}INDEX {ident(temporary)} ON {new} USING {tail}")
+                except Exception as error:
+                    raise SchemaError(
+                        f"{facts.display}: the index {index.name} cannot be built on the new "
+                        f"table ({str(error).strip()}): {index.definition}. Drop it, or make it "
+                        "again to suit the new definition, before the migration"
+                    ) from error
                 built[index.name] = (index.definition, temporary)
                 break
     return built
@@ -1139,6 +1163,24 @@ def _structure_problems(db: Db, facts: _Facts) -> Iterator[str]:
             "it is in a tablespace other than the database's default, where the new table would "
             "not be. Move it (ALTER TABLE ... SET TABLESPACE pg_default) or change it by hand"
         )
+    for provider, described in db.rows(_SECURITY_LABELS_SQL, (facts.oid, facts.oid)):
+        yield (
+            f"{described} has a security label of provider {provider!r}, which the swap does "
+            "not carry. Remove the label (SECURITY LABEL ... IS NULL), migrate, then label the "
+            "table again, or change it by hand"
+        )
+
+
+# Security labels on the table, its columns, and the views and materialized views on it.
+_SECURITY_LABELS_SQL = """
+SELECT DISTINCT l.provider, pg_describe_object(l.classoid, l.objoid, l.objsubid)
+FROM pg_seclabel l
+WHERE l.classoid = 'pg_class'::regclass
+  AND (l.objoid = %s::oid OR l.objoid IN (
+    SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s::oid))
+ORDER BY 1, 2
+"""
 
 
 def _column_problems(db: Db, facts: _Facts) -> Iterator[str]:

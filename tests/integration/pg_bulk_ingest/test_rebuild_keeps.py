@@ -333,6 +333,48 @@ def test_statistics_storage_options_and_comments_survive_a_rebuild(
     assert "the w" in before[0][3] and "fillfactor=70" in before[0][0]
 
 
+def test_statistics_targets_of_index_columns_survive_a_rebuild(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    first_load(conn, schema)
+    s = f'"{schema}"'
+    query(f"CREATE INDEX by_lower_w ON {s}.items (lower(w), id)")
+    query(f"ALTER INDEX {s}.by_lower_w ALTER COLUMN 1 SET STATISTICS 700")
+    query(f"CREATE MATERIALIZED VIEW {s}.shouting AS SELECT id, upper(w) AS w FROM {s}.items")
+    query(f"CREATE INDEX by_length ON {s}.shouting (length(w))")
+    query(f"ALTER INDEX {s}.by_length ALTER COLUMN 1 SET STATISTICS 300")
+    targets = (
+        "SELECT c.relname, a.attnum, a.attstattarget FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid "
+        f"WHERE c.relnamespace = '{s}'::regnamespace AND c.relkind = 'i' "
+        "AND coalesce(a.attstattarget::int, -1) >= 0 ORDER BY 1, 2"
+    )
+    assert query(targets) == [("by_length", 1, 300), ("by_lower_w", 1, 700)]
+
+    rebuild(conn, schema)
+
+    assert v_type(query, schema) == "bigint"
+    assert query(targets) == [("by_length", 1, 300), ("by_lower_w", 1, 700)]
+
+
+def test_an_index_made_by_hand_that_the_new_type_refuses_is_named_and_nothing_changes(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    first_load(conn, schema)
+    s = f'"{schema}"'
+    query(
+        f"CREATE FUNCTION {s}.halve(integer) RETURNS integer IMMUTABLE LANGUAGE sql "
+        "AS 'SELECT $1 / 2'"
+    )
+    query(f"CREATE INDEX by_half ON {s}.items ({s}.halve(v))")
+    with pytest.raises(SchemaError) as raised:
+        rebuild(conn, schema)
+    assert "by_half" in str(raised.value) and "halve" in str(raised.value)
+    assert "Drop it" in str(raised.value)
+    assert v_type(query, schema) == "integer"
+    assert query(f"SELECT count(*) FROM {s}.items") == [(10,)]
+
+
 def test_a_sequence_owned_by_a_column_survives_a_rebuild_and_feeds_its_default(
     conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
