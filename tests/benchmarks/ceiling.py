@@ -50,7 +50,9 @@ def _read_all(
     bootstrap: str, topic: str, count: int, handle: Callable[[list[Any]], object]
 ) -> float:
     """Seconds from the first message to the last, calling `handle` on each list consumed."""
-    consumer = Consumer(consumer_config(bootstrap, f"ceiling-{uuid.uuid4().hex[:8]}", {}))
+    config = consumer_config(bootstrap, f"ceiling-{uuid.uuid4().hex[:8]}", {})
+    # A fresh group has no stored offset: the worker resolves start_from, this reads from 0.
+    consumer = Consumer({**config, "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     seen, started = 0, None
     try:
