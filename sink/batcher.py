@@ -54,6 +54,10 @@ class Batch:
     byte_count: int
     # Per partition: (messages, bytes of keys and values) of the batch.
     partition_sizes: Mapping[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    # Per partition: the Kafka timestamp (ms since the epoch) of the batch's first message
+    # from it, and of its last; a partition whose message has no timestamp is left out.
+    first_timestamps: Mapping[TopicPartition, int] = field(default_factory=dict)
+    last_timestamps: Mapping[TopicPartition, int] = field(default_factory=dict)
 
     def by_topic(self) -> dict[str, tuple[int, int]]:
         """(messages, bytes) per topic."""
@@ -73,13 +77,26 @@ class Batch:
 
 
 class _Partition:
-    __slots__ = ("byte_count", "first_offset", "message_count", "next_offset", "started", "tp")
+    __slots__ = (
+        "byte_count",
+        "first_offset",
+        "first_timestamp",
+        "last_timestamp",
+        "message_count",
+        "next_offset",
+        "started",
+        "tp",
+    )
 
-    def __init__(self, tp: TopicPartition, first_offset: int, started: float) -> None:
+    def __init__(
+        self, tp: TopicPartition, first_offset: int, started: float, first_timestamp: int | None
+    ) -> None:
         self.tp = tp
         self.first_offset = first_offset
         self.next_offset = first_offset
         self.started = started
+        self.first_timestamp = first_timestamp
+        self.last_timestamp = first_timestamp
         self.message_count = 0
         self.byte_count = 0
 
@@ -129,9 +146,11 @@ class Batcher:
     ) -> None:
         """Account for one message, with the rows it maps to and the keys it deletes (either
         may be empty: an ignored tombstone still moves its partition's offset)."""
-        topic, partition, offset, _, raw_key, value, _ = message
+        topic, partition, offset, timestamp, raw_key, value, _ = message
         size = (len(raw_key) if raw_key else 0) + (len(value) if value else 0)  # Message.size
-        self._advance(topic, partition, offset, size)
+        self._advance(
+            topic, partition, offset, size, first_timestamp=timestamp, last_timestamp=timestamp
+        )
         for table, row in rows:
             self._count_row(table, row)
         for table, key in deletes:
@@ -147,12 +166,24 @@ class Batcher:
         first: int,
         last: int,
         size: int,
+        first_timestamp: int | None = None,
+        last_timestamp: int | None = None,
     ) -> None:
         """`add` for consecutive messages of one partition that map to one row of `table`
         each, given by their parts: the common case, for which the worker builds no
         `Message`. Their offsets run from `first` to `last` (in order, with gaps where the log
-        has them), `size` is their total `Message.size`, `rows` holds each one's row."""
-        self._advance(topic, partition, first, size, last=last, count=len(rows))
+        has them), `size` is their total `Message.size`, `rows` holds each one's row; the
+        timestamps are the first and the last message's `Message.timestamp_ms`."""
+        self._advance(
+            topic,
+            partition,
+            first,
+            size,
+            first_timestamp=first_timestamp,
+            last_timestamp=last_timestamp,
+            last=last,
+            count=len(rows),
+        )
         counts = self._row_counts
         counts[table] = counts.get(table, 0) + len(rows)
         pending = self._deletes.get(table)
@@ -181,7 +212,15 @@ class Batcher:
 
     def add_dead_letter(self, message: Message, error: DecodeError) -> None:
         """Add a message that goes to the dead-letter destination instead of its tables."""
-        self._advance(message.topic, message.partition, message.offset, message.size)
+        timestamp = message.timestamp_ms
+        self._advance(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.size,
+            first_timestamp=timestamp,
+            last_timestamp=timestamp,
+        )
         self._dead.append(DeadLetter(message, error))
 
     def _advance(
@@ -191,17 +230,20 @@ class Batcher:
         offset: int,
         size: int,
         *,
+        first_timestamp: int | None,
+        last_timestamp: int | None,
         last: int | None = None,
         count: int = 1,
     ) -> None:
         """Accounts for `count` messages of one partition, from `offset` to `last` (default:
-        the one message at `offset`), of `size` bytes in all."""
+        the one message at `offset`), of `size` bytes in all, the first and the last of them
+        with these Kafka timestamps."""
         # A plain tuple finds the TopicPartition key (equal, same hash) without building one.
         part: _Partition | None = self._partitions.get((topic, partition))  # type: ignore[call-overload]
         if part is None:
             now = self._clock()
             tp = TopicPartition(topic, partition)
-            part = self._partitions[tp] = _Partition(tp, offset, now)
+            part = self._partitions[tp] = _Partition(tp, offset, now, first_timestamp)
             if self._started is None:
                 self._started = now
         elif offset < part.next_offset:
@@ -212,6 +254,7 @@ class Batcher:
             )
         # Offsets may have gaps (compaction, transaction markers): never assume +1.
         part.next_offset = (offset if last is None else last) + 1
+        part.last_timestamp = last_timestamp
         part.message_count += count
         part.byte_count += size
         self._message_count += count
@@ -244,6 +287,11 @@ class Batcher:
         now = self._clock() if now is None else now
         return max(self._started + self.max_age_seconds - now, 0.0)
 
+    def first_timestamps(self) -> dict[TopicPartition, int]:
+        """`Batch.first_timestamps` of the batch so far. Safe to call from another thread
+        (a metrics scrape) while this one adds to the batch."""
+        return _timestamps(list(self._partitions.values()), last=False)
+
     def holds_any(self, partitions: Iterable[TopicPartition]) -> bool:
         """Whether the batch holds messages of these partitions (its rows went out already:
         when they are revoked, the batch must be abandoned)."""
@@ -262,11 +310,19 @@ class Batcher:
             partition_sizes={
                 tp: (p.message_count, p.byte_count) for tp, p in self._partitions.items()
             },
+            first_timestamps=_timestamps(self._partitions.values(), last=False),
+            last_timestamps=_timestamps(self._partitions.values(), last=True),
         )
         if self._message_count:
             self._message_size = max(1, self._byte_count // self._message_count)
         self._reset()
         return batch
+
+
+def _timestamps(partitions: Iterable[_Partition], *, last: bool) -> dict[TopicPartition, int]:
+    """The Kafka timestamp of each partition's first (or last) message, where it has one."""
+    found = {p.tp: p.last_timestamp if last else p.first_timestamp for p in partitions}
+    return {tp: timestamp for tp, timestamp in found.items() if timestamp is not None}
 
 
 class _Keys:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import platform
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import confluent_kafka
 import prometheus_client
@@ -25,6 +26,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from .batcher import Batch
@@ -39,6 +41,11 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Messages per batch, up to the largest batch.max_messages worth configuring.
 BATCH_MESSAGES_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000)
+# Seconds from a message's Kafka timestamp to its commit: from about a batch's age on a live
+# topic (batch.max_age_seconds is 1 s by default) to the hours a backlog or a stopped sink adds.
+VISIBLE_SECONDS_BUCKETS = (
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0
+)  # fmt: skip
 # The rebalance events counted, shown at zero from the start.
 REBALANCE_EVENTS = ("assign", "revoke", "lost")
 
@@ -66,9 +73,16 @@ class SinkMetrics:
     `render()` may be called from any thread. Every per-partition series is removed when its
     partition is revoked, so that summing lag over workers counts each partition once. The
     series of the `topics` and `tables` named at construction show from the start, at zero.
+    `clock` gives the Unix time (the time Kafka timestamps are compared with).
     """
 
-    def __init__(self, *, topics: Iterable[str] = (), tables: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        topics: Iterable[str] = (),
+        tables: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -111,6 +125,15 @@ class SinkMetrics:
             "Seconds from a batch's last message to its commit: the commit step alone (the rest "
             "of the upsert merge, deletes, dead letters, the offsets and COMMIT).",
             buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.visible_seconds = Histogram(
+            PREFIX + "produce_to_visible_seconds",
+            "Seconds from a message's Kafka timestamp to the commit that made it visible in "
+            "PostgreSQL, by topic: one observation per partition of each committed batch, for "
+            "the batch's first message from that partition (the one that waited longest).",
+            ["topic"],
+            buckets=VISIBLE_SECONDS_BUCKETS,
             registry=r,
         )
         self.batch_messages = Histogram(
@@ -167,17 +190,28 @@ class SinkMetrics:
             "down, until one is up again.",
         )
         self.kafka_up.set(1)
+        r.register(_LagSeconds(self))
         for topic in topics:
             self.messages.labels(topic)
             self.bytes.labels(topic)
+            self.visible_seconds.labels(topic)
         for name in tables:
             self.rows.labels(name)
             self.deletes.labels(name)
         for event in REBALANCE_EVENTS:
             self.rebalances.labels(event)
+        self._clock = clock
+        # The partition state below is written by the polling threads and read by a scrape
+        # (lag_seconds), under this lock.
+        self._lock = threading.Lock()
         self._assigned: set[TopicPartition] = set()
         self._stored: dict[TopicPartition, int] = {}
         self._ends: dict[TopicPartition, int] = {}
+        # Per partition: the Kafka timestamp (s) of the last message committed, and when the
+        # lag was last seen at 0 (Unix time).
+        self._newest: dict[TopicPartition, float] = {}
+        self._caught_up_at: dict[TopicPartition, float] = {}
+        self._uncommitted: Callable[[], Mapping[TopicPartition, int]] = dict
 
     def render(self) -> str:
         return generate_latest(self.registry).decode()
@@ -194,11 +228,13 @@ class SinkMetrics:
     ) -> None:
         """A batch has committed. `batch` is what `Batcher.take()` returned, `seconds` the time
         from its first message to the commit, `commit_seconds` from its last message to the
-        commit (the commit step alone), `now` the unix time (default: now).
+        commit (the commit step alone), `now` the Unix time of the commit (default: now).
 
         Counts messages, bytes, rows and deletes per table, the batch, its dead letters by
-        `error.code`, and moves each partition's stored offset (and lag) to `next_offsets`.
+        `error.code`, observes each partition's produce-to-visible time, and moves each
+        partition's stored offset (and lag) to `next_offsets`.
         """
+        now = self._clock() if now is None else now
         for topic, (messages, size) in batch.by_topic().items():
             self.messages.labels(topic).inc(messages)
             self.bytes.labels(topic).inc(size)
@@ -213,8 +249,20 @@ class SinkMetrics:
         if commit_seconds is not None:
             self.commit_seconds.observe(commit_seconds)
         self.batch_messages.observe(batch.message_count)
+        for tp, timestamp in batch.first_timestamps.items():
+            # A producer's clock ahead of ours (CreateTime) would make it negative.
+            self.visible_seconds.labels(tp.topic).observe(max(now - timestamp / 1000, 0.0))
+        with self._lock:
+            for tp, timestamp in batch.last_timestamps.items():
+                if tp in self._assigned:
+                    self._newest[tp] = timestamp / 1000
         self.offsets_stored(batch.next_offsets)
-        self.last_commit.set(time.time() if now is None else now)
+        self.last_commit.set(now)
+
+    def watch_uncommitted(self, oldest: Callable[[], Mapping[TopicPartition, int]]) -> None:
+        """`lag_seconds` asks `oldest` at each scrape, from the scrape's thread, for the Kafka
+        timestamp (ms) of the oldest message read but not committed yet, per partition."""
+        self._uncommitted = oldest
 
     def watch_database(self, reachable: Callable[[], bool]) -> None:
         """`pg_kafka_sink_database_up` asks `reachable` (a cached ping) at each scrape."""
@@ -248,8 +296,9 @@ class SinkMetrics:
         the next offset read from PostgreSQL (None: nothing stored yet)."""
         self.rebalances.labels("assign").inc()
         added = [TopicPartition(*tp) for tp in partitions]
-        self._assigned.update(added)
-        self.assigned.set(len(self._assigned))
+        with self._lock:
+            self._assigned.update(added)
+            self.assigned.set(len(self._assigned))
         self.offsets_stored({tp: v for tp, v in stored.items() if v is not None and v >= 0})
 
     def offsets_jumped(self, tp: TopicPartition, reason: str) -> None:
@@ -266,42 +315,109 @@ class SinkMetrics:
         """Partitions were revoked (on_revoke) or lost (on_lost, `lost=True`); their
         per-partition series disappear."""
         self.rebalances.labels("lost" if lost else "revoke").inc()
-        for tp in (TopicPartition(*tp) for tp in partitions):
-            self._assigned.discard(tp)
-            self._stored.pop(tp, None)
-            self._ends.pop(tp, None)
-            labels = _partition_labels(tp)
-            for gauge in (self.stored_offset, self.log_end_offset, self.lag):
-                with contextlib.suppress(KeyError):  # a series never set
-                    gauge.remove(*labels)
-        self.assigned.set(len(self._assigned))
+        with self._lock:
+            for tp in (TopicPartition(*tp) for tp in partitions):
+                self._assigned.discard(tp)
+                for known in (self._stored, self._ends, self._newest, self._caught_up_at):
+                    known.pop(tp, None)
+                labels = _partition_labels(tp)
+                for gauge in (self.stored_offset, self.log_end_offset, self.lag):
+                    with contextlib.suppress(KeyError):  # a series never set
+                        gauge.remove(*labels)
+            self.assigned.set(len(self._assigned))
 
     def offsets_stored(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         """The stored next offsets of these partitions are now known (read at assignment or
         after a re-seek, or written by a commit); partitions not assigned are ignored."""
-        for tp, next_offset in next_offsets.items():
-            if tp not in self._assigned:
-                continue
-            self._stored[tp] = next_offset
-            self.stored_offset.labels(*_partition_labels(tp)).set(next_offset)
-            self._update_lag(tp)
+        with self._lock:
+            for tp, next_offset in next_offsets.items():
+                if tp not in self._assigned:
+                    continue
+                self._stored[tp] = next_offset
+                self.stored_offset.labels(*_partition_labels(tp)).set(next_offset)
+                self._update_lag(tp)
 
     def log_end_offsets(self, ends: Mapping[TopicPartition, int]) -> None:
         """Log end offsets seen from Kafka (e.g. `Consumer.get_watermark_offsets(tp,
         cached=True)[1]` on the polling thread after a consume); negative values (unknown)
         and partitions not assigned are ignored."""
-        for tp, end in ends.items():
-            if end < 0 or tp not in self._assigned:
-                continue
-            self._ends[tp] = end
-            self.log_end_offset.labels(*_partition_labels(tp)).set(end)
-            self._update_lag(tp)
+        with self._lock:
+            for tp, end in ends.items():
+                if end < 0 or tp not in self._assigned:
+                    continue
+                self._ends[tp] = end
+                self.log_end_offset.labels(*_partition_labels(tp)).set(end)
+                if self._update_lag(tp) == 0:  # caught up, as of the last fetch response
+                    self._caught_up_at[tp] = self._clock()
 
-    def _update_lag(self, tp: TopicPartition) -> None:
+    def _update_lag(self, tp: TopicPartition) -> int | None:
         stored, end = self._stored.get(tp), self._ends.get(tp)
-        if stored is not None and end is not None:
-            # A log end older than a fresh commit would read as negative lag: it is none.
-            self.lag.labels(*_partition_labels(tp)).set(max(end - stored, 0))
+        if stored is None or end is None:
+            return None
+        # A log end older than a fresh commit would read as negative lag: it is none.
+        lag = max(end - stored, 0)
+        self.lag.labels(*_partition_labels(tp)).set(lag)
+        return lag
+
+    def lag_seconds(self) -> dict[TopicPartition, float]:
+        """`pg_kafka_sink_partition_lag_seconds`: per assigned partition, how long the oldest
+        message not committed yet has been in Kafka (now - its Kafka timestamp).
+
+        - The worker has read it (it is in the batch being read or committed): its age.
+        - The partition's lag is 0 (and nothing of it is read but not committed): 0.
+        - Otherwise the message is not read yet: an upper bound of its age, the time since
+          the later of the last committed message's timestamp and the moment the lag was
+          last seen at 0 (so that time caught up does not count); left out while neither is
+          known, as when the lag is unknown.
+        """
+        oldest = self._uncommitted()  # first: it takes the worker's lock, never inside ours
+        now = self._clock()
+        found: dict[TopicPartition, float] = {}
+        with self._lock:
+            for tp in self._assigned:
+                if tp in oldest:
+                    since = oldest[tp] / 1000
+                else:
+                    stored, end = self._stored.get(tp), self._ends.get(tp)
+                    if stored is None or end is None:
+                        continue
+                    if end <= stored:
+                        found[tp] = 0.0
+                        continue
+                    bounds = [at[tp] for at in (self._newest, self._caught_up_at) if tp in at]
+                    if not bounds:
+                        continue
+                    since = max(bounds)
+                # A producer's clock ahead of ours (CreateTime) would make it negative.
+                found[tp] = max(now - since, 0.0)
+        return found
+
+
+class _LagSeconds:
+    """Collects `SinkMetrics.lag_seconds()` at each scrape, so that it ages between commits."""
+
+    NAME = PREFIX + "partition_lag_seconds"
+    HELP = (
+        "Seconds the oldest message not yet committed to PostgreSQL has been in Kafka (now - "
+        "its Kafka timestamp), per assigned partition; 0 while the lag is 0. Until the worker "
+        "reads that message: an upper bound, the time since the later of the last committed "
+        "message's timestamp and when the lag was last 0."
+    )
+
+    def __init__(self, metrics: SinkMetrics) -> None:
+        self._metrics = metrics
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.NAME, self.HELP, labels=["topic", "partition"])
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for tp, seconds in sorted(self._metrics.lag_seconds().items()):
+            family.add_metric(_partition_labels(tp), seconds)
+        yield family
 
 
 def _table_name(schema: str | None, name: str) -> str:

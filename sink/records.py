@@ -91,4 +91,11 @@ def message_from_kafka(msg: Any) -> Message:
     )
 
 
+def timestamp_ms(msg: Any) -> int | None:
+    """The Kafka timestamp of a confluent-kafka message (CreateTime or LogAppendTime, as
+    the topic says), in milliseconds since the epoch; None if it has none."""
+    timestamp_type, timestamp = msg.timestamp()
+    return None if timestamp_type == _TIMESTAMP_NOT_AVAILABLE else timestamp
+
+
 _new_tuple = tuple.__new__

@@ -52,7 +52,7 @@ from .logs import DEAD_LETTERS
 from .metrics import SinkMetrics
 from .offsets import Positions, adopt_definition
 from .pipeline import Pipeline
-from .records import Message, TopicPartition, message_from_kafka
+from .records import Message, TopicPartition, message_from_kafka, timestamp_ms
 from .retry import DATABASE_ERRORS, Failure, Repeats, backoff_seconds, classify, failure_kind
 from .tables import Row
 from .writer import PendingBatch, Writer, lost_state
@@ -142,6 +142,10 @@ class Worker:
         self._ahead: list[Row] = []
         self._settled = threading.Event()
         self._settled.set()
+        # Held while a batch moves from the batcher to `_in_flight`: a metrics scrape (see
+        # _oldest_uncommitted) finds its messages in the one or the other.
+        self._handover = threading.Lock()
+        metrics.watch_uncommitted(self._oldest_uncommitted)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -291,22 +295,28 @@ class Worker:
                 if repeats.failed(exc, self._database_answers):
                     raise self._repeated(repeats) from exc
                 failures += 1
-                self.metrics.retried(failure_kind(exc))
-                delay = backoff_seconds(failures, self._random)
-                reason = str(exc).strip().splitlines()[0]
-                self.health.set_retrying(reason)
-                logger.warning(
-                    "%s; batch abandoned, retrying in %.1f s (attempt %d%s)",
-                    reason if isinstance(exc, TransientError) else f"PostgreSQL failed ({reason})",
-                    delay,
-                    failures,
-                    f"; {repeats.count} of {repeats.limit} failures in a row without a SQLSTATE "
-                    f"while PostgreSQL answers before the worker stops"
-                    if repeats.count
-                    else "",
-                )
-                self.stopping.wait(delay)
+                self._wait_to_retry(exc, failures, repeats)
             reposition = True
+
+    def _wait_to_retry(self, exc: Exception, failures: int, repeats: Repeats) -> None:
+        """Says why the batch was abandoned, then waits before it is read again."""
+        self.metrics.retried(failure_kind(exc))
+        delay = backoff_seconds(failures, self._random)
+        reason = str(exc).strip().splitlines()[0]
+        self.health.set_retrying(reason)
+        logger.warning(
+            "%s; batch abandoned, retrying in %.1f s (attempt %d%s)",
+            reason if isinstance(exc, TransientError) else f"PostgreSQL failed ({reason})",
+            delay,
+            failures,
+            f"; {repeats.count} of {repeats.limit} failures in a row without a SQLSTATE "
+            f"while PostgreSQL answers before the worker stops"
+            if repeats.count
+            else "",
+        )
+        # What was read stays uncommitted meanwhile: its lag counts from the log end.
+        self._refresh_lag()
+        self.stopping.wait(delay)
 
     def _group_offsets(self) -> Positions:
         kafka = self.settings.kafka
@@ -529,10 +539,11 @@ class Worker:
             self._in_flight = None
             pending = self._open(first)
             yield pending
+            visible_at = time.time()  # committed: its rows are visible from now on
             error = self._stop_reading_ahead()
             assert self._in_flight is not None  # set by _stream once the batch is complete
             now = time.monotonic()
-            self._committed(self._in_flight, now - started, now - self._taken_at)
+            self._committed(self._in_flight, now - started, now - self._taken_at, visible_at)
             if error is not None:
                 raise error  # met reading the next batch ahead
             if self._failing is not None and not self.batcher.message_count:
@@ -562,6 +573,7 @@ class Worker:
             consumed = self.source.consume(1, POLL_SECONDS)
             if not consumed:
                 self.health.set_retrying(None)  # nothing (left) to retry
+                self._refresh_lag()  # idle: so that time caught up is not counted as lag
             rows.extend(self._add_all(consumed))
         return rows
 
@@ -588,7 +600,8 @@ class Worker:
             if self._spoiled:
                 self._spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
-        batch = batcher.take()
+        with self._handover:
+            batch = self._in_flight = batcher.take()
         self._taken_at = time.monotonic()
         # Past a bad message that stops the worker, the consumer read on: no markers then.
         batch = self._in_flight = self._past_markers(batch) if self._failing is None else batch
@@ -639,6 +652,22 @@ class Worker:
         reading, self._reading_ahead = self._reading_ahead, None
         return None if reading is None else reading.finish()
 
+    def _refresh_lag(self) -> None:
+        """Shows the lag against the log end offsets last seen in fetch responses."""
+        assert self.source is not None
+        self.metrics.log_end_offsets(self.source.log_end_offsets(list(self.positions)))
+
+    def _oldest_uncommitted(self) -> dict[TopicPartition, int]:
+        """The Kafka timestamp of the oldest message read but not committed yet, per
+        partition: the first of the batch in flight, else of the batch being read. Called at
+        each metrics scrape, from its thread."""
+        with self._handover:
+            oldest = self.batcher.first_timestamps()
+            in_flight = self._in_flight
+        if in_flight is not None:
+            oldest.update(in_flight.first_timestamps)
+        return oldest
+
     def _dead_letter_rows(self, batch: Batch) -> Iterator[Row]:
         """Makes the batch's dead letters durable first (topic) or writes them with it (table)."""
         if not batch.dead_letters:
@@ -671,9 +700,13 @@ class Worker:
         # and `size` bytes; rows[start:] are their rows.
         topic, partition, path = "", -1, None
         start, first, last, size = 0, -1, -1, 0
+        # Each message of a run adds one row, each other message is counted here less the rows
+        # it added: msgs[i + shift] is the message of the run's row rows[i].
+        shift = 0
 
         def account_for_run() -> None:
-            if len(rows) > start:
+            end = len(rows)
+            if end > start:
                 assert path is not None
                 self.batcher.add_rows(
                     path.table,
@@ -683,6 +716,8 @@ class Worker:
                     first=first,
                     last=last,
                     size=size,
+                    first_timestamp=timestamp_ms(msgs[start + shift]),
+                    last_timestamp=timestamp_ms(msgs[end - 1 + shift]),
                 )
 
         for msg in msgs:
@@ -705,7 +740,9 @@ class Worker:
                         rows.append((path.table, row))
                         continue
             account_for_run()  # in offset order, before the message that ends it
-            rows.extend(self._add(msg))
+            added = self._add(msg)
+            rows.extend(added)
+            shift += 1 - len(added)
             start, first, size = len(rows), -1, 0
             if self._failing is not None:
                 break  # reading stops at the bad message (errors.policy = "fail")
@@ -786,7 +823,11 @@ class Worker:
             return
         self.batcher.add_dead_letter(message, error)
 
-    def _committed(self, batch: Batch, seconds: float, commit_seconds: float) -> None:
+    def _committed(
+        self, batch: Batch, seconds: float, commit_seconds: float, visible_at: float
+    ) -> None:
+        """`batch` committed at `visible_at` (Unix time), `seconds` after its first message
+        and `commit_seconds` after its last."""
         assert self.source is not None
         self.committed_batches += 1
         self.health.set_retrying(None)
@@ -799,8 +840,8 @@ class Worker:
             if tp in self.positions:
                 self.positions[tp] = next_offset
         self.source.commit_advisory(batch.next_offsets)
-        self.metrics.batch_committed(batch, seconds, commit_seconds=commit_seconds)
-        self.metrics.log_end_offsets(self.source.log_end_offsets(list(self.positions)))
+        self.metrics.batch_committed(batch, seconds, commit_seconds=commit_seconds, now=visible_at)
+        self._refresh_lag()
         offsets = {f"{t}[{p}]": o for (t, p), o in sorted(batch.next_offsets.items())}
         logger.info(
             "committed %d rows from %d messages (%d dead letters) in %.3f s",

@@ -1,13 +1,16 @@
-"""The operations half against the real broker and database: dead letters, and the operator
-commands `check`, `status` and `reset` run as an operator would (`python -m sink ...`)."""
+"""The operations half against the real broker and database: dead letters, the operator
+commands `check`, `status` and `reset` run as an operator would (`python -m sink ...`), and
+the metrics a running worker serves."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -558,3 +561,63 @@ def test_check_lists_each_config_problem_once_and_writes_names_as_sql_needs_them
     assert f'"{schema}"."UX_Orders": create' in result.stdout
     warnings = [line["message"] for line in _json_lines(result.stderr)]
     assert any('it is created as "UX_Orders" and must be quoted in SQL' in w for w in warnings)
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def scrape(worker: SinkProcess) -> dict[str, float]:
+    """The worker's /metrics, sample by sample."""
+    port = int(re.findall(r"on port (\d+)", worker.messages())[0])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = (line.rpartition(" ") for line in text.splitlines() if not line.startswith("#"))
+    return {name: float(value) for name, _, value in samples if name}
+
+
+def test_metrics_time_messages_from_their_kafka_timestamp_to_visible_and_the_lag_in_seconds(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[..., SinkProcess],
+) -> None:
+    topic = new_topic(partitions=2)
+    visible = f'pg_kafka_sink_produce_to_visible_seconds_{{}}{{{{topic="{topic}"}}}}'.format
+    lag = f'pg_kafka_sink_partition_lag_seconds{{{{partition="{{}}",topic="{topic}"}}}}'.format
+    hour_ago = int(time.time() * 1000) - 3_600_000
+
+    def age() -> float:
+        return time.time() - hour_ago / 1000
+
+    for partition in (0, 1):
+        produce_at(kafka_bootstrap, topic, partition, [hour_ago] * 5)
+    worker = start_sink(sink_config([topic], schema))
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 5, "1": 5}, 60, "10 rows")
+    # Caught up: the lag is 0 s, not the hour since the messages were produced.
+    wait_until(lambda: scrape(worker).get(lag(0)) == scrape(worker).get(lag(1)) == 0, 30, "0 s")
+    found = scrape(worker)
+    count = found[visible("count")]
+    # At least one observation per partition (the batches may have split them), each of the
+    # hour and the seconds the sink took since.
+    assert 2 <= count <= 10
+    assert 3600 * count <= found[visible("sum")] <= age() * count
+    assert found[visible("bucket").replace("{", '{le="3600.0",')] == 0
+    assert found[visible("bucket").replace("{", '{le="14400.0",')] == count
+
+    # A backlog in partition 0 that cannot commit while its table is locked.
+    with engine.connect() as locked:
+        locked.execute(sa.text(f'LOCK TABLE "{schema}".events IN ACCESS EXCLUSIVE MODE'))
+        produce_at(kafka_bootstrap, topic, 0, [hour_ago] * 5)
+        wait_until(lambda: scrape(worker).get(lag(0), 0) >= 3600, 30, "an hour of lag")
+        found = scrape(worker)
+        assert found[lag(0)] <= age()
+        assert found[lag(1)] == 0
+        assert found[visible("count")] == count  # nothing committed meanwhile
+        locked.rollback()
+
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 10, "1": 5}, 60, "5 more")
+    wait_until(lambda: scrape(worker).get(lag(0)) == 0, 30, "0 s once caught up again")
+    found = scrape(worker)
+    assert found[visible("count")] > count
+    assert worker.terminate() == 0, worker.output()[-2000:]

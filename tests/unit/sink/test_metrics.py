@@ -149,3 +149,97 @@ def test_the_dead_letter_help_names_the_label_it_has() -> None:
         line for line in text.splitlines() if line.startswith("# HELP pg_kafka_sink_dead_le")
     ]
     assert "by reason" in help_line
+
+
+class Clock:
+    """A Unix time that moves only when told to."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stamped(topic: str, partition: int, offset: int, timestamp_ms: int | None) -> Message:
+    return Message(topic, partition, offset, timestamp_ms, b"k", b"{}")
+
+
+def test_produce_to_visible_is_observed_per_partition_for_its_first_message_at_commit() -> None:
+    batcher = Batcher(max_messages=100, max_bytes=1 << 20, max_age_seconds=1)
+    batcher.add(stamped("orders", 0, 10, 1_700_000_000_000))  # waited 12.5 s
+    batcher.add(stamped("orders", 0, 11, 1_700_000_010_000))
+    batcher.add(stamped("orders", 1, 3, 1_700_000_012_000))  # waited 0.5 s
+    batcher.add(stamped("audit", 0, 7, None))  # no timestamp: not observed
+    batcher.add(stamped("audit", 0, 8, 1_700_000_011_000))
+    metrics = SinkMetrics(topics=["orders", "audit"])
+    metrics.batch_committed(batcher.take(), 0.2, now=1_700_000_012.5)
+
+    found = samples(metrics.render())
+    count = 'pg_kafka_sink_produce_to_visible_seconds_count{topic="orders"}'
+    assert found[count] == 2
+    assert found['pg_kafka_sink_produce_to_visible_seconds_sum{topic="orders"}'] == 13.0
+    assert found['pg_kafka_sink_produce_to_visible_seconds_bucket{le="0.5",topic="orders"}'] == 1
+    assert found['pg_kafka_sink_produce_to_visible_seconds_bucket{le="10.0",topic="orders"}'] == 1
+    assert found['pg_kafka_sink_produce_to_visible_seconds_bucket{le="30.0",topic="orders"}'] == 2
+    assert found['pg_kafka_sink_produce_to_visible_seconds_count{topic="audit"}'] == 0
+    assert_valid_exposition(metrics.render())
+
+
+def test_produce_to_visible_of_a_producer_clock_ahead_of_ours_is_zero() -> None:
+    batcher = Batcher(max_messages=100, max_bytes=1 << 20, max_age_seconds=1)
+    batcher.add(stamped("orders", 0, 1, 1_700_000_005_000))
+    metrics = SinkMetrics()
+    metrics.batch_committed(batcher.take(), 0.2, now=1_700_000_000.0)
+    found = samples(metrics.render())
+    assert found['pg_kafka_sink_produce_to_visible_seconds_bucket{le="0.1",topic="orders"}'] == 1
+    assert found['pg_kafka_sink_produce_to_visible_seconds_sum{topic="orders"}'] == 0
+
+
+def test_lag_seconds_is_the_age_of_the_oldest_uncommitted_message_or_zero_when_caught_up() -> None:
+    clock = Clock(1_700_000_100.0)
+    metrics = SinkMetrics(clock=clock)
+    read, idle, unknown = (TopicPartition("orders", p) for p in range(3))
+    uncommitted = {read: 1_700_000_040_000}  # read, not committed: 60 s old
+    metrics.watch_uncommitted(lambda: uncommitted)
+    metrics.partitions_assigned([read, idle, unknown], {read: 5, idle: 9, unknown: None})
+    metrics.log_end_offsets({read: 5, idle: 9})  # both caught up, as far as the worker knows
+
+    assert metrics.lag_seconds() == {read: 60.0, idle: 0.0}  # `unknown`: nothing stored yet
+    found = samples(metrics.render())
+    assert found['pg_kafka_sink_partition_lag_seconds{partition="0",topic="orders"}'] == 60
+    assert found['pg_kafka_sink_partition_lag_seconds{partition="1",topic="orders"}'] == 0
+    assert 'pg_kafka_sink_partition_lag_seconds{partition="2"' not in metrics.render()
+
+    clock.now += 30  # a scrape later, the same message has waited longer
+    assert metrics.lag_seconds()[read] == 90.0
+    assert_valid_exposition(metrics.render())
+
+
+def test_lag_seconds_of_a_message_not_read_yet_is_bounded_without_counting_time_caught_up() -> None:
+    clock = Clock(1_700_000_000.0)
+    metrics = SinkMetrics(clock=clock)
+    tp = TopicPartition("orders", 0)
+    metrics.partitions_assigned([tp], {tp: 0})
+    batcher = Batcher(max_messages=100, max_bytes=1 << 20, max_age_seconds=1)
+    batcher.add(stamped("orders", 0, 0, 1_699_999_990_000))
+    batcher.add(stamped("orders", 0, 1, 1_699_999_995_000))  # the last committed: 5 s old
+    metrics.batch_committed(batcher.take(), 0.2)
+    metrics.log_end_offsets({tp: 4})  # two more, not read yet
+
+    assert metrics.lag_seconds() == {tp: 5.0}  # at most as old as the last one committed
+    clock.now += 10
+    assert metrics.lag_seconds() == {tp: 15.0}
+
+    metrics.log_end_offsets({tp: 2})  # caught up (and the two were not there after all)
+    assert metrics.lag_seconds() == {tp: 0.0}
+    clock.now += 3600  # an hour caught up, then a message arrives
+    caught_up_at = clock.now
+    metrics.log_end_offsets({tp: 2})
+    clock.now += 2
+    metrics.log_end_offsets({tp: 3})
+    assert metrics.lag_seconds() == {tp: clock.now - caught_up_at}  # 2 s, not an hour
+
+    metrics.partitions_revoked([tp])
+    assert metrics.lag_seconds() == {}
+    assert "partition_lag_seconds{" not in metrics.render()

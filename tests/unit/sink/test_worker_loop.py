@@ -113,6 +113,8 @@ class FakeMessage:
         return self.value_
 
     def timestamp(self) -> tuple[int, int]:
+        if self.offset_ % 7 == 3:  # some without: TIMESTAMP_NOT_AVAILABLE
+            return 0, -1
         return 1, 1_700_000_000_000 + self.offset_
 
     def headers(self) -> None:
@@ -156,6 +158,8 @@ def comparable(batch: Batch) -> tuple[object, ...]:
         dict(batch.first_offsets),
         batch.message_count,
         batch.byte_count,
+        dict(batch.first_timestamps),
+        dict(batch.last_timestamps),
     )
 
 
@@ -190,6 +194,47 @@ def test_a_run_is_accounted_for_before_a_message_of_its_partition_that_ends_it()
     assert batch.first_offsets == {TopicPartition("fast", 0): 3}
     assert batch.next_offsets == {TopicPartition("fast", 0): 10}
     assert (batch.message_count, batch.row_count) == (4, 3)
+    # Offset 3 has no timestamp (see FakeMessage): the first is not known, the last is.
+    assert batch.first_timestamps == {}
+    assert batch.last_timestamps == {TopicPartition("fast", 0): 1_700_000_000_009}
+
+
+def test_each_partitions_first_and_last_timestamps_come_from_runs_between_other_messages() -> None:
+    loop = worker()
+    loop._add_all(
+        [
+            FakeMessage("fast", 1, 4, b"1", b'{"id": 1}'),
+            FakeMessage("general", 0, 0, None, b'{"id": 1}'),  # the general way, one row
+            FakeMessage("fast", 1, 5, b"1", b'{"id": 1}'),
+            FakeMessage("fast", 1, 6, None, None),  # a tombstone: no row
+            FakeMessage("", -1, -1, None, None, KafkaError(KafkaError._TRANSPORT)),
+            FakeMessage("fast", 0, 11, b"1", b'{"id": 1}'),
+            FakeMessage("fast", 0, 12, b"2", b'{"id": 2}'),
+            FakeMessage("fast", 2, 8, b"2", b'{"id": 2}'),  # partition 2: not assigned
+            FakeMessage("fast", 1, 8, b"2", b'{"id": 2}'),
+            FakeMessage("fast", 1, 9, b"2", b'{"id": 2}'),
+        ]
+    )
+    in_flight = loop._in_flight = loop.batcher.take()
+    fast0, fast1, general0 = (
+        TopicPartition("fast", 0),
+        TopicPartition("fast", 1),
+        TopicPartition("general", 0),
+    )
+    at = 1_700_000_000_000
+    assert in_flight.first_timestamps == {fast0: at + 11, fast1: at + 4, general0: at}
+    assert in_flight.last_timestamps == {fast0: at + 12, fast1: at + 9, general0: at}
+
+    # Read on while the batch commits: its own messages are the oldest not committed yet.
+    loop._add_all(
+        [
+            FakeMessage("fast", 0, 14, b"1", b'{"id": 1}'),
+            FakeMessage("fast", 1, 12, b"1", b'{"id": 1}'),
+        ]
+    )
+    assert loop._oldest_uncommitted() == {fast0: at + 11, fast1: at + 4, general0: at}
+    loop._in_flight = None  # committed
+    assert loop._oldest_uncommitted() == {fast0: at + 14, fast1: at + 12}
 
 
 def test_an_offset_that_goes_back_within_a_run_is_refused() -> None:
