@@ -111,9 +111,11 @@ def _prepare_table(db: Db, wanted: WantedTable, options: _Options) -> _TableStat
     wanted = dataclasses.replace(wanted, spec=spec)
     if plan.create:
         _create_table(db, wanted)
-    elif plan.in_place or plan.drops:
+    elif plan.in_place or plan.drops or plan.drop_columns:
         _lock_exclusively(db, wanted, options)
-        _migrate.run_all(db, (*plan.in_place, *plan.drops))
+        if plan.drop_columns:
+            _keep.check_dropped_columns(db, spec)  # under the lock: nothing new can use them
+        _migrate.run_all(db, (*plan.in_place, *plan.drops, *plan.drop_columns))
     deleting = options.delete is not Delete.OFF and not plan.create
     swap = plan.rebuild or (deleting and not _catalog.is_empty(db, spec.schema, spec.name))
     if swap:

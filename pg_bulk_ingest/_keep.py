@@ -1358,3 +1358,19 @@ def check(db: Db, wanted: TableSpec) -> None:
     problems = list(_problems(db, wanted, _facts(db, oid)))
     if problems:
         raise SchemaError(_refusal(wanted, problems))
+
+
+def check_dropped_columns(db: Db, wanted: TableSpec) -> None:
+    """Raises SchemaError, naming each object and the user's choices, when dropping the live
+    table's columns that `wanted` no longer has would drop something else with them (an index
+    or constraint made by hand, statistics) or fail (a view, a trigger)."""
+    oid = _catalog.table_oid(db, wanted.schema, wanted.name)
+    if oid is None:
+        return
+    problems = list(_removed_column_problems(db, _facts(db, oid), wanted))
+    if problems:
+        listed = "; ".join(f"({n}) {problem}" for n, problem in enumerate(problems, 1))
+        raise SchemaError(
+            f"{wanted.display}: columns cannot be dropped without losing what uses them, so "
+            f"nothing was changed: {listed}. Or keep the columns in the definition."
+        )

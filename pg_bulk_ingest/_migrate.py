@@ -52,7 +52,10 @@ class Plan:
     EXCLUSIVE lock that lets reads and writes go on. `marks` also sets the COMMENTs of
     columns and of the table.
 
-    A column becoming NOT NULL (`not_null`) gets a CHECK (column IS NOT NULL) NOT VALID in
+    `drop_columns` drops the columns the definition no longer has, after `drops` (an index
+    `ingest` made on one is dropped first), under the same lock: catalog only, the space the
+    values take is reused as rows are updated and vacuumed. A column becoming NOT NULL
+    (`not_null`) gets a CHECK (column IS NOT NULL) NOT VALID in
     `in_place`; `not_null_steps` then validates it (reads and writes go on), and under a brief
     ACCESS EXCLUSIVE lock sets NOT NULL, which the valid CHECK spares a scan, and drops it.
     """
@@ -66,6 +69,7 @@ class Plan:
     marks: tuple[str, ...] = ()
     validate: tuple[str, ...] = ()
     not_null: tuple[str, ...] = ()
+    drop_columns: tuple[str, ...] = ()
 
     @property
     def rebuild(self) -> bool:
@@ -82,6 +86,7 @@ class Plan:
             or self.attach
             or self.marks
             or self.validate
+            or self.drop_columns
         )
 
 
@@ -192,12 +197,30 @@ def not_null_steps(table: TableSpec, column: str) -> tuple[str, list[str], str]:
     )
 
 
+def _kept_names(live: TableSpec, wanted: TableSpec) -> tuple[str, ...]:
+    """The live table's columns that the definition keeps, in the live table's order."""
+    wanted_names = set(wanted.column_names)
+    return tuple(name for name in live.column_names if name in wanted_names)
+
+
+def column_pairs(live: TableSpec, wanted: TableSpec) -> list[tuple[ColumnSpec, ColumnSpec]]:
+    """Each column the definition keeps: as it is live, and as defined."""
+    live_columns = {column.name: column for column in live.columns}
+    return [(live_columns[c.name], c) for c in wanted.columns if c.name in live_columns]
+
+
+def dropped_columns(live: TableSpec, wanted: TableSpec) -> tuple[str, ...]:
+    """The live table's columns that the definition no longer has."""
+    wanted_names = set(wanted.column_names)
+    return tuple(name for name in live.column_names if name not in wanted_names)
+
+
 def _rebuild_reasons(live: TableSpec, wanted: TableSpec) -> list[str]:
     reasons = []
-    live_names, wanted_names = live.column_names, wanted.column_names
-    if wanted_names[: len(live_names)] != live_names:
-        reasons.append(f"columns change from {list(live_names)} to {list(wanted_names)}")
-    added = wanted.columns[len(live_names) :]
+    kept, wanted_names = _kept_names(live, wanted), wanted.column_names
+    if wanted_names[: len(kept)] != kept:
+        reasons.append(f"columns change from {list(live.column_names)} to {list(wanted_names)}")
+    added = wanted.columns[len(kept) :]
     reasons.extend(
         f"new column {c.name!r} is NOT NULL without a server_default"
         for c in added
@@ -215,21 +238,22 @@ def _column_plan(live: TableSpec, wanted: TableSpec) -> tuple[list[str], list[st
 
     A new column is added with its DEFAULT (and NOT NULL): PostgreSQL 11+ stores a
     non-volatile default once in the catalog; a volatile one (or an identity) fills the
-    existing rows, rewriting the table under the lock.
+    existing rows, rewriting the table under the lock. A column the definition no longer has
+    is dropped in place (`Plan.drop_columns`), the others keeping their order.
     """
     reasons = _rebuild_reasons(live, wanted)
     if reasons:
         return [], reasons
     table = qualified(wanted.schema, wanted.name)
     in_place: list[str] = []
-    for live_column, wanted_column in zip(live.columns, wanted.columns):
+    for live_column, wanted_column in column_pairs(live, wanted):
         steps, reason = _column_steps(wanted, live_column, wanted_column)
         if reason:
             reasons.append(reason)
         in_place.extend(steps)
     in_place.extend(
         f"ALTER TABLE {table} ADD COLUMN {column_sql(c)}"
-        for c in wanted.columns[len(live.columns) :]
+        for c in wanted.columns[len(_kept_names(live, wanted)) :]
     )
     return in_place, reasons
 
@@ -508,7 +532,7 @@ def plan(
         reasons = [
             f"column {new.name!r} changes type from {old.type} to {new.type} and is read by "
             f"the view {in_views[new.name]}"
-            for old, new in zip(live.columns, wanted.columns)
+            for old, new in column_pairs(live, wanted)
             if old.type != new.type and new.name in in_views
         ]
     if reasons:
@@ -521,9 +545,11 @@ def plan(
         marks=(*indexes.marks, *constraints.marks, *_comment_steps(live, wanted)),
         validate=constraints.validate,
         not_null=tuple(
-            new.name
-            for old, new in zip(live.columns, wanted.columns)
-            if new.not_null and not old.not_null
+            new.name for old, new in column_pairs(live, wanted) if new.not_null and not old.not_null
+        ),
+        drop_columns=tuple(
+            f"ALTER TABLE {qualified(wanted.schema, wanted.name)} DROP COLUMN {ident(name)}"
+            for name in dropped_columns(live, wanted)
         ),
     )
 

@@ -79,13 +79,15 @@ def _table_steps(db: Db, wanted: TableSpec) -> Iterator[PlannedStep]:
         _keep.check(db, wanted)  # what ingest would refuse, refused here too
         yield from _rebuild_steps(wanted, plan.rebuild_reasons)
         return
+    if plan.drop_columns:
+        _keep.check_dropped_columns(db, wanted)
     yield from _in_place_steps(wanted, plan)
 
 
 def _in_place_steps(wanted: TableSpec, plan: _migrate.Plan) -> Iterator[PlannedStep]:
     name = wanted.display
     lock = f"LOCK TABLE {qualified(wanted.schema, wanted.name)} IN ACCESS EXCLUSIVE MODE"
-    if plan.in_place or plan.drops:
+    if plan.in_place or plan.drops or plan.drop_columns:
         # ingest takes the lock first (terminating blockers after a delay), then alters.
         yield PlannedStep(name, "alter", lock, ACCESS_EXCLUSIVE)
     for statement in plan.in_place:
@@ -93,6 +95,8 @@ def _in_place_steps(wanted: TableSpec, plan: _migrate.Plan) -> Iterator[PlannedS
     for statement in plan.drops:
         action = "drop index" if statement.startswith("DROP INDEX") else "drop constraint"
         yield PlannedStep(name, action, statement, ACCESS_EXCLUSIVE)
+    for statement in plan.drop_columns:
+        yield PlannedStep(name, "alter", statement, ACCESS_EXCLUSIVE)
     for statement in plan.indexes:
         yield PlannedStep(name, "create index", statement, SHARE)
     if plan.attach:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from pg_force_execute import pg_force_execute
 from sqlalchemy.dialects import postgresql as pg
 
-from pg_bulk_ingest import ingest, migration_plan
+from pg_bulk_ingest import SchemaError, ingest, migration_plan
 
 
 def table_of(schema: str, *columns: Any) -> tuple[sa.MetaData, sa.Table]:
@@ -380,3 +380,56 @@ def test_a_widened_column_that_a_view_reads_is_changed_by_a_swap_not_refused_eac
         (1, "abcde"),
         (2, "abcdefghij"),
     ]
+
+
+def _three_columns(schema: str, *extra: Any) -> sa.MetaData:
+    metadata, _ = table_of(
+        schema,
+        sa.Column("id", sa.INTEGER, primary_key=True),
+        sa.Column("v", sa.INTEGER),
+        sa.Column("w", sa.TEXT),
+        *extra,
+    )
+    return metadata
+
+
+def _without_w(schema: str) -> tuple[sa.MetaData, sa.Table]:
+    return table_of(
+        schema, sa.Column("id", sa.INTEGER, primary_key=True), sa.Column("v", sa.INTEGER)
+    )
+
+
+def test_a_column_the_definition_no_longer_has_is_dropped_in_place_with_ingests_index_on_it(
+    conn: sa.engine.Connection, schema: str, query: Any
+) -> None:
+    load(conn, _three_columns(schema, sa.Index("items_w_idx", "w")), [(1, 10, "a")])
+    oid = identity(query, schema)[0][0]
+    metadata, table = _without_w(schema)
+    ingest(conn, metadata, lambda _: iter([(2, ((table, (2, 20)),))]))
+    assert identity(query, schema)[0][0] == oid
+    assert query(f'SELECT * FROM "{schema}".items ORDER BY id') == [(1, 10), (2, 20)]
+    assert query(f"SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}'") == [
+        ("items_pkey",)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("made_by_hand", "named"),
+    [
+        ("CREATE INDEX w_by_hand ON {t} (w)", "w_by_hand"),
+        ("CREATE VIEW {s}.ws AS SELECT id, w FROM {t}", "ws"),
+        ("ALTER TABLE {t} ADD CONSTRAINT w_short CHECK (length(w) < 9)", "w_short"),
+    ],
+)
+def test_a_column_something_made_by_hand_uses_is_not_dropped_and_that_thing_is_named(
+    conn: sa.engine.Connection, schema: str, query: Any, made_by_hand: str, named: str
+) -> None:
+    load(conn, _three_columns(schema), [(1, 10, "a")])
+    query(made_by_hand.format(s=f'"{schema}"', t=f'"{schema}".items'))
+    metadata, table = _without_w(schema)
+    with pytest.raises(SchemaError) as raised:
+        ingest(conn, metadata, lambda _: iter([(2, ((table, (2, 20)),))]))
+    assert named in str(raised.value) and "'w'" in str(raised.value)
+    with pytest.raises(SchemaError, match=named):
+        migration_plan(conn, metadata)
+    assert query(f'SELECT * FROM "{schema}".items') == [(1, 10, "a")]

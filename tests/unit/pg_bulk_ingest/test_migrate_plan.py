@@ -49,10 +49,8 @@ def test_other_changes_rebuild() -> None:
     live = spec(ColumnSpec("v", "integer", False))
     for wanted in [
         spec(ColumnSpec("v", "bigint", False)),
-        spec(ColumnSpec("w", "integer", False)),
         spec(ColumnSpec("v", "integer", False), ColumnSpec("x", "text", True)),
         spec(ColumnSpec("v", "integer", False), pk=("id", "v")),
-        spec(),
     ]:
         assert plan(live, wanted).rebuild, wanted
 
@@ -162,3 +160,16 @@ def test_a_column_becoming_not_null_is_checked_then_set_in_place() -> None:
         'ALTER TABLE "s"."t" DROP CONSTRAINT IF EXISTS "t_v_pgbi_not_null"',
         'ALTER TABLE "s"."t" ADD CONSTRAINT "t_v_pgbi_not_null" CHECK ("v" IS NOT NULL) NOT VALID',
     )
+
+
+def test_columns_the_definition_no_longer_has_are_dropped_in_place_after_index_drops() -> None:
+    live = spec(ColumnSpec("v", "integer", False), ColumnSpec("w", "text", False))
+    assert plan(live, spec(ColumnSpec("w", "text", False))).drop_columns == (
+        'ALTER TABLE "s"."t" DROP COLUMN "v"',
+    )
+    renamed = plan(live, spec(ColumnSpec("w", "text", False), ColumnSpec("x", "text", False)))
+    assert not renamed.rebuild
+    assert renamed.in_place == ('ALTER TABLE "s"."t" ADD COLUMN "x" text',)
+    assert renamed.drop_columns == ('ALTER TABLE "s"."t" DROP COLUMN "v"',)
+    reordered = spec(ColumnSpec("w", "text", False), ColumnSpec("v", "integer", False))
+    assert plan(live, reordered).rebuild
