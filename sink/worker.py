@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Any
@@ -52,6 +52,7 @@ from .logs import DEAD_LETTERS
 from .metrics import SinkMetrics
 from .offsets import Positions, adopt_definition
 from .pipeline import Pipeline
+from .readahead import ReadAhead
 from .records import Message, TopicPartition, message_from_kafka, timestamp_ms
 from .retry import DATABASE_ERRORS, Failure, Repeats, backoff_seconds, classify, failure_kind
 from .tables import Row
@@ -136,12 +137,8 @@ class Worker:
         self._kafka_down_since = 0.0
         # When the batch in flight took its last message: its commit step starts there.
         self._taken_at = 0.0
-        # While a batch commits, the next one is read on a thread of its own (see _read_ahead);
-        # the rows it read wait here. `_settled` is clear while that thread may run.
-        self._reading_ahead: _Background | None = None
-        self._ahead: list[Row] = []
-        self._settled = threading.Event()
-        self._settled.set()
+        # While a batch commits, the next one is read on a thread of its own (see _read_next).
+        self._ahead = ReadAhead()
         # Held while a batch moves from the batcher to `_in_flight`: a metrics scrape (see
         # _oldest_uncommitted) finds its messages in the one or the other.
         self._handover = threading.Lock()
@@ -264,7 +261,7 @@ class Worker:
                 try:
                     self.writer.run(self._batches)
                 finally:
-                    self._stop_reading_ahead()
+                    self._ahead.stop()
                 return
             except StoredStateError as exc:
                 raise self._lost(exc) from None
@@ -497,7 +494,7 @@ class Worker:
 
     def _revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         # Called while reading ahead, a batch may be committing: it commits (or fails) first.
-        self._settled.wait()
+        self._ahead.wait_settled()
         if self.batcher.holds_any(partitions):
             # Its rows went out already (or were read ahead): the batch is abandoned and read
             # again, the revoked partitions by their new owner. It cannot commit before the
@@ -511,7 +508,7 @@ class Worker:
     def _forget_unread(self) -> None:
         """Drops what was read but not committed: the batch so far and the rows read ahead."""
         self.batcher.take()
-        self._ahead = []
+        self._ahead.take()
         self._spoiled = False
         self._failing = None
 
@@ -540,7 +537,7 @@ class Worker:
             pending = self._open(first)
             yield pending
             visible_at = time.time()  # committed: its rows are visible from now on
-            error = self._stop_reading_ahead()
+            error = self._ahead.stop()
             assert self._in_flight is not None  # set by _stream once the batch is complete
             now = time.monotonic()
             self._committed(self._in_flight, now - started, now - self._taken_at, visible_at)
@@ -558,7 +555,7 @@ class Worker:
         """The rows read ahead, or else polls until a message arrives (rows, a tombstone or a
         dead letter); None once asked to stop. No transaction is open meanwhile."""
         assert self.source is not None
-        rows, self._ahead = self._ahead, []
+        rows = self._ahead.take()
         if self._spoiled:
             # Partitions read ahead were revoked; the others are read again from the table.
             logger.info("partitions read ahead were revoked; reading the others again")
@@ -613,8 +610,7 @@ class Worker:
             for tp in batch.next_offsets
             if tp.topic in self.topic_ids
         }
-        self._settled.clear()
-        self._reading_ahead = _Background(self._read_ahead, "read-ahead")
+        self._ahead.start(self._read_next)
         yield from self._dead_letter_rows(batch)
 
     def _past_markers(self, batch: Batch) -> Batch:
@@ -628,29 +624,19 @@ class Worker:
             return batch
         return dataclasses.replace(batch, next_offsets={**batch.next_offsets, **past})
 
-    def _read_ahead(self, stop: threading.Event) -> None:
-        """Reads the next batch on a thread of its own while this one commits: Python decodes
-        and maps while PostgreSQL merges and commits. It stops when told to (the commit is
-        done, or failed), when the next batch is due or holds AHEAD_MAX_ROWS rows, or when its
-        partitions are revoked."""
+    def _read_next(self, held: int) -> list[Row] | None:
+        """Reading ahead (on its thread, while the batch in flight commits): the rows of one
+        consume call; None once the next batch is due or `held` reaches AHEAD_MAX_ROWS, or
+        when a stop, a revocation or a bad message that stops the worker came meanwhile."""
         assert self.source is not None
-        batcher = self.batcher
-        while not (
-            stop.is_set() or self.stopping.is_set() or self._spoiled or self._failing is not None
-        ):
-            self.health.beat()
-            if batcher.is_due() or len(self._ahead) >= AHEAD_MAX_ROWS:
-                return
-            self._ahead.extend(
-                self._add_all(self.source.consume(batcher.room(AHEAD_CHUNK), AHEAD_POLL_SECONDS))
-            )
-
-    def _stop_reading_ahead(self) -> BaseException | None:
-        """The batch in flight has settled (committed or failed): reading comes back to this
-        thread. Returns the error that stopped reading ahead, if one did."""
-        self._settled.set()
-        reading, self._reading_ahead = self._reading_ahead, None
-        return None if reading is None else reading.finish()
+        if self.stopping.is_set() or self._spoiled or self._failing is not None:
+            return None
+        self.health.beat()
+        if self.batcher.is_due() or held >= AHEAD_MAX_ROWS:
+            return None
+        return self._add_all(
+            self.source.consume(self.batcher.room(AHEAD_CHUNK), AHEAD_POLL_SECONDS)
+        )
 
     def _refresh_lag(self) -> None:
         """Shows the lag against the log end offsets last seen in fetch responses."""
@@ -876,28 +862,6 @@ class Worker:
                     "column": getattr(error, "column", None),
                 },
             )
-
-
-class _Background:
-    """Runs `target(stop)` on a thread of its own; `finish` asks it to stop and waits."""
-
-    def __init__(self, target: Callable[[threading.Event], None], name: str) -> None:
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(target,), name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self, target: Callable[[threading.Event], None]) -> None:
-        try:
-            target(self._stop)
-        except BaseException as exc:  # re-raised on the thread that calls finish
-            self._error = exc
-
-    def finish(self) -> BaseException | None:
-        """Stops the thread; returns what it raised, if anything."""
-        self._stop.set()
-        self._thread.join()
-        return self._error
 
 
 def _coordinates(message: Message) -> tuple[str, int, int]:
