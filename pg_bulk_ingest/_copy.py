@@ -1,16 +1,19 @@
 """One batch's rows, routed per table and streamed with COPY while they are encoded.
 
-The COPY of a table is open while consecutive rows are for it: its text goes out in chunks as
-it is encoded, so PostgreSQL parses one chunk while Python encodes the next. Rows for the other
-tables wait in bounded buffers, sent by their own COPY when full or at the end of the batch.
-Rows for a table outside the metadata passed to `ingest` are skipped. A value PostgreSQL rejects
-raises a DataError naming the user's table (never the staging or new table), the column, the
-value and the row of the batch, as far as PostgreSQL's error says them.
+The COPY of a table is open while consecutive rows are for it: its data goes out in chunks as
+it is encoded, so PostgreSQL parses one chunk while Python encodes the next. A COPY is binary
+when its first row is a binary tuple (bytes), text when it is a text line (str); a table that
+turns to text mid-COPY (`TableEncoder`) has its binary COPY ended there and a text one begun.
+Rows for the other tables wait in bounded buffers, sent by their own COPY when full or at the
+end of the batch. Rows for a table outside the metadata passed to `ingest` are skipped. A value
+PostgreSQL rejects raises a DataError naming the user's table (never the staging or new table),
+the column, the value and the row of the batch, as far as PostgreSQL's error says them.
 """
 
 from __future__ import annotations
 
 import array
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -18,8 +21,9 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
+from ._binary import HEADER, TRAILER
 from ._db import Db, sqlstate
-from ._encode import RowEncoder, failing_column
+from ._encode import failing_column
 from ._errors import DataError, SchemaError
 from ._schema import WantedTable
 from ._sql import ident, idents, qualified
@@ -28,11 +32,13 @@ from ._upsert import merge
 # PostgreSQL SQLSTATE classes that mean a value did not fit its column: data exceptions (22)
 # and a NULL in a NOT NULL column (23502).
 _BAD_VALUE_STATES = ("22", "23502")
-# Characters of COPY text per write: large enough that the per-write cost vanishes, small
-# enough that the server starts parsing early and holds little memory (~128 KiB of ASCII).
+# Characters of COPY text (or bytes of binary COPY) per write: large enough that the per-write
+# cost vanishes, small enough that the server starts parsing early and holds little memory.
 _CHUNK_CHARS = 128 * 1024
 
-Line = tuple[sa.Table, str]
+# One row encoded for COPY: a binary tuple, or a line of text.
+Encoded = str | bytes
+Line = tuple[sa.Table, Encoded]
 
 
 @dataclass(frozen=True)
@@ -40,24 +46,27 @@ class Target:
     """Where one table's rows go in this batch."""
 
     wanted: WantedTable
-    encode: RowEncoder
+    encode: Callable[[Any], Encoded]
     name: str
     staging: Optional[str]
 
 
 def _copy_context(context: str, relation: str, columns: Iterable[str]) -> tuple[int, str, str]:
     """The line of the COPY into `relation`, the column and the value it names in the CONTEXT of
-    its error (`COPY name, line 2, column amount: "x1"`); 0 and "" for what it does not say,
-    as under an lc_messages other than English."""
+    its error (`COPY name, line 2, column amount: "x1"`; a binary COPY's names no value, and
+    its lines are its tuples); 0 and "" for what it does not say, as under an lc_messages other
+    than English."""
     for context_line in context.splitlines():
         found = re.match(rf"COPY {re.escape(relation)}, line (\d+)(.*)", context_line)
         if found is None:
             continue
         rest = found[2]
         for column in sorted(columns, key=len, reverse=True):
-            named = f", column {column}: "
-            if rest.startswith(named):
-                return int(found[1]), column, rest[len(named) :]
+            named = f", column {column}"
+            if rest == named:
+                return int(found[1]), column, ""
+            if rest.startswith(named + ": "):
+                return int(found[1]), column, rest[len(named) + 2 :]
         return int(found[1]), "", ""
     return 0, "", ""
 
@@ -76,7 +85,7 @@ class BatchWriter:
         self._targets = targets
         self._max_rows = max_rows
         self._skip = skip
-        self._buffers: dict[sa.Table, list[str]] = {table: [] for table in targets}
+        self._buffers: dict[sa.Table, list[Encoded]] = {table: [] for table in targets}
         self._staged: set[sa.Table] = set()
         self._full: Optional[sa.Table] = None
         # Where each run of consecutive rows for one table starts in the batch, and its table:
@@ -93,8 +102,8 @@ class BatchWriter:
             self._copy(table, lines)
             while self._full is not None:
                 self._copy(self._full, lines)
-        for table, buffer in self._buffers.items():
-            if buffer:
+        for table in self._buffers:
+            while self._buffers[table]:  # twice for a buffer of binary, then text rows
                 self._copy(table, iter(()))
 
     def _encoded(self, rows: Iterable[tuple[sa.Table, Any]]) -> Iterator[Line]:
@@ -129,18 +138,28 @@ class BatchWriter:
         column = spec.columns[index].name if index is not None else None
         return DataError(spec.display, column, position, f"{type(cause).__name__}: {cause}")
 
-    def _chunks(self, table: sa.Table, lines: Iterator[Line]) -> Iterator[str]:
-        """COPY text of `table`: its buffer, then its next rows from `lines` until it has sent
-        `max_rows`, another table's buffer fills (that table is `_full` then) or `lines` ends."""
+    def _chunks(self, table: sa.Table, lines: Iterator[Line], binary: bool) -> Iterator[Any]:
+        """COPY data of `table`: its buffer, then its next rows from `lines` until it has sent
+        `max_rows`, another table's buffer fills (that table is `_full` then), `lines` ends, or,
+        in a binary COPY, a row comes as text (the table is `_full` then: it goes on in text)."""
         buffers, max_rows = self._buffers, self._max_rows
         chunk = buffers[table]
         buffers[table] = []
+        self._full = None
+        if binary and type(chunk[-1]) is not bytes:
+            cut = next(i for i, line in enumerate(chunk) if type(line) is not bytes)
+            chunk, buffers[table] = chunk[:cut], chunk[cut:]
+            self._full = table
         count = len(chunk)
         size = sum(map(len, chunk))
-        self._full = None
-        while count < max_rows:
+        join = b"".join if binary else "".join
+        while count < max_rows and self._full is None:
             for other, line in lines:
                 if other is table:
+                    if binary and type(line) is not bytes:
+                        buffers[table].append(line)
+                        self._full = table
+                        break
                     chunk.append(line)
                     count += 1
                     size += len(line)
@@ -156,10 +175,10 @@ class BatchWriter:
                 break  # no more rows
             if self._full is not None:
                 break
-            yield "".join(chunk)
+            yield join(chunk)  # type: ignore[arg-type]
             chunk, size = [], 0
         if chunk:
-            yield "".join(chunk)
+            yield join(chunk)  # type: ignore[arg-type]
         self.counts[table] += count
 
     def _position(self, table: sa.Table, index: int) -> Optional[int]:
@@ -205,11 +224,14 @@ class BatchWriter:
         if target.staging and table in self._staged:
             self._db.execute(f"TRUNCATE {destination}")
         sent = self.counts[table]
+        binary = type(self._buffers[table][0]) is bytes
+        sql = f"COPY {destination} ({idents(spec.column_names)}) FROM STDIN"
+        chunks = self._chunks(table, lines, binary)
+        if binary:
+            sql += " (FORMAT binary)"
+            chunks = itertools.chain((HEADER,), chunks, (TRAILER,))
         try:
-            self._db.copy_in(
-                f"COPY {destination} ({idents(spec.column_names)}) FROM STDIN",
-                self._chunks(table, lines),
-            )
+            self._db.copy_in(sql, chunks)
             if target.staging:
                 self._staged.add(table)
                 merge(self._db, spec, target.name, target.staging)

@@ -17,15 +17,16 @@ _PSYCOPG2_COPY_READ_SIZE = 1 << 20
 
 
 class _ChunkReader:
-    """A file object for psycopg2's `copy_expert` whose reads are the next chunks of text."""
+    """A file object for psycopg2's `copy_expert` whose reads are the next chunks of COPY data,
+    text (str) or binary (bytes)."""
 
-    def __init__(self, chunks: Iterable[str]) -> None:
+    def __init__(self, chunks: Iterable[str | bytes]) -> None:
         self._chunks = iter(chunks)
         self.error: BaseException | None = None
 
-    def read(self, size: int = -1) -> str:
+    def read(self, size: int = -1) -> str | bytes:
         try:
-            return next(self._chunks, "")
+            return next(self._chunks, b"")
         except BaseException as error:  # psycopg2 would replace it by a QueryCanceled
             self.error = error
             raise
@@ -56,8 +57,9 @@ class Db:
         found = self.rows(sql, params)
         return found[0][0] if found else None
 
-    def copy_in(self, sql: str, chunks: Iterable[str]) -> None:
-        """Runs `COPY ... FROM STDIN`, sending each non-empty chunk of text as it is produced.
+    def copy_in(self, sql: str, chunks: Iterable[str | bytes]) -> None:
+        """Runs `COPY ... FROM STDIN`, sending each chunk as it is produced: text (str) for the
+        text format, bytes for binary (whose header and trailer are the caller's).
 
         An exception raised by `chunks` aborts the COPY and propagates unchanged.
         """

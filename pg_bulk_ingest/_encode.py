@@ -190,7 +190,7 @@ def _as_fragments(value: Any) -> Any:
     return value
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     try:
         return _DUMPS(value).decode()
     except TypeError as error:  # orjson.JSONEncodeError: a Decimal, an integer beyond 64 bits
@@ -198,7 +198,7 @@ def _json_text(value: Any) -> str:
 
 
 def _jsonb_text(value: Any) -> str:
-    text = _json_text(value)
+    text = json_text(value)
     if "\\u0000" in text:
         raise NulInTextError
     return text
@@ -207,7 +207,7 @@ def _jsonb_text(value: Any) -> str:
 def _json(value: Any) -> str:
     if value is None:
         return NULL
-    return _json_text(value).replace("\\", "\\\\")
+    return json_text(value).replace("\\", "\\\\")
 
 
 def _jsonb(value: Any) -> str:
@@ -250,7 +250,7 @@ def _unescape_bytea(encoded: str) -> str:
 def _element_text(element: PgType) -> Encoder:
     """Encoder of an array element's own text, before array quoting and COPY escaping."""
     if element.kind is Kind.JSON:
-        return _json_text
+        return json_text
     if element.kind is Kind.JSONB:
         return _jsonb_text
     scalar = _ENCODERS[element.kind]

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from pg_force_execute import pg_force_execute
 
 from . import _catalog, _keep, _migrate, _watermark
+from ._binary import TableEncoder
 from ._copy import BatchWriter, Target
 from ._db import Db, sqlstate
-from ._encode import row_encoder
 from ._errors import MigrationError
 from ._lock import migration_locks
 from ._options import Delete, HighWatermark, Upsert, Visibility, as_option
@@ -31,6 +31,12 @@ _LOGGER = logging.getLogger(__name__)
 Batch = tuple[Any, Any, Iterable[tuple[sa.Table, Any]]]
 OnBeforeVisible = Callable[[sa.engine.Connection, sa.Table, Any], None]
 _CHECK_VIOLATION = "23514"
+# Binary COPY sends text as UTF-8 bytes, which PostgreSQL takes as they are only when both the
+# connection's and the database's encodings are UTF8 (it converts them otherwise).
+_BINARY_ENCODINGS_SQL = (
+    "SELECT current_setting('server_encoding') = 'UTF8' "
+    "AND current_setting('client_encoding') = 'UTF8'"
+)
 
 
 def _default_force_execute(
@@ -189,11 +195,21 @@ def _migrate_tables(db: Db, wanted: Sequence[WantedTable], options: _Options) ->
     return [states[position] for position in range(len(wanted))]
 
 
-def _targets(db: Db, states: list[_TableState], first_batch: bool) -> dict[sa.Table, Target]:
+def _encoders(db: Db, states: list[_TableState]) -> list[TableEncoder]:
+    """Each table's row encoder for the call: binary COPY for a table whose column types all
+    have an exact binary encoding (and a UTF8 database), text otherwise."""
+    with db.conn.begin():
+        binary = bool(db.value(_BINARY_ENCODINGS_SQL))
+    return [TableEncoder(state.wanted.written.types, binary=binary) for state in states]
+
+
+def _targets(
+    db: Db, states: list[_TableState], encoders: list[TableEncoder], first_batch: bool
+) -> dict[sa.Table, Target]:
     """Where each table's rows go; in the first batch, creates the tables to swap in and the
     staging tables (TEMPORARY, so they never outlive a failed first batch's rollback)."""
     targets = {}
-    for state in states:
+    for state, encode in zip(states, encoders):
         spec, written = state.wanted.spec, state.wanted.written
         name = spec.name
         if first_batch and state.swap:
@@ -201,7 +217,6 @@ def _targets(db: Db, states: list[_TableState], first_batch: bool) -> dict[sa.Ta
             create_new_table(db, spec, name, copy_rows=state.copy_old_rows)
         if first_batch and state.staging:
             db.execute(create_staging_sql(written.spec, state.staging))
-        encode = row_encoder(written.types)
         targets[state.wanted.table] = Target(written, encode, name, state.staging)
     return targets
 
@@ -241,6 +256,7 @@ def _write_batch(
     db: Db,
     states: list[_TableState],
     batch: Batch,
+    encoders: list[TableEncoder],
     *,
     first_batch: bool,
     options: _Options,
@@ -252,7 +268,7 @@ def _write_batch(
     high_watermark, batch_metadata, rows = batch
     first = states[0].wanted
     with db.conn.begin():
-        targets = _targets(db, states, first_batch)
+        targets = _targets(db, states, encoders, first_batch)
         writer = BatchWriter(db, targets, options.max_rows, skip)
         writer.write(rows)
         # Before any swap, so that the swap's ACCESS EXCLUSIVE lock is held for the swap alone:
@@ -352,10 +368,17 @@ def ingest(  # noqa: PLR0917 (the positional parameters are the seed's API)
             if not any(state.swap for state in states):
                 unlock()
             skip = _skipper(logger)
+            encoders = _encoders(db, states)
             for number, batch in enumerate(itertools.chain((first_batch,), remaining)):
                 started = time.monotonic()
                 counts = _write_batch(
-                    db, states, batch, first_batch=number == 0, options=options, skip=skip
+                    db,
+                    states,
+                    batch,
+                    encoders,
+                    first_batch=number == 0,
+                    options=options,
+                    skip=skip,
                 )
                 unlock()  # a rebuilt table swapped in has committed: its migration is over
                 _log_batch(logger, counts, started)

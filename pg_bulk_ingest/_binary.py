@@ -1,0 +1,495 @@
+"""Python values to PostgreSQL binary COPY, for the types whose values it carries with exactly
+the meaning their COPY text (`_encode`) has; PostgreSQL parses it far more cheaply than text.
+
+Pure and hot, like `_encode`: each column's encoder is chosen once per table and gives the
+field whole (its length, then PostgreSQL's send format of the value). A value it cannot carry
+exactly (a string for a timestamp, an integer out of range, text too long for its VARCHAR)
+raises: the table then goes on in text, where the value means, or fails, what it always has.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import math
+import operator
+import re
+import struct
+import uuid
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
+
+import orjson
+
+from ._encode import CopyRow, RowEncoder, json_text, row_encoder
+from ._types import Kind, PgType
+
+FieldEncoder = Callable[[Any], bytes]
+BinaryRowEncoder = Callable[[Sequence[Any]], bytes]
+
+# The file header (signature, flags, header extension length) and trailer of binary COPY.
+HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+TRAILER = struct.pack(">h", -1)
+NULL = struct.pack(">i", -1)
+
+_UTC = datetime.timezone.utc
+_EPOCH = datetime.datetime(2000, 1, 1)
+_EPOCH_UTC = datetime.datetime(2000, 1, 1, tzinfo=_UTC)
+_EPOCH_DAY = datetime.date(2000, 1, 1).toordinal()
+_MICROSECOND = datetime.timedelta(microseconds=1)
+_MINUTE = datetime.timedelta(minutes=1)
+_DUMPS = orjson.dumps
+
+_INT2 = struct.Struct(">ih").pack
+_INT4 = struct.Struct(">ii").pack
+_INT8 = struct.Struct(">iq").pack
+_FLOAT8 = struct.Struct(">id").pack
+_LENGTH = struct.Struct(">i").pack
+_INTERVAL = struct.Struct(">iqii").pack
+_ARRAY_HEAD = struct.Struct(">iii").pack
+_DIMENSION = struct.Struct(">ii").pack
+# float8in("NaN") gives the one NaN of C's NAN; any other NaN would differ in its stored bytes.
+_NAN8 = _LENGTH(8) + bytes.fromhex("7ff8000000000000")
+_TRUE = _LENGTH(1) + b"\x01"
+_FALSE = _LENGTH(1) + b"\x00"
+_UUID_LENGTH = _LENGTH(16)
+_JSONB_VERSION = b"\x01"
+
+# NUMERIC's send format: base-10000 digits, a weight in them, a sign word, a display scale.
+_NBASE_DIGITS = 4
+_NUMERIC_POS, _NUMERIC_NEG = 0x0000, 0x4000
+_NUMERIC_NAN, _NUMERIC_PINF, _NUMERIC_NINF = 0xC000, 0xD000, 0xF000
+_NUMERIC_WEIGHT_MAX = 2**15 - 1
+_NUMERIC_DSCALE_MAX = 0x3FFF
+_INFINITY_DSCALE = 0x20
+# Enough digits that no Decimal operation below ever rounds.
+_EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+_NUMERIC_HEADS: dict[int, Callable[..., bytes]] = {}
+
+# The OIDs of the element types, as the binary array format names them (fixed for built-ins).
+_OIDS = {
+    "smallint": 21,
+    "integer": 23,
+    "bigint": 20,
+    "double precision": 701,
+    "numeric": 1700,
+    "boolean": 16,
+    "text": 25,
+    "character varying": 1043,
+    "character": 1042,
+    "bytea": 17,
+    "date": 1082,
+    "time without time zone": 1083,
+    "timestamp without time zone": 1114,
+    "timestamp with time zone": 1184,
+    "interval": 1186,
+    "json": 114,
+    "jsonb": 3802,
+    "uuid": 2950,
+}
+_TYPMOD = re.compile(r"\([^)]*\)")
+
+_call: Callable[[FieldEncoder, Any], bytes] = getattr(
+    operator, "call", lambda function, value: function(value)
+)
+
+
+class NotBinary(ValueError):
+    """A value binary COPY cannot carry with the meaning its COPY text has."""
+
+
+def _base_name(type_: PgType) -> str:
+    """The type's name without its length, precision or fields: `_OIDS`' key."""
+    name = " ".join(_TYPMOD.sub("", type_.name).split())
+    return "interval" if name.startswith("interval") else name
+
+
+# Each encoder below takes one value of any Python type and returns its field, NULL for None,
+# or raises NotBinary. The test of the most common type comes first.
+
+
+def _int2(value: Any) -> bytes:
+    if type(value) is int:
+        return _INT2(2, value)  # struct.error out of range: the text path says what PG says
+    if value is None:
+        return NULL
+    raise NotBinary
+
+
+def _int4(value: Any) -> bytes:
+    if type(value) is int:
+        return _INT4(4, value)
+    if value is None:
+        return NULL
+    raise NotBinary
+
+
+def _int8(value: Any) -> bytes:
+    if type(value) is int:
+        return _INT8(8, value)
+    if value is None:
+        return NULL
+    raise NotBinary
+
+
+def _float8(value: Any) -> bytes:
+    if value is None:
+        return NULL
+    # The text is repr(float(value)), which float8in reads back to this very double.
+    number = float(value)
+    if math.isnan(number):
+        return _NAN8
+    return _FLOAT8(8, number)
+
+
+def _float8_element(value: Any) -> bytes:
+    if type(value) is str:
+        raise NotBinary  # an array's element text is the string itself, not float(string)
+    return _float8(value)
+
+
+def _numeric_head(ndigits: int) -> Callable[..., bytes]:
+    head = _NUMERIC_HEADS.get(ndigits)
+    if head is None:
+        head = _NUMERIC_HEADS[ndigits] = struct.Struct(f">ihhHH{ndigits}H").pack
+    return head
+
+
+def _special_numeric(number: decimal.Decimal) -> bytes:
+    if number.is_snan() or (number.is_nan() and number.is_signed()):
+        raise NotBinary  # numeric_in refuses both
+    if number.is_nan():
+        return _numeric_head(0)(8, 0, 0, _NUMERIC_NAN, 0)
+    sign = _NUMERIC_NINF if number.is_signed() else _NUMERIC_PINF
+    # numeric_send gives an infinity the display scale its header bits read as; numeric_recv
+    # ignores it. Sent alike, the bytes are PostgreSQL's own.
+    return _numeric_head(0)(8, 0, 0, sign, _INFINITY_DSCALE)
+
+
+def numeric_field(number: decimal.Decimal) -> bytes:
+    """NUMERIC's send format of a Decimal, as numeric_in reads its str(): the display scale is
+    the digits after the point (never negative), zero is positive, no zero digit leads or ends.
+    """
+    sign, _, exponent = number.as_tuple()
+    if not isinstance(exponent, int):
+        return _special_numeric(number)
+    scale = -exponent if exponent < 0 else 0
+    # value = coefficient * 10**exponent = (coefficient * 10**shift) * 10000**quotient
+    quotient, shift = divmod(exponent, _NBASE_DIGITS)
+    coefficient = int(number.scaleb(-exponent, _EXACT).copy_abs()) * 10**shift
+    groups = []
+    while coefficient:
+        coefficient, group = divmod(coefficient, 10000)
+        groups.append(group)
+    trailing = 0
+    while trailing < len(groups) and groups[trailing] == 0:
+        trailing += 1
+    del groups[:trailing]
+    groups.reverse()
+    weight = len(groups) - 1 + quotient + trailing if groups else 0
+    if weight > _NUMERIC_WEIGHT_MAX or scale > _NUMERIC_DSCALE_MAX:
+        raise NotBinary  # numeric_in says how it overflows
+    word = _NUMERIC_NEG if sign and groups else _NUMERIC_POS
+    ndigits = len(groups)
+    return _numeric_head(ndigits)(8 + 2 * ndigits, ndigits, weight, word, scale, *groups)
+
+
+def _as_decimal(value: Any) -> decimal.Decimal:
+    """The Decimal that the value's COPY text (its str()) is, for the values whose text is it."""
+    kind = type(value)
+    if kind is decimal.Decimal:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        return decimal.Decimal(value)
+    if kind is float:
+        return decimal.Decimal(repr(value))
+    raise NotBinary
+
+
+def _numeric(precision: Optional[int], scale: int) -> FieldEncoder:
+    if precision is None:
+
+        def free(value: Any) -> bytes:
+            if value is None:
+                return NULL
+            return numeric_field(_as_decimal(value))
+
+        return free
+    # NUMERIC(p, s) rounds to s digits, then refuses more than p - s before the point.
+    integer_digits = precision - scale
+    quantum = decimal.Decimal(1).scaleb(-scale)
+
+    def bounded(value: Any) -> bytes:
+        if value is None:
+            return NULL
+        number = _as_decimal(value)
+        if number.is_finite():
+            if number and number.adjusted() >= integer_digits - 1:
+                rounded = number.quantize(quantum, decimal.ROUND_HALF_UP, _EXACT)
+                if rounded and rounded.adjusted() >= integer_digits:
+                    raise NotBinary  # numeric field overflow, as the text path reports it
+        elif not number.is_nan():
+            raise NotBinary  # an infinity overflows any NUMERIC(p, s)
+        return numeric_field(number)
+
+    return bounded
+
+
+def _boolean(value: Any) -> bytes:
+    if value is None:
+        return NULL
+    if type(value) is str:
+        raise NotBinary
+    return _TRUE if value else _FALSE
+
+
+def _text(limit: Optional[int], only_str: bool = False) -> FieldEncoder:
+    """Text as UTF-8 (the connection's and the database's encoding); `limit`, the length of a
+    VARCHAR(n) or CHAR(n), sends longer text to the text path, which says what PG says."""
+
+    def text(value: Any) -> bytes:
+        string: str = value
+        if type(value) is not str:
+            if value is None:
+                return NULL
+            if only_str:
+                raise NotBinary  # an array's element text is not str() of the value
+            string = str(value)
+        if "\x00" in string or (limit is not None and len(string) > limit):
+            raise NotBinary
+        data = string.encode()
+        return _LENGTH(len(data)) + data
+
+    return text
+
+
+def _date(value: Any) -> bytes:
+    if type(value) is datetime.date:
+        return _INT4(4, value.toordinal() - _EPOCH_DAY)
+    if value is None:
+        return NULL
+    raise NotBinary
+
+
+def _time(value: Any) -> bytes:
+    if type(value) is datetime.time and value.tzinfo is None:
+        seconds = (value.hour * 60 + value.minute) * 60 + value.second
+        return _INT8(8, seconds * 1_000_000 + value.microsecond)
+    if value is None:
+        return NULL
+    raise NotBinary
+
+
+def _timestamp(value: Any) -> bytes:
+    if type(value) is datetime.datetime:
+        if value.tzinfo is not None:  # as the text path converts it, errors included
+            value = value.astimezone(_UTC).replace(tzinfo=None)
+        return _INT8(8, (value - _EPOCH) // _MICROSECOND)
+    if value is None:
+        return NULL
+    raise NotBinary
+
+
+def _timestamptz(value: Any) -> bytes:
+    if type(value) is datetime.datetime:
+        zone = value.tzinfo
+        if zone is None:  # taken as UTC
+            return _INT8(8, (value - _EPOCH) // _MICROSECOND)
+        if zone is not _UTC:
+            offset = value.utcoffset()
+            # An offset the text's ISO form may not carry exactly (or none: the session's zone).
+            if offset is None or offset % _MINUTE:
+                raise NotBinary
+        return _INT8(8, (value - _EPOCH_UTC) // _MICROSECOND)
+    if value is None:
+        return NULL
+    raise NotBinary
+
+
+def _interval(value: Any) -> bytes:
+    if isinstance(value, datetime.timedelta):
+        time = value.seconds * 1_000_000 + value.microseconds
+        return _INTERVAL(16, time, value.days, 0)
+    if value is None:
+        return NULL
+    raise NotBinary
+
+
+def _uuid(value: Any) -> bytes:
+    if type(value) is uuid.UUID:
+        return _UUID_LENGTH + value.bytes
+    if value is None:
+        return NULL
+    raise NotBinary
+
+
+def _bytea(value: Any) -> bytes:
+    if value is None:
+        return NULL
+    data = bytes(value)
+    return _LENGTH(len(data)) + data
+
+
+def _json_bytes(value: Any) -> bytes:
+    try:
+        return _DUMPS(value)
+    except TypeError:  # a Decimal, an integer beyond 64 bits: the text path's exact digits
+        return json_text(value).encode()
+
+
+def _json(value: Any) -> bytes:
+    if value is None:
+        return NULL
+    data = _json_bytes(value)
+    return _LENGTH(len(data)) + data
+
+
+def _jsonb(value: Any) -> bytes:
+    if value is None:
+        return NULL
+    data = _json_bytes(value)
+    if b"\\u0000" in data:
+        raise NotBinary  # jsonb cannot hold NUL: the text path raises NulInTextError
+    return _LENGTH(len(data) + 1) + _JSONB_VERSION + data
+
+
+def _typmod(type_: PgType) -> tuple[int, ...]:
+    found = re.search(r"\(([-\d,]+)\)", type_.name)
+    return tuple(int(part) for part in found[1].split(",")) if found else ()
+
+
+def _scalar(type_: PgType, element: bool = False) -> Optional[FieldEncoder]:
+    """The encoder of the type's values, or None where binary COPY is not exact for it."""
+    kind, name = type_.kind, _base_name(type_)
+    if kind is Kind.INTEGER:
+        return {"smallint": _int2, "integer": _int4, "bigint": _int8}[name]
+    if kind is Kind.FLOAT:
+        # REAL stays text: its text is the double's shortest digits, which float4in rounds to
+        # 24 bits from the decimal, not from the double; the two differ at some midpoints.
+        if name != "double precision":
+            return None
+        return _float8_element if element else _float8
+    if kind is Kind.NUMERIC:
+        typmod = _typmod(type_)
+        return _numeric(typmod[0], typmod[1]) if typmod else _numeric(None, 0)
+    if kind is Kind.TEXT:
+        typmod = _typmod(type_)
+        return _text(typmod[0] if typmod else None, only_str=element)
+    simple: dict[Kind, FieldEncoder] = {
+        Kind.BOOLEAN: _boolean,
+        Kind.DATE: _date,
+        Kind.TIME: _time,
+        Kind.TIMESTAMP: _timestamp,
+        Kind.TIMESTAMPTZ: _timestamptz,
+        Kind.INTERVAL: _interval,
+        Kind.JSON: _json,
+        Kind.JSONB: _jsonb,
+        Kind.UUID: _uuid,
+        Kind.BYTEA: _bytea,
+    }
+    return simple.get(kind)
+
+
+def _shape(values: Any) -> tuple[list[int], list[Any]]:
+    """The dimensions of a rectangular array of lists or tuples, and its elements in order."""
+    dimensions: list[int] = []
+    level = [values]
+    while True:
+        size = len(level[0])
+        nested = size and isinstance(level[0][0], (list, tuple))
+        if any(len(part) != size for part in level):
+            raise NotBinary  # array_in refuses it, or reads it its own way
+        dimensions.append(size)
+        if not nested:
+            if dimensions[-1] == 0 and len(dimensions) > 1:
+                raise NotBinary
+            for part in level:
+                if any(isinstance(item, (list, tuple)) for item in part):
+                    raise NotBinary
+            return dimensions, [item for part in level for item in part]
+        if not all(isinstance(item, (list, tuple)) for part in level for item in part):
+            raise NotBinary
+        level = [item for part in level for item in part]
+
+
+def _array(element: PgType) -> Optional[FieldEncoder]:
+    encode = _scalar(element, element=True)
+    if encode is None:
+        return None
+    oid = _OIDS[_base_name(element)]
+    # Element encoders that would take a list or tuple as a value, not refuse it.
+    loose = element.kind in (Kind.BOOLEAN, Kind.BYTEA, Kind.JSON, Kind.JSONB)
+    empty = _LENGTH(12) + _ARRAY_HEAD(0, 0, oid)
+
+    def array(values: Any) -> bytes:
+        if values is None:
+            return NULL
+        if type(values) is not list and type(values) is not tuple:
+            raise NotBinary
+        if not values:
+            return empty
+        elements: Sequence[Any]
+        if isinstance(values[0], (list, tuple)):
+            dimensions, elements = _shape(values)
+        else:
+            if loose and any(isinstance(value, (list, tuple)) for value in values):
+                raise NotBinary  # the text path reads it as a sub-array
+            dimensions, elements = [len(values)], values
+        fields = list(map(encode, elements))
+        has_null = NULL in fields
+        parts = [_ARRAY_HEAD(len(dimensions), has_null, oid)]
+        parts.extend(_DIMENSION(size, 1) for size in dimensions)  # lower bounds 1
+        parts.extend(fields)
+        data = b"".join(parts)
+        return _LENGTH(len(data)) + data
+
+    return array
+
+
+def field_encoder(type_: PgType) -> Optional[FieldEncoder]:
+    """Encoder of one value of the type into its binary COPY field (None is NULL); None for a
+    type whose values binary COPY does not carry exactly."""
+    if type_.kind is Kind.ARRAY:
+        assert type_.element is not None
+        return _array(type_.element)
+    return _scalar(type_)
+
+
+def binary_row_encoder(types: Sequence[PgType]) -> Optional[BinaryRowEncoder]:
+    """Encoder of a whole row into one binary COPY tuple, or None when a column's type has no
+    exact binary encoding. It raises for a row it cannot carry exactly, a `CopyRow` included."""
+    encoders = tuple(field_encoder(type_) for type_ in types)
+    if any(encode is None for encode in encoders):
+        return None
+    width = len(encoders)
+    count = struct.pack(">h", width)
+
+    def encode(row: Sequence[Any]) -> bytes:
+        if type(row) is CopyRow or len(row) != width:
+            raise NotBinary
+        return count + b"".join(map(_call, encoders, row))  # type: ignore[arg-type]
+
+    return encode
+
+
+class TableEncoder:
+    """Encodes one table's rows for COPY through an ingest call: as binary tuples (bytes) while
+    every row allows it, then, from the first row that does not, as text lines (str) for the
+    rest of the call, where that row and every later one mean what they always have."""
+
+    def __init__(self, types: Sequence[PgType], *, binary: bool) -> None:
+        self._text: RowEncoder = row_encoder(types)
+        self._binary = binary_row_encoder(types) if binary else None
+
+    @property
+    def binary(self) -> bool:
+        return self._binary is not None
+
+    def __call__(self, row: Sequence[Any]) -> bytes | str:
+        binary = self._binary
+        if binary is not None:
+            try:
+                return binary(row)
+            except Exception:  # the text path raises what it always has, or carries the row
+                self._binary = None
+        return self._text(row)
