@@ -18,6 +18,7 @@ RULE = REPO / "deploy" / "k8s" / "overlays" / "example" / "prometheusrule.yaml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "alerts.test.yaml"
 ALERTS = {
     "PgKafkaSinkLagGrowing",
+    "PgKafkaSinkDataStale",
     "PgKafkaSinkNoCommit",
     "PgKafkaSinkDeadLetters",
     "PgKafkaSinkRetriesLooping",
