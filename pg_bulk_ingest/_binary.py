@@ -15,6 +15,7 @@ import math
 import operator
 import re
 import struct
+import sys
 import uuid
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
@@ -39,6 +40,7 @@ _EPOCH_DAY = datetime.date(2000, 1, 1).toordinal()
 _MICROSECOND = datetime.timedelta(microseconds=1)
 _MINUTE = datetime.timedelta(minutes=1)
 _DUMPS = orjson.dumps
+_NUL_ESCAPE = b"\\u0000"
 
 _INT2 = struct.Struct(">ih").pack
 _INT4 = struct.Struct(">ii").pack
@@ -54,6 +56,10 @@ _TRUE = _LENGTH(1) + b"\x01"
 _FALSE = _LENGTH(1) + b"\x00"
 _UUID_LENGTH = _LENGTH(16)
 _JSONB_VERSION = b"\x01"
+# The length words of short fields, looked up rather than packed.
+_PREFIXED = 4096
+_PREFIXES = [_LENGTH(size) for size in range(_PREFIXED)]
+_JSONB_PREFIXES = [_LENGTH(size + 1) + _JSONB_VERSION for size in range(_PREFIXED)]
 
 # NUMERIC's send format: base-10000 digits, a weight in them, a sign word, a display scale.
 _NBASE_DIGITS = 4
@@ -65,6 +71,11 @@ _INFINITY_DSCALE = 0x20
 # Enough digits that no Decimal operation below ever rounds.
 _EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 _NUMERIC_HEADS: dict[int, Callable[..., bytes]] = {}
+_SHIFTS = (1, 10, 100, 1000)
+_TWO_GROUPS = 10000**2
+_NUMERIC_0 = struct.Struct(">ihhHH").pack
+_NUMERIC_1 = struct.Struct(">ihhHHH").pack
+_NUMERIC_2 = struct.Struct(">ihhHHHH").pack
 
 # The OIDs of the element types, as the binary array format names them (fixed for built-ins).
 _OIDS = {
@@ -92,6 +103,13 @@ _TYPMOD = re.compile(r"\([^)]*\)")
 _call: Callable[[FieldEncoder, Any], bytes] = getattr(
     operator, "call", lambda function, value: function(value)
 )
+
+
+# Kinds whose values take Python several times as long to encode in binary as in text, more
+# than PostgreSQL then saves (tests/benchmarks `limit` and `ingest`): a Decimal has no fast way
+# to its digits, JSON is parsed by jsonb_recv as by jsonb_in, arrays pay per element. A table
+# with one of them is written as text, as cheap as ever; its encoders stay exact all the same.
+DEARER_IN_BINARY = frozenset({Kind.NUMERIC, Kind.JSON, Kind.JSONB, Kind.ARRAY})
 
 
 class NotBinary(ValueError):
@@ -166,31 +184,69 @@ def _special_numeric(number: decimal.Decimal) -> bytes:
     return _numeric_head(0)(8, 0, 0, sign, _INFINITY_DSCALE)
 
 
-def numeric_field(number: decimal.Decimal) -> bytes:
+def numeric_field(number: decimal.Decimal, *, infinity: bool = True) -> bytes:
     """NUMERIC's send format of a Decimal, as numeric_in reads its str(): the display scale is
     the digits after the point (never negative), zero is positive, no zero digit leads or ends.
-    """
-    sign, _, exponent = number.as_tuple()
-    if not isinstance(exponent, int):
+    Raises NotBinary for what numeric_in refuses, and for an infinity unless `infinity`."""
+    text = str(number)  # several times as fast as as_tuple(), and what the text path sends
+    point = text.find(".")
+    try:
+        coefficient = int(text.replace(".", "") if point >= 0 else text)
+    except ValueError:  # exponent notation, NaN, Infinity
+        return _general_numeric(number, infinity)
+    negative = coefficient < 0
+    if negative:
+        coefficient = -coefficient
+    scale = len(text) - point - 1 if point >= 0 else 0
+    return _numeric_digits(negative, coefficient, -scale)
+
+
+def _general_numeric(number: decimal.Decimal, infinity: bool) -> bytes:
+    if not number.is_finite():
+        if number.is_infinite() and not infinity:
+            raise NotBinary  # an infinity overflows any NUMERIC(p, s)
         return _special_numeric(number)
-    scale = -exponent if exponent < 0 else 0
-    # value = coefficient * 10**exponent = (coefficient * 10**shift) * 10000**quotient
+    sign, _, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    coefficient = int(number.scaleb(-exponent, _EXACT).copy_abs())
+    return _numeric_digits(bool(sign), coefficient, exponent)
+
+
+def _numeric_digits(negative: bool, coefficient: int, exponent: int) -> bytes:
+    """The send format of (-1 if negative else 1) * coefficient * 10**exponent."""
+    # = (coefficient * 10**shift) * 10000**quotient
     quotient, shift = divmod(exponent, _NBASE_DIGITS)
-    coefficient = int(number.scaleb(-exponent, _EXACT).copy_abs()) * 10**shift
+    coefficient *= _SHIFTS[shift]
+    scale = -exponent if exponent < 0 else 0
+    word = _NUMERIC_NEG if negative else _NUMERIC_POS
+    if (
+        coefficient < _TWO_GROUPS
+        and scale <= _NUMERIC_DSCALE_MAX
+        and quotient < _NUMERIC_WEIGHT_MAX
+    ):
+        # Most numbers: no loop.
+        high, low = divmod(coefficient, 10000)
+        if high:
+            if low:
+                return _NUMERIC_2(12, 2, quotient + 1, word, scale, high, low)
+            return _NUMERIC_1(10, 1, quotient + 1, word, scale, high)
+        if low:
+            return _NUMERIC_1(10, 1, quotient, word, scale, low)
+        return _NUMERIC_0(8, 0, 0, _NUMERIC_POS, scale)
     groups = []
     while coefficient:
         coefficient, group = divmod(coefficient, 10000)
         groups.append(group)
     trailing = 0
-    while trailing < len(groups) and groups[trailing] == 0:
+    while groups and groups[0] == 0:
+        del groups[0]
         trailing += 1
-    del groups[:trailing]
+    ndigits = len(groups)
     groups.reverse()
-    weight = len(groups) - 1 + quotient + trailing if groups else 0
+    weight = ndigits - 1 + quotient + trailing if groups else 0
     if weight > _NUMERIC_WEIGHT_MAX or scale > _NUMERIC_DSCALE_MAX:
         raise NotBinary  # numeric_in says how it overflows
-    word = _NUMERIC_NEG if sign and groups else _NUMERIC_POS
-    ndigits = len(groups)
+    word = word if groups else _NUMERIC_POS
     return _numeric_head(ndigits)(8 + 2 * ndigits, ndigits, weight, word, scale, *groups)
 
 
@@ -210,27 +266,29 @@ def _numeric(precision: Optional[int], scale: int) -> FieldEncoder:
     if precision is None:
 
         def free(value: Any) -> bytes:
+            if type(value) is decimal.Decimal:
+                return numeric_field(value)
             if value is None:
                 return NULL
             return numeric_field(_as_decimal(value))
 
         return free
-    # NUMERIC(p, s) rounds to s digits, then refuses more than p - s before the point.
+    # NUMERIC(p, s) rounds to s digits, then refuses more than p - s before the point: a value
+    # that might, once rounded, goes to the text path, which says what PG says.
     integer_digits = precision - scale
     quantum = decimal.Decimal(1).scaleb(-scale)
 
     def bounded(value: Any) -> bytes:
-        if value is None:
-            return NULL
-        number = _as_decimal(value)
-        if number.is_finite():
-            if number and number.adjusted() >= integer_digits - 1:
-                rounded = number.quantize(quantum, decimal.ROUND_HALF_UP, _EXACT)
-                if rounded and rounded.adjusted() >= integer_digits:
-                    raise NotBinary  # numeric field overflow, as the text path reports it
-        elif not number.is_nan():
-            raise NotBinary  # an infinity overflows any NUMERIC(p, s)
-        return numeric_field(number)
+        number = value
+        if type(value) is not decimal.Decimal:
+            if value is None:
+                return NULL
+            number = _as_decimal(value)
+        if number.adjusted() >= integer_digits - 1 and number.is_finite() and number:
+            rounded = number.quantize(quantum, decimal.ROUND_HALF_UP, _EXACT)
+            if rounded and rounded.adjusted() >= integer_digits:
+                raise NotBinary
+        return numeric_field(number, infinity=False)
 
     return bounded
 
@@ -244,8 +302,9 @@ def _boolean(value: Any) -> bytes:
 
 
 def _text(limit: Optional[int], only_str: bool = False) -> FieldEncoder:
-    """Text as UTF-8 (the connection's and the database's encoding); `limit`, the length of a
-    VARCHAR(n) or CHAR(n), sends longer text to the text path, which says what PG says."""
+    """Text as UTF-8 (the connection's and the database's encoding); longer text than `limit`,
+    the length of a VARCHAR(n) or CHAR(n), goes to the text path, which says what PG says."""
+    bound = sys.maxsize if limit is None else limit
 
     def text(value: Any) -> bytes:
         string: str = value
@@ -255,10 +314,11 @@ def _text(limit: Optional[int], only_str: bool = False) -> FieldEncoder:
             if only_str:
                 raise NotBinary  # an array's element text is not str() of the value
             string = str(value)
-        if "\x00" in string or (limit is not None and len(string) > limit):
-            raise NotBinary
+        if "\x00" in string or len(string) > bound:
+            raise NotBinary  # the text path raises NulInTextError, or PG's error
         data = string.encode()
-        return _LENGTH(len(data)) + data
+        size = len(data)
+        return (_PREFIXES[size] if size < _PREFIXED else _LENGTH(size)) + data
 
     return text
 
@@ -341,16 +401,23 @@ def _json(value: Any) -> bytes:
     if value is None:
         return NULL
     data = _json_bytes(value)
-    return _LENGTH(len(data)) + data
+    size = len(data)
+    return (_PREFIXES[size] if size < _PREFIXED else _LENGTH(size)) + data
 
 
 def _jsonb(value: Any) -> bytes:
     if value is None:
         return NULL
-    data = _json_bytes(value)
-    if b"\\u0000" in data:
+    try:
+        data = _DUMPS(value)
+    except TypeError:
+        data = _json_bytes(value)
+    if b"\\" in data and _NUL_ESCAPE in data:  # one byte's search first: far the faster
         raise NotBinary  # jsonb cannot hold NUL: the text path raises NulInTextError
-    return _LENGTH(len(data) + 1) + _JSONB_VERSION + data
+    size = len(data)
+    if size < _PREFIXED:
+        return _JSONB_PREFIXES[size] + data
+    return _LENGTH(size + 1) + _JSONB_VERSION + data
 
 
 def _typmod(type_: PgType) -> tuple[int, ...]:
@@ -412,6 +479,22 @@ def _shape(values: Any) -> tuple[list[int], list[Any]]:
         level = [item for part in level for item in part]
 
 
+def _strings(values: Sequence[str], bound: int) -> list[bytes]:
+    """The fields of an array of plain strings (the common text array); raises TypeError or
+    IndexError for anything else, which the general path then encodes."""
+    joined = "".join(values)  # TypeError for anything but strings
+    if "\x00" in joined:
+        raise TypeError
+    fields = []
+    for value in values:
+        if len(value) > bound:
+            raise TypeError
+        data = value.encode()
+        fields.append(_PREFIXES[len(data)])  # IndexError for a long one
+        fields.append(data)
+    return fields
+
+
 def _array(element: PgType) -> Optional[FieldEncoder]:
     encode = _scalar(element, element=True)
     if encode is None:
@@ -420,6 +503,11 @@ def _array(element: PgType) -> Optional[FieldEncoder]:
     # Element encoders that would take a list or tuple as a value, not refuse it.
     loose = element.kind in (Kind.BOOLEAN, Kind.BYTEA, Kind.JSON, Kind.JSONB)
     empty = _LENGTH(12) + _ARRAY_HEAD(0, 0, oid)
+    heads = (_ARRAY_HEAD(1, 0, oid), _ARRAY_HEAD(1, 1, oid))
+    lower_bound = _LENGTH(1)
+    strings = element.kind is Kind.TEXT
+    typmod = _typmod(element)
+    bound = typmod[0] if typmod else sys.maxsize
 
     def array(values: Any) -> bytes:
         if values is None:
@@ -428,16 +516,24 @@ def _array(element: PgType) -> Optional[FieldEncoder]:
             raise NotBinary
         if not values:
             return empty
-        elements: Sequence[Any]
         if isinstance(values[0], (list, tuple)):
-            dimensions, elements = _shape(values)
+            return _matrix(values)
+        if loose and any(isinstance(value, (list, tuple)) for value in values):
+            raise NotBinary  # the text path reads it as a sub-array
+        if strings:
+            try:
+                fields = _strings(values, bound)
+            except (TypeError, IndexError):  # a None, a str subclass, a long string
+                fields = list(map(encode, values))
         else:
-            if loose and any(isinstance(value, (list, tuple)) for value in values):
-                raise NotBinary  # the text path reads it as a sub-array
-            dimensions, elements = [len(values)], values
+            fields = list(map(encode, values))
+        data = b"".join([heads[NULL in fields], _LENGTH(len(values)), lower_bound, *fields])
+        return _LENGTH(len(data)) + data
+
+    def _matrix(values: Any) -> bytes:
+        dimensions, elements = _shape(values)
         fields = list(map(encode, elements))
-        has_null = NULL in fields
-        parts = [_ARRAY_HEAD(len(dimensions), has_null, oid)]
+        parts = [_ARRAY_HEAD(len(dimensions), NULL in fields, oid)]
         parts.extend(_DIMENSION(size, 1) for size in dimensions)  # lower bounds 1
         parts.extend(fields)
         data = b"".join(parts)
@@ -472,24 +568,32 @@ def binary_row_encoder(types: Sequence[PgType]) -> Optional[BinaryRowEncoder]:
     return encode
 
 
+def binary_pays(types: Sequence[PgType]) -> bool:
+    """Whether a table's rows are cheaper to write as binary COPY than as text, all told."""
+    return not any(type_.kind in DEARER_IN_BINARY for type_ in types)
+
+
 class TableEncoder:
     """Encodes one table's rows for COPY through an ingest call: as binary tuples (bytes) while
     every row allows it, then, from the first row that does not, as text lines (str) for the
-    rest of the call, where that row and every later one mean what they always have."""
+    rest of the call, where that row and every later one mean what they always have.
+    `encode` is the function of the moment: it is replaced when the table turns to text."""
 
     def __init__(self, types: Sequence[PgType], *, binary: bool) -> None:
         self._text: RowEncoder = row_encoder(types)
-        self._binary = binary_row_encoder(types) if binary else None
+        found = binary_row_encoder(types) if binary and binary_pays(types) else None
+        self.binary = found is not None
+        self.encode: Callable[[Sequence[Any]], bytes | str] = self._text
+        if found is not None:
+            self.encode = self._binary_first(found)
 
-    @property
-    def binary(self) -> bool:
-        return self._binary is not None
-
-    def __call__(self, row: Sequence[Any]) -> bytes | str:
-        binary = self._binary
-        if binary is not None:
+    def _binary_first(self, binary: BinaryRowEncoder) -> Callable[[Sequence[Any]], bytes | str]:
+        def encode(row: Sequence[Any]) -> bytes | str:
             try:
                 return binary(row)
             except Exception:  # the text path raises what it always has, or carries the row
-                self._binary = None
-        return self._text(row)
+                self.binary = False
+                self.encode = self._text
+                return self._text(row)
+
+        return encode

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
-from ._binary import HEADER, TRAILER
+from ._binary import HEADER, TRAILER, TableEncoder
 from ._db import Db, sqlstate
 from ._encode import failing_column
 from ._errors import DataError, SchemaError
@@ -46,7 +46,7 @@ class Target:
     """Where one table's rows go in this batch."""
 
     wanted: WantedTable
-    encode: Callable[[Any], Encoded]
+    encoder: TableEncoder
     name: str
     staging: Optional[str]
 
@@ -124,7 +124,7 @@ class BatchWriter:
                 self._skip(table)  # as the public library does: callers share one generator
                 continue
             try:
-                yield table, target.encode(row)
+                yield table, target.encoder.encode(row)
             except Exception as error:
                 raise self._data_error(target, row, position, error) from error
 

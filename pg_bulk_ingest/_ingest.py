@@ -209,7 +209,7 @@ def _targets(
     """Where each table's rows go; in the first batch, creates the tables to swap in and the
     staging tables (TEMPORARY, so they never outlive a failed first batch's rollback)."""
     targets = {}
-    for state, encode in zip(states, encoders):
+    for state, encoder in zip(states, encoders):
         spec, written = state.wanted.spec, state.wanted.written
         name = spec.name
         if first_batch and state.swap:
@@ -217,7 +217,7 @@ def _targets(
             create_new_table(db, spec, name, copy_rows=state.copy_old_rows)
         if first_batch and state.staging:
             db.execute(create_staging_sql(written.spec, state.staging))
-        targets[state.wanted.table] = Target(written, encode, name, state.staging)
+        targets[state.wanted.table] = Target(written, encoder, name, state.staging)
     return targets
 
 

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pg_bulk_ingest import CopyRow, DataError, copy_encoders, ingest
+from pg_bulk_ingest import CopyRow, DataError, _binary, copy_encoders, ingest
 from pg_bulk_ingest._binary import HEADER, TRAILER, field_encoder
 from pg_bulk_ingest._db import Db
 from pg_bulk_ingest._types import PgType, pg_type
@@ -343,6 +343,13 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield statements
 
 
+@pytest.fixture
+def binary_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binary COPY for every table whose types all have an exact binary encoding, also those
+    ingest writes as text because they are cheaper so (`DEARER_IN_BINARY`)."""
+    monkeypatch.setattr(_binary, "DEARER_IN_BINARY", frozenset())
+
+
 def _table(
     schema: str, name: str, type_: Any, *, keyed: bool = True
 ) -> tuple[sa.MetaData, sa.Table]:
@@ -367,6 +374,7 @@ def _one_batch(table: sa.Table, rows: list[Any]) -> Any:
 @pytest.mark.parametrize(("name", "type_", "cases"), ROUND_TRIPS, ids=[c[0] for c in ROUND_TRIPS])
 @pytest.mark.parametrize("keyed", [True, False], ids=["upsert", "append"])
 def test_values_ingested_in_binary_read_back_as_written_with_sql(
+    binary_everywhere: None,
     conn: sa.engine.Connection,
     schema: str,
     query: Any,
@@ -410,6 +418,25 @@ def test_a_table_with_a_real_column_loads_as_text(
         (3, None),
     ]
     assert copies and not any("binary" in sql for sql in copies)
+
+
+@pytest.mark.parametrize(
+    ("type_", "binary"),
+    [
+        (sa.TIMESTAMP(timezone=True), True),
+        (sa.TEXT, True),
+        (sa.NUMERIC(12, 2), False),
+        (pg.JSONB, False),
+        (pg.ARRAY(sa.INTEGER), False),
+    ],
+    ids=["timestamptz", "text", "numeric", "jsonb", "array"],
+)
+def test_tables_go_binary_unless_a_column_is_cheaper_to_send_as_text(
+    conn: sa.engine.Connection, schema: str, copies: list[str], type_: Any, binary: bool
+) -> None:
+    metadata, table = _table(schema, "chosen", type_)
+    ingest(conn, metadata, _one_batch(table, [(1, None)]))
+    assert ["binary" in sql for sql in copies] == [binary]
 
 
 def test_copy_rows_load_as_text_after_the_binary_rows_before_them(
@@ -459,7 +486,12 @@ def test_a_value_binary_cannot_carry_turns_the_table_to_text_for_the_rest_of_the
     ids=["varchar", "numeric", "integer", "timestamp", "array"],
 )
 def test_a_value_postgresql_refuses_names_table_column_value_and_row(
-    conn: sa.engine.Connection, schema: str, type_: Any, bad: Any, shown: str
+    binary_everywhere: None,
+    conn: sa.engine.Connection,
+    schema: str,
+    type_: Any,
+    bad: Any,
+    shown: str,
 ) -> None:
     metadata, table = _table(schema, "refused", type_)
     good = None
