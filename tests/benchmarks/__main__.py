@@ -1,7 +1,7 @@
 """`make bench`: the sink against Kafka Connect's JDBC sink, side by side in one run.
 
     python -m tests.benchmarks [--quick] [--events N] [--rounds R]
-                               [--only e2e,peer,scaling,latency,ingest,vacuum,memory]
+                               [--only e2e,peer,scaling,latency,ingest,limit,vacuum,memory]
                                [--json out.json]
 
 Prints the machine, then one table, then the issue's targets with the measured ratios. The
@@ -44,7 +44,7 @@ from .measure import (
     run_id,
 )
 
-SECTIONS = ("ingest", "e2e", "peer", "scaling", "latency", "vacuum", "memory")
+SECTIONS = ("ingest", "limit", "e2e", "peer", "scaling", "latency", "vacuum", "memory")
 PEER = peer.SYSTEM
 BATCH_SIZES = (1_000, 10_000, 50_000)
 LATENCY_RATES = (1_000, 10_000)
@@ -55,6 +55,8 @@ MEMORY_MESSAGES, MEMORY_SIZE = 400, 1_000_000
 # The issue's targets.
 TARGET_VS_PEER = 3.0
 TARGET_VS_INGEST = 0.7
+# The ingest core's append against raw text COPY of the same rows (binary COPY issue).
+TARGET_INGEST_VS_RAW_COPY = 1.15
 TARGET_RSS_MB = 300.0
 # "Flat within noise": what two runs of the same size differ by on a shared 2-core machine.
 TARGET_FLAT = 0.85
@@ -297,13 +299,32 @@ def run_ingest(bench: Bench) -> None:
     )
 
 
+def run_limit(bench: Bench) -> None:
+    """The server's side alone: the ingest benchmark's rows, pre-encoded by PostgreSQL as COPY
+    text and as binary COPY, loaded alternately into fresh tables."""
+    module = importlib.import_module("tests.benchmarks.ingest_bench")
+
+    def measure() -> list[Result]:
+        rows = module.limit(rows=bench.plan.ingest_rows)
+        return [_ingest_result(row, bench.plan.ingest_rows) for row in rows]
+
+    bench.step(
+        "COPY text vs binary (ingest_bench.limit)",
+        measure,
+        section="limit",
+        system="?",
+        mode="?",
+        events=bench.plan.ingest_rows,
+    )
+
+
 def _ingest_result(row: dict[str, Any], rows: int) -> Result:
     def pick(*names: str) -> Any:
         return next((row[n] for n in names if row.get(n) is not None), None)
 
     rate = pick("rows_per_s", "median_rows_per_s", "rate")
     return Result(
-        section="ingest",
+        section="limit" if row.get("scenario") == "limit" else "ingest",
         system=str(pick("implementation", "system") or "?"),
         mode=str(pick("scenario", "mode") or "?"),
         events=int(pick("rows") or rows),
@@ -574,6 +595,12 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
         ingest,
         TARGET_VS_INGEST,
     )
+    ratio(
+        "ingest core append (ours) / raw text COPY, same rows and run",
+        ingest,
+        _find(results, section="ingest", system="raw COPY", mode="append"),
+        TARGET_INGEST_VS_RAW_COPY,
+    )
     peaks = [
         r.peak_rss_mb
         for r in results
@@ -657,6 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.monotonic()
         if "ingest" in plan.sections:
             run_ingest(bench)
+        if "limit" in plan.sections:
+            run_limit(bench)
         if {"e2e", "peer"} & set(plan.sections):
             run_e2e_and_peer(bench)
         if "scaling" in plan.sections:

@@ -2,8 +2,9 @@
 
     python -m tests.benchmarks.ingest_bench [--rows 500000] [--repeat 3] [--json out.json]
 
-Runs are interleaved (ceiling, ours, public; append, upsert first load, upsert re-load) so
-that load from other processes on the machine hits all of them alike.
+Runs are interleaved (ceiling, ours, ours with binary COPY for every table, public; append,
+upsert first load, upsert re-load) so that load from other processes on the machine hits all
+of them alike. `limit` times the server alone: the rows pre-encoded as COPY text and binary.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pg_bulk_ingest import HighWatermark, ingest
+from pg_bulk_ingest import HighWatermark, _binary, ingest
 from pg_bulk_ingest._encode import row_encoder
 from pg_bulk_ingest._schema import wanted_table
 from tests.benchmarks.ingest_rows import event_rows
@@ -42,6 +44,9 @@ PUBLIC_REQUIREMENTS = [
 ]
 BATCH_ROWS = 10_000
 MEMORY_ROWS = 2_000_000
+# Bytes per write of the pre-encoded COPY data in the limit runs (as the ingest core writes).
+LIMIT_CHUNK_BYTES = 128 * 1024
+LIMIT_ROUNDS = 5
 
 
 def events_table(schema: str, keyed: bool) -> tuple[sa.MetaData, sa.Table]:
@@ -113,17 +118,24 @@ class Bench:
                 conn.commit()
             return time.perf_counter() - started
 
-    def ours(self, schema: str, keyed: bool) -> float:
+    def ours(self, schema: str, keyed: bool, all_binary: bool = False) -> float:
+        """Seconds for `ingest`; `all_binary` sends the event rows (NUMERIC, JSONB, an array)
+        as binary COPY too, which ingest otherwise sends as text for being cheaper so."""
         metadata, table = events_table(schema, keyed)
 
         def batches(_: Any) -> Iterator[Any]:
             for start in range(0, self.rows, BATCH_ROWS):
                 yield start, None, ((table, row) for row in self.data[start : start + BATCH_ROWS])
 
-        with self.engine.connect() as conn:
-            started = time.perf_counter()
-            ingest(conn, metadata, batches, high_watermark=HighWatermark.EARLIEST)
-            return time.perf_counter() - started
+        dearer = _binary.DEARER_IN_BINARY
+        _binary.DEARER_IN_BINARY = frozenset() if all_binary else dearer
+        try:
+            with self.engine.connect() as conn:
+                started = time.perf_counter()
+                ingest(conn, metadata, batches, high_watermark=HighWatermark.EARLIEST)
+                return time.perf_counter() - started
+        finally:
+            _binary.DEARER_IN_BINARY = dearer
 
     def public(self, schema: str, keyed: bool) -> float:
         url = self.url.replace("postgresql://", "postgresql+psycopg://")
@@ -151,12 +163,94 @@ class Bench:
             keyed = scenario != "append"
             if impl == "raw COPY":
                 return self.raw_copy(schema)
-            run = self.ours if impl == "ours" else self.public
+            if impl == "public 0.1.3":
+                run = self.public
+            else:
+                run = partial(self.ours, all_binary=impl == ALL_BINARY)
             if scenario == "upsert re-load":
                 run(schema, keyed)
             return run(schema, keyed)
         finally:
             self.drop(schema)
+
+
+def _limit_payloads(url: str, schema: str, rows: list[tuple[Any, ...]]) -> dict[str, bytes]:
+    """The rows as PostgreSQL itself writes them in COPY text and in binary COPY: loaded once
+    into a table, then read back with `COPY ... TO STDOUT`."""
+    _, table = events_table(schema, keyed=False)
+    spec = wanted_table(table)
+    encode = row_encoder(spec.types)
+    columns = ", ".join(f'"{c.name}" {c.type}' for c in spec.spec.columns)
+    payloads = {}
+    with psycopg.connect(url) as conn:
+        conn.execute(f'CREATE TABLE "{schema}".source ({columns})')
+        with conn.cursor().copy(f'COPY "{schema}".source FROM STDIN') as copy:
+            copy.write("".join(encode(row) for row in rows))
+        for name, options in (("text", ""), ("binary", " (FORMAT binary)")):
+            sql = f'COPY "{schema}".source TO STDOUT{options}'
+            with conn.cursor().copy(sql) as copy:
+                payloads[name] = b"".join(bytes(block) for block in copy)
+        conn.rollback()
+    return payloads
+
+
+def _limit_load(url: str, schema: str, payload: bytes, binary: bool) -> float:
+    """Seconds to COPY the payload into a fresh table, in writes of LIMIT_CHUNK_BYTES."""
+    _, table = events_table(schema, keyed=False)
+    columns = ", ".join(f'"{c.name}" {c.type}' for c in wanted_table(table).spec.columns)
+    name = f"load_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url) as conn:
+        conn.execute(f'CREATE TABLE "{schema}"."{name}" ({columns})')
+        conn.commit()
+        options = " (FORMAT binary)" if binary else ""
+        started = time.perf_counter()
+        with conn.cursor().copy(f'COPY "{schema}"."{name}" FROM STDIN{options}') as copy:
+            for start in range(0, len(payload), LIMIT_CHUNK_BYTES):
+                copy.write(payload[start : start + LIMIT_CHUNK_BYTES])
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        conn.execute(f'DROP TABLE "{schema}"."{name}"')
+        conn.commit()
+    return elapsed
+
+
+def limit(rows: int, rounds: int = LIMIT_ROUNDS) -> list[dict[str, Any]]:
+    """The server's side alone: the same rows, pre-encoded once by PostgreSQL as COPY text and
+    as binary COPY, loaded into fresh tables, text and binary alternating, `rounds` times."""
+    url = os.environ["SINK_TEST_DATABASE_URL"]
+    bench = Bench(url, rows)
+    schema = bench.schema()
+    try:
+        payloads = _limit_payloads(url, schema, bench.data)
+        seconds: dict[str, list[float]] = {"text": [], "binary": []}
+        for number in range(rounds):
+            for name in ("text", "binary") if number % 2 == 0 else ("binary", "text"):
+                seconds[name].append(_limit_load(url, schema, payloads[name], name == "binary"))
+                print(
+                    f"# limit round {number + 1} {name:6} {rows / seconds[name][-1]:>9,.0f} rows/s",
+                    file=sys.stderr,
+                )
+    finally:
+        bench.drop(schema)
+    results: list[dict[str, Any]] = []
+    rates = {name: summary(times, rows)[0] for name, times in seconds.items()}
+    for name, times in seconds.items():
+        median, low, high = summary(times, rows)
+        note = f"{len(payloads[name]) / rows:.0f} B/row; min-max {low:,.0f}..{high:,.0f} rows/s"
+        if name == "binary":
+            note += f"; binary/text {rates['binary'] / rates['text']:.2f}x"
+        results.append(
+            {
+                "implementation": f"raw COPY {name}",
+                "scenario": "limit",
+                "rows": rows,
+                "batch_rows": rows,
+                "seconds": statistics.median(times),
+                "rows_per_s": median,
+                "note": f"{note} over {rounds}",
+            }
+        )
+    return results
 
 
 def peak_rss_mib() -> float:
@@ -192,13 +286,17 @@ def summary(seconds: list[float], rows: int) -> tuple[float, float, float]:
     return statistics.median(rates), min(rates), max(rates)
 
 
+ALL_BINARY = "ours, all binary"
 RUNS = (
     ("raw COPY", "append"),
     ("ours", "append"),
+    (ALL_BINARY, "append"),
     ("public 0.1.3", "append"),
     ("ours", "upsert first load"),
+    (ALL_BINARY, "upsert first load"),
     ("public 0.1.3", "upsert first load"),
     ("ours", "upsert re-load"),
+    (ALL_BINARY, "upsert re-load"),
     ("public 0.1.3", "upsert re-load"),
 )
 
@@ -246,10 +344,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--memory-rows", type=int, default=MEMORY_ROWS)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--limit", action="store_true", help="only the server-side text vs binary COPY runs"
+    )
     args = parser.parse_args()
     url = os.environ["SINK_TEST_DATABASE_URL"]
     if args.memory_child:
         memory_run(url, args.memory_rows)
+        return
+    if args.limit:
+        for row in limit(args.rows, max(args.repeat, LIMIT_ROUNDS)):
+            print(f"{row['implementation']:16} {row['rows_per_s']:>10,.0f} rows/s  {row['note']}")
         return
 
     seconds = measure(url, args.rows, args.repeat)
@@ -257,10 +362,10 @@ def main() -> None:
     print(
         f"\n{args.rows:,} rows, {BATCH_ROWS:,}-row batches, {args.repeat} interleaved repetitions"
     )
-    print(f"{'scenario':20} {'implementation':14} {'median rows/s':>14} {'min-max rows/s':>22}")
+    print(f"{'scenario':20} {'implementation':17} {'median rows/s':>14} {'min-max rows/s':>22}")
     for impl, scenario in RUNS:
         median, low, high = results[f"{impl} / {scenario}"]
-        print(f"{scenario:20} {impl:14} {median:>14,.0f} {f'{low:,.0f}..{high:,.0f}':>22}")
+        print(f"{scenario:20} {impl:17} {median:>14,.0f} {f'{low:,.0f}..{high:,.0f}':>22}")
 
     def ratio(a: str, b: str) -> float:
         return results[a][0] / results[b][0]
@@ -268,6 +373,7 @@ def main() -> None:
     ratios = {
         "append: ours / public": ratio("ours / append", "public 0.1.3 / append"),
         "append: ours / raw COPY": ratio("ours / append", "raw COPY / append"),
+        "append: ours, all binary / raw COPY": ratio(f"{ALL_BINARY} / append", "raw COPY / append"),
         "upsert first load: ours / public": ratio(
             "ours / upsert first load", "public 0.1.3 / upsert first load"
         ),
