@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from pg_bulk_ingest import CopyRow, copy_encoders
 from sink.errors import DecodeError, SinkError
 from sink.records import Message, TopicPartition
-from sink.tables import Deletion, Row, RowValues
+from sink.tables import Deletion, Row, RowValues, Truncation
 
 Values = Tuple[object, ...]
 
@@ -193,6 +193,8 @@ class Batcher:
                 pending.pop(keys.of_row(row), None)
 
     def _count_row(self, table: sa.Table, row: RowValues) -> None:
+        if type(row) is Truncation:
+            return  # a table emptied in order (see sink.writer), not a row written
         counts = self._row_counts
         counts[table] = counts.get(table, 0) + 1
         pending = self._deletes.get(table)

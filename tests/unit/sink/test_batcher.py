@@ -9,6 +9,7 @@ from pg_bulk_ingest import CopyRow
 from sink.batcher import Batcher
 from sink.errors import DecodeError, SinkError
 from sink.records import Message, TopicPartition
+from sink.tables import Truncation
 
 METADATA = sa.MetaData()
 EVENTS = sa.Table(
@@ -222,3 +223,13 @@ def test_add_rows_refuses_a_run_that_goes_back() -> None:
     b.add_rows(LOG, two, topic="a", partition=0, first=5, last=6, size=2)
     with pytest.raises(SinkError, match=r"a\[0\]@6: offset goes back"):
         b.add_rows(LOG, two, topic="a", partition=0, first=6, last=8, size=2)
+
+
+def test_a_truncation_in_the_row_stream_is_no_row_written() -> None:
+    b = batcher(Clock())
+    b.add(msg(A0, 0), [(EVENTS, (1, "a"))])
+    b.add(msg(A0, 1), [(EVENTS, Truncation.of(EVENTS))])
+    b.add(msg(A0, 2), [(EVENTS, (2, "b"))])
+    batch = b.take()
+    assert batch.row_counts == {EVENTS: 2}
+    assert batch.message_count == 3
