@@ -17,7 +17,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import sqlalchemy as sa
 
@@ -37,7 +37,7 @@ _BAD_VALUE_STATES = ("22", "23502")
 _CHUNK_CHARS = 128 * 1024
 
 # One row encoded for COPY: a binary tuple, or a line of text.
-Encoded = str | bytes
+Encoded = Union[str, bytes]
 Line = tuple[sa.Table, Encoded]
 
 
