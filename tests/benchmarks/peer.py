@@ -4,10 +4,7 @@ table holds every event). Its jars come from Maven Central into the git-ignored 
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +14,7 @@ from pathlib import Path
 import orjson
 import sqlalchemy as sa
 
+from tests import maven
 from tests.events import events
 from tests.integration.sink.harness import produce
 
@@ -38,7 +36,6 @@ CACHE = REPO / ".cache" / "bench-connect"
 LIBS = CACHE / "libs"
 # Connect's own launcher script defaults (bin/connect-standalone.sh: KAFKA_HEAP_OPTS).
 JVM_HEAP = ("-Xms256m", "-Xmx2g")
-MAVEN_TIMEOUT_SECONDS = 1200
 MODES = ("insert", "upsert")
 SYSTEM = "kafka-connect+debezium-jdbc"
 
@@ -104,46 +101,14 @@ TABLE_COLUMNS = """
 # --- the connector's jars ----------------------------------------------------------------------
 
 
-def _stamp() -> str:
-    digest = hashlib.sha256()
-    for name in ("pom.xml", "settings.xml"):
-        digest.update((HERE / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def ensure_libs() -> Path:
     """Resolves Connect, the connector and the driver once per pom.xml; returns the jar folder."""
-    done = LIBS / f".complete-{_stamp()}"
-    if done.exists():
-        return LIBS
-    if shutil.which("mvn") is None:
-        raise BenchmarkError("mvn not found: install Maven (apt-get install maven) for the peer")
-    shutil.rmtree(LIBS, ignore_errors=True)
-    LIBS.mkdir(parents=True)
-    log = CACHE / "mvn.log"
-    print(f"  resolving Kafka Connect and the JDBC sink connector from Maven Central (log: {log})")
-    with log.open("wb") as out:
-        code = subprocess.call(
-            [
-                "mvn",
-                "-B",
-                "-q",
-                "-s",
-                str(HERE / "settings.xml"),
-                "-f",
-                str(HERE / "pom.xml"),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={LIBS}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=MAVEN_TIMEOUT_SECONDS,
-        )
-    if code != 0:
-        raise BenchmarkError(f"mvn could not resolve the peer's jars (exit {code}); log: {log}")
-    done.touch()
-    return LIBS
+    if not any(LIBS.glob(".complete-*")):
+        print(f"  resolving Kafka Connect and the JDBC sink connector from Maven Central ({CACHE})")
+    try:
+        return maven.resolve(HERE, LIBS)
+    except maven.MavenError as error:
+        raise BenchmarkError(f"the peer: {error}") from None
 
 
 def versions() -> dict[str, str]:

@@ -5,7 +5,6 @@ connector into the local broker. The jars come from Maven Central into the git-i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import psycopg
 
+from tests import maven
+
 from .harness import REPO
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -31,7 +32,6 @@ JAVA = Path("/usr/bin/java")
 HERE = Path(__file__).resolve().parent / "debezium_connect"
 CACHE = REPO / ".cache" / "debezium-source"
 LIBS = CACHE / "libs"
-MAVEN_TIMEOUT_SECONDS = 1200
 # Connect's JVM answers in ~15 s here and a connector starts in a few; generous for a busy machine.
 CONNECTOR_START_SECONDS = 120
 STOP_GRACE_SECONDS = 20
@@ -168,45 +168,12 @@ def source_cluster() -> Iterator[SourceDatabase]:
 # --- Kafka Connect with the connector ----------------------------------------------------------
 
 
-def _stamp() -> str:
-    digest = hashlib.sha256()
-    for name in ("pom.xml", "settings.xml"):
-        digest.update((HERE / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def ensure_libs() -> Path:
     """Resolves Connect and the connector once per pom.xml; returns the jar folder."""
-    done = LIBS / f".complete-{_stamp()}"
-    if done.exists():
-        return LIBS
-    if shutil.which("mvn") is None:
-        raise SourceError("mvn not found: install Maven (apt-get install maven) for Debezium")
-    shutil.rmtree(LIBS, ignore_errors=True)
-    LIBS.mkdir(parents=True)
-    log = CACHE / "mvn.log"
-    with log.open("wb") as out:
-        code = subprocess.call(
-            [
-                "mvn",
-                "-B",
-                "-q",
-                "-s",
-                str(HERE / "settings.xml"),
-                "-f",
-                str(HERE / "pom.xml"),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={LIBS}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=MAVEN_TIMEOUT_SECONDS,
-        )
-    if code != 0:
-        raise SourceError(f"mvn could not resolve Debezium's jars (exit {code}); log: {log}")
-    done.touch()
-    return LIBS
+    try:
+        return maven.resolve(HERE, LIBS)
+    except maven.MavenError as error:
+        raise SourceError(f"Debezium: {error}") from None
 
 
 def _properties(values: Mapping[str, object]) -> str:
