@@ -10,7 +10,7 @@ SERVICES := deploy/local/services.sh
 WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 
 .PHONY: venv venv-sa14 services-up services-down services-status lint typecheck unit pytest \
-	pytest-sa14 pytest-pg18 validate-deploy rehearse-image image-test check test demo bench clean
+	pytest-sa14 pytest-pg18 test-debezium validate-deploy rehearse-image image-test check test demo bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c
@@ -50,6 +50,12 @@ unit: venv
 
 pytest: venv services-up
 	$(WITH_SERVICES) $(BIN)/pytest -q
+
+# The replication proof against Debezium's PostgreSQL connector in a Kafka Connect worker
+# (tests/integration/sink/test_debezium_replication.py), left out of the default run.
+test-debezium: venv services-up
+	$(WITH_SERVICES) $(BIN)/pytest -q -p no:cacheprovider -m real_debezium \
+		tests/integration/sink/test_debezium_replication.py
 
 pytest-sa14: venv-sa14 services-up
 	$(WITH_SERVICES) $(SA14_VENV)/bin/pytest -q -p no:cacheprovider \

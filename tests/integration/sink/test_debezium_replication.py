@@ -32,6 +32,10 @@ from .debezium_source import (
 )
 from .harness import SinkProcess, log_end_offsets, stored_offsets, wait_until
 
+# Not in the default run (make test): `make test-debezium` runs it. It passes alone, but failed
+# inside one full run on freshly started services; see the README's Debezium section.
+pytestmark = pytest.mark.real_debezium
+
 NAMES = ["id", "name", "amount", "at", "day", "ref", "doc", "flag"]
 SOURCE_COLUMNS = """
     id BIGINT PRIMARY KEY,
