@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 import orjson
 
 from ._encode import CopyRow, RowEncoder, json_text, row_encoder
+from ._errors import NotBinary
 from ._types import Kind, PgType
 
 FieldEncoder = Callable[[Any], bytes]
@@ -110,10 +111,6 @@ _call: Callable[[FieldEncoder, Any], bytes] = getattr(
 # to its digits, JSON is parsed by jsonb_recv as by jsonb_in, arrays pay per element. A table
 # with one of them is written as text, as cheap as ever; its encoders stay exact all the same.
 DEARER_IN_BINARY = frozenset({Kind.NUMERIC, Kind.JSON, Kind.JSONB, Kind.ARRAY})
-
-
-class NotBinary(ValueError):
-    """A value binary COPY cannot carry with the meaning its COPY text has."""
 
 
 def _base_name(type_: PgType) -> str:

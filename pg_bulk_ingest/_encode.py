@@ -18,6 +18,7 @@ from typing import Any, Callable
 import orjson
 import sqlalchemy as sa
 
+from ._errors import NulInTextError
 from ._types import Kind, PgType, column_pg_type
 
 Encoder = Callable[[Any], str]
@@ -45,13 +46,6 @@ class CopyRow(str):
     makes it) joined by tabs, ending in a newline. It is sent as is; PostgreSQL checks it."""
 
     __slots__ = ()
-
-
-class NulInTextError(ValueError):
-    """PostgreSQL text, json and jsonb values cannot hold the NUL character."""
-
-    def __init__(self) -> None:
-        super().__init__("the value holds a NUL character (\\x00), which PostgreSQL cannot store")
 
 
 def escape(text: str) -> str:

@@ -1,4 +1,5 @@
-"""The exceptions `ingest` raises: one root, one class per failure family."""
+"""The exceptions `ingest` raises: one root, one class per failure family; and, last, the two
+signals its encoders raise and catch inside the package, which never reach a caller as such."""
 
 from __future__ import annotations
 
@@ -39,3 +40,16 @@ class MigrationError(SchemaError):
         self.table = table
         self.column = column
         self.reason = reason
+
+
+class NulInTextError(ValueError):
+    """PostgreSQL text, json and jsonb values cannot hold the NUL character: the encoder's
+    caller turns it into a DataError naming the table, column and row."""
+
+    def __init__(self) -> None:
+        super().__init__("the value holds a NUL character (\\x00), which PostgreSQL cannot store")
+
+
+class NotBinary(ValueError):
+    """A value binary COPY cannot carry with the meaning its COPY text has: the row is written
+    by the text encoders instead."""

@@ -19,13 +19,13 @@ from pg_bulk_ingest import CopyRow
 from pg_bulk_ingest._binary import (
     HEADER,
     TRAILER,
-    NotBinary,
     TableEncoder,
     binary_pays,
     binary_row_encoder,
     field_encoder,
     numeric_field,
 )
+from pg_bulk_ingest._errors import NotBinary
 from pg_bulk_ingest._types import PgType, pg_type
 
 D = decimal.Decimal

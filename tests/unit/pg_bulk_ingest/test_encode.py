@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql as pg
 
 from pg_bulk_ingest import CopyRow, SchemaError, copy_encoders
-from pg_bulk_ingest._encode import NulInTextError, encoder, escape, row_encoder
+from pg_bulk_ingest._encode import encoder, escape, row_encoder
+from pg_bulk_ingest._errors import NulInTextError
 from pg_bulk_ingest._types import pg_type
 
 
