@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from sink.debezium import SEMANTIC_TYPES, Mismatch
-from sink.errors import BadPayload
+from sink.debezium import SEMANTIC_TYPES
+from sink.errors import BadPayload, Mismatch, PayloadMismatch
 from sink.mapping import numbers_round_trip
 
 UTC = timezone.utc
@@ -34,10 +34,6 @@ DECIMAL = "org.apache.kafka.connect.data.Decimal"
 TIMESTAMP = "org.apache.kafka.connect.data.Timestamp"
 DATE = "org.apache.kafka.connect.data.Date"
 TIME = "org.apache.kafka.connect.data.Time"
-
-
-class _Mismatch(Exception):
-    """The payload does not hold what its schema says, at `path`."""
 
 
 def read(part: str, data: bytes) -> object:
@@ -60,7 +56,7 @@ def read(part: str, data: bytes) -> object:
         return payload
     try:
         return _convert(schema, payload, part)
-    except _Mismatch as error:
+    except PayloadMismatch as error:
         raise BadPayload(
             f"{part}'s payload does not match its Connect schema: {error}", "schema-mismatch"
         ) from None
@@ -70,7 +66,7 @@ def _convert(schema: Any, value: Any, path: str) -> object:
     if value is None:
         return None
     if type(schema) is not dict:
-        raise _Mismatch(f"{path}: the schema is {type(schema).__name__}, not an object")
+        raise PayloadMismatch(f"{path}: the schema is {type(schema).__name__}, not an object")
     name = schema.get("name")
     convert = _LOGICAL.get(name) or _TYPES.get(schema.get("type"))
     if convert is not None:
@@ -81,12 +77,12 @@ def _convert(schema: Any, value: Any, path: str) -> object:
     try:
         return semantic(value)
     except Mismatch as error:
-        raise _Mismatch(f"{path}: {name}: {error}") from None
+        raise PayloadMismatch(f"{path}: {name}: {error}") from None
 
 
 def _struct(schema: Any, value: Any, path: str) -> object:
     if type(value) is not dict:
-        raise _Mismatch(f"{path}: a struct, but the payload holds {_kind(value)}")
+        raise PayloadMismatch(f"{path}: a struct, but the payload holds {_kind(value)}")
     return {
         field["field"]: _convert(field, value.get(field["field"]), f"{path}.{field['field']}")
         for field in schema.get("fields") or ()
@@ -95,7 +91,7 @@ def _struct(schema: Any, value: Any, path: str) -> object:
 
 def _array(schema: Any, value: Any, path: str) -> object:
     if type(value) is not list:
-        raise _Mismatch(f"{path}: an array, but the payload holds {_kind(value)}")
+        raise PayloadMismatch(f"{path}: an array, but the payload holds {_kind(value)}")
     items = schema.get("items")
     return [_convert(items, item, f"{path}[{i}]") for i, item in enumerate(value)]
 
@@ -110,16 +106,16 @@ def _map(schema: Any, value: Any, path: str) -> object:
             [_convert(keys, pair[0], path), _convert(values, pair[1], f"{path}[{i}]")]
             for i, pair in enumerate(value)
         ]
-    raise _Mismatch(f"{path}: a map, but the payload holds {_kind(value)}")
+    raise PayloadMismatch(f"{path}: a map, but the payload holds {_kind(value)}")
 
 
 def _base64(value: Any, path: str) -> bytes:
     if type(value) is not str:
-        raise _Mismatch(f"{path}: bytes (base64 text), but the payload holds {_kind(value)}")
+        raise PayloadMismatch(f"{path}: bytes (base64 text), but the payload holds {_kind(value)}")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise _Mismatch(f"{path}: bytes, but {value[:40]!r} is not base64") from None
+        raise PayloadMismatch(f"{path}: bytes, but {value[:40]!r} is not base64") from None
 
 
 def _decimal(schema: Any, value: Any, path: str) -> decimal.Decimal:
@@ -128,14 +124,14 @@ def _decimal(schema: Any, value: Any, path: str) -> decimal.Decimal:
     try:
         scale = int((schema.get("parameters") or {})["scale"])
     except (KeyError, TypeError, ValueError):
-        raise _Mismatch(f"{path}: a Decimal schema without its scale parameter") from None
+        raise PayloadMismatch(f"{path}: a Decimal schema without its scale parameter") from None
     unscaled = int.from_bytes(_base64(value, path), "big", signed=True)
     return decimal.Decimal(unscaled).scaleb(-scale)
 
 
 def _integer(value: Any, path: str, what: str) -> int:
     if type(value) is not int:
-        raise _Mismatch(f"{path}: {what}, but the payload holds {_kind(value)}")
+        raise PayloadMismatch(f"{path}: {what}, but the payload holds {_kind(value)}")
     return value
 
 
@@ -144,7 +140,7 @@ def _timestamp(schema: Any, value: Any, path: str) -> datetime:
     try:
         return _EPOCH + timedelta(milliseconds=ms)
     except OverflowError:
-        raise _Mismatch(f"{path}: the Timestamp {ms} is out of range") from None
+        raise PayloadMismatch(f"{path}: the Timestamp {ms} is out of range") from None
 
 
 def _date(schema: Any, value: Any, path: str) -> date:
@@ -152,13 +148,13 @@ def _date(schema: Any, value: Any, path: str) -> date:
     try:
         return _EPOCH_DAY + timedelta(days=days)
     except OverflowError:
-        raise _Mismatch(f"{path}: the Date {days} is out of range") from None
+        raise PayloadMismatch(f"{path}: the Date {days} is out of range") from None
 
 
 def _time(schema: Any, value: Any, path: str) -> time:
     ms = _integer(value, path, "a Time (milliseconds since midnight)")
     if not 0 <= ms < 86_400_000:
-        raise _Mismatch(f"{path}: the Time {ms} is not within a day")
+        raise PayloadMismatch(f"{path}: the Time {ms} is not within a day")
     return (_MIDNIGHT + timedelta(milliseconds=ms)).time()
 
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from sink.errors import Mismatch, NotAChange
 from sink.mapping import numbers_round_trip
 
 UTC = timezone.utc
@@ -49,15 +50,6 @@ class Change(NamedTuple):
     op: Op
     before: dict[str, object] | None
     after: dict[str, object] | None
-
-
-class NotAChange(Exception):
-    """A value that is not a change event this sink applies; `code` labels its dead letter."""
-
-    def __init__(self, reason: str, code: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
 
 
 def change(value: object) -> Change:
@@ -117,10 +109,6 @@ def _kind(value: object) -> str:
 
 
 # --- semantic types ---------------------------------------------------------------------------
-
-
-class Mismatch(Exception):
-    """A value that its semantic type does not describe."""
 
 
 def _whole(value: Any, what: str) -> int:

@@ -52,20 +52,13 @@ def decode(
                 decoded = _decode("value", value, value_format, schemas)  # raises, saying why
         else:
             decoded = _decode("value", value, value_format, schemas)
-    except (_Undecodable, BadPayload) as error:
+    except BadPayload as error:
         raise _error(message, target, error.reason, error.code) from None
     if decoded is None:
         null = "JSON null" if value_format is _JSON else "null"
         reason = f"value is {null}; a delete (tombstone) is a message without a value, not null"
         raise _error(message, target, reason, "null-value")
     return _new_tuple(Record, (message, key, decoded))
-
-
-class _Undecodable(Exception):
-    def __init__(self, reason: str, code: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
 
 
 def _error(message: Message, target: str | None, reason: str, code: str) -> DecodeError:
@@ -85,7 +78,7 @@ def _decode(part: str, data: bytes, fmt: Format, schemas: SchemaDecoders | None)
             return orjson.loads(data)
         except orjson.JSONDecodeError as error:
             _check_utf8(part, data)
-            raise _Undecodable(_json_reason(part, data, error), "not-json") from None
+            raise BadPayload(_json_reason(part, data, error), "not-json") from None
     if fmt is Format.STRING:
         try:
             return data.decode("utf-8")
@@ -98,7 +91,7 @@ def _check_utf8(part: str, data: bytes) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise _Undecodable(
+        raise BadPayload(
             f"{part} is not UTF-8 text: byte {data[error.start]:#04x} at position "
             f'{error.start} ({error.reason}); use {part}_format = "bytes" for binary data',
             "not-utf8",

@@ -90,6 +90,20 @@ class BadPayload(Exception):
         self.code = code
 
 
+class NotAChange(BadPayload):
+    """A decoded value that is not a change event this sink applies (sink.debezium)."""
+
+
+class Mismatch(Exception):
+    """A value that its semantic type (sink.debezium.SEMANTIC_TYPES) does not describe: the
+    reader that met it says where, as a BadPayload."""
+
+
+class PayloadMismatch(Exception):
+    """A Kafka Connect envelope's payload does not hold what its schema says, at the path the
+    message names: sink.connect makes it a BadPayload."""
+
+
 class OffsetsGoneError(SinkError):
     """A stored offset no longer exists in its partition, and kafka.out_of_range = "fail"."""
 

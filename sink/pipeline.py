@@ -16,7 +16,7 @@ from . import debezium
 from .config import REGISTRY_FORMATS, Envelope, Format, Settings, TombstonePolicy, TruncatePolicy
 from .copytext import LineFunction
 from .decode import decode
-from .errors import ConfigError, MappingError
+from .errors import ConfigError, MappingError, NotAChange
 from .mapping import Mapper
 from .records import Message, Record
 
@@ -243,7 +243,7 @@ class Pipeline:
                 raise MappingError(
                     record.coordinates, reason, table=name, code="not-exact"
                 ) from None
-            except debezium.NotAChange as error:
+            except NotAChange as error:
                 raise MappingError(
                     record.coordinates, error.reason, table=name, code=error.code
                 ) from None

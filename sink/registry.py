@@ -44,9 +44,10 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message as ProtobufMessage
 
 from sink.config import Format, SchemaRegistrySettings
-from sink.debezium import SEMANTIC_TYPES, Mismatch
+from sink.debezium import SEMANTIC_TYPES
 from sink.errors import (
     BadPayload,
+    Mismatch,
     SchemaRegistryRefusedError,
     SchemaRegistryUnavailableError,
     SinkError,

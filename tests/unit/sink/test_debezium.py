@@ -29,8 +29,8 @@ from sink.config import (
 )
 from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
-from sink.debezium import SEMANTIC_TYPES, Change, Mismatch, NotAChange, Op, change
-from sink.errors import BadPayload, ConfigError, MappingError
+from sink.debezium import SEMANTIC_TYPES, Change, Op, change
+from sink.errors import BadPayload, ConfigError, MappingError, Mismatch, NotAChange
 from sink.pipeline import Mapped, Pipeline
 from sink.records import Message
 from sink.registry import SchemaDecoders
