@@ -1,12 +1,14 @@
 """`make bench`: the sink against Kafka Connect's JDBC sink, side by side in one run.
 
-    python -m tests.benchmarks [--quick] [--events N] [--rounds R]
+    python -m tests.benchmarks [--quick] [--events N] [--rounds R] [--baseline REV]
                                [--only e2e,peer,scaling,latency,ingest,limit,vacuum,memory]
                                [--json out.json]
 
 Prints the machine, then one table, then the issue's targets with the measured ratios. The
 one-worker runs of the sink and the peer's tuned runs, which the targets compare, are repeated
-R times, interleaved, and reported as their medians.
+R times, interleaved, and reported as their medians. `--baseline REV` adds the sink of another
+revision (a commit, tag or branch) to those interleaved runs, so that a change's effect on speed is
+measured in one run; its rows' system ends in @commit.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import confluent_kafka
 import sqlalchemy as sa
 
-from . import e2e, memory, peer, vacuum
+from . import baseline, e2e, memory, peer, vacuum
 from .measure import (
     REPO,
     RUNS_DIR,
@@ -60,6 +62,8 @@ TARGET_INGEST_VS_RAW_COPY = 1.15
 TARGET_RSS_MB = 300.0
 # "Flat within noise": what two runs of the same size differ by on a shared 2-core machine.
 TARGET_FLAT = 0.85
+# Against --baseline: a change meant to keep the speed keeps it within 5%.
+TARGET_VS_BASELINE = 0.95
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Plan:
     ingest_rows: int
     ingest_repeat: int
     rounds: int = 1
+    baseline: str | None = None
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
@@ -82,6 +87,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     )
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--json", type=Path, help="also write machine, rows and targets here")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run this revision's sink in the e2e rounds"
+    )
     args = parser.parse_args(argv)
     sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
     unknown = set(sections) - set(SECTIONS)
@@ -101,6 +109,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
             ingest_rows=100_000 if args.quick else 500_000,
             ingest_repeat=1 if args.quick else 3,
             rounds=rounds,
+            baseline=args.baseline,
         ),
         args.json,
     )
@@ -224,7 +233,16 @@ class Bench:
             print(f"  {_rate(result.rate)} events/s, {_num(result.seconds, 's')}", flush=True)
         return results
 
-    def sink(self, *, upsert: bool, workers: int, count: int, batch: int, section: str) -> Result:
+    def sink(
+        self,
+        *,
+        upsert: bool,
+        workers: int,
+        count: int,
+        batch: int,
+        section: str,
+        code: baseline.Baseline | None = None,
+    ) -> Result:
         return e2e.run(
             bootstrap=self.bootstrap,
             database_url=self.database_url,
@@ -237,13 +255,18 @@ class Bench:
             workers=workers,
             batch=batch,
             section=section,
+            baseline=code,
         )
 
-    def e2e_sink(self, *, upsert: bool, workers: int, of: str = "") -> list[Result]:
-        """One end-to-end run of the sink over the plan's N events, at the default batch."""
+    def e2e_sink(
+        self, *, upsert: bool, workers: int, of: str = "", code: baseline.Baseline | None = None
+    ) -> list[Result]:
+        """One end-to-end run of the sink over the plan's N events, at the default batch; of the
+        revision `code`, if given."""
         n, name = self.plan.events, "upsert" if upsert else "append"
+        revision = code.label if code else ""
         return self.measure(
-            f"sink {name}, {workers} worker{'s' if workers > 1 else ''}, N={n:,}{of}",
+            f"sink{revision} {name}, {workers} worker{'s' if workers > 1 else ''}, N={n:,}{of}",
             partial(
                 self.sink,
                 upsert=upsert,
@@ -251,9 +274,10 @@ class Bench:
                 count=n,
                 batch=e2e.DEFAULT_BATCH,
                 section="e2e",
+                code=code,
             ),
             section="e2e",
-            system=e2e.SYSTEM,
+            system=e2e.SYSTEM + revision,
             mode=name,
             events=n,
             workers=workers,
@@ -343,6 +367,7 @@ def run_e2e_and_peer(bench: Bench) -> None:
     n = bench.plan.events
     want_sink, want_peer = "e2e" in bench.plan.sections, "peer" in bench.plan.sections
     row = {"section": "e2e", "events": n}
+    base = baseline.checkout(bench.plan.baseline) if want_sink and bench.plan.baseline else None
     runs: dict[tuple[str, str], list[Result]] = {}
     for round_ in range(1, bench.plan.rounds + 1):
         of = f", round {round_} of {bench.plan.rounds}" if bench.plan.rounds > 1 else ""
@@ -351,6 +376,10 @@ def run_e2e_and_peer(bench: Bench) -> None:
             if want_sink:
                 runs.setdefault((e2e.SYSTEM, name), []).extend(
                     bench.e2e_sink(upsert=upsert, workers=1, of=of)
+                )
+            if base is not None:
+                runs.setdefault((e2e.SYSTEM + base.label, name), []).extend(
+                    bench.e2e_sink(upsert=upsert, workers=1, of=of, code=base)
                 )
             if want_peer:
                 runs.setdefault((PEER, name), []).extend(
@@ -595,6 +624,21 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
         ingest,
         TARGET_VS_INGEST,
     )
+    for base in sorted({r.system for r in results if r.system.startswith(e2e.SYSTEM + "@")}):
+        before = {**one, "system": base}
+        ratio(
+            f"  the same, the sink at {base.split('@')[1]}",
+            _find(results, mode="append", **before),
+            ingest,
+            TARGET_VS_INGEST,
+        )
+        for mode in ("append", "upsert"):
+            ratio(
+                f"e2e {mode}, 1 worker / the sink at {base.split('@')[1]}",
+                _find(results, mode=mode, **one),
+                _find(results, mode=mode, **before),
+                TARGET_VS_BASELINE,
+            )
     ratio(
         "ingest core append (ours) / raw text COPY, same rows and run",
         ingest,

@@ -18,8 +18,10 @@ from confluent_kafka import KafkaError, Message, Producer
 from tests.events import EVENT_COLUMNS_TOML, events
 from tests.integration.sink.harness import log_end_offsets, produce, stored_offsets
 
+from .baseline import Baseline
 from .measure import (
     PARTITIONS,
+    REPO,
     BenchmarkError,
     Result,
     Watched,
@@ -151,12 +153,21 @@ def _committed(engine: sa.engine.Engine, schema: str, table: str, topic: str) ->
 
 
 def start_workers(
-    config: Path, workers: int, run_dir: Path, label: str, env: dict[str, str] | None = None
+    config: Path,
+    workers: int,
+    run_dir: Path,
+    label: str,
+    env: dict[str, str] | None = None,
+    code: Path = REPO,
 ) -> list[Watched]:
+    """`workers` sink processes running the code of the tree `code` (today's by default)."""
     argv = [sys.executable, "-m", "sink", "run", "--config", str(config)]
     return [
         Watched(
-            argv, run_dir / f"{label}-worker{i}.log", env={"PYTHONUNBUFFERED": "1", **(env or {})}
+            argv,
+            run_dir / f"{label}-worker{i}.log",
+            env={"PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=code,
         )
         for i in range(workers)
     ]
@@ -176,10 +187,14 @@ def run(
     batch: int = DEFAULT_BATCH,
     section: str = "e2e",
     timeout: float | None = None,
+    baseline: Baseline | None = None,
 ) -> Result:
-    """Times `workers` sink processes over the whole topic into a table of their own."""
+    """Times `workers` sink processes over the whole topic into a table of their own; with
+    `baseline`, processes running that revision's code, in a row of their own."""
     mode = "upsert" if upsert else "append"
     label = f"sink-{mode}-w{workers}-b{batch}-n{events_count}"
+    if baseline is not None:
+        label += "-base"
     ends = log_end_offsets(bootstrap, topic, PARTITIONS)
     if sum(ends.values()) != events_count:
         raise BenchmarkError(f"topic {topic} holds {sum(ends.values())} events, not {events_count}")
@@ -194,7 +209,8 @@ def run(
         max_messages=batch,
     )
     started = time.monotonic()
-    procs = start_workers(config, workers, run_dir, label)
+    code = baseline.tree if baseline else REPO
+    procs = start_workers(config, workers, run_dir, label, code=code)
     try:
         timing = time_until_complete(
             procs,
@@ -213,7 +229,7 @@ def run(
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{schema}"."{table}"'))
     return Result(
         section=section,
-        system=SYSTEM,
+        system=SYSTEM + (baseline.label if baseline else ""),
         mode=mode,
         events=events_count,
         workers=workers,

@@ -114,14 +114,19 @@ class Watched:
     """A benchmarked process: its log goes to a file; its peak RSS is read until it stops."""
 
     def __init__(
-        self, argv: Sequence[str], log: Path, *, env: dict[str, str] | None = None
+        self,
+        argv: Sequence[str],
+        log: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path = REPO,
     ) -> None:
         self.log_path = log
         self.program = Path(argv[0]).name
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             list(argv),
-            cwd=REPO,
+            cwd=cwd,  # `python -m` runs the code found here first
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
