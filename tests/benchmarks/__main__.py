@@ -1,7 +1,7 @@
 """`make bench`: the sink against Kafka Connect's JDBC sink, side by side in one run.
 
     python -m tests.benchmarks [--quick] [--events N] [--rounds R] [--baseline REV]
-                               [--only e2e,peer,scaling,latency,ingest,limit,vacuum,memory]
+                               [--only ingest,limit,e2e,peer,cdc,avro,scaling,latency,vacuum,memory]
                                [--json out.json]
 
 Prints the machine, then one table, then the issue's targets with the measured ratios. The
@@ -33,7 +33,7 @@ from typing import Any
 import confluent_kafka
 import sqlalchemy as sa
 
-from . import baseline, e2e, memory, peer, vacuum
+from . import avro, baseline, cdc, e2e, memory, peer, vacuum
 from .measure import (
     REPO,
     RUNS_DIR,
@@ -46,7 +46,18 @@ from .measure import (
     run_id,
 )
 
-SECTIONS = ("ingest", "limit", "e2e", "peer", "scaling", "latency", "vacuum", "memory")
+SECTIONS = (
+    "ingest",
+    "limit",
+    "e2e",
+    "peer",
+    "cdc",
+    "avro",
+    "scaling",
+    "latency",
+    "vacuum",
+    "memory",
+)
 PEER = peer.SYSTEM
 BATCH_SIZES = (1_000, 10_000, 50_000)
 LATENCY_RATES = (1_000, 10_000)
@@ -56,6 +67,9 @@ VACUUM_RATE = 5_000
 MEMORY_MESSAGES, MEMORY_SIZE = 400, 1_000_000
 # The issue's targets.
 TARGET_VS_PEER = 3.0
+# Change events (cdc section): the sink against Debezium's JDBC sink; Avro against JSON (avro).
+TARGET_CDC_VS_PEER = 3.0
+TARGET_AVRO_VS_JSON = 0.6
 TARGET_VS_INGEST = 0.7
 # The ingest core's append against raw text COPY of the same rows (binary COPY issue).
 TARGET_INGEST_VS_RAW_COPY = 1.15
@@ -190,6 +204,7 @@ class Bench:
     vacuum: str | None = None
     memory: str | None = None
     _topics: dict[tuple[str, int], str] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)  # other topics, deleted at the end
 
     def topic(self, kind: str, count: int) -> str:
         """The pre-produced topic of `count` events, plain ("sink") or enveloped ("peer")."""
@@ -209,7 +224,7 @@ class Bench:
             delete_topics(self.bootstrap, [name])
 
     def cleanup(self) -> None:
-        delete_topics(self.bootstrap, self._topics.values())
+        delete_topics(self.bootstrap, [*self._topics.values(), *self.created])
         self._topics.clear()
         drop_schema(self.engine, self.schema)
 
@@ -404,6 +419,105 @@ def run_e2e_and_peer(bench: Bench) -> None:
     if want_sink:
         for upsert in (False, True):
             bench.results.extend(bench.e2e_sink(upsert=upsert, workers=2))
+
+
+def run_cdc(bench: Bench) -> None:
+    """Debezium change events (the JSON converter with schemas; inserts, 10% updates, 5% deletes
+    with their tombstones) through the sink and through Debezium's JDBC sink in upsert mode with
+    deletes, interleaved `plan.rounds` times; each run ends when its table is what the changes
+    leave. events/s counts the topic's messages, tombstones included."""
+    changes = cdc.Changes(bench.plan.events)
+    topic = f"bench-{bench.run_dir.name}-cdc-{bench.plan.events}"
+    print(f"  producing {bench.plan.events:,} change events to {topic} ...", flush=True)
+    bench.created.append(topic)
+    print(f"  ... {changes.produce(bench.bootstrap, topic):.1f} s", flush=True)
+    n = changes.messages
+    row = {"section": "cdc", "events": n, "mode": "upsert"}
+    runs: dict[str, list[Result]] = {}
+    for round_ in range(1, bench.plan.rounds + 1):
+        of = f", round {round_} of {bench.plan.rounds}" if bench.plan.rounds > 1 else ""
+        runs.setdefault(e2e.SYSTEM, []).extend(
+            bench.measure(
+                f"sink, Debezium change events, {n:,} messages{of}",
+                partial(
+                    e2e.run,
+                    bootstrap=bench.bootstrap,
+                    database_url=bench.database_url,
+                    engine=bench.engine,
+                    topic=topic,
+                    events_count=n,
+                    schema=bench.schema,
+                    run_dir=bench.run_dir,
+                    upsert=True,
+                    section="cdc",
+                    source=changes.source(),
+                ),
+                system=e2e.SYSTEM,
+                **row,
+            )
+        )
+        runs.setdefault(PEER, []).extend(
+            bench.measure(
+                f"Kafka Connect + Debezium JDBC sink, upsert with deletes, {n:,} messages{of}",
+                partial(
+                    peer.run,
+                    "upsert",
+                    bootstrap=bench.bootstrap,
+                    database_url=bench.database_url,
+                    engine=bench.engine,
+                    topic=topic,
+                    events_count=n,
+                    schema=bench.schema,
+                    run_dir=bench.run_dir,
+                    changes=changes,
+                ),
+                system=PEER,
+                **row,
+            )
+        )
+    bench.results.extend(median(results) for results in runs.values())
+
+
+def run_avro(bench: Bench) -> None:
+    """The same events appended from an Avro topic (schema registry wire format) and from the
+    JSON topic, interleaved `plan.rounds` times."""
+    n = bench.plan.events
+    registry = os.environ.get("SINK_TEST_SCHEMA_REGISTRY_URL", "")
+    row = {"section": "avro", "events": n, "mode": "append"}
+    topics = {"json": bench.topic("sink", n)}
+    if registry:
+        topics["avro"] = f"bench-{bench.run_dir.name}-avro-{n}"
+        print(f"  producing {n:,} Avro events to {topics['avro']} ...", flush=True)
+        bench.created.append(topics["avro"])
+        seconds = avro.produce_topic(bench.bootstrap, registry, topics["avro"], n)
+        print(f"  ... {seconds:.1f} s", flush=True)
+    sources = {"json": e2e.Source(), "avro": avro.source(registry)}
+    runs: dict[str, list[Result]] = {}
+    for round_ in range(1, bench.plan.rounds + 1):
+        of = f", round {round_} of {bench.plan.rounds}" if bench.plan.rounds > 1 else ""
+        for kind, source in sources.items():
+
+            def measure(kind: str = kind, source: e2e.Source = source) -> Result:
+                if kind not in topics:
+                    raise BenchmarkError("no schema registry: set SINK_TEST_SCHEMA_REGISTRY_URL")
+                result = e2e.run(
+                    bootstrap=bench.bootstrap,
+                    database_url=bench.database_url,
+                    engine=bench.engine,
+                    topic=topics[kind],
+                    events_count=n,
+                    schema=bench.schema,
+                    run_dir=bench.run_dir,
+                    upsert=False,
+                    section="avro",
+                    source=source,
+                )
+                return dataclasses.replace(result, system=f"{e2e.SYSTEM} ({kind})")
+
+            system = f"{e2e.SYSTEM} ({kind})"
+            what = f"sink append from {kind}, N={n:,}{of}"
+            runs.setdefault(system, []).extend(bench.measure(what, measure, system=system, **row))
+    bench.results.extend(median(results) for results in runs.values())
 
 
 def median(results: Sequence[Result]) -> Result:
@@ -640,6 +754,18 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
                 TARGET_VS_BASELINE,
             )
     ratio(
+        "cdc: sink / Debezium JDBC sink (upsert, deletes)",
+        _find(results, section="cdc", system=e2e.SYSTEM),
+        _find(results, section="cdc", system=PEER),
+        TARGET_CDC_VS_PEER,
+    )
+    ratio(
+        "avro: sink append from Avro / from JSON, same run",
+        _find(results, section="avro", system=f"{e2e.SYSTEM} (avro)"),
+        _find(results, section="avro", system=f"{e2e.SYSTEM} (json)"),
+        TARGET_AVRO_VS_JSON,
+    )
+    ratio(
         "ingest core append (ours) / raw text COPY, same rows and run",
         ingest,
         _find(results, section="ingest", system="raw COPY", mode="append"),
@@ -713,6 +839,20 @@ def bench_context(plan: Plan) -> Iterator[Bench]:
         engine.dispose()
 
 
+# Each runner, in order, with the sections it measures.
+RUNNERS: tuple[tuple[frozenset[str], Callable[[Bench], None]], ...] = (
+    (frozenset({"ingest"}), run_ingest),
+    (frozenset({"limit"}), run_limit),
+    (frozenset({"e2e", "peer"}), run_e2e_and_peer),
+    (frozenset({"cdc"}), run_cdc),
+    (frozenset({"avro"}), run_avro),
+    (frozenset({"scaling"}), run_scaling),
+    (frozenset({"latency"}), run_latency),
+    (frozenset({"vacuum"}), run_vacuum),
+    (frozenset({"memory"}), run_memory),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     plan, json_path = parse_args(argv)
     with bench_context(plan) as bench:
@@ -726,20 +866,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nN = {plan.events:,} events of ~250 bytes, 6 partitions; sections {plan.sections}\n"
         )
         started = time.monotonic()
-        if "ingest" in plan.sections:
-            run_ingest(bench)
-        if "limit" in plan.sections:
-            run_limit(bench)
-        if {"e2e", "peer"} & set(plan.sections):
-            run_e2e_and_peer(bench)
-        if "scaling" in plan.sections:
-            run_scaling(bench)
-        if "latency" in plan.sections:
-            run_latency(bench)
-        if "vacuum" in plan.sections:
-            run_vacuum(bench)
-        if "memory" in plan.sections:
-            run_memory(bench)
+        for wanted, runner in RUNNERS:
+            if wanted & set(plan.sections):
+                runner(bench)
         described["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         described["benchmark wall time"] = f"{time.monotonic() - started:.0f} s"
     print(

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -42,6 +43,19 @@ WARMUP_EVENTS = 100
 DRAIN_SECONDS = 120.0
 
 
+@dataclass(frozen=True)
+class Source:
+    """What the topic holds, when not the plain JSON events: the config lines that read it, a
+    name for its runs, and the table it must leave (`rows` rows, and `done()` true) when that
+    is not one row per message."""
+
+    label: str = ""
+    settings: str = ""  # top-level config sections (e.g. [schema_registry])
+    table_settings: str = ""  # lines of the [[tables]] entry (formats, envelope)
+    rows: int | None = None
+    done: Callable[[sa.engine.Engine, str, str], bool] | None = None
+
+
 def produce_topic(bootstrap: str, topic: str, count: int) -> float:
     """Creates `topic` and fills it with `count` events round-robin; returns seconds taken."""
     started = time.monotonic()
@@ -61,6 +75,7 @@ def write_config(
     group_id: str,
     upsert: bool,
     max_messages: int = DEFAULT_BATCH,
+    source: Source = Source(),
 ) -> Path:
     """A sink config for one run; every batch limit but `max_messages` keeps its default."""
     primary_key = 'primary_key = ["id"]\n' if upsert else ""
@@ -84,7 +99,7 @@ port = 0  # any free port: several workers run side by side
 
 [errors]
 policy = "fail"
-
+{source.settings}
 [log]
 format = "text"
 level = "INFO"
@@ -93,7 +108,7 @@ level = "INFO"
 schema = "{schema}"
 name = "{table}"
 topics = ["{topic}"]
-{primary_key}{EVENT_COLUMNS_TOML}"""
+{primary_key}{source.table_settings}{EVENT_COLUMNS_TOML}"""
     )
     return path
 
@@ -108,6 +123,7 @@ def run_config(
     schema: str,
     upsert: bool,
     max_messages: int = DEFAULT_BATCH,
+    source: Source = Source(),
 ) -> tuple[Path, str]:
     """The config of the run named `label`, and its table: file, table and consumer group all
     follow from the label."""
@@ -122,6 +138,7 @@ def run_config(
         group_id=f"bench-{run_dir.name}-{label}",
         upsert=upsert,
         max_messages=max_messages,
+        source=source,
     )
     return config, table
 
@@ -188,16 +205,19 @@ def run(
     section: str = "e2e",
     timeout: float | None = None,
     baseline: Baseline | None = None,
+    source: Source = Source(),
 ) -> Result:
     """Times `workers` sink processes over the whole topic into a table of their own; with
-    `baseline`, processes running that revision's code, in a row of their own."""
+    `baseline`, processes running that revision's code, in a row of their own. `events_count`
+    is the topic's messages; the table must end with one row each unless `source` says else."""
     mode = "upsert" if upsert else "append"
-    label = f"sink-{mode}-w{workers}-b{batch}-n{events_count}"
+    label = f"sink{source.label}-{mode}-w{workers}-b{batch}-n{events_count}"
     if baseline is not None:
         label += "-base"
     ends = log_end_offsets(bootstrap, topic, PARTITIONS)
     if sum(ends.values()) != events_count:
         raise BenchmarkError(f"topic {topic} holds {sum(ends.values())} events, not {events_count}")
+    expected = events_count if source.rows is None else source.rows
     config, table = run_config(
         run_dir,
         label,
@@ -207,7 +227,10 @@ def run(
         schema=schema,
         upsert=upsert,
         max_messages=batch,
+        source=source,
     )
+    reached = _offsets_reached(engine, schema, table, topic, ends)
+    check = source.done
     started = time.monotonic()
     code = baseline.tree if baseline else REPO
     procs = start_workers(config, workers, run_dir, label, code=code)
@@ -217,8 +240,8 @@ def run(
             started,
             rows=lambda: row_count(engine, schema, table),
             estimate=_committed(engine, schema, table, topic),
-            expected=events_count,
-            also_done=_offsets_reached(engine, schema, table, topic, ends),
+            expected=expected,
+            also_done=lambda: reached() and (check is None or check(engine, schema, table)),
             timeout=timeout or timeout_for(events_count),
             what=f"sink {label}",
         )

@@ -18,6 +18,7 @@ from tests import maven
 from tests.events import events
 from tests.integration.sink.harness import produce
 
+from .cdc import Changes
 from .measure import (
     PARTITIONS,
     REPO,
@@ -38,6 +39,8 @@ LIBS = CACHE / "libs"
 JVM_HEAP = ("-Xms256m", "-Xmx2g")
 MODES = ("insert", "upsert")
 SYSTEM = "kafka-connect+debezium-jdbc"
+STRING_CONVERTER = "org.apache.kafka.connect.storage.StringConverter"
+JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
 
 
 @dataclass(frozen=True)
@@ -195,8 +198,10 @@ def run(
     run_dir: Path,
     tuning: Tuning = TUNED,
     timeout: float | None = None,
+    changes: Changes | None = None,
 ) -> Result:
-    """Runs Connect with the connector in `mode` (insert or upsert) over the whole topic."""
+    """Runs Connect with the connector in `mode` (insert or upsert) over the whole topic: one
+    row per event, or with `changes`, Debezium change events applied by the record key."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     libs = ensure_libs()
@@ -214,6 +219,7 @@ def run(
             "BOOTSTRAP": bootstrap,
             "RUN_DIR": str(work),
             "REST_PORT": str(_free_port()),
+            "KEY_CONVERTER": JSON_CONVERTER if changes else STRING_CONVERTER,
             "POLL_RECORDS": str(tuning.poll_records),
             "PARTITION_FETCH_BYTES": str(tuning.partition_fetch_bytes),
         },
@@ -229,7 +235,9 @@ def run(
             "USER": user,
             "PASSWORD": password,
             "INSERT_MODE": mode,
-            "PK_MODE": "record_value" if mode == "upsert" else "none",
+            "PK_MODE": "record_key" if changes else "record_value" if mode == "upsert" else "none",
+            "DELETE": "true" if changes else "false",
+            "REDUCTION": "true" if changes else "false",
             "TABLE": f"{schema}.{table}",
             "BATCH": str(tuning.batch_size),
         },
@@ -257,7 +265,8 @@ def run(
             started,
             rows=lambda: row_count(engine, schema, table),
             estimate=lambda: inserted_estimate(engine, schema, table),
-            expected=events_count,
+            expected=len(changes.amounts) if changes else events_count,
+            also_done=(lambda: changes.applied(engine, schema, table)) if changes else lambda: True,
             timeout=timeout or timeout_for(events_count),
             what=f"Kafka Connect JDBC sink ({mode}); connector log: {work / 'connect.log'}",
         )
@@ -266,7 +275,7 @@ def run(
         with engine.connect() as conn:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{schema}"."{table}"'))
     return Result(
-        section="e2e",
+        section="cdc" if changes else "e2e",
         system=SYSTEM,
         mode="append" if mode == "insert" else "upsert",
         events=events_count,
@@ -275,6 +284,7 @@ def run(
         first_row_seconds=timing.first_row_seconds,
         rate=events_count / timing.seconds,
         peak_rss_mb=timing.peak_rss_mb,
-        note=f"insert.mode={mode}, settings: {tuning.label}, at-least-once",
+        note=f"insert.mode={mode}{', delete.enabled' if changes else ''}, settings: "
+        f"{tuning.label}, at-least-once",
         extra={"rows": timing.rows, "half_ratio": timing.half_ratio},
     )
