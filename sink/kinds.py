@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -143,8 +143,7 @@ def _text_parameters(type_: Any) -> tuple[int, int]:
 def declared() -> Kinds:
     """Every column kind. Declared in a function, built once on first use: the converters and
     fast paths it names live in sink.mapping and sink.copytext, which look kinds up here."""
-    from sink import copytext as text  # noqa: PLC0415 (they import this module)
-    from sink import mapping as convert  # noqa: PLC0415
+    from sink import copytext, mapping  # noqa: PLC0415 (they import this module)
 
     def integer(
         name: str, aliases: tuple[str, ...], class_: type, make: Callable[[], SaType], bits: int
@@ -152,10 +151,10 @@ def declared() -> Kinds:
         return ColumnKind(
             name,
             (class_,),
-            lambda t: convert._integer(convert._type_name(t), bits),
-            aliases,
+            convert=lambda t: mapping._integer(mapping._type_name(t), bits),
+            aliases=aliases,
             sa_type=lambda c: make(),
-            fast=lambda t: text._integer(bits),
+            fast=lambda t: copytext._integer(bits),
             fast_keys=True,
             native=Native.INT,
             native_parameters=lambda t: _bits(bits),
@@ -165,11 +164,11 @@ def declared() -> Kinds:
         return ColumnKind(
             name,
             (class_,),
-            lambda t: convert._text(convert._type_name(t), t.length),
-            aliases,
-            takes,
+            convert=lambda t: mapping._text(mapping._type_name(t), t.length),
+            aliases=aliases,
+            takes=takes,
             sa_type=lambda c: sa.VARCHAR(c.length) if takes is Takes.LENGTH else sa.TEXT(),
-            fast=lambda t: text._text(t.length),
+            fast=lambda t: copytext._text(t.length),
             fast_keys=True,
             native=Native.TEXT,
             native_parameters=_text_parameters,
@@ -180,12 +179,12 @@ def declared() -> Kinds:
         return ColumnKind(
             name,
             (sa.DateTime,),
-            lambda t: convert._timestamp(timezone),
-            aliases,
-            Takes.FRACTION_DIGITS,
-            _timestamp_type(timezone),
+            convert=lambda t: mapping._timestamp(timezone),
+            aliases=aliases,
+            takes=Takes.FRACTION_DIGITS,
+            sa_type=_timestamp_type(timezone),
             when=lambda t: bool(t.timezone) is timezone,
-            fast=lambda t: text._timestamp(timezone),
+            fast=lambda t: copytext._timestamp(timezone),
             native=Native.TIMESTAMPTZ if timezone else Native.TIMESTAMP,
         )
 
@@ -195,9 +194,9 @@ def declared() -> Kinds:
         return ColumnKind(
             name,
             (class_,),
-            lambda t: convert._json,
+            convert=lambda t: mapping._json,
             sa_type=lambda c: make(),
-            fast=lambda t: text._json,
+            fast=lambda t: copytext._json,
             native=native,
             keeps_digits=True,
         )
@@ -212,20 +211,20 @@ def declared() -> Kinds:
             ColumnKind(
                 "BOOLEAN",
                 (sa.Boolean,),
-                lambda t: convert._boolean,
-                ("BOOL",),
+                convert=lambda t: mapping._boolean,
+                aliases=("BOOL",),
                 sa_type=lambda c: sa.BOOLEAN(),
-                fast=lambda t: text._boolean,
+                fast=lambda t: copytext._boolean,
                 native=Native.BOOL,
             ),
             ColumnKind(
                 "NUMERIC",
                 (sa.Numeric,),
-                lambda t: convert._numeric(t.precision, t.scale),
-                ("DECIMAL",),
-                Takes.PRECISION_SCALE,
-                lambda c: sa.NUMERIC(c.precision, c.scale),
-                fast=lambda t: text._numeric(t.precision, t.scale),
+                convert=lambda t: mapping._numeric(t.precision, t.scale),
+                aliases=("DECIMAL",),
+                takes=Takes.PRECISION_SCALE,
+                sa_type=lambda c: sa.NUMERIC(c.precision, c.scale),
+                fast=lambda t: copytext._numeric(t.precision, t.scale),
                 native=Native.NUMERIC,
                 native_parameters=_numeric_parameters,
                 keeps_digits=True,
@@ -233,34 +232,34 @@ def declared() -> Kinds:
             ColumnKind(
                 "REAL",
                 (sa.REAL,),
-                lambda t: convert._float(single=True),
-                ("FLOAT4",),
+                convert=lambda t: mapping._float(single=True),
+                aliases=("FLOAT4",),
                 sa_type=lambda c: sa.REAL(),
-                fast=lambda t: text._float(single=True),
+                fast=lambda t: copytext._float(single=True),
                 native=Native.FLOAT,
                 native_parameters=lambda t: (1, 0),
             ),
             ColumnKind(
                 "DOUBLE PRECISION",
                 (sa.Float,),
-                lambda t: convert._float(single=False),
-                ("FLOAT8",),
+                convert=lambda t: mapping._float(single=False),
+                aliases=("FLOAT8",),
                 sa_type=lambda c: postgresql.DOUBLE_PRECISION(),
-                fast=lambda t: text._float(single=False),
+                fast=lambda t: copytext._float(single=False),
                 native=Native.FLOAT,
             ),
             ColumnKind(
                 "DATE",
                 (sa.Date,),
-                lambda t: convert._date,
+                convert=lambda t: mapping._date,
                 sa_type=lambda c: sa.DATE(),
-                fast=lambda t: text._date,
+                fast=lambda t: copytext._date,
                 native=Native.DATE,
             ),
             ColumnKind(
                 "TIME",
                 (sa.Time,),
-                lambda t: convert._time,
+                convert=lambda t: mapping._time,
                 takes=Takes.FRACTION_DIGITS,
                 sa_type=_time_type,
             ),
@@ -273,35 +272,35 @@ def declared() -> Kinds:
             ColumnKind(
                 "UUID",
                 (postgresql.UUID, sa.Uuid),
-                lambda t: convert._uuid,
+                convert=lambda t: mapping._uuid,
                 sa_type=lambda c: postgresql.UUID(as_uuid=True),
-                fast=lambda t: text._uuid,
+                fast=lambda t: copytext._uuid,
                 native=Native.UUID,
             ),
             ColumnKind(
                 "BYTEA",
                 (sa.LargeBinary,),
-                lambda t: convert._bytea,
+                convert=lambda t: mapping._bytea,
                 sa_type=lambda c: postgresql.BYTEA(),
             ),
             ColumnKind(
                 "INTERVAL",
                 (sa.Interval, postgresql.INTERVAL),
-                lambda t: convert._interval,
+                convert=lambda t: mapping._interval,
                 sa_type=lambda c: postgresql.INTERVAL(),
             ),
             # Only from a tables module: a config's `TYPE[]` is its element's kind in an ARRAY.
             ColumnKind(
                 "ARRAY",
                 (sa.ARRAY,),
-                lambda t: convert._array(convert.converter(t.item_type)),
-                fast=text._text_array_of,
+                convert=lambda t: mapping._array(mapping.converter(t.item_type)),
+                fast=copytext._text_array_of,
                 native=Native.TEXT_ARRAY,
             ),
             ColumnKind(
                 "ENUM",
                 (sa.Enum,),
-                lambda t: convert._text(convert._type_name(t), t.length),
+                convert=lambda t: mapping._text(mapping._type_name(t), t.length),
             ),
         )
     )
@@ -356,12 +355,10 @@ def kind_of(type_: SaType) -> ColumnKind | None:
     return None
 
 
-def check_native_codes(
-    extension: Mapping[str, int], declared_codes: Iterable[Native] = Native
-) -> None:
+def check_native_codes(extension: Mapping[str, int]) -> None:
     """Refuse a built sink/_copyline.c whose `enum kind` (`extension`, its KINDS) is not
     `Native`: a column would be written as another kind."""
-    ours = {member.name: int(member) for member in declared_codes}
+    ours = {member.name: member.value for member in Native}
     if dict(extension) == ours:
         return
     problems = [
