@@ -12,6 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from pg_bulk_ingest._encode import encoder
+from pg_bulk_ingest._types import pg_type
 from sink import kinds
 from sink.config import parse_column_type
 from sink.copytext import fast_text, native_kind
@@ -39,6 +41,15 @@ def test_every_spelling_of_a_configured_type_makes_a_column_of_its_kind(kind: Co
                     assert isinstance(made, sa.ARRAY)
                     made = made.item_type
                 assert kind_of(made) is kind
+
+
+@pytest.mark.parametrize("kind", CONFIGURABLE, ids=lambda kind: kind.name)
+def test_the_ingest_core_encodes_every_configured_type(kind: ColumnKind) -> None:
+    for array in ("", "[]"):
+        column_type = parse_column_type(f"{kind.name}{SAMPLE_PARAMETERS[kind.takes]}{array}")
+        found = pg_type(sa_type(column_type))
+        assert found is not None
+        assert encoder(found)(None) == "\\N"
 
 
 @pytest.mark.parametrize(
