@@ -2,7 +2,7 @@
  *
  * The native form of sink/copytext.py's fast path: `Line(columns, row_type, fallback,
  * key_format)` compiles one table's columns (each a top-level field of a JSON object value and
- * the kind of its column, see KINDS in copytext.py), and `Line.row(key, value)` gives the row's
+ * the kind of its column, see sink/kinds.py), and `Line.row(key, value)` gives the row's
  * `row_type` (CopyRow) without building any Python object for the JSON. The whole document is
  * validated as orjson would read it. Numbers for NUMERIC and jsonb columns are copied as
  * written, which stores the digits the Python paths keep (see mapping.Mapper). Wherever this
@@ -22,19 +22,23 @@
 #include <stdint.h>
 #include <string.h>
 
-enum kind {
-    K_INT = 1,
-    K_TEXT,
-    K_NUMERIC,
-    K_FLOAT,
-    K_BOOL,
-    K_JSONB,
-    K_TIMESTAMPTZ,
-    K_TIMESTAMP,
-    K_DATE,
-    K_UUID,
-    K_TEXT_ARRAY,
-};
+/* The column kinds, numbered from 1 in this order. The module exports them as KINDS ({"INT": 1,
+ * ...}), and sink/copytext.py refuses to import unless they are sink.kinds.Native. */
+#define KIND_LIST(X) \
+    X(INT)           \
+    X(TEXT)          \
+    X(NUMERIC)       \
+    X(FLOAT)         \
+    X(BOOL)          \
+    X(JSONB)         \
+    X(TIMESTAMPTZ)   \
+    X(TIMESTAMP)     \
+    X(DATE)          \
+    X(UUID)          \
+    X(TEXT_ARRAY)
+#define KIND_ENUM(name) K_##name,
+enum kind { K_NONE = 0, KIND_LIST(KIND_ENUM) K_END };
+#undef KIND_ENUM
 enum key_format { KEY_BYTES = 0, KEY_TEXT = 1, KEY_JSON = 2 };
 
 #define MAX_DEPTH 512        /* orjson refuses 1024 levels; deeper documents take the fallback */
@@ -615,7 +619,11 @@ static int put_column(Out *out, const Column *column, Span span) {
     if (p == NULL || *p == 'n') {
         return column->required ? -1 : out_put(out, "\\N", 2);
     }
-    switch (column->kind) {
+    /* No default: the compiler warns (-Wswitch) of a kind added to KIND_LIST without a case. */
+    switch ((enum kind)column->kind) {
+    case K_NONE:
+    case K_END:
+        break;
     case K_INT:
         if (integral_number(p, n) != 1 || !integer_in(p, n, column->a, column->b)) return -1;
         return out_put(out, p, (size_t)n);
@@ -952,7 +960,7 @@ static PyObject *Line_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
             Py_DECREF(self);
             return NULL;
         }
-        if (column->kind < K_INT || column->kind > K_TEXT_ARRAY) {
+        if (column->kind <= K_NONE || column->kind >= K_END) {
             Py_DECREF(seq);
             Py_DECREF(self);
             return PyErr_Format(PyExc_ValueError, "column %zd: unknown kind %d", i, column->kind);
@@ -1011,6 +1019,22 @@ static struct PyModuleDef module = {
     .m_methods = module_methods,
 };
 
+/* KINDS: each kind's name and number, as `enum kind` has them. */
+#define KIND_NAME(name) #name,
+static const char *const kind_names[] = {KIND_LIST(KIND_NAME)};
+#undef KIND_NAME
+
+static PyObject *kinds_dict(void) {
+    PyObject *kinds = PyDict_New();
+    for (int kind = K_NONE + 1; kinds != NULL && kind < K_END; kind++) {
+        PyObject *number = PyLong_FromLong(kind);
+        if (number == NULL || PyDict_SetItemString(kinds, kind_names[kind - 1], number) < 0)
+            Py_CLEAR(kinds);
+        Py_XDECREF(number);
+    }
+    return kinds;
+}
+
 PyMODINIT_FUNC PyInit__copyline(void) {
     if (PyType_Ready(&LineType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
@@ -1018,6 +1042,12 @@ PyMODINIT_FUNC PyInit__copyline(void) {
     Py_INCREF(&LineType);
     if (PyModule_AddObject(m, "Line", (PyObject *)&LineType) < 0) {
         Py_DECREF(&LineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *kinds = kinds_dict();
+    if (kinds == NULL || PyModule_AddObject(m, "KINDS", kinds) < 0) {
+        Py_XDECREF(kinds);
         Py_DECREF(m);
         return NULL;
     }

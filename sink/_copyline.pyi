@@ -2,6 +2,9 @@ from collections.abc import Callable, Sequence
 
 from pg_bulk_ingest import CopyRow
 
+# Each column kind of the native line by name, with its number (sink.kinds.Native).
+KINDS: dict[str, int]
+
 class Line:
     def __init__(
         self,

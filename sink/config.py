@@ -23,7 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS as POSTGRES_RESERVED_WORDS
 from sqlalchemy.engine import URL, make_url
 
+from sink import kinds
 from sink.errors import ConfigError
+from sink.kinds import Takes
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -211,71 +213,36 @@ class ColumnType:
         return text + ("[]" if self.array else "")
 
 
-_TYPE_ALIASES = {
-    "BIGINT": "BIGINT",
-    "INT8": "BIGINT",
-    "INTEGER": "INTEGER",
-    "INT": "INTEGER",
-    "INT4": "INTEGER",
-    "SMALLINT": "SMALLINT",
-    "INT2": "SMALLINT",
-    "TEXT": "TEXT",
-    "VARCHAR": "VARCHAR",
-    "CHARACTER VARYING": "VARCHAR",
-    "BOOLEAN": "BOOLEAN",
-    "BOOL": "BOOLEAN",
-    "NUMERIC": "NUMERIC",
-    "DECIMAL": "NUMERIC",
-    "REAL": "REAL",
-    "FLOAT4": "REAL",
-    "DOUBLE PRECISION": "DOUBLE PRECISION",
-    "FLOAT8": "DOUBLE PRECISION",
-    "DATE": "DATE",
-    "TIME": "TIME",
-    "TIMESTAMP": "TIMESTAMP",
-    "TIMESTAMP WITHOUT TIME ZONE": "TIMESTAMP",
-    "TIMESTAMPTZ": "TIMESTAMPTZ",
-    "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ",
-    "JSONB": "JSONB",
-    "JSON": "JSON",
-    "UUID": "UUID",
-    "BYTEA": "BYTEA",
-    "INTERVAL": "INTERVAL",
-}
-_TIME_TYPES = ("TIME", "TIMESTAMP", "TIMESTAMPTZ")
 _TYPE_RE = re.compile(
     r"^\s*(?P<name>[A-Za-z][A-Za-z0-9 ]*?)\s*"
     r"(?:\(\s*(?P<a>\d+)\s*(?:,\s*(?P<b>\d+)\s*)?\))?\s*"
     r"(?P<array>(?:\[\s*\]\s*)*)$"
-)
-_KNOWN_TYPES = (
-    "BIGINT INTEGER SMALLINT TEXT VARCHAR(n) BOOLEAN NUMERIC(p,s) REAL DOUBLE PRECISION DATE "
-    "TIME TIMESTAMP TIMESTAMPTZ JSONB JSON UUID BYTEA INTERVAL, or any of them followed by []"
 )
 
 
 def parse_column_type(text: str) -> ColumnType:
     """Parse a PostgreSQL type name; raises ValueError naming what is accepted."""
     match = _TYPE_RE.match(text)
-    name = _TYPE_ALIASES.get(" ".join(match["name"].upper().split())) if match else None
-    if match is None or name is None:
-        raise ValueError(f"unknown type {text!r}; known types: {_KNOWN_TYPES}")
+    kind = kinds.configured(" ".join(match["name"].upper().split())) if match else None
+    if match is None or kind is None:
+        raise ValueError(f"unknown type {text!r}; known types: {kinds.known_types()}")
     if match["array"].count("[") > 1:
         raise ValueError(f"{text!r}: multi-dimensional arrays are not supported; use JSONB")
     a = int(match["a"]) if match["a"] is not None else None
     b = int(match["b"]) if match["b"] is not None else None
     array = bool(match["array"])
-    if name == "VARCHAR" and b is None:
+    name = kind.name
+    if kind.takes is Takes.LENGTH and b is None:
         if a is not None and not 1 <= a <= MAX_VARCHAR_LENGTH:
-            raise ValueError(f"{text!r}: VARCHAR(n) needs 1 <= n <= {MAX_VARCHAR_LENGTH}")
+            raise ValueError(f"{text!r}: {name}(n) needs 1 <= n <= {MAX_VARCHAR_LENGTH}")
         return ColumnType(name, length=a, array=array)
-    if name == "NUMERIC":
+    if kind.takes is Takes.PRECISION_SCALE:
         if a is not None and not 1 <= a <= MAX_NUMERIC_PRECISION:
-            raise ValueError(f"{text!r}: NUMERIC(p,s) needs 1 <= p <= {MAX_NUMERIC_PRECISION}")
+            raise ValueError(f"{text!r}: {name}(p,s) needs 1 <= p <= {MAX_NUMERIC_PRECISION}")
         if a is not None and b is not None and b > a:
-            raise ValueError(f"{text!r}: NUMERIC(p,s) needs 0 <= s <= p")
+            raise ValueError(f"{text!r}: {name}(p,s) needs 0 <= s <= p")
         return ColumnType(name, precision=a, scale=b if a is not None else None, array=array)
-    if name in _TIME_TYPES and b is None:
+    if kind.takes is Takes.FRACTION_DIGITS and b is None:
         if a is not None and a > MAX_TIME_PRECISION:
             raise ValueError(f"{text!r}: fractional-second precision is at most 6")
         return ColumnType(name, precision=a, array=array)

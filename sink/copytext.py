@@ -29,14 +29,17 @@ from typing import Any, Callable, Dict, Optional, Protocol
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from pg_bulk_ingest import CopyRow
+from sink import kinds
+from sink.kinds import Native
 
 try:
     from sink import _copyline
 except ImportError:  # not built: the Python form of its holds_float does the same, slower
     _copyline = None  # type: ignore[assignment]
+else:
+    kinds.check_native_codes(getattr(_copyline, "KINDS", {}))
 
 # Whether the C extension was built at install time (it is optional).
 NATIVE = _copyline is not None
@@ -240,91 +243,40 @@ def _text_array(values: Any) -> str | None:
     return '{"' + joined + '"}'
 
 
-def _integer_bits(type_: Any) -> int:
-    if isinstance(type_, sa.SmallInteger):
-        return 16
-    return 64 if isinstance(type_, sa.BigInteger) else 32
+def _text_array_of(type_: Any) -> FastText | None:
+    """The fast path of an array: of plain text only (no element length to check)."""
+    item = sa.types.to_instance(type_.item_type)
+    element = kinds.kind_of(item)
+    if element is not None and element.native is Native.TEXT and item.length is None:
+        return _text_array
+    return None
 
 
 def fast_text(type_: sa.types.TypeEngine[Any], *, key: bool) -> FastText | None:
     """The fast path of a column type, or None when it has none (every value then takes the
     general path). `key`: the column is part of the primary key."""
-    if isinstance(type_, sa.Integer):
-        return _integer(_integer_bits(type_))
-    if isinstance(type_, sa.String) and not isinstance(type_, sa.Enum):
-        return _text(type_.length)
-    if key:
+    kind = kinds.kind_of(type_)
+    if kind is None or kind.fast is None or (key and not kind.fast_keys):
         return None
-    if isinstance(type_, sa.ARRAY):
-        item = sa.types.to_instance(type_.item_type)
-        if isinstance(item, sa.String) and not isinstance(item, sa.Enum) and item.length is None:
-            return _text_array
-        return None
-    return _fast_scalar(type_)
+    return kind.fast(type_)
 
 
-# Most specific first: sa.Float subclasses sa.Numeric.
-_SCALARS: tuple[tuple[type | tuple[type, ...], Callable[[Any], FastText | None]], ...] = (
-    (sa.Boolean, lambda t: _boolean),
-    (sa.Float, lambda t: _float(single=isinstance(t, sa.REAL))),
-    (sa.Numeric, lambda t: _numeric(t.precision, t.scale)),
-    (sa.JSON, lambda t: _json),
-    ((postgresql.UUID, sa.Uuid), lambda t: _uuid),
-    (sa.DateTime, lambda t: _timestamp(bool(t.timezone))),
-    (sa.Date, lambda t: _date),
-)
-
-
-def _fast_scalar(type_: Any) -> FastText | None:
-    for kind, make in _SCALARS:
-        if isinstance(type_, kind):
-            return make(type_)
-    return None
-
-
-# Column kinds of the native line (sink/_copyline.c's `enum kind`), each with two parameters.
-NATIVE_INT, NATIVE_TEXT, NATIVE_NUMERIC, NATIVE_FLOAT, NATIVE_BOOL, NATIVE_JSONB = range(1, 7)
-NATIVE_TIMESTAMPTZ, NATIVE_TIMESTAMP, NATIVE_DATE, NATIVE_UUID, NATIVE_TEXT_ARRAY = range(7, 12)
+# A column's kind in the native line (sink/_copyline.c's `enum kind`) and its two parameters.
 NativeKind = tuple[int, int, int]
-
-
-def _native_numeric(type_: Any) -> NativeKind:
-    if type_.precision is None:
-        return NATIVE_NUMERIC, 1000, 1000
-    scale = type_.scale or 0
-    return NATIVE_NUMERIC, type_.precision - scale, scale
-
-
-def _native_integer(type_: Any) -> NativeKind:
-    bits = _integer_bits(type_)
-    return NATIVE_INT, -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-
-
-# Most specific first, as in _SCALARS. jsonb stores one value for any spelling of it, which the
-# native line keeps; json keeps the text as written, so it has no native kind.
-_NATIVE_KINDS: tuple[tuple[type | tuple[type, ...], Callable[[Any], NativeKind]], ...] = (
-    (sa.Integer, _native_integer),
-    (sa.String, lambda t: (NATIVE_TEXT, -1 if t.length is None else t.length, 0)),
-    (sa.ARRAY, lambda t: (NATIVE_TEXT_ARRAY, 0, 0)),
-    (sa.Boolean, lambda t: (NATIVE_BOOL, 0, 0)),
-    (sa.Float, lambda t: (NATIVE_FLOAT, int(isinstance(t, sa.REAL)), 0)),
-    (sa.Numeric, _native_numeric),
-    (postgresql.JSONB, lambda t: (NATIVE_JSONB, 0, 0)),
-    ((postgresql.UUID, sa.Uuid), lambda t: (NATIVE_UUID, 0, 0)),
-    (sa.DateTime, lambda t: (NATIVE_TIMESTAMPTZ if t.timezone else NATIVE_TIMESTAMP, 0, 0)),
-    (sa.Date, lambda t: (NATIVE_DATE, 0, 0)),
-)
+# The native kinds by the names they had here before sink.kinds declared them.
+NATIVE_INT, NATIVE_TEXT, NATIVE_NUMERIC = Native.INT, Native.TEXT, Native.NUMERIC
+NATIVE_FLOAT, NATIVE_BOOL, NATIVE_JSONB = Native.FLOAT, Native.BOOL, Native.JSONB
+NATIVE_TIMESTAMPTZ, NATIVE_TIMESTAMP = Native.TIMESTAMPTZ, Native.TIMESTAMP
+NATIVE_DATE, NATIVE_UUID, NATIVE_TEXT_ARRAY = Native.DATE, Native.UUID, Native.TEXT_ARRAY
 
 
 def native_kind(type_: sa.types.TypeEngine[Any], *, key: bool) -> NativeKind | None:
     """The column's kind in the native line, with its parameters, where its type has a fast
     path (`fast_text`); None where the native line cannot write it."""
-    if fast_text(type_, key=key) is None:
+    kind = kinds.kind_of(type_)
+    if kind is None or kind.native is None or fast_text(type_, key=key) is None:
         return None
-    for kind, make in _NATIVE_KINDS:
-        if isinstance(type_, kind):
-            return make(type_)
-    return None
+    return (int(kind.native), *kind.native_parameters(type_))
 
 
 @dataclass(frozen=True)

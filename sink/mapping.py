@@ -41,6 +41,7 @@ from sink.copytext import (
     native_kind,
 )
 from sink.errors import ConfigError, DecodeError, MappingError
+from sink.kinds import kind_of
 from sink.records import Message, Record
 from sink.tables import Target
 
@@ -505,41 +506,11 @@ def _passthrough(value: Any) -> object:
     return value
 
 
-def _integer_for(type_: Any) -> Converter:
-    if isinstance(type_, sa.SmallInteger):
-        bits = 16
-    elif isinstance(type_, sa.BigInteger):
-        bits = 64
-    else:
-        bits = 32
-    return _integer(_type_name(type_), bits)
-
-
-# Most specific first: sa.Float may subclass sa.Numeric, sa.Text subclasses sa.String.
-_CONVERTERS: tuple[tuple[type | tuple[type, ...], Callable[[Any], Converter]], ...] = (
-    (sa.ARRAY, lambda t: _array(converter(t.item_type))),
-    (sa.Boolean, lambda t: _boolean),
-    (sa.Integer, _integer_for),
-    (sa.Float, lambda t: _float(single=isinstance(t, sa.REAL))),
-    (sa.Numeric, lambda t: _numeric(t.precision, t.scale)),
-    (sa.JSON, lambda t: _json),
-    ((postgresql.UUID, sa.Uuid), lambda t: _uuid),
-    (sa.LargeBinary, lambda t: _bytea),
-    (sa.DateTime, lambda t: _timestamp(bool(t.timezone))),
-    (sa.Date, lambda t: _date),
-    (sa.Time, lambda t: _time),
-    ((sa.Interval, postgresql.INTERVAL), lambda t: _interval),
-    (sa.String, lambda t: _text(_type_name(t), t.length)),
-)
-
-
 def converter(type_: sa.types.TypeEngine[Any]) -> Converter:
-    """The converter for a column type: JSON-ish input in, a value the ingest core encodes out.
-    Unknown types pass values through unchanged."""
-    for kind, make in _CONVERTERS:
-        if isinstance(type_, kind):
-            return make(type_)
-    return _passthrough
+    """The converter for a column type (its kind's, see sink.kinds): JSON-ish input in, a value
+    the ingest core encodes out. Unknown types pass values through unchanged."""
+    kind = kind_of(type_)
+    return _passthrough if kind is None else kind.convert(type_)
 
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -557,9 +528,8 @@ def keeps_digits(type_: sa.types.TypeEngine[Any]) -> bool:
     float read from them may not keep them); float, integer and time columns take its value."""
     if isinstance(type_, sa.ARRAY):
         return keeps_digits(sa.types.to_instance(type_.item_type))
-    if isinstance(type_, (sa.Float, sa.Enum)):
-        return False
-    return isinstance(type_, (sa.Numeric, sa.JSON, sa.String))
+    kind = kind_of(type_)
+    return kind is not None and kind.keeps_digits
 
 
 def _is_json(type_: sa.types.TypeEngine[Any]) -> bool:

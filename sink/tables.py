@@ -40,6 +40,7 @@ from sink.config import (
     parse_source,
 )
 from sink.errors import ConfigError
+from sink.kinds import named
 from sink.records import Record
 
 # A row's values in column order, or (as the mapping makes them) one line of COPY text.
@@ -62,45 +63,11 @@ class Truncation(Tuple[object, ...]):
         return cls((None,) * len(table.columns))
 
 
-_SCALAR_TYPES: Mapping[str, Callable[[], sa.types.TypeEngine[Any]]] = {
-    "BIGINT": sa.BIGINT,
-    "INTEGER": sa.INTEGER,
-    "SMALLINT": sa.SMALLINT,
-    "TEXT": sa.TEXT,
-    "BOOLEAN": sa.BOOLEAN,
-    "REAL": sa.REAL,
-    "DOUBLE PRECISION": postgresql.DOUBLE_PRECISION,
-    "DATE": sa.DATE,
-    "JSONB": postgresql.JSONB,
-    "JSON": postgresql.JSON,
-    "UUID": lambda: postgresql.UUID(as_uuid=True),
-    "BYTEA": postgresql.BYTEA,
-    "INTERVAL": postgresql.INTERVAL,
-}
-
-
 def sa_type(column_type: ColumnType) -> sa.types.TypeEngine[Any]:
     """The SQLAlchemy (PostgreSQL dialect) type for a configured column type."""
-    name = column_type.name
-    element: sa.types.TypeEngine[Any]
-    if name == "VARCHAR":
-        element = sa.VARCHAR(column_type.length)
-    elif name == "NUMERIC":
-        element = sa.NUMERIC(column_type.precision, column_type.scale)
-    elif name in ("TIMESTAMP", "TIMESTAMPTZ"):
-        timezone = name == "TIMESTAMPTZ"
-        if column_type.precision is None:
-            element = sa.TIMESTAMP(timezone=timezone)
-        else:
-            element = postgresql.TIMESTAMP(timezone=timezone, precision=column_type.precision)
-    elif name == "TIME":
-        element = (
-            sa.TIME()
-            if column_type.precision is None
-            else postgresql.TIME(precision=column_type.precision)
-        )
-    else:
-        element = _SCALAR_TYPES[name]()
+    make = named(column_type.name).sa_type
+    assert make is not None  # a parsed ColumnType names a kind the config can name
+    element = make(column_type)
     return postgresql.ARRAY(element) if column_type.array else element
 
 
