@@ -19,7 +19,7 @@ from .health import Health, database_ping
 from .metrics import SinkMetrics, version
 from .pipeline import Pipeline
 from .retry import DATABASE_ERRORS, explain
-from .tables import load_tables
+from .tables import load_tables, with_schema_columns
 from .worker import Worker
 from .writer import create_engine
 
@@ -52,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         health = Health(database_ping(probe_engine))
+        settings = with_schema_columns(settings)  # fetched once, before the tables are made
         tables = load_tables(settings)
         metrics = SinkMetrics(
             topics=sorted({topic for target in tables.targets for topic in target.topics}),

@@ -1132,6 +1132,12 @@ def _parse_table(section: _Section) -> TableSettings:
     key_format = section.choice("key_format", Format, Format.STRING)
     primary_key = section.text_list("primary_key")
     columns = _parse_columns(section, primary_key, key_format, value_format)
+    if not columns and value_format in REGISTRY_FORMATS and not topics:
+        section.problem(
+            "topics", "must be listed: without columns, they come from the topic's value schema"
+        )
+    # Without columns or primary_key, a registry key schema names the key (sink.schema_columns).
+    key_from_schema = not columns and not primary_key and key_format in REGISTRY_FORMATS
     names = [column.name for column in columns if column.name]  # a missing name is reported
     for key_column in primary_key:
         # Without columns (reported) every key column would be reported as unknown too.
@@ -1139,15 +1145,16 @@ def _parse_table(section: _Section) -> TableSettings:
             section.problem("primary_key", f"names {key_column!r}, which is not a column ({names})")
     if len(set(primary_key)) != len(primary_key):
         section.problem("primary_key", f"lists a column twice: {list(primary_key)}")
-    default_policy = TombstonePolicy.DELETE if primary_key else TombstonePolicy.IGNORE
+    keyed = bool(primary_key) or key_from_schema
+    default_policy = TombstonePolicy.DELETE if keyed else TombstonePolicy.IGNORE
     tombstones = section.choice("tombstones", TombstonePolicy, default_policy)
-    if tombstones is TombstonePolicy.DELETE and not primary_key:
+    if tombstones is TombstonePolicy.DELETE and not keyed:
         section.problem(
             "tombstones", '"delete" needs a primary_key to delete by; set one, or "ignore"'
         )
     indexes = _parse_indexes(section, names)
     envelope, truncate = _parse_envelope(
-        section, f"{schema}.{name}", primary_key, key_format, value_format
+        section, f"{schema}.{name}", keyed, key_format, value_format
     )
     section.finish()
     return TableSettings(
@@ -1169,7 +1176,7 @@ def _parse_table(section: _Section) -> TableSettings:
 def _parse_envelope(
     section: _Section,
     name: str,
-    primary_key: tuple[str, ...],
+    keyed: bool,
     key_format: Format,
     value_format: Format,
 ) -> tuple[Envelope | None, TruncatePolicy]:
@@ -1181,7 +1188,7 @@ def _parse_envelope(
             )
         return None, truncate
     envelope = section.choice("envelope", Envelope, Envelope.DEBEZIUM)
-    if not primary_key:
+    if not keyed:
         section.problem(
             "envelope",
             f'"{envelope.value}" upserts and deletes {name} by its primary key; set '
@@ -1228,8 +1235,14 @@ def _parse_columns(
     table: _Section, primary_key: tuple[str, ...], key_format: Format, value_format: Format
 ) -> tuple[ColumnSettings, ...]:
     raw = table.get("columns")
+    if raw in (_MISSING, []) and value_format in REGISTRY_FORMATS:
+        return ()  # from the topic's value schema when the worker starts (sink.schema_columns)
     if not isinstance(raw, list) or not raw:
-        table.problem("columns", "needs at least one [[tables.columns]] entry with name and type")
+        table.problem(
+            "columns",
+            "needs at least one [[tables.columns]] entry with name and type (or, with value_format "
+            '"avro", "protobuf" or "json-schema", none: the value schema gives them)',
+        )
         return ()
     columns: list[ColumnSettings] = []
     for i, item in enumerate(raw):

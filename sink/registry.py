@@ -68,6 +68,8 @@ HEADER_BYTES = 5
 # The registry's error code for an id it does not hold (HTTP 404 with any other code is a wrong
 # URL: a path that is not the registry's API).
 SCHEMA_NOT_FOUND = 40403
+# Its codes for a subject, or a version of it, that it does not hold.
+SUBJECT_NOT_FOUND, VERSION_NOT_FOUND = 40401, 40402
 # Seconds an HTTP request to the registry may take; a slower one is an outage, retried with the
 # batch (the client's own retries are kept short so the worker's loop stays responsive).
 REQUEST_TIMEOUT_SECONDS = 10
@@ -152,6 +154,41 @@ class SchemaDecoders:
                 f"{part} (schema id {schema_id}): {error.reason}", error.code
             ) from None
 
+    def latest(self, subject: str, fmt: Format) -> Any:
+        """The newest schema registered under `subject`, parsed as the readers parse it (Avro:
+        fastavro's form; Protobuf: its file's descriptor; JSON Schema: the document), or None
+        when the registry holds no such subject."""
+        wanted = "serialized" if fmt is Format.PROTOBUF else None
+        registered = self._ask(
+            partial(self._client.get_version, fmt=wanted),
+            f"the latest version of {subject}",
+            subject,
+            "latest",
+            missing=(SUBJECT_NOT_FOUND, VERSION_NOT_FOUND),
+        )
+        if registered is None:
+            return None
+        schema, schema_id = registered.schema, registered.schema_id
+        found = schema.schema_type or "AVRO"
+        if found != _SCHEMA_TYPES[fmt]:
+            raise SchemaRegistryRefusedError(
+                f"{subject} holds {_TYPE_NAMES.get(found, found)} schema, but its format is "
+                f'"{fmt.value}"; fix the table\'s key_format or value_format'
+            )
+        try:
+            if fmt is Format.AVRO:
+                return self._avro_schema(schema)
+            if fmt is Format.PROTOBUF:
+                return self._protobuf_file(schema_id, schema)
+            return self._json_schema(schema)[0]
+        except (SinkError, BadPayload):
+            raise
+        except Exception as error:  # whatever the parser refuses: the schema is at fault
+            raise SchemaRegistryRefusedError(
+                f"the latest {subject} schema from the schema registry at {self._url} cannot be "
+                f"read as {fmt.value}: {type(error).__name__}: {error}"
+            ) from error
+
     def _reader(self, part: str, fmt: Format, schema_id: int) -> Reader:
         with self._lock:  # one fetch per id, also when both threads meet it at once
             reader = self._readers.get((fmt, schema_id))
@@ -180,13 +217,20 @@ class SchemaDecoders:
             )
         return schema
 
-    def _ask(self, call: Callable[..., Any], what: str, *args: Any) -> Any:
-        """The registry's answer to `call(*args)`; None for an id it does not hold."""
+    def _ask(
+        self,
+        call: Callable[..., Any],
+        what: str,
+        *args: Any,
+        missing: tuple[int, ...] = (SCHEMA_NOT_FOUND,),
+    ) -> Any:
+        """The registry's answer to `call(*args)`; None where it answers that it does not hold
+        what was asked (`missing`: its error codes meaning so)."""
         try:
             return call(*args)
         except SchemaRegistryError as error:
             status = error.http_status_code
-            if status == 404 and error.error_code == SCHEMA_NOT_FOUND:
+            if status == 404 and error.error_code in missing:
                 return None
             if status >= 500 or status in _RETRIABLE_STATUS:
                 raise SchemaRegistryUnavailableError(

@@ -123,13 +123,28 @@ class TableSet:
         return [t for t in self.metadata.tables.values() if t is not self.state_table]
 
 
+def with_schema_columns(settings: Settings) -> Settings:
+    """The settings with every `[[tables]]` entry that lists no columns given those of its
+    topic's schemas, fetched from the schema registry (sink.schema_columns); the same settings
+    when every entry lists its columns. Raises ConfigError, or the registry's errors."""
+    if all(table.columns for table in settings.tables):
+        return settings
+    from sink import registry, schema_columns  # noqa: PLC0415 - Protobuf and Avro load on use
+
+    assert settings.schema_registry is not None  # load_settings requires it for these formats
+    latest = registry.SchemaDecoders.from_settings(settings.schema_registry).latest
+    return dataclasses.replace(
+        settings, tables=tuple(schema_columns.with_schema_columns(settings.tables, latest))
+    )
+
+
 def load_tables(settings: Settings) -> TableSet:
     """The tables of these settings: the state table first, then the targets, then the
     dead-letter table if the error policy uses one."""
     if settings.python is not None:
         table_set = tables_from_module(settings.python.module)
     else:
-        table_set = tables_from_config(settings.tables)
+        table_set = tables_from_config(with_schema_columns(settings).tables)
     _check_dead_letter_topic(table_set, settings.errors.dead_letter_topic)
     schemas = {t.schema or "public" for t in table_set.metadata.tables.values()}
     metadata = sa.MetaData()

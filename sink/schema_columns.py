@@ -1,0 +1,464 @@
+"""Columns from a topic's schema: a `[[tables]]` entry without `columns` whose value_format is a
+registry format (avro, protobuf, json-schema) takes its columns from the newest value schema of its
+first topic (subject `<topic>-value`, the serializers' default naming), and, without primary_key
+and with a registry key_format, its primary key from the key schema (`<topic>-key`).
+
+With `envelope = "debezium"` the columns are the fields of the change event's `after`. Types
+follow the schema's logical types (Avro `decimal` is NUMERIC(p,s), `timestamp-*` TIMESTAMPTZ,
+`local-timestamp-*` TIMESTAMP, `date`, `time-*`, `uuid`), Kafka Connect's and Debezium's semantic
+types (`io.debezium.time.*`, `io.debezium.data.*`), and, where Debezium propagates them, the
+source column's own type (`__debezium.source.column.type`, length and scale). Records, maps and
+unions of several types are JSONB. The resolved columns are logged; explicit columns win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
+
+from .config import (
+    REGISTRY_FORMATS,
+    ColumnSettings,
+    ColumnType,
+    Format,
+    Source,
+    SourceKind,
+    TableSettings,
+    parse_column_type,
+)
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# The newest schema registered under a subject, parsed as the readers parse it (None: no such
+# subject). sink.registry.SchemaDecoders.latest is the one the worker uses.
+Latest = Callable[[str, Format], Any]
+
+JSONB = "JSONB"
+_AVRO_TYPES = {
+    "long": "BIGINT",
+    "int": "INTEGER",
+    "string": "TEXT",
+    "boolean": "BOOLEAN",
+    "float": "REAL",
+    "double": "DOUBLE PRECISION",
+    "bytes": "BYTEA",
+    "fixed": "BYTEA",
+    "enum": "TEXT",
+    "record": JSONB,
+    "map": JSONB,
+}
+_AVRO_LOGICAL = {
+    "timestamp-millis": "TIMESTAMPTZ",
+    "timestamp-micros": "TIMESTAMPTZ",
+    "local-timestamp-millis": "TIMESTAMP",
+    "local-timestamp-micros": "TIMESTAMP",
+    "date": "DATE",
+    "time-millis": "TIME",
+    "time-micros": "TIME",
+    "uuid": "UUID",
+}
+# Semantic types by name (Connect's `name`, Avro's `connect.name`), as the readers give them.
+_SEMANTIC = {
+    "io.debezium.time.ZonedTimestamp": "TIMESTAMPTZ",
+    "io.debezium.time.Timestamp": "TIMESTAMP",
+    "io.debezium.time.MicroTimestamp": "TIMESTAMP",
+    "io.debezium.time.NanoTimestamp": "TIMESTAMP",
+    "io.debezium.time.Date": "DATE",
+    "io.debezium.time.Time": "TIME",
+    "io.debezium.time.MicroTime": "TIME",
+    "io.debezium.time.NanoTime": "TIME",
+    "io.debezium.time.ZonedTime": "TEXT",  # TIME WITH TIME ZONE is not a column type here
+    "io.debezium.time.MicroDuration": "INTERVAL",
+    "io.debezium.data.VariableScaleDecimal": "NUMERIC",
+    "io.debezium.data.Uuid": "UUID",
+    "io.debezium.data.Json": JSONB,
+    "org.apache.kafka.connect.data.Timestamp": "TIMESTAMPTZ",
+    "org.apache.kafka.connect.data.Date": "DATE",
+    "org.apache.kafka.connect.data.Time": "TIME",
+}
+_CONNECT_INTEGERS = {"int8": "SMALLINT", "int16": "SMALLINT"}
+_SOURCE_TYPE = "__debezium.source.column.type"
+_SOURCE_LENGTH = "__debezium.source.column.length"
+_SOURCE_SCALE = "__debezium.source.column.scale"
+_PROTOBUF_TYPES = {
+    FieldDescriptor.TYPE_INT64: "BIGINT",
+    FieldDescriptor.TYPE_SINT64: "BIGINT",
+    FieldDescriptor.TYPE_SFIXED64: "BIGINT",
+    FieldDescriptor.TYPE_INT32: "INTEGER",
+    FieldDescriptor.TYPE_SINT32: "INTEGER",
+    FieldDescriptor.TYPE_SFIXED32: "INTEGER",
+    FieldDescriptor.TYPE_UINT32: "BIGINT",
+    FieldDescriptor.TYPE_FIXED32: "BIGINT",
+    FieldDescriptor.TYPE_UINT64: "NUMERIC(20,0)",
+    FieldDescriptor.TYPE_FIXED64: "NUMERIC(20,0)",
+    FieldDescriptor.TYPE_BOOL: "BOOLEAN",
+    FieldDescriptor.TYPE_STRING: "TEXT",
+    FieldDescriptor.TYPE_BYTES: "BYTEA",
+    FieldDescriptor.TYPE_FLOAT: "REAL",
+    FieldDescriptor.TYPE_DOUBLE: "DOUBLE PRECISION",
+    FieldDescriptor.TYPE_ENUM: "TEXT",
+}
+_PROTOBUF_MESSAGES = {
+    "google.protobuf.Timestamp": "TIMESTAMPTZ",
+    "google.protobuf.Duration": "INTERVAL",
+    "google.protobuf.Struct": JSONB,
+    "google.protobuf.Value": JSONB,
+    "google.protobuf.ListValue": JSONB,
+}
+_JSON_TYPES = {
+    "integer": "BIGINT",
+    "number": "DOUBLE PRECISION",
+    "string": "TEXT",
+    "boolean": "BOOLEAN",
+    "object": JSONB,
+}
+_JSON_FORMATS = {
+    "date-time": "TIMESTAMPTZ",
+    "date": "DATE",
+    "time": "TIME",
+    "uuid": "UUID",
+}
+# Confluent's JSON Schema serializer marks Connect's integer widths.
+_JSON_CONNECT_TYPES = {
+    "int8": "SMALLINT",
+    "int16": "SMALLINT",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "float32": "REAL",
+    "float64": "DOUBLE PRECISION",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One field of a schema as a column: its name, type and whether it may be NULL."""
+
+    name: str
+    type: str
+    nullable: bool = True
+
+
+def key_from_schema(table: TableSettings) -> bool:
+    """Whether the table's primary key is to come from its key schema."""
+    return not table.columns and not table.primary_key and table.key_format in REGISTRY_FORMATS
+
+
+def with_schema_columns(tables: Sequence[TableSettings], latest: Latest) -> list[TableSettings]:
+    """The tables, each one without columns given those of its topic's schemas; raises
+    ConfigError naming the table, subject and field where that cannot be done."""
+    return [table if table.columns else _resolved(table, latest) for table in tables]
+
+
+def _resolved(table: TableSettings, latest: Latest) -> TableSettings:
+    where = f"table {table.qualified_name}"
+    if not table.topics:
+        raise ConfigError(f"{where}: columns come from the schema of its topics; list `topics`")
+    subject = f"{table.topics[0]}-value"
+    fields = _schema_fields(latest, subject, table.value_format, where)
+    if table.envelope is not None:
+        fields = _after(fields, subject, where)
+    primary_key = table.primary_key
+    key_fields: list[Field] = []
+    if key_from_schema(table):
+        key_subject = f"{table.topics[0]}-key"
+        key_fields = _schema_fields(latest, key_subject, table.key_format, where)
+        if not key_fields:
+            raise ConfigError(
+                f"{where}: the key schema ({key_subject}) is not a record, message or object, "
+                f"so it names no key columns; set primary_key"
+            )
+        primary_key = tuple(field.name for field in key_fields)
+    columns = _columns(table, fields, key_fields, set(primary_key), where)
+    named = {column.name for column in columns}
+    missing = [name for name in primary_key if name not in named]
+    missing += [name for index in table.indexes for name in index.columns if name not in named]
+    if missing:
+        raise ConfigError(
+            f"{where}: primary_key or an index names {missing}, which {subject} does not hold"
+        )
+    resolved = dataclasses.replace(table, columns=columns, primary_key=primary_key)
+    logger.info(
+        "%s: columns from %s: %s; primary key %s",
+        table.qualified_name,
+        subject,
+        ", ".join(f"{c.name} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in columns),
+        list(primary_key) or "none",
+    )
+    return resolved
+
+
+def _schema_fields(latest: Latest, subject: str, fmt: Format, where: str) -> list[Field]:
+    """The top-level fields of the subject's newest schema."""
+    schema = latest(subject, fmt)
+    if schema is None:
+        raise ConfigError(
+            f"{where}: no columns are given and the schema registry holds no subject {subject} "
+            f"to take them from; produce with a serializer that registers it, or list columns"
+        )
+    try:
+        return _fields(fmt, schema)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {subject}: {error}") from None
+
+
+def _columns(
+    table: TableSettings,
+    fields: list[Field],
+    key_fields: list[Field],
+    keys: set[str],
+    where: str,
+) -> tuple[ColumnSettings, ...]:
+    """The value's fields, then the key's fields the value lacks (read from the key)."""
+    subject = f"{table.topics[0]}-value"
+    columns = [_column(field, SourceKind.VALUE, keys, where, subject) for field in fields]
+    named = {field.name for field in fields}
+    columns += [
+        _column(field, SourceKind.KEY, keys, where, f"{table.topics[0]}-key")
+        for field in key_fields
+        if field.name not in named
+    ]
+    if not columns:
+        raise ConfigError(f"{where}: {subject} has no fields to make columns of; list columns")
+    return tuple(columns)
+
+
+def _column(
+    field: Field, kind: SourceKind, keys: set[str], where: str, subject: str
+) -> ColumnSettings:
+    try:
+        column_type: ColumnType = parse_column_type(field.type)
+    except ValueError as error:  # a source column type the config does not know
+        raise ConfigError(f"{where}: {subject} field {field.name!r}: {error}") from None
+    if not field.name or "\x00" in field.name or len(field.name.encode()) > 63:
+        raise ConfigError(f"{where}: {subject} field {field.name!r} cannot name a column")
+    return ColumnSettings(
+        name=field.name,
+        type=column_type,
+        source=Source(kind, (field.name,)),
+        nullable=field.nullable and field.name not in keys,
+    )
+
+
+def _after(fields: list[Field], subject: str, where: str) -> list[Field]:
+    """The row fields of a change event: those of its `after`, which the readers hand over as
+    the schema's nested field list (see `_fields`)."""
+    for field in fields:
+        if field.name == "after" and isinstance(field, _Nested):
+            return list(field.fields)
+    raise ConfigError(
+        f'{where}: envelope = "debezium", but {subject} has no `after` record; it is not '
+        f"the schema of Debezium change events"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Nested(Field):
+    """A record, message or object field, with its own fields (JSONB as a column)."""
+
+    fields: tuple[Field, ...] = ()
+
+
+def _fields(fmt: Format, schema: Any) -> list[Field]:
+    """The top-level fields of a record, message or object schema; [] for any other schema."""
+    if fmt is Format.AVRO:
+        return list(_avro_fields(schema, {}))
+    if fmt is Format.PROTOBUF:
+        return list(_protobuf_fields(_protobuf_message(schema)))
+    if fmt is Format.JSON_SCHEMA:
+        return list(_json_fields(schema))
+    raise ValueError(f'columns come from registry schemas only, not from "{fmt.value}"')
+
+
+# --- Avro ---------------------------------------------------------------------------------------
+
+
+def _avro_fields(schema: Any, named: dict[str, Any]) -> Iterator[Field]:
+    schema = _avro_named(schema, named)
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return
+    for field in schema.get("fields") or ():
+        yield _avro_field(field["name"], field["type"], named)
+
+
+def _avro_named(schema: Any, named: dict[str, Any]) -> Any:
+    """The schema itself for a name defined earlier; records every named type it defines."""
+    if isinstance(schema, str):
+        return named.get(schema, schema)
+    if isinstance(schema, dict) and schema.get("type") in ("record", "enum", "fixed"):
+        named.setdefault(schema.get("name", ""), schema)
+    return schema
+
+
+def _avro_field(name: str, schema: Any, named: dict[str, Any]) -> Field:
+    nullable = False
+    if isinstance(schema, list):  # a union
+        branches = [branch for branch in schema if branch != "null"]
+        nullable = len(branches) < len(schema)
+        if len(branches) != 1:
+            return Field(name, JSONB, nullable=True)
+        schema = branches[0]
+    schema = _avro_named(schema, named)
+    if isinstance(schema, dict) and schema.get("type") == "record" and not _avro_annotated(schema):
+        inner = tuple(_avro_fields(schema, named))
+        return _Nested(name, JSONB, nullable, fields=inner)
+    return Field(name, _avro_type(schema, named), nullable)
+
+
+def _avro_type(schema: Any, named: dict[str, Any]) -> str:
+    if isinstance(schema, str):
+        return _AVRO_TYPES.get(schema, JSONB)
+    annotated = _avro_annotated(schema)
+    if annotated is not None:
+        return annotated
+    kind = schema.get("type")
+    if kind == "array":
+        items = _avro_named(schema.get("items"), named)
+        element = _avro_type(items, named) if not isinstance(items, list) else JSONB
+        return JSONB if element == JSONB or element.endswith("[]") else f"{element}[]"
+    if isinstance(kind, dict) or (isinstance(kind, str) and kind in named):
+        return _avro_type(_avro_named(kind, named), named)  # {"type": {...}} or a named type
+    return _AVRO_TYPES.get(kind, JSONB) if isinstance(kind, str) else JSONB
+
+
+def _avro_annotated(schema: dict[str, Any]) -> str | None:
+    """The type that the source column, a logical type or a semantic type names, if any."""
+    found = _source_type(schema.get("connect.parameters") or {})
+    logical = schema.get("logicalType")
+    if found is None and logical == "decimal":
+        found = _numeric(schema.get("precision"), schema.get("scale", 0))
+    found = (
+        found or _AVRO_LOGICAL.get(logical or "") or _SEMANTIC.get(schema.get("connect.name", ""))
+    )
+    if found is None and schema.get("type") == "int":
+        found = _CONNECT_INTEGERS.get(schema.get("connect.type", ""))
+    return found
+
+
+def _numeric(precision: object, scale: object) -> str:
+    if isinstance(precision, int) and isinstance(scale, int) and 0 <= scale <= precision:
+        return f"NUMERIC({precision},{scale})"
+    return "NUMERIC"
+
+
+def _source_type(parameters: Mapping[str, Any]) -> str | None:
+    """The source column's own type, where Debezium propagates it and the config knows it."""
+    name = parameters.get(_SOURCE_TYPE)
+    if not isinstance(name, str):
+        return None
+    length, scale = parameters.get(_SOURCE_LENGTH), parameters.get(_SOURCE_SCALE)
+    upper = name.upper()
+    if upper in ("VARCHAR", "CHARACTER VARYING") and str(length).isdigit():
+        text = f"VARCHAR({length})"
+    elif upper in ("NUMERIC", "DECIMAL") and str(length).isdigit() and str(scale).isdigit():
+        text = _numeric(int(str(length)), int(str(scale)))
+    else:
+        text = upper
+    try:
+        parse_column_type(text)
+    except ValueError:
+        return None
+    return text
+
+
+# --- Protobuf -----------------------------------------------------------------------------------
+
+
+def _protobuf_message(file: FileDescriptor) -> Descriptor:
+    """The message a file's payloads hold: its one top-level message that no other top-level
+    message has as a field (helpers declared beside it); refused when that is not one."""
+    messages = list(file.message_types_by_name.values())
+    used = {
+        field.message_type.full_name
+        for message in messages
+        for field in message.fields
+        if field.message_type is not None
+    }
+    candidates = [message for message in messages if message.full_name not in used]
+    if len(candidates) != 1:
+        names = [message.full_name for message in candidates or messages]
+        raise ValueError(
+            f"its Protobuf file declares messages {names}, and which one the topic holds is "
+            f"not told by the schema alone; list the table's columns"
+        )
+    return candidates[0]
+
+
+def _protobuf_fields(message: Descriptor) -> Iterator[Field]:
+    for field in message.fields:
+        yield _protobuf_field(field)
+
+
+def _protobuf_field(field: FieldDescriptor) -> Field:
+    message = field.message_type
+    if message is None:
+        element = _PROTOBUF_TYPES.get(field.type, JSONB)
+    elif message.GetOptions().map_entry:
+        return Field(field.name, JSONB)
+    elif message.full_name in _PROTOBUF_MESSAGES:
+        element = _PROTOBUF_MESSAGES[message.full_name]
+    elif message.full_name.startswith("google.protobuf.") and message.full_name.endswith("Value"):
+        # Int64Value and the other wrappers: their value, or NULL when unset
+        element = _PROTOBUF_TYPES[message.fields_by_name["value"].type]
+    elif field.is_repeated:
+        return Field(field.name, JSONB)
+    else:
+        return _Nested(field.name, JSONB, fields=tuple(_protobuf_fields(message)))
+    if field.is_repeated:
+        element = JSONB if element == JSONB else f"{element}[]"
+    return Field(field.name, element)
+
+
+# --- JSON Schema --------------------------------------------------------------------------------
+
+
+def _json_fields(schema: Any) -> Iterator[Field]:
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return
+    required = set(schema.get("required") or ())
+    for name, property_schema in schema["properties"].items():
+        yield _json_field(name, property_schema, name in required)
+
+
+def _json_field(name: str, schema: Any, required: bool) -> Field:
+    schema, nullable = _json_nullable(schema)
+    types = schema.get("type") if isinstance(schema, dict) else None
+    if isinstance(types, list):
+        kinds = [kind for kind in types if kind != "null"]
+        nullable = nullable or len(kinds) < len(types)
+        types = kinds[0] if len(kinds) == 1 else None
+    nullable = nullable or not required
+    if types == "object":
+        return _Nested(name, JSONB, nullable, fields=tuple(_json_fields(schema)))
+    return Field(name, _json_type(schema, types), nullable)
+
+
+def _json_nullable(schema: Any) -> tuple[Any, bool]:
+    """A `oneOf`/`anyOf` of null and one schema, as that schema and nullable."""
+    for combinator in ("oneOf", "anyOf"):
+        options = schema.get(combinator) if isinstance(schema, dict) else None
+        if isinstance(options, list):
+            kept = [option for option in options if option != {"type": "null"}]
+            if len(kept) == 1:
+                return kept[0], len(kept) < len(options)
+    return schema, False
+
+
+def _json_type(schema: Any, kind: Any) -> str:
+    if not isinstance(schema, dict) or not isinstance(kind, str):
+        return JSONB
+    connect = _JSON_CONNECT_TYPES.get(schema.get("connect.type", ""))
+    if connect is not None:
+        return connect
+    if kind == "string" and schema.get("format") in _JSON_FORMATS:
+        return _JSON_FORMATS[schema["format"]]
+    if kind == "array":
+        items = schema.get("items")
+        inner = items.get("type") if isinstance(items, dict) else None
+        element = _json_type(items, inner)
+        return JSONB if element == JSONB or element.endswith("[]") else f"{element}[]"
+    return _JSON_TYPES.get(kind, JSONB)
