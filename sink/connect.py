@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import decimal
-import json
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -21,13 +20,13 @@ import orjson
 
 from sink.debezium import SEMANTIC_TYPES
 from sink.errors import BadPayload, Mismatch, PayloadMismatch
+from sink.exactjson import exact_loads
 from sink.mapping import numbers_round_trip
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DAY = date(1970, 1, 1)
 _MIDNIGHT = datetime(1970, 1, 1)
-_EXACT_LOADS = json.JSONDecoder(parse_float=decimal.Decimal).decode
 _ENVELOPE_KEYS = frozenset({"schema", "payload"})
 
 DECIMAL = "org.apache.kafka.connect.data.Decimal"
@@ -43,7 +42,11 @@ def read(part: str, data: bytes) -> object:
     except orjson.JSONDecodeError as error:
         raise BadPayload(f"{part} is not JSON: {error}", "not-json") from None
     if not numbers_round_trip(data):  # a NUMERIC-format Decimal or a long past 2**53
-        document = _EXACT_LOADS(data.decode("utf-8"))
+        try:
+            document = exact_loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as error:
+            reason = f"{part}'s numbers cannot be read exactly: {error}"
+            raise BadPayload(reason, "not-exact") from None
     if type(document) is not dict or document.keys() != _ENVELOPE_KEYS:
         raise BadPayload(
             f'{part} is not Kafka Connect\'s JSON envelope {{"schema": ..., "payload": ...}} '

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import decimal
 import enum
-import json
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta, timezone
@@ -16,13 +15,13 @@ from typing import Any, NamedTuple
 import orjson
 
 from sink.errors import Mismatch, NotAChange
+from sink.exactjson import exact_loads
 from sink.mapping import numbers_round_trip
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DAY = date(1970, 1, 1)
 _MIDNIGHT = datetime(1970, 1, 1)
-_EXACT_LOADS = json.JSONDecoder(parse_float=decimal.Decimal).decode
 _loads = orjson.loads
 # PostgreSQL keeps microseconds: nanoseconds are cut to them.
 _NANOS_PER_MICRO = 1000
@@ -86,7 +85,7 @@ def exact_json(data: bytes) -> object:
     """A JSON value read with every number as written (Decimal, int beyond 64 bits) where a
     float would not keep its digits; raises ValueError (or RecursionError) where it does not
     read."""
-    return _loads(data) if numbers_round_trip(data) else _EXACT_LOADS(data.decode("utf-8"))
+    return _loads(data) if numbers_round_trip(data) else exact_loads(data.decode("utf-8"))
 
 
 def _hint(value: object) -> str:

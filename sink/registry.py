@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import decimal
 import io
 import json
 import logging
@@ -52,6 +51,7 @@ from sink.errors import (
     SchemaRegistryUnavailableError,
     SinkError,
 )
+from sink.exactjson import exact_loads
 from sink.mapping import numbers_round_trip
 
 try:  # the registry client's HTTP library: httpx2 on Python 3.10+, httpx before
@@ -604,8 +604,8 @@ def _json_value(data: bytes) -> object:
     except orjson.JSONDecodeError as error:
         raise BadPayload(f"is not JSON: {error}", "not-json") from None
     if not numbers_round_trip(data):
-        value = _EXACT_LOADS(data.decode("utf-8"))
+        try:
+            value = exact_loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as error:
+            raise BadPayload(f"its numbers cannot be read exactly: {error}", "not-exact") from None
     return value
-
-
-_EXACT_LOADS = json.JSONDecoder(parse_float=decimal.Decimal).decode

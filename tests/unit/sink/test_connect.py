@@ -128,6 +128,12 @@ def test_a_schemaless_envelope_gives_its_payload() -> None:
         (envelope({"id": 1, "amount": "%%%"}), "schema-mismatch", "value.amount"),
         (envelope({"id": 1, "amount": "AQ==", "day": "monday"}), "schema-mismatch", "value.day"),
         (envelope([1, 2]), "schema-mismatch", "a struct, but the payload holds an array"),
+        # orjson reads it as 0.0; an exact decimal cannot hold the exponent
+        (
+            b'{"schema": null, "payload": {"p": 0E0000000000001876899999999989902}}',
+            "not-exact",
+            "value's numbers cannot be read exactly: a number is out of the range",
+        ),
     ],
 )
 def test_what_does_not_read_is_a_decode_error_with_its_code(

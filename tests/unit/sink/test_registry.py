@@ -298,6 +298,8 @@ def test_json_schema_values_keep_every_digit_and_must_match_their_schema(
     assert _code(decoders, Format.JSON_SCHEMA, wire(6, b'{"v": 1}')) == "schema-mismatch"
     assert _code(decoders, Format.JSON_SCHEMA, wire(6, b'{"id": "x"}')) == "schema-mismatch"
     assert _code(decoders, Format.JSON_SCHEMA, wire(6, b"{nope")) == "not-json"
+    huge = wire(6, b'{"id": 3, "v": 0E0000000000001876899999999989902}')
+    assert _code(decoders, Format.JSON_SCHEMA, huge) == "not-exact"
 
 
 # --- registry failures ------------------------------------------------------------------------
