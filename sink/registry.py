@@ -175,19 +175,8 @@ class SchemaDecoders:
                 f"{subject} holds {_TYPE_NAMES.get(found, found)} schema, but its format is "
                 f'"{fmt.value}"; fix the table\'s key_format or value_format'
             )
-        try:
-            if fmt is Format.AVRO:
-                return self._avro_schema(schema)
-            if fmt is Format.PROTOBUF:
-                return self._protobuf_file(schema_id, schema)
-            return self._json_schema(schema)[0]
-        except (SinkError, BadPayload):
-            raise
-        except Exception as error:  # whatever the parser refuses: the schema is at fault
-            raise SchemaRegistryRefusedError(
-                f"the latest {subject} schema from the schema registry at {self._url} cannot be "
-                f"read as {fmt.value}: {type(error).__name__}: {error}"
-            ) from error
+        parsed = self._parsed(fmt, schema_id, schema)
+        return parsed[0] if fmt is Format.JSON_SCHEMA else parsed
 
     def _reader(self, part: str, fmt: Format, schema_id: int) -> Reader:
         with self._lock:  # one fetch per id, also when both threads meet it at once
@@ -269,19 +258,35 @@ class SchemaDecoders:
         )
 
     def _build(self, fmt: Format, schema_id: int, schema: Any) -> Reader:
+        parsed = self._parsed(fmt, schema_id, schema)
         try:
             if fmt is Format.AVRO:
-                return _avro_reader(self._avro_schema(schema))
+                return _avro_reader(parsed)
             if fmt is Format.PROTOBUF:
-                return _protobuf_reader(self._protobuf_file(schema_id, schema))
-            return _json_schema_reader(*self._json_schema(schema))
+                return _protobuf_reader(parsed)
+            return _json_schema_reader(*parsed)
+        except Exception as error:  # whatever the parser refuses: the schema is at fault
+            raise self._unreadable(fmt, schema_id, error) from error
+
+    def _parsed(self, fmt: Format, schema_id: int, schema: Any) -> Any:
+        """The schema as its format's library reads it, references resolved: fastavro's form,
+        a Protobuf file descriptor, or a JSON Schema document with its references."""
+        try:
+            if fmt is Format.AVRO:
+                return self._avro_schema(schema)
+            if fmt is Format.PROTOBUF:
+                return self._protobuf_file(schema_id, schema)
+            return self._json_schema(schema)
         except (SinkError, BadPayload):
             raise
         except Exception as error:  # whatever the parser refuses: the schema is at fault
-            raise SchemaRegistryRefusedError(
-                f"schema id {schema_id} from the schema registry at {self._url} cannot be read "
-                f"as {fmt.value}: {type(error).__name__}: {error}"
-            ) from error
+            raise self._unreadable(fmt, schema_id, error) from error
+
+    def _unreadable(self, fmt: Format, schema_id: int, error: Exception) -> SinkError:
+        return SchemaRegistryRefusedError(
+            f"schema id {schema_id} from the schema registry at {self._url} cannot be read "
+            f"as {fmt.value}: {type(error).__name__}: {error}"
+        )
 
     # --- references: schemas that name others by subject and version --------------------
 

@@ -433,48 +433,32 @@ def run_cdc(bench: Bench) -> None:
     print(f"  ... {changes.produce(bench.bootstrap, topic):.1f} s", flush=True)
     n = changes.messages
     row = {"section": "cdc", "events": n, "mode": "upsert"}
+    common = {
+        "bootstrap": bench.bootstrap,
+        "database_url": bench.database_url,
+        "engine": bench.engine,
+        "topic": topic,
+        "events_count": n,
+        "schema": bench.schema,
+        "run_dir": bench.run_dir,
+    }
+    systems = {
+        e2e.SYSTEM: (
+            "sink, Debezium change events",
+            partial(e2e.run, upsert=True, section="cdc", source=changes.source(), **common),
+        ),
+        PEER: (
+            "Kafka Connect + Debezium JDBC sink, upsert with deletes",
+            partial(peer.run, "upsert", changes=changes, **common),
+        ),
+    }
     runs: dict[str, list[Result]] = {}
     for round_ in range(1, bench.plan.rounds + 1):
         of = f", round {round_} of {bench.plan.rounds}" if bench.plan.rounds > 1 else ""
-        runs.setdefault(e2e.SYSTEM, []).extend(
-            bench.measure(
-                f"sink, Debezium change events, {n:,} messages{of}",
-                partial(
-                    e2e.run,
-                    bootstrap=bench.bootstrap,
-                    database_url=bench.database_url,
-                    engine=bench.engine,
-                    topic=topic,
-                    events_count=n,
-                    schema=bench.schema,
-                    run_dir=bench.run_dir,
-                    upsert=True,
-                    section="cdc",
-                    source=changes.source(),
-                ),
-                system=e2e.SYSTEM,
-                **row,
+        for system, (what, action) in systems.items():
+            runs.setdefault(system, []).extend(
+                bench.measure(f"{what}, {n:,} messages{of}", action, system=system, **row)
             )
-        )
-        runs.setdefault(PEER, []).extend(
-            bench.measure(
-                f"Kafka Connect + Debezium JDBC sink, upsert with deletes, {n:,} messages{of}",
-                partial(
-                    peer.run,
-                    "upsert",
-                    bootstrap=bench.bootstrap,
-                    database_url=bench.database_url,
-                    engine=bench.engine,
-                    topic=topic,
-                    events_count=n,
-                    schema=bench.schema,
-                    run_dir=bench.run_dir,
-                    changes=changes,
-                ),
-                system=PEER,
-                **row,
-            )
-        )
     bench.results.extend(median(results) for results in runs.values())
 
 
