@@ -47,8 +47,8 @@ SOURCE_USER = "source"
 SOURCE_PASSWORD = "source"
 SOURCE_DATABASE = "source"
 TOP_PREFIX = "debezium-source-pg-"
-# A folder of a run that died without its cleanup (and whose owner is gone) is removed once it
-# is this old, so that one being set up by a concurrent run is never taken for a leftover.
+# A folder that does not name the run that made it (made before runs named themselves) is taken
+# for a leftover only once it is this old: it may be a concurrent run's, still being set up.
 LEFTOVER_AGE_SECONDS = 3600
 # The cluster's port is chosen below the kernel's ephemeral range, where no outgoing connection
 # and no bind to port 0 (such as the sink's HTTP server) can take it between the check and
@@ -121,15 +121,23 @@ def _run(argv: list[str], what: str, log: Path) -> None:
         raise SourceError(f"{what} failed (exit {code}); log: {log}\n{tail}")
 
 
+def _pid_alive(pid_file: Path) -> bool:
+    return pid_file.exists() and _alive(int(pid_file.read_text().split()[0]))
+
+
 def _remove_leftovers() -> None:
-    """Removes the cluster folders of earlier runs that died before their cleanup: old enough,
-    no postmaster running there, and the run that made them gone."""
+    """Removes the cluster folders of earlier runs that died before their cleanup: the run that
+    made one is gone (or, for a folder that does not name it, the folder is old) and no
+    postmaster runs there."""
     for top in Path(tempfile.gettempdir()).glob(f"{TOP_PREFIX}*"):
+        owner = top / "owner"
         try:
-            if time.time() - top.stat().st_mtime < LEFTOVER_AGE_SECONDS:
+            if owner.exists():
+                if _pid_alive(owner):
+                    continue
+            elif time.time() - top.stat().st_mtime < LEFTOVER_AGE_SECONDS:
                 continue
-            pids = [top / "owner", top / "data" / "postmaster.pid"]
-            if any(p.exists() and _alive(int(p.read_text().split()[0])) for p in pids):
+            if _pid_alive(top / "data" / "postmaster.pid"):
                 continue
         except (OSError, ValueError, IndexError):
             continue
