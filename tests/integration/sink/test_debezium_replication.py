@@ -520,7 +520,10 @@ def test_real_debezium_stream_replicates_exactly_through_sink_kills(
                 low = high
             final = replicated.start(start_sink, config)
             writer.join(CATCH_UP_SECONDS)
-            assert not writer.is_alive(), f"the writer still writes\n{replicated.logs()}"
+            assert not writer.is_alive(), (
+                f"the writer still writes after {CATCH_UP_SECONDS} s ({replicated.changes} "
+                f"changes written)\n{replicated.logs()}"
+            )
         except BaseException:
             pacer.stop()
             writer.join(STEP_SECONDS)
