@@ -52,7 +52,7 @@ pytest: venv services-up
 	$(WITH_SERVICES) $(BIN)/pytest -q
 
 # The replication proof against Debezium's PostgreSQL connector in a Kafka Connect worker
-# (tests/integration/sink/test_debezium_replication.py), left out of the default run.
+# (tests/integration/sink/test_debezium_replication.py), alone; `make pytest` runs it too.
 test-debezium: venv services-up
 	$(WITH_SERVICES) $(BIN)/pytest -q -p no:cacheprovider -m real_debezium \
 		tests/integration/sink/test_debezium_replication.py
