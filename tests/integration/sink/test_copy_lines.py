@@ -177,24 +177,33 @@ def _assert_same_rows(
     by_line_metadata, by_line = _table(mapper, schema, "by_line")
     by_row_metadata, by_row = _table(mapper, schema, "by_row")
     with engine.connect() as conn:
+        # For the whole session (ingest commits its own transactions); reset before the pool
+        # hands the connection to another test.
         conn.execute(sa.text(f"SET TimeZone = '{time_zone}'"))
         conn.commit()
-        for metadata, table, batch in (
-            (by_line_metadata, by_line, lines),
-            (by_row_metadata, by_row, rows),
-        ):
-            ingest(conn, metadata, lambda _, t=table, b=batch: [(None, None, ((t, r) for r in b))])
-        # As text, so that 1.5 and 1.50 (or two spellings of one JSON value) differ too.
-        names = ", ".join(f'"{c.name}"::text' for c in mapper.table.columns)
-        for left, right in (("by_line", "by_row"), ("by_row", "by_line")):
-            extra = conn.execute(
-                sa.text(
-                    f'SELECT {names} FROM "{schema}".{left} '
-                    f'EXCEPT ALL SELECT {names} FROM "{schema}".{right}'
+        try:
+            for metadata, table, batch in (
+                (by_line_metadata, by_line, lines),
+                (by_row_metadata, by_row, rows),
+            ):
+                ingest(
+                    conn, metadata, lambda _, t=table, b=batch: [(None, None, ((t, r) for r in b))]
                 )
-            ).all()
-            assert extra == [], f"{left} holds rows {right} does not"
-        count = conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".by_line')).scalar()
+            # As text, so that 1.5 and 1.50 (or two spellings of one JSON value) differ too.
+            names = ", ".join(f'"{c.name}"::text' for c in mapper.table.columns)
+            for left, right in (("by_line", "by_row"), ("by_row", "by_line")):
+                extra = conn.execute(
+                    sa.text(
+                        f'SELECT {names} FROM "{schema}".{left} '
+                        f'EXCEPT ALL SELECT {names} FROM "{schema}".{right}'
+                    )
+                ).all()
+                assert extra == [], f"{left} holds rows {right} does not"
+            count = conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".by_line')).scalar()
+        finally:
+            conn.rollback()
+            conn.execute(sa.text("RESET TimeZone"))
+            conn.commit()
     assert count == len(rows)
 
 
