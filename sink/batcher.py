@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Tuple
+from typing import Callable, Tuple
 
 import sqlalchemy as sa
 
@@ -117,7 +117,7 @@ class Batcher:
         self.max_bytes = max_bytes
         self.max_age_seconds = max_age_seconds
         self._clock = clock
-        self._keys: dict[sa.Table, _Keys] = {}
+        self._keys: dict[sa.Table, KeyText] = {}
         # Bytes per message in the last batch taken (None before the first): how many more
         # messages fit under max_bytes.
         self._message_size: int | None = None
@@ -127,7 +127,7 @@ class Batcher:
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._row_counts: dict[sa.Table, int] = {}
         # Per table: the keys whose latest message is a tombstone, by their COPY text.
-        self._deletes: dict[sa.Table, dict[Hashable, Values]] = {}
+        self._deletes: dict[sa.Table, dict[tuple[str, ...], Values]] = {}
         self._dead: list[DeadLetter] = []
         self._message_count = 0
         self._byte_count = 0
@@ -201,10 +201,10 @@ class Batcher:
         if pending:  # written again after its tombstone: upserted, not deleted
             pending.pop(self._keys_of(table).of_row(row), None)
 
-    def _keys_of(self, table: sa.Table) -> _Keys:
+    def _keys_of(self, table: sa.Table) -> KeyText:
         keys = self._keys.get(table)
         if keys is None:
-            keys = self._keys[table] = _Keys(table)
+            keys = self._keys[table] = KeyText(table)
         return keys
 
     def next_offset(self, tp: TopicPartition) -> int | None:
@@ -327,8 +327,8 @@ def _timestamps(partitions: Iterable[_Partition], *, last: bool) -> dict[TopicPa
     return {tp: timestamp for tp, timestamp in found.items() if timestamp is not None}
 
 
-class _Keys:
-    """Primary keys as their COPY text, the one form shared by row tuples, `CopyRow` lines and
+class KeyText:
+    """A primary key as its COPY text, the one form shared by row tuples, `CopyRow` lines and
     the key tuples of tombstones; equal keys have equal text (the mapping normalises them)."""
 
     def __init__(self, table: sa.Table) -> None:
@@ -336,11 +336,13 @@ class _Keys:
         self._indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
         self._encoders = [encoders[i] for i in self._indexes]
 
-    def of_row(self, row: RowValues) -> Hashable:
+    def of_row(self, row: RowValues) -> tuple[str, ...]:
+        """The key of a row tuple or of a line of COPY text."""
         if type(row) is CopyRow:
             fields = row[:-1].split("\t")
             return tuple(fields[i] for i in self._indexes)
         return tuple(encode(row[i]) for encode, i in zip(self._encoders, self._indexes))
 
-    def of_key(self, key: Values) -> Hashable:
+    def of_key(self, key: Values) -> tuple[str, ...]:
+        """The key of a tombstone's key tuple."""
         return tuple(encode(value) for encode, value in zip(self._encoders, key))

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from sink import connect
+from sink.batcher import KeyText
 from sink.config import (
     ColumnSettings,
     Envelope,
@@ -35,7 +36,7 @@ from sink.pipeline import Mapped, Pipeline
 from sink.records import Message
 from sink.registry import SchemaDecoders
 from sink.tables import Truncation, tables_from_config
-from sink.writer import _KeyText, _text_arrays
+from sink.writer import _text_arrays
 
 from .test_registry import URL, FakeRegistry, Schema, avro_bytes, wire
 
@@ -496,6 +497,6 @@ def test_a_truncation_keeps_the_keys_written_after_it_as_postgresql_reads_them(k
     )
     pipeline = Pipeline(tables_from_config([settings]))
     ((table, line),) = mapped(pipeline, event("c", after={"id": key, "n": 1}), key=None).rows
-    key_text = _KeyText(table)
+    key_text = KeyText(table)
     for written in (line, (key, 1)):
         assert _text_arrays(table, [key_text.of_row(written)]) == {"k0": [key]}
