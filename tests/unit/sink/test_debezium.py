@@ -32,7 +32,8 @@ from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
 from sink.debezium import SEMANTIC_TYPES, Change, Mismatch, NotAChange, Op, change
 from sink.errors import BadPayload, ConfigError, MappingError
-from sink.pipeline import Mapped, Pipeline
+from sink.path import Mapped
+from sink.pipeline import Pipeline
 from sink.records import Message
 from sink.registry import SchemaDecoders
 from sink.tables import Truncation, tables_from_config
@@ -338,12 +339,12 @@ def event(op: str, before: object = None, after: object = None) -> bytes:
 
 
 def mapped(pipeline: Pipeline, value: bytes | None, key: bytes | None = b'{"id": 7}') -> Mapped:
-    return pipeline.map(Message("t", 0, 3, None, key, value))
+    return pipeline.copy_lines(Message("t", 0, 3, None, key, value))
 
 
 def test_a_change_event_topic_never_takes_the_fast_path(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "sink.pipeline")
-    assert Pipeline(tables_from_config([items()])).fast_path("t") is None
+    assert Pipeline(tables_from_config([items()])).path("t").fast is None
     assert 'take the general path (envelope is "debezium")' in caplog.text
 
 
