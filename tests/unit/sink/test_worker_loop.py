@@ -244,6 +244,22 @@ def test_each_partitions_first_and_last_timestamps_come_from_runs_between_other_
     assert loop._oldest_uncommitted() == {fast0: at + 14, fast1: at + 12}
 
 
+def test_the_batch_counts_the_bytes_of_keys_and_values_whichever_way_a_message_takes() -> None:
+    loop = worker()
+    loop.intake.add(
+        [
+            FakeMessage("fast", 0, 0, b"12", b'{"id": 12}'),  # fast: 2 + 10 bytes
+            FakeMessage("fast", 0, 1, None, b'{"id": 1}'),  # fast, no key: 9
+            FakeMessage("fast", 0, 2, b"1", None),  # a tombstone, the general way: 1
+            FakeMessage("fast", 0, 3, None, b"not json"),  # a dead letter: 8
+            FakeMessage("general", 1, 0, b"abc", b'{"id": 3}'),  # general: 3 + 9
+        ]
+    )
+    batch = loop.batcher.take()
+    assert batch.byte_count == 12 + 9 + 1 + 8 + 12
+    assert batch.by_topic() == {"fast": (4, 30), "general": (1, 12)}
+
+
 def test_an_offset_that_goes_back_within_a_run_is_refused() -> None:
     back = [FakeMessage("fast", 0, offset, b"1", b'{"id": 1}') for offset in (5, 6, 4)]
     with pytest.raises(SinkError, match=r"fast\[0\]@4: offset goes back"):
