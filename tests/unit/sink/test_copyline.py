@@ -1,8 +1,9 @@
 """The native line (sink/_copyline.c): for any bytes, it gives the row the worker would write
-by the Python form of the fast path (or, where that gives up, by `Pipeline.map`), or hands the
-message to that Python form; jsonb values may be spelled as the message spelled them, numbers
-with the digits it wrote. Which documents it writes itself and which it hands over; and its
-`numbers_round_trip`, which tells where the Python paths must read a message's numbers again."""
+by the Python form of the fast path (or, where that gives up, by `Pipeline.copy_lines`), or
+hands the message to that Python form; jsonb values may be spelled as the message spelled
+them, numbers with the digits it wrote. Which documents it writes itself and which it hands
+over; and its `numbers_round_trip`, which tells where the Python paths must read a message's
+numbers again."""
 
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ class Native:
         return self.python(key, value)
 
     def general(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
-        """The row of `Pipeline.map`, where the fast path gives up; None for a dead letter."""
+        """The row of `Pipeline.copy_lines`, where the fast path gives up; None for a dead
+        letter."""
         try:
             mapped = self.pipeline.copy_lines(Message("t", 0, 0, None, key, value))
         except DecodeError:

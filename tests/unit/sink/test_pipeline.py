@@ -1,5 +1,6 @@
-"""The pipeline's fast path: which topics take it, and that a row it gives is the row `map`
-gives, while anything `map` refuses (or does more with) it leaves to `map`."""
+"""The pipeline's fast path: which topics take it, and that a row it gives is the row
+`copy_lines` gives, while anything `copy_lines` refuses (or does more with) it leaves to
+`copy_lines`."""
 
 from __future__ import annotations
 
@@ -177,7 +178,7 @@ objects = st.fixed_dictionaries(
     key=st.none() | st.binary(max_size=6) | st.just(b'"k"'),
     key_format=st.sampled_from(list(PIPELINES)),
 )
-def test_the_fast_path_gives_the_row_map_gives_or_leaves_the_message_to_map(
+def test_the_fast_path_gives_the_row_copy_lines_gives_or_leaves_the_message_to_it(
     value: dict[str, object], key: bytes | None, key_format: Format
 ) -> None:
     pipe = PIPELINES[key_format]
