@@ -572,8 +572,10 @@ class Worker:
         return rows
 
     def _stream(self, first: list[Row], pending: PendingBatch) -> Iterator[Row]:
-        """The batch's rows, read until the batch is due (or a stop is asked for); then
-        completes `pending`: its deletes and the offsets it reaches; and its dead letters."""
+        """The batch's rows: consumed, taken along their topics' paths into the batch
+        (`Intake.add`) and streamed on, until the batch is due (or a stop is asked for); then
+        completes `pending`, and reads the next batch ahead while this one commits; last, the
+        batch's dead letters."""
         assert self.source is not None
         yield from first
         # Sent: let the rows read ahead go now. The batch holds this list in a cycle (it and
@@ -594,13 +596,19 @@ class Worker:
             if self.intake.spoiled:
                 self.intake.spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
+        batch = self._complete(pending)
+        self._ahead.start(self._read_next)
+        yield from self._dead_letter_rows(batch)
+
+    def _complete(self, pending: PendingBatch) -> Batch:
+        """Takes the batch read, now in flight, and completes `pending` with its deletes and
+        the offsets it reaches."""
         with self._handover:
-            batch = self._in_flight = batcher.take()
+            batch = self._in_flight = self.batcher.take()
         self._taken_at = time.monotonic()
         # Past a bad message that stops the worker, the consumer read on: no markers then.
-        batch = self._in_flight = (
-            self._past_markers(batch) if self.intake.failing is None else batch
-        )
+        if self.intake.failing is None:
+            batch = self._in_flight = self._past_markers(batch)
         pending.deletes = batch.deletes
         pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}
         pending.next_offsets = batch.next_offsets
@@ -609,8 +617,7 @@ class Worker:
             for tp in batch.next_offsets
             if tp.topic in self.topic_ids
         }
-        self._ahead.start(self._read_next)
-        yield from self._dead_letter_rows(batch)
+        return batch
 
     def _past_markers(self, batch: Batch) -> Batch:
         """The batch ending, in each partition, where the consumer reads next: past the
