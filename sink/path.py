@@ -242,12 +242,12 @@ class Intake:
         if self._rejected:
             rejected = self._rejected.pop((topic, partition, offset), None)
             if rejected is not None:
-                self.bad(message, RejectedError(message, rejected), one)
+                self._bad(message, RejectedError(message, rejected), one)
                 return ()
         try:
             mapped = self._paths(topic).lines(message)
         except DecodeError as exc:
-            self.bad(message, exc, one)
+            self._bad(message, exc, one)
             return ()
         self._batcher.add(one, mapped.rows, deletes=mapped.deletes)
         return mapped.rows
@@ -280,10 +280,10 @@ class Intake:
         message = Message(tp.topic, tp.partition, offset, None, None, None)
         reason = f"the Kafka client cannot read it: {error.str()}"
         error_ = DecodeError(message.coordinates, reason, code="unreadable")
-        self.bad(message, error_, Span(tp.topic, tp.partition, offset, offset, 1, 0, None, None))
+        self._bad(message, error_, Span(tp.topic, tp.partition, offset, offset, 1, 0, None, None))
         self._seek({tp: offset + 1})
 
-    def bad(self, message: Message, error: DecodeError, span: Span) -> None:
+    def _bad(self, message: Message, error: DecodeError, span: Span) -> None:
         """A message that cannot be written: a dead letter, or under errors.policy = "fail" a
         stop, at once if the batch holds nothing before it, else once that has committed."""
         if self._policy is ErrorPolicy.FAIL:
