@@ -178,7 +178,7 @@ class Intake:
         fast = not self._rejected
         # The run: messages of one partition that took the fast path, with offsets first..last
         # and `size` bytes; rows[start:] are their rows, all of `table`.
-        topic, partition, table, row_of = "", -1, None, None
+        topic, partition, held, table, row_of = "", -1, False, None, None
         start, first, last, size = 0, -1, -1, 0
         # Each message of a run adds one row, each other message is counted here less the rows
         # it added: msgs[i + shift] is the message of the run's row rows[i].
@@ -202,8 +202,9 @@ class Intake:
                     account_for_run()
                     topic, partition = msg.topic(), msg.partition()
                     start, first, last, size = len(rows), -1, -1, 0
-                    # Not in positions: fetched before its partition was revoked (`_one` skips).
-                    path = paths(topic).fast if fast and (topic, partition) in positions else None
+                    # Not in positions: fetched before its partition was revoked, and skipped.
+                    held = (topic, partition) in positions
+                    path = paths(topic).fast if fast and held else None
                     table, row_of = (None, None) if path is None else (path.table, path.row)
                 key, value = msg.key(), msg.value()
                 # What the batch byte limit counts, for every message.
@@ -218,7 +219,7 @@ class Intake:
                         rows.append((table, row))  # type: ignore[arg-type]
                         continue
                 account_for_run()  # in offset order, before the message that ends it
-                added = self._one(msg, bytes_)
+                added = self._one(msg, topic, partition, offset, bytes_) if held else ()
             else:
                 account_for_run()
                 self._event(msg, error)
@@ -231,13 +232,11 @@ class Intake:
         account_for_run()
         return rows
 
-    def _one(self, msg: Any, size: int) -> tuple[Row, ...]:
-        """The general way of one message of `size` bytes: accounts for it in the batch;
-        returns the rows it maps to."""
+    def _one(self, msg: Any, topic: str, partition: int, offset: int, size: int) -> tuple[Row, ...]:
+        """The general way of one message (at these coordinates, of `size` bytes) of an
+        assigned partition: accounts for it in the batch; returns the rows it maps to."""
         message = message_from_kafka(msg)
-        topic, partition, offset, timestamp = message[:4]
-        if (topic, partition) not in self._positions:
-            return ()  # fetched before its partition was revoked
+        timestamp = message.timestamp_ms
         one = _new_tuple(Span, (topic, partition, offset, offset, 1, size, timestamp, timestamp))
         if self._rejected:
             rejected = self._rejected.pop((topic, partition, offset), None)
