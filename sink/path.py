@@ -123,7 +123,8 @@ class Intake:
     - `spoiled`: partitions of the batch were revoked (or their topic created again) after its
       rows went out: it must not commit;
     - `reject(at, reason)`: an offset PostgreSQL rejected, set aside as a dead letter when it
-      is read again (meanwhile every message takes the general way);
+      is read again (meanwhile every message takes the general way); `rejecting` says whether
+      any waits;
     - `forget()`: drops the batch so far with all of the above but the rejected offsets.
     """
 
