@@ -125,7 +125,8 @@ class Intake:
     - `reject(at, reason)`: an offset PostgreSQL rejected, set aside as a dead letter when it
       is read again (meanwhile every message takes the general way); `rejecting` says whether
       any waits;
-    - `forget()`: drops the batch so far with all of the above but the rejected offsets.
+    - `forget()`: drops the batch so far with all of the above but the rejected offsets;
+    - `next_offset(tp)`: where a partition is read next, as the batch so far says.
     """
 
     def __init__(
@@ -164,6 +165,12 @@ class Intake:
         self._batcher.take()
         self.spoiled = False
         self.failing = None
+
+    def next_offset(self, tp: TopicPartition) -> int:
+        """The offset of an assigned partition's next message: where the batch read ends in
+        it, else its stored position (-1: none stored)."""
+        expected = self._batcher.next_offset(tp)
+        return self._positions[tp] if expected is None else expected
 
     def add(self, msgs: list[Any]) -> list[Row]:
         """Accounts for consumed messages in the batch; returns the rows they map to, up to a
@@ -273,9 +280,7 @@ class Intake:
         its first offset (or at an offset read from the corrupt bytes), again and again, so
         each report sets aside the next offset, until a readable message comes."""
         tp = TopicPartition(msg.topic(), msg.partition())
-        expected = self._batcher.next_offset(tp)
-        if expected is None:
-            expected = self._positions[tp]
+        expected = self.next_offset(tp)
         offset = expected if expected >= 0 else msg.offset()
         message = Message(tp.topic, tp.partition, offset, None, None, None)
         reason = f"the Kafka client cannot read it: {error.str()}"

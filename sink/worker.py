@@ -451,9 +451,7 @@ class Worker:
         """The client found the offset it fetches from gone (retention passed it while it
         was read, say); librdkafka waits for the worker (auto.offset.reset = error)."""
         assert self.source is not None
-        expected = self.batcher.next_offset(tp)
-        if expected is None:
-            expected = self.positions[tp]
+        expected = self.intake.next_offset(tp)
         if expected < 0:
             self.source.restart(tp)  # nothing stored: start_from, resolved anew
             return
