@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Tuple
+from typing import Callable, NamedTuple, Tuple
 
 import sqlalchemy as sa
 
@@ -76,6 +76,22 @@ class Batch:
         return sum(len(keys) for keys in self.deletes.values())
 
 
+class Span(NamedTuple):
+    """Consecutive messages of one partition, as a batch counts them: offsets `first` to
+    `last` (in order, with gaps where the log has them), `messages` of them, of `size` bytes of
+    keys and values in all, and the Kafka timestamps (ms since the epoch; None: none) of the
+    first and the last of them. A NamedTuple: one is built per message the general way."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+    messages: int
+    size: int
+    first_timestamp: int | None
+    last_timestamp: int | None
+
+
 class _Partition:
     __slots__ = (
         "byte_count",
@@ -117,7 +133,7 @@ class Batcher:
         self.max_bytes = max_bytes
         self.max_age_seconds = max_age_seconds
         self._clock = clock
-        self._keys: dict[sa.Table, _Keys] = {}
+        self._keys: dict[sa.Table, KeyText] = {}
         # Bytes per message in the last batch taken (None before the first): how many more
         # messages fit under max_bytes.
         self._message_size: int | None = None
@@ -127,7 +143,7 @@ class Batcher:
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._row_counts: dict[sa.Table, int] = {}
         # Per table: the keys whose latest message is a tombstone, by their COPY text.
-        self._deletes: dict[sa.Table, dict[Hashable, Values]] = {}
+        self._deletes: dict[sa.Table, dict[tuple[str, ...], Values]] = {}
         self._dead: list[DeadLetter] = []
         self._message_count = 0
         self._byte_count = 0
@@ -142,55 +158,37 @@ class Batcher:
         return self._byte_count
 
     def add(
-        self, message: Message, rows: Iterable[Row] = (), *, deletes: Iterable[Deletion] = ()
-    ) -> None:
-        """Account for one message, with the rows it maps to and the keys it deletes (either
-        may be empty: an ignored tombstone still moves its partition's offset)."""
-        topic, partition, offset, timestamp, raw_key, value, _ = message
-        size = (len(raw_key) if raw_key else 0) + (len(value) if value else 0)  # Message.size
-        self._advance(
-            topic, partition, offset, size, first_timestamp=timestamp, last_timestamp=timestamp
-        )
-        for table, row in rows:
-            self._count_row(table, row)
-        for table, key in deletes:
-            self._deletes.setdefault(table, {})[self._keys_of(table).of_key(key)] = key
-
-    def add_rows(
         self,
-        table: sa.Table,
-        rows: Sequence[Row],
+        span: Span,
+        rows: Sequence[Row] = (),
         *,
-        topic: str,
-        partition: int,
-        first: int,
-        last: int,
-        size: int,
-        first_timestamp: int | None = None,
-        last_timestamp: int | None = None,
+        table: sa.Table | None = None,
+        deletes: Iterable[Deletion] = (),
+        dead_letter: DeadLetter | None = None,
     ) -> None:
-        """`add` for consecutive messages of one partition that map to one row of `table`
-        each, given by their parts: the common case, for which the worker builds no
-        `Message`. Their offsets run from `first` to `last` (in order, with gaps where the log
-        has them), `size` is their total `Message.size`, `rows` holds each one's row; the
-        timestamps are the first and the last message's `Message.timestamp_ms`."""
-        self._advance(
-            topic,
-            partition,
-            first,
-            size,
-            first_timestamp=first_timestamp,
-            last_timestamp=last_timestamp,
-            last=last,
-            count=len(rows),
-        )
-        counts = self._row_counts
-        counts[table] = counts.get(table, 0) + len(rows)
-        pending = self._deletes.get(table)
-        if pending:  # written again after its tombstone: upserted, not deleted
-            keys = self._keys_of(table)
-            for _, row in rows:
-                pending.pop(keys.of_row(row), None)
+        """Account for the messages of `span`, with the rows they map to, the keys they delete
+        and, for a message that goes to the dead-letter destination instead of its tables, its
+        dead letter (any may be empty: an ignored tombstone still moves its partition's
+        offset). `table`: every row is a row of it and none a truncation (a run of the fast
+        path, one row per message), so they are counted at once."""
+        self._advance(span)
+        if dead_letter is not None:
+            self._dead.append(dead_letter)
+        if table is None:
+            for row_table, row in rows:
+                self._count_row(row_table, row)
+        else:
+            counts = self._row_counts
+            counts[table] = counts.get(table, 0) + len(rows)
+            pending = self._deletes.get(table)
+            if pending:  # written again after its tombstone: upserted, not deleted
+                keys = self._keys_of(table)
+                for _, row in rows:
+                    pending.pop(keys.of_row(row), None)
+        for delete_table, key in deletes:
+            self._deletes.setdefault(delete_table, {})[self._keys_of(delete_table).of_key(key)] = (
+                key
+            )
 
     def _count_row(self, table: sa.Table, row: RowValues) -> None:
         if type(row) is Truncation:
@@ -201,10 +199,10 @@ class Batcher:
         if pending:  # written again after its tombstone: upserted, not deleted
             pending.pop(self._keys_of(table).of_row(row), None)
 
-    def _keys_of(self, table: sa.Table) -> _Keys:
+    def _keys_of(self, table: sa.Table) -> KeyText:
         keys = self._keys.get(table)
         if keys is None:
-            keys = self._keys[table] = _Keys(table)
+            keys = self._keys[table] = KeyText(table)
         return keys
 
     def next_offset(self, tp: TopicPartition) -> int | None:
@@ -212,34 +210,8 @@ class Batcher:
         part = self._partitions.get(tp)
         return None if part is None else part.next_offset
 
-    def add_dead_letter(self, message: Message, error: DecodeError) -> None:
-        """Add a message that goes to the dead-letter destination instead of its tables."""
-        timestamp = message.timestamp_ms
-        self._advance(
-            message.topic,
-            message.partition,
-            message.offset,
-            message.size,
-            first_timestamp=timestamp,
-            last_timestamp=timestamp,
-        )
-        self._dead.append(DeadLetter(message, error))
-
-    def _advance(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        size: int,
-        *,
-        first_timestamp: int | None,
-        last_timestamp: int | None,
-        last: int | None = None,
-        count: int = 1,
-    ) -> None:
-        """Accounts for `count` messages of one partition, from `offset` to `last` (default:
-        the one message at `offset`), of `size` bytes in all, the first and the last of them
-        with these Kafka timestamps."""
+    def _advance(self, span: Span) -> None:
+        topic, partition, offset, last, count, size, first_timestamp, last_timestamp = span
         # A plain tuple finds the TopicPartition key (equal, same hash) without building one.
         part: _Partition | None = self._partitions.get((topic, partition))  # type: ignore[call-overload]
         if part is None:
@@ -255,7 +227,7 @@ class Batcher:
                 f"are revoked or re-positioned"
             )
         # Offsets may have gaps (compaction, transaction markers): never assume +1.
-        part.next_offset = (offset if last is None else last) + 1
+        part.next_offset = last + 1
         part.last_timestamp = last_timestamp
         part.message_count += count
         part.byte_count += size
@@ -327,8 +299,8 @@ def _timestamps(partitions: Iterable[_Partition], *, last: bool) -> dict[TopicPa
     return {tp: timestamp for tp, timestamp in found.items() if timestamp is not None}
 
 
-class _Keys:
-    """Primary keys as their COPY text, the one form shared by row tuples, `CopyRow` lines and
+class KeyText:
+    """A primary key as its COPY text, the one form shared by row tuples, `CopyRow` lines and
     the key tuples of tombstones; equal keys have equal text (the mapping normalises them)."""
 
     def __init__(self, table: sa.Table) -> None:
@@ -336,11 +308,13 @@ class _Keys:
         self._indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
         self._encoders = [encoders[i] for i in self._indexes]
 
-    def of_row(self, row: RowValues) -> Hashable:
+    def of_row(self, row: RowValues) -> tuple[str, ...]:
+        """The key of a row tuple or of a line of COPY text."""
         if type(row) is CopyRow:
             fields = row[:-1].split("\t")
             return tuple(fields[i] for i in self._indexes)
         return tuple(encode(row[i]) for encode, i in zip(self._encoders, self._indexes))
 
-    def of_key(self, key: Values) -> Hashable:
+    def of_key(self, key: Values) -> tuple[str, ...]:
+        """The key of a tombstone's key tuple."""
         return tuple(encode(value) for encode, value in zip(self._encoders, key))

@@ -747,6 +747,8 @@ class Mapper:
         self._json_columns = tuple(
             i for i, column in enumerate(table.columns) if _is_json(column.type)
         )
+        # Whether a JSON column may hold a NUL character: what the tests' row of Python values
+        # (tests/oracle.py) checks before it walks the JSON values.
         self._may_hold_nul = _nul_screen(target, [self._columns[i] for i in self._json_columns])
         self._key_columns = tuple(i for i, c in enumerate(table.columns) if c.primary_key)
         encoders = copy_encoders(table)
@@ -877,9 +879,9 @@ class Mapper:
             ) from None
 
     def line(self, record: Record) -> CopyRow:
-        """The row for a (non-tombstone) record as one line of COPY text, the values `map`
-        gives encoded as the ingest core would; common values skip the Python objects in
-        between (see sink.copytext). Raises MappingError as `map` does.
+        """The row for a (non-tombstone) record as one line of COPY text, its values converted
+        by their columns' types and encoded as the ingest core would; common values skip the
+        Python objects in between (see sink.copytext). Raises MappingError.
 
         A float that reaches a column keeping digits makes the line check the message's
         numbers (`_round_trips`); where one is not as written, the record is read again with
@@ -920,30 +922,6 @@ class Mapper:
         except _Reject as error:
             raise self._error(record, len(parts), error) from None
         return CopyRow("\t".join(parts) + "\n")
-
-    def map(self, record: Record) -> tuple[object, ...]:
-        """The row for a (non-tombstone) record, in column order; raises MappingError."""
-        if self._screens:
-            record = self._exact(record)
-        data = record.value
-        if type(data) is not dict:
-            data = {}  # every column then reads through its extractor
-        row: list[object] = []
-        append = row.append
-        try:
-            for field, extract, convert, required in self._fast_plan:
-                value = data.get(field, MISSING) if field is not None and data else extract(record)
-                if value is None or value is MISSING:
-                    if required:
-                        raise self._absent(len(row), value)
-                    append(None)
-                else:
-                    append(convert(value))
-        except _Reject as error:
-            raise self._error(record, len(row), error) from None
-        if self._json_columns and self._may_hold_nul(record.message):
-            self._check_json_nul(record, row)
-        return tuple(row)
 
     def coerce(self, record: Record, values: Sequence[object]) -> tuple[object, ...]:
         """Check and convert a row a tables module's `map_record` produced."""

@@ -4,102 +4,27 @@ to delete for a tombstone, or nothing (an ignored tombstone). Bad input raises D
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import orjson
 import sqlalchemy as sa
-
-from pg_bulk_ingest import CopyRow
 
 from . import debezium
 from .config import REGISTRY_FORMATS, Envelope, Format, Settings, TombstonePolicy, TruncatePolicy
-from .copytext import LineFunction
 from .decode import decode
 from .errors import ConfigError, MappingError, NotAChange
 from .mapping import Mapper
+from .path import KEY_READERS, FastPath, Handler, Mapped, TopicPath
 from .records import Message, Record
 
 if TYPE_CHECKING:
     from .registry import SchemaDecoders
-from .tables import Deletion, MapRecord, Router, Row, TableSet, Target, Truncation, load_tables
+from .tables import MapRecord, Router, Row, TableSet, Target, Truncation, load_tables
 
-try:
-    from . import _copyline
-except ImportError:  # not built: the Python form of the fast path does the same, slower
-    _copyline = None  # type: ignore[assignment]
-
-Handler = Callable[[Message], "Mapped"]
 logger = logging.getLogger(__name__)
 
-
-class Mapped(NamedTuple):
-    """What one message contributes to its batch (a NamedTuple: one is built per message)."""
-
-    rows: tuple[Row, ...] = ()
-    deletes: tuple[Deletion, ...] = ()
-
-
 _NOTHING = Mapped()
-# Builds a NamedTuple without its Python-level __new__ (a third of the cost), for every message.
 _new_tuple = tuple.__new__
-_loads = orjson.loads
-# How `decode` reads a key, per format; a key it cannot read raises ValueError (bytes: none).
-_KEY_READERS: dict[Format, Callable[[bytes], object] | None] = {
-    Format.JSON: _loads,
-    Format.STRING: bytes.decode,
-    Format.BYTES: None,
-}
-# The same checks in the native line (sink/_copyline.c's `enum key_format`).
-_NATIVE_KEY_FORMATS = {Format.BYTES: 0, Format.STRING: 1, Format.JSON: 2}
-
-
-class FastPath:
-    """The common case, mapped straight from a message's key and value bytes: a topic that
-    feeds one table without `map_record`, whose JSON object values give every column from a
-    top-level field. `row(key, value)` gives the same `CopyRow` as `Pipeline.map` (a jsonb or
-    numeric value may be spelled differently: the same value), or None where `map` would do more (a
-    tombstone, a value that is not a non-empty JSON object, a key or value that does not
-    decode, a value that does not map): the caller then takes `map`, which raises the error
-    that names the message.
-
-    Where every column has a native kind (see `copytext.native_kind`) and the C extension is
-    built, `row` is its `Line.row`: it reads the bytes without making Python objects and hands
-    anything it is not sure of to the Python form, `python_row`."""
-
-    __slots__ = ("_line", "_read_key", "native", "native_columns", "row", "table")
-
-    def __init__(
-        self,
-        table: sa.Table,
-        line: LineFunction,
-        key_format: Format,
-        native_columns: Sequence[tuple[str, int, int, int, bool]] | None = None,
-    ) -> None:
-        self.table = table
-        self._line = line
-        self._read_key = _KEY_READERS[key_format]
-        self.native_columns = native_columns
-        self.row: Callable[[bytes | None, bytes | None], CopyRow | None] = self.python_row
-        self.native = False
-        if _copyline is not None and native_columns is not None:
-            native = _copyline.Line(
-                native_columns, CopyRow, self.python_row, _NATIVE_KEY_FORMATS[key_format]
-            )
-            self.row, self.native = native.row, True
-
-    def python_row(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
-        if value is None:
-            return None
-        try:
-            data = _loads(value)
-            if key is not None and self._read_key is not None:
-                self._read_key(key)
-        except ValueError:  # orjson.JSONDecodeError, UnicodeDecodeError
-            return None
-        if type(data) is not dict or not data:
-            return None
-        return self._line(None, data, value)
 
 
 class Pipeline:
@@ -116,8 +41,7 @@ class Pipeline:
         for original, copy in table_set.copies.items():
             if copy in self._mappers:
                 self._mappers[original] = self._mappers[copy]
-        self._handlers: dict[str, Handler] = {}
-        self._fast_paths: dict[str, FastPath | None] = {}
+        self._paths: dict[str, TopicPath] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pipeline:
@@ -139,19 +63,20 @@ class Pipeline:
     def subscription(self) -> list[str]:
         return self.router.subscription()
 
-    def map(self, message: Message) -> Mapped:
-        handler = self._handlers.get(message.topic)
-        if handler is None:
-            handler = self._handlers[message.topic] = self._compile(message.topic)
-        return handler(message)
-
-    def fast_path(self, topic: str) -> FastPath | None:
-        """The fast path of `topic`'s messages, or None when they all take `map`."""
+    def path(self, topic: str) -> TopicPath:
+        """The way of `topic`'s messages to their rows, compiled once; ConfigError for a
+        topic no table takes."""
         try:
-            return self._fast_paths[topic]
+            return self._paths[topic]
         except KeyError:
-            path = self._fast_paths[topic] = self._compile_fast_path(topic)
+            lines = self._compile(topic)
+            path = self._paths[topic] = TopicPath(self._compile_fast_path(topic), lines)
             return path
+
+    def copy_lines(self, message: Message) -> Mapped:
+        """What one message contributes to its batch, the general way: its rows (COPY lines
+        but for the rows of map_record and truncations) and the keys it deletes."""
+        return self.path(message.topic).lines(message)
 
     def _compile_fast_path(self, topic: str) -> FastPath | None:
         targets = self.router.targets(topic)
@@ -181,7 +106,7 @@ class Pipeline:
             return f'envelope is "{targets[0].envelope.value}"'
         if targets[0].value_format is not Format.JSON:
             return f'value_format is "{targets[0].value_format.value}"'
-        if targets[0].key_format not in _KEY_READERS:
+        if targets[0].key_format not in KEY_READERS:
             return f'key_format is "{targets[0].key_format.value}"'
         return self._mappers[targets[0].table].beyond_value_fields
 

@@ -42,11 +42,6 @@ class Message(NamedTuple):
     def topic_partition(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
 
-    @property
-    def size(self) -> int:
-        """Bytes of key plus value: what the batch byte limit counts."""
-        return len(self.key or b"") + len(self.value or b"")
-
 
 class Record(NamedTuple):
     """A decoded message: the key and value as the table's formats read them.

@@ -17,31 +17,24 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from types import FrameType
-from typing import Any
 
 import sqlalchemy as sa
-from confluent_kafka import KafkaError, KafkaException
 
 from .batcher import Batch, Batcher
 from .config import ErrorPolicy, OutOfRange, Settings
 from .consumer import (
-    UNREADABLE_MESSAGE,
     BrokerWatch,
     KafkaSource,
     consumer_config,
     group_offsets,
-    is_fatal,
 )
 from .deadletter import DeadLetterProducer, dead_letter_rows
 from .errors import (
-    BadMessageError,
-    DecodeError,
     FencedError,
     KafkaUnavailableError,
     OffsetsGoneError,
     OutdatedDefinitionError,
     PositionsUnknownError,
-    RejectedError,
     RepeatedFailureError,
     RevokedError,
     StoredStateError,
@@ -51,9 +44,10 @@ from .health import Health, HealthServer, database_ping
 from .logs import DEAD_LETTERS
 from .metrics import SinkMetrics
 from .offsets import Positions, adopt_definition
+from .path import Intake
 from .pipeline import Pipeline
 from .readahead import ReadAhead
-from .records import Message, TopicPartition, message_from_kafka, timestamp_ms
+from .records import Message, TopicPartition
 from .retry import DATABASE_ERRORS, Failure, Repeats, backoff_seconds, classify, failure_kind
 from .tables import Row
 from .writer import PendingBatch, Writer, lost_state
@@ -119,24 +113,25 @@ class Worker:
         self._ping = database_ping(engine)
         # Set while a batch PostgreSQL rejected is being split to find the message at fault.
         self._isolating = False
-        self._poison: dict[tuple[str, int, int], str] = {}
         # The batch being written, once its last message is read.
         self._in_flight: Batch | None = None
-        # Set when partitions of the batch being read are revoked: it must not commit.
-        self._spoiled = False
         # Kafka's id of each topic assigned, as seen at assignment.
         self.topic_ids: dict[str, str] = {}
-        # Partitions sought past a message the client cannot read, in this consume call.
-        self._seeked: set[TopicPartition] = set()
         # Dead letters already produced for batches not committed yet.
         self._sent: set[tuple[str, int, int]] = set()
-        # A bad message met under errors.policy = "fail" with messages before it in the batch:
-        # reading stops there, the batch commits what came before, then this is raised.
-        self._failing: BadMessageError | None = None
         # When every broker went down, for the log line once one is up again.
         self._kafka_down_since = 0.0
         # When the batch in flight took its last message: its commit step starts there.
         self._taken_at = 0.0
+        # Consumed messages into the batch being read, along their topics' paths.
+        self.intake = Intake(
+            pipeline.path,
+            self.batcher,
+            self.positions,
+            settings.errors.policy,
+            out_of_range=self._out_of_range,
+            seek=self._seek,
+        )
         # While a batch commits, the next one is read on a thread of its own (see _read_next).
         self._ahead = ReadAhead()
         # Held while a batch moves from the batcher to `_in_flight`: a metrics scrape (see
@@ -372,7 +367,7 @@ class Worker:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         if batch.message_count == 1:
             ((topic, partition), offset), *_ = batch.first_offsets.items()
-            self._poison[(topic, partition, offset)] = reason
+            self.intake.reject((topic, partition, offset), reason)
             logger.warning("%s[%d]@%d rejected: %s", topic, partition, offset, reason)
         else:
             self._isolating = True
@@ -456,9 +451,7 @@ class Worker:
         """The client found the offset it fetches from gone (retention passed it while it
         was read, say); librdkafka waits for the worker (auto.offset.reset = error)."""
         assert self.source is not None
-        expected = self.batcher.next_offset(tp)
-        if expected is None:
-            expected = self.positions[tp]
+        expected = self.intake.next_offset(tp)
         if expected < 0:
             self.source.restart(tp)  # nothing stored: start_from, resolved anew
             return
@@ -468,8 +461,12 @@ class Worker:
         target = self._gone(tp, expected, low, high, recreated=recreated)
         self.topic_ids.update(ids)
         if target < expected and self.batcher.next_offset(tp) is not None:
-            self._spoiled = True  # the batch holds messages of the old topic: read again
+            self.intake.spoiled = True  # the batch holds messages of the old topic: read again
         self.source.seek({tp: target})
+
+    def _seek(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.source is not None
+        self.source.seek(offsets)
 
     def _kafka_reachable(self, down: str | None) -> None:
         """Every broker went down (`down` says why), or one is up again (None)."""
@@ -499,7 +496,7 @@ class Worker:
             # Its rows went out already (or were read ahead): the batch is abandoned and read
             # again, the revoked partitions by their new owner. It cannot commit before the
             # check in _stream.
-            self._spoiled = True
+            self.intake.spoiled = True
         for tp in partitions:
             self.positions.pop(tp, None)
         self.metrics.partitions_revoked(partitions, lost=lost)
@@ -507,10 +504,8 @@ class Worker:
 
     def _forget_unread(self) -> None:
         """Drops what was read but not committed: the batch so far and the rows read ahead."""
-        self.batcher.take()
+        self.intake.forget()
         self._ahead.take()
-        self._spoiled = False
-        self._failing = None
 
     def _reposition(self) -> None:
         """After an abandoned batch: forget it and re-read every assigned partition."""
@@ -543,8 +538,8 @@ class Worker:
             self._committed(self._in_flight, now - started, now - self._taken_at, visible_at)
             if error is not None:
                 raise error  # met reading the next batch ahead
-            if self._failing is not None and not self.batcher.message_count:
-                raise self._failing  # what came before the bad message is committed
+            if self.intake.failing is not None and not self.batcher.message_count:
+                raise self.intake.failing  # what came before the bad message is committed
 
     def _open(self, first: list[Row]) -> PendingBatch:
         """A batch whose rows stream from `first` on; `_stream` completes it as they end."""
@@ -556,7 +551,7 @@ class Worker:
         dead letter); None once asked to stop. No transaction is open meanwhile."""
         assert self.source is not None
         rows = self._ahead.take()
-        if self._spoiled:
+        if self.intake.spoiled:
             # Partitions read ahead were revoked; the others are read again from the table.
             logger.info("partitions read ahead were revoked; reading the others again")
             self._reposition()
@@ -571,12 +566,14 @@ class Worker:
             if not consumed:
                 self.health.set_retrying(None)  # nothing (left) to retry
                 self._refresh_lag()  # idle: so that time caught up is not counted as lag
-            rows.extend(self._add_all(consumed))
+            rows.extend(self.intake.add(consumed))
         return rows
 
     def _stream(self, first: list[Row], pending: PendingBatch) -> Iterator[Row]:
-        """The batch's rows, read until the batch is due (or a stop is asked for); then
-        completes `pending`: its deletes and the offsets it reaches; and its dead letters."""
+        """The batch's rows: consumed, taken along their topics' paths into the batch
+        (`Intake.add`) and streamed on, until the batch is due (or a stop is asked for); then
+        completes `pending`, and reads the next batch ahead while this one commits; last, the
+        batch's dead letters."""
         assert self.source is not None
         yield from first
         # Sent: let the rows read ahead go now. The batch holds this list in a cycle (it and
@@ -586,22 +583,30 @@ class Worker:
         while True:
             self.health.beat()
             now = time.monotonic()
-            if self.stopping.is_set() or self._failing is not None:
+            if self.stopping.is_set() or self.intake.failing is not None:
                 break
             if batcher.is_due(now):
                 break
             wait = min(POLL_SECONDS, batcher.time_until_due(now))
             room = batcher.room(CONSUME_CHUNK)
             self.source.retry_waiting()
-            yield from self._add_all(self.source.consume(room, wait))
-            if self._spoiled:
-                self._spoiled = False
+            yield from self.intake.add(self.source.consume(room, wait))
+            if self.intake.spoiled:
+                self.intake.spoiled = False
                 raise RevokedError("partitions of the batch were revoked; it is read again")
+        batch = self._complete(pending)
+        self._ahead.start(self._read_next)
+        yield from self._dead_letter_rows(batch)
+
+    def _complete(self, pending: PendingBatch) -> Batch:
+        """Takes the batch read, now in flight, and completes `pending` with its deletes and
+        the offsets it reaches."""
         with self._handover:
-            batch = self._in_flight = batcher.take()
+            batch = self._in_flight = self.batcher.take()
         self._taken_at = time.monotonic()
         # Past a bad message that stops the worker, the consumer read on: no markers then.
-        batch = self._in_flight = self._past_markers(batch) if self._failing is None else batch
+        if self.intake.failing is None:
+            batch = self._in_flight = self._past_markers(batch)
         pending.deletes = batch.deletes
         pending.expected = {tp: self.positions[tp] for tp in batch.next_offsets}
         pending.next_offsets = batch.next_offsets
@@ -610,8 +615,7 @@ class Worker:
             for tp in batch.next_offsets
             if tp.topic in self.topic_ids
         }
-        self._ahead.start(self._read_next)
-        yield from self._dead_letter_rows(batch)
+        return batch
 
     def _past_markers(self, batch: Batch) -> Batch:
         """The batch ending, in each partition, where the consumer reads next: past the
@@ -629,12 +633,12 @@ class Worker:
         consume call; None once the next batch is due or `held` reaches AHEAD_MAX_ROWS, or
         when a stop, a revocation or a bad message that stops the worker came meanwhile."""
         assert self.source is not None
-        if self.stopping.is_set() or self._spoiled or self._failing is not None:
+        if self.stopping.is_set() or self.intake.spoiled or self.intake.failing is not None:
             return None
         self.health.beat()
         if self.batcher.is_due() or held >= AHEAD_MAX_ROWS:
             return None
-        return self._add_all(
+        return self.intake.add(
             self.source.consume(self.batcher.room(AHEAD_CHUNK), AHEAD_POLL_SECONDS)
         )
 
@@ -670,145 +674,6 @@ class Worker:
         for row in dead_letter_rows(table, batch.dead_letters):
             yield table, row
 
-    def _add_all(self, msgs: list[Any]) -> list[Row]:
-        """Accounts for consumed messages in the batch; returns the rows they map to.
-
-        A message its topic's fast path maps (see `Pipeline.fast_path`) goes from the
-        consumer's message to its row, and the batcher takes each run of such messages of one
-        partition at once; any other message, and every one while poisoned offsets are
-        pending, takes `_add`. This loop runs for every message."""
-        self._seeked.clear()
-        if self._poison:
-            return self._add_each(msgs)
-        rows: list[Row] = []
-        fast_path, positions = self.pipeline.fast_path, self.positions
-        # The run: messages of one partition that took the fast path, with offsets first..last
-        # and `size` bytes; rows[start:] are their rows.
-        topic, partition, path = "", -1, None
-        start, first, last, size = 0, -1, -1, 0
-        # Each message of a run adds one row, each other message is counted here less the rows
-        # it added: msgs[i + shift] is the message of the run's row rows[i].
-        shift = 0
-
-        def account_for_run() -> None:
-            end = len(rows)
-            if end > start:
-                assert path is not None
-                self.batcher.add_rows(
-                    path.table,
-                    rows[start:],
-                    topic=topic,
-                    partition=partition,
-                    first=first,
-                    last=last,
-                    size=size,
-                    first_timestamp=timestamp_ms(msgs[start + shift]),
-                    last_timestamp=timestamp_ms(msgs[end - 1 + shift]),
-                )
-
-        for msg in msgs:
-            if msg.error() is None:
-                offset = msg.offset()
-                if msg.partition() != partition or msg.topic() != topic or offset <= last:
-                    account_for_run()
-                    topic, partition = msg.topic(), msg.partition()
-                    start, first, last, size = len(rows), -1, -1, 0
-                    # Not in positions: fetched before its partition was revoked (`_add` skips).
-                    path = fast_path(topic) if (topic, partition) in positions else None
-                if path is not None:
-                    key, value = msg.key(), msg.value()
-                    row = path.row(key, value)
-                    if row is not None:
-                        if first < 0:
-                            first = offset
-                        last = offset
-                        size += len(value) + (len(key) if key else 0)  # as Message.size
-                        rows.append((path.table, row))
-                        continue
-            account_for_run()  # in offset order, before the message that ends it
-            added = self._add(msg)
-            rows.extend(added)
-            shift += 1 - len(added)
-            start, first, size = len(rows), -1, 0
-            if self._failing is not None:
-                break  # reading stops at the bad message (errors.policy = "fail")
-        account_for_run()
-        return rows
-
-    def _add_each(self, msgs: list[Any]) -> list[Row]:
-        """`_add` for each message, in order, up to a bad one that stops the worker."""
-        rows: list[Row] = []
-        for msg in msgs:
-            rows.extend(self._add(msg))
-            if self._failing is not None:
-                break  # reading stops at the bad message (errors.policy = "fail")
-        return rows
-
-    def _add(self, msg: Any) -> tuple[Row, ...]:
-        """Accounts for one consumed message in the batch; returns the rows it maps to."""
-        error = msg.error()
-        if error is not None:
-            if is_fatal(error):
-                raise KafkaException(error)
-            tp = TopicPartition(msg.topic(), msg.partition())
-            if error.code() == KafkaError._AUTO_OFFSET_RESET and tp in self.positions:
-                self._out_of_range(tp)
-            elif error.code() not in UNREADABLE_MESSAGE or tp not in self.positions:
-                logger.warning("consumer: %s", error)
-            elif tp not in self._seeked:  # later reports in one consume call predate its seek
-                self._seeked.add(tp)
-                self._unreadable(msg, error)
-            return ()
-        message = message_from_kafka(msg)
-        if (message.topic, message.partition) not in self.positions:
-            return ()  # fetched before its partition was revoked
-        if self._poison:
-            rejected = self._poison.pop((message.topic, message.partition, message.offset), None)
-            if rejected is not None:
-                self._bad_message(message, RejectedError(message, rejected))
-                return ()
-        try:
-            mapped = self.pipeline.map(message)
-        except DecodeError as exc:
-            self._bad_message(message, exc)
-            return ()
-        self.batcher.add(message, mapped.rows, deletes=mapped.deletes)
-        return mapped.rows
-
-    def _unreadable(self, msg: Any, error: KafkaError) -> None:
-        """A message the client cannot read is bad input like any other: a dead letter with
-        its coordinates (or a stop, per errors.policy); then reading goes on after it.
-
-        The message is the partition's next one: the client reports a corrupt record batch at
-        its first offset (or at an offset read from the corrupt bytes), again and again, so
-        each report sets aside the next offset, until a readable message comes."""
-        assert self.source is not None
-        tp = TopicPartition(msg.topic(), msg.partition())
-        expected = self.batcher.next_offset(tp)
-        if expected is None:
-            expected = self.positions[tp]
-        offset = expected if expected >= 0 else msg.offset()
-        message = Message(tp.topic, tp.partition, offset, None, None, None)
-        reason = f"the Kafka client cannot read it: {error.str()}"
-        self._bad_message(message, DecodeError(message.coordinates, reason, code="unreadable"))
-        self.source.seek({tp: offset + 1})
-
-    def _bad_message(self, message: Message, error: DecodeError) -> None:
-        if self.settings.errors.policy is ErrorPolicy.FAIL:
-            failing = BadMessageError(
-                f'{error}. Stopping: errors.policy is "fail"; everything before it is '
-                f"committed. To skip it, stop the group's workers and run: pg-kafka-sink reset "
-                f"--to {message.topic}:{message.partition}={message.offset + 1}; or set "
-                f'errors.policy to "dead-letter-topic" or "dead-letter-table" to set bad '
-                f"messages aside and carry on"
-            )
-            failing.__cause__ = error
-            if not self.batcher.message_count:
-                raise failing
-            self._failing = failing  # the batch so far commits first (see _stream)
-            return
-        self.batcher.add_dead_letter(message, error)
-
     def _committed(
         self, batch: Batch, seconds: float, commit_seconds: float, visible_at: float
     ) -> None:
@@ -819,7 +684,7 @@ class Worker:
         self.health.set_retrying(None)
         self._in_flight = None
         self._sent.difference_update(_coordinates(d.message) for d in batch.dead_letters)
-        if self._isolating and batch.dead_letters and not self._poison:
+        if self._isolating and batch.dead_letters and not self.intake.rejecting:
             self._isolating = False
             self.batcher.max_messages = self.settings.batch.max_messages
         for tp, next_offset in batch.next_offsets.items():

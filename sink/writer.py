@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql
 
 import pg_bulk_ingest
 
+from .batcher import KeyText
 from .config import PostgresSettings, TruncatePolicy
 from .errors import StoredStateError
 from .offsets import (
@@ -36,7 +37,7 @@ from .offsets import (
     reset_command,
 )
 from .retry import DATABASE_ERRORS, sqlstate
-from .tables import Row, RowValues, TableSet, Truncation
+from .tables import Row, TableSet, Truncation
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Writer:
         self._ingesting: sa.Connection | None = None
         # Tables whose rows may hold a Truncation: only their sinks watch the rows go by.
         self._truncated = {
-            target.table: _KeyText(target.table)
+            target.table: KeyText(target.table)
             for target in tables.targets
             if target.truncate is TruncatePolicy.TRUNCATE
         }
@@ -499,21 +500,6 @@ def _unescape(text: str) -> str:
     if "\\" not in text:
         return text
     return _COPY_ESCAPE.sub(lambda match: _COPY_ESCAPES.get(match[1], match[1]), text)
-
-
-class _KeyText:
-    """A row's primary key as its COPY text, from a row tuple or a line of COPY text."""
-
-    def __init__(self, table: sa.Table) -> None:
-        encoders = pg_bulk_ingest.copy_encoders(table)
-        self._indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
-        self._encoders = [encoders[i] for i in self._indexes]
-
-    def of_row(self, row: RowValues) -> tuple[str, ...]:
-        if isinstance(row, str):  # a CopyRow
-            fields = row[:-1].split("\t")
-            return tuple(fields[i] for i in self._indexes)
-        return tuple(encode(row[i]) for encode, i in zip(self._encoders, self._indexes))
 
 
 def lost_state(what: str, known: Positions, whose: str) -> StoredStateError:

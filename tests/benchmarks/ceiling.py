@@ -7,8 +7,8 @@ process, each time with a fresh consumer group, and prints the rate of each stag
 
 1. consume only: librdkafka's consume loop, nothing done with the messages;
 2. plus decode, map and batch the general way: a `Message` and a `Record` per message, then
-   `Pipeline.map` and `Batcher.add` (the way of messages the fast path leaves);
-3. plus the worker's own loop (`Worker._add_all`), where this topic takes the fast path.
+   the topic's general way and `Batcher.add` (the way of messages the fast path leaves);
+3. plus the worker's intake (`Intake.add`), where this topic takes the fast path.
 
 The sink end to end can be no faster than the last line; the ingest core alone (the
 `ingest` section of `make bench`) starts from ready rows and skips all of it.
@@ -34,8 +34,9 @@ from sink.config import load_settings
 from sink.consumer import consumer_config
 from sink.health import Health
 from sink.metrics import SinkMetrics
+from sink.path import Intake, TopicPath
 from sink.pipeline import Pipeline
-from sink.records import TopicPartition, message_from_kafka
+from sink.records import TopicPartition
 from sink.worker import Worker
 from tests.events import events
 from tests.integration.sink.harness import produce
@@ -91,12 +92,18 @@ def main() -> None:
             settings = load_settings(config, {})
         pipeline = Pipeline.from_settings(settings)
         batcher = Batcher(10_000, 1 << 40, 3600.0)
+        # The intake, every message of which takes the general way.
+        intake = Intake(
+            lambda topic: TopicPath(None, pipeline.path(topic).lines),
+            batcher,
+            {TopicPartition(topic, p): 0 for p in range(PARTITIONS)},
+            settings.errors.policy,
+            out_of_range=lambda tp: None,
+            seek=lambda offsets: None,
+        )
 
         def general(msgs: list[Any]) -> None:
-            for msg in msgs:
-                message = message_from_kafka(msg)
-                result = pipeline.map(message)
-                batcher.add(message, result.rows, deletes=result.deletes)
+            intake.add(msgs)
             if batcher.message_count >= batcher.max_messages:
                 batcher.take()
 
@@ -111,7 +118,7 @@ def main() -> None:
         worker.positions.update({TopicPartition(topic, p): 0 for p in range(PARTITIONS)})
 
         def worker_loop(msgs: list[Any]) -> None:
-            worker._add_all(msgs)
+            worker.intake.add(msgs)
             if worker.batcher.message_count >= worker.batcher.max_messages:
                 worker.batcher.take()
 

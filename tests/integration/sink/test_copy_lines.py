@@ -1,6 +1,6 @@
 """The mapping's COPY lines store exactly what its typed rows store: the same messages go
-through `Mapper.line` into one table and `Mapper.map` into another, and PostgreSQL finds no
-difference, whatever the session time zone."""
+through `Mapper.line` into one table and `tests.oracle.mapped_row` into another, and
+PostgreSQL finds no difference, whatever the session time zone."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from sink.mapping import Mapper
 from sink.records import Message
 from sink.tables import tables_from_config
 from tests.events import events
+from tests.oracle import mapped_row
 
 pytestmark = pytest.mark.integration
 FORMATS = (Format.STRING, Format.JSON)
@@ -151,7 +152,7 @@ def test_lines_store_what_typed_rows_store(
     for message in _messages():
         record = decode(message, Format.STRING, Format.JSON)
         try:
-            row = mapper.map(record)
+            row = mapped_row(mapper, record)
         except MappingError as error:
             with pytest.raises(MappingError) as raised:
                 mapper.line(record)
@@ -249,7 +250,9 @@ def test_native_lines_store_what_typed_rows_store(
         if line is None:
             continue
         lines.append(line)
-        rows.append(mapper.map(decode(Message("t", 0, offset, None, None, document), *FORMATS)))
+        rows.append(
+            mapped_row(mapper, decode(Message("t", 0, offset, None, None, document), *FORMATS))
+        )
     assert len(lines) > 100 and len(handed_over) > 10  # both outcomes were exercised
     assert not set(NATIVE_DOCUMENTS) & set(handed_over)
     _assert_same_rows(engine, schema, time_zone, mapper, lines, rows)
@@ -287,7 +290,7 @@ def test_lines_upsert_on_the_key_like_typed_rows(engine: sa.engine.Engine, schem
             sa.text(f'SELECT id, amount::text, status FROM "{schema}".events ORDER BY id')
         ).all()
     expected = [
-        mapper.map(decode(m, Format.STRING, Format.JSON))
+        mapped_row(mapper, decode(m, Format.STRING, Format.JSON))
         for m in again  # the later values win
     ]
     assert [(r.id, r.amount, r.status) for r in stored] == [

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from pg_bulk_ingest import CopyRow
-from sink.batcher import Batcher
+from sink.batcher import Batcher, DeadLetter, Span
 from sink.errors import DecodeError, SinkError
 from sink.records import Message, TopicPartition
 from sink.tables import Truncation
@@ -33,6 +33,13 @@ def msg(
     return Message(tp.topic, tp.partition, offset, None, key, value)
 
 
+def span(message: Message) -> Span:
+    """The batch's account of one message."""
+    size = len(message.key or b"") + len(message.value or b"")
+    at = message.timestamp_ms
+    return Span(message.topic, message.partition, message.offset, message.offset, 1, size, at, at)
+
+
 def batcher(
     clock: Clock, max_messages: int = 100, max_bytes: int = 10_000, max_age: float = 1.0
 ) -> Batcher:
@@ -50,28 +57,28 @@ def test_an_empty_batcher_is_never_due_and_waits_at_most_the_linger() -> None:
 
 def test_due_at_max_messages() -> None:
     b = batcher(Clock(), max_messages=3)
-    b.add(msg(A0, 0), [(LOG, ("a",))])
-    b.add(msg(A0, 1))
+    b.add(span(msg(A0, 0)), [(LOG, ("a",))])
+    b.add(span(msg(A0, 1)))
     assert not b.is_due()
-    b.add(msg(A1, 0))
+    b.add(span(msg(A1, 0)))
     assert b.is_due()
     assert b.time_until_due() == 0.0
 
 
 def test_due_at_max_bytes_of_keys_and_values() -> None:
     b = batcher(Clock(), max_bytes=10)
-    b.add(msg(A0, 0, value=b"12345", key=b"123"))
+    b.add(span(msg(A0, 0, value=b"12345", key=b"123")))
     assert (b.byte_count, b.is_due()) == (8, False)
-    b.add(msg(A0, 1, value=b"12"))
+    b.add(span(msg(A0, 1, value=b"12")))
     assert (b.byte_count, b.is_due()) == (10, True)
 
 
 def test_due_max_age_after_the_first_message() -> None:
     clock = Clock()
     b = batcher(clock, max_age=2.0)
-    b.add(msg(A0, 0))
+    b.add(span(msg(A0, 0)))
     clock.now += 1.5
-    b.add(msg(A0, 1))
+    b.add(span(msg(A0, 1)))
     assert not b.is_due()
     assert b.time_until_due() == pytest.approx(0.5)
     assert b.time_until_due(now=clock.now + 0.25) == pytest.approx(0.25)
@@ -83,9 +90,9 @@ def test_due_max_age_after_the_first_message() -> None:
 def test_take_hands_over_row_counts_offsets_and_counts_then_starts_afresh() -> None:
     clock = Clock()
     b = batcher(clock)
-    b.add(msg(A0, 10, value=b"abc"), [(EVENTS, (1, "x")), (LOG, ("l1",))])
-    b.add(msg(B0, 3), [(EVENTS, (2, "y"))])
-    b.add(msg(A0, 11), [(LOG, ("l2",))])
+    b.add(span(msg(A0, 10, value=b"abc")), [(EVENTS, (1, "x")), (LOG, ("l1",))])
+    b.add(span(msg(B0, 3)), [(EVENTS, (2, "y"))])
+    b.add(span(msg(A0, 11)), [(LOG, ("l2",))])
     batch = b.take()
     assert batch.row_counts == {EVENTS: 2, LOG: 2}
     assert batch.next_offsets == {A0: 12, B0: 4}
@@ -98,9 +105,9 @@ def test_take_hands_over_row_counts_offsets_and_counts_then_starts_afresh() -> N
 
 def test_next_offset_follows_the_last_offset_across_gaps() -> None:
     b = batcher(Clock())
-    b.add(msg(A0, 5))
-    b.add(msg(A0, 9))  # 6..8 compacted away or transaction markers
-    b.add(msg(A0, 20))
+    b.add(span(msg(A0, 5)))
+    b.add(span(msg(A0, 9)))  # 6..8 compacted away or transaction markers
+    b.add(span(msg(A0, 20)))
     batch = b.take()
     assert batch.next_offsets == {A0: 21}
     assert batch.first_offsets == {A0: 5}
@@ -108,21 +115,22 @@ def test_next_offset_follows_the_last_offset_across_gaps() -> None:
 
 def test_messages_without_rows_still_advance_their_partition() -> None:
     b = batcher(Clock())
-    b.add(msg(A0, 7, value=None))  # an ignored tombstone
+    b.add(span(msg(A0, 7, value=None)))  # an ignored tombstone
     assert b.take().next_offsets == {A0: 8}
 
 
 def test_an_offset_going_back_within_a_batch_is_refused() -> None:
     b = batcher(Clock())
-    b.add(msg(A0, 5))
+    b.add(span(msg(A0, 5)))
     with pytest.raises(SinkError, match=r"a\[0\]@5: offset goes back .*abandoned"):
-        b.add(msg(A0, 5))
+        b.add(span(msg(A0, 5)))
 
 
 def test_a_batch_holding_messages_of_revoked_partitions_says_so() -> None:
     b = batcher(Clock())
-    b.add(msg(A0, 0), [(EVENTS, (1, "a0"))])
-    b.add_dead_letter(msg(A1, 1), DecodeError("a[1]@1", "bad"))
+    b.add(span(msg(A0, 0)), [(EVENTS, (1, "a0"))])
+    bad = msg(A1, 1)
+    b.add(span(bad), dead_letter=DeadLetter(bad, DecodeError("a[1]@1", "bad")))
     assert b.holds_any([A1, TopicPartition("c", 0)])
     assert b.holds_any([("a", 0)])
     assert not b.holds_any([B0, TopicPartition("c", 0)])
@@ -132,9 +140,9 @@ def test_a_batch_holding_messages_of_revoked_partitions_says_so() -> None:
 
 def test_a_key_whose_last_message_is_a_tombstone_is_deleted() -> None:
     b = batcher(Clock())
-    b.add(msg(A0, 0), [(EVENTS, (1, "v1"))])
-    b.add(msg(A0, 1), [(EVENTS, (2, "v2"))])
-    b.add(msg(A0, 2, value=None), deletes=[(EVENTS, (1,))])
+    b.add(span(msg(A0, 0)), [(EVENTS, (1, "v1"))])
+    b.add(span(msg(A0, 1)), [(EVENTS, (2, "v2"))])
+    b.add(span(msg(A0, 2, value=None)), deletes=[(EVENTS, (1,))])
     batch = b.take()
     # Deletes apply after the rows: the row of key 1 is written, then deleted.
     assert batch.row_counts == {EVENTS: 2}
@@ -144,20 +152,20 @@ def test_a_key_whose_last_message_is_a_tombstone_is_deleted() -> None:
 
 def test_a_key_written_after_its_tombstone_is_not_deleted() -> None:
     b = batcher(Clock())
-    b.add(msg(A0, 0, value=None), deletes=[(EVENTS, (1,)), (EVENTS, (2,))])
-    b.add(msg(A0, 1), [(EVENTS, (1, "again"))])
+    b.add(span(msg(A0, 0, value=None)), deletes=[(EVENTS, (1,)), (EVENTS, (2,))])
+    b.add(span(msg(A0, 1)), [(EVENTS, (1, "again"))])
     batch = b.take()
     assert batch.deletes == {EVENTS: ((2,),)}
 
 
 def test_only_the_last_of_several_writes_and_tombstones_of_a_key_counts() -> None:
     b = batcher(Clock())
-    b.add(msg(A0, 0, value=None), deletes=[(EVENTS, (1,))])
-    b.add(msg(A0, 1), [(EVENTS, (1, "again"))])
-    b.add(msg(A0, 2, value=None), deletes=[(EVENTS, (1,))])
-    b.add(msg(A0, 3), [(EVENTS, (1, "last"))])
-    b.add(msg(A0, 4, value=None), deletes=[(EVENTS, (7,))])
-    b.add(msg(A0, 5, value=None), deletes=[(EVENTS, (7,))])
+    b.add(span(msg(A0, 0, value=None)), deletes=[(EVENTS, (1,))])
+    b.add(span(msg(A0, 1)), [(EVENTS, (1, "again"))])
+    b.add(span(msg(A0, 2, value=None)), deletes=[(EVENTS, (1,))])
+    b.add(span(msg(A0, 3)), [(EVENTS, (1, "last"))])
+    b.add(span(msg(A0, 4, value=None)), deletes=[(EVENTS, (7,))])
+    b.add(span(msg(A0, 5, value=None)), deletes=[(EVENTS, (7,))])
     batch = b.take()
     # The last write of key 1 is an upsert that replaces the row: no delete for that key.
     assert batch.deletes == {EVENTS: ((7,),)}
@@ -172,12 +180,12 @@ def test_tombstones_match_rows_given_as_copy_lines_by_their_key_text() -> None:
         sa.Column("v", sa.TEXT),
     )
     b = batcher(Clock())
-    b.add(msg(A0, 0, value=None), deletes=[(keyed, (1, "tab\there")), (keyed, (3, "c"))])
-    b.add(msg(A0, 1, value=None), deletes=[(keyed, (4, "d"))])
-    b.add(msg(A0, 2), [(keyed, CopyRow("2\tb\tkept\n"))])
-    b.add(msg(A0, 3), [(keyed, CopyRow("3\tc\tre-created\n"))])
-    b.add(msg(A0, 4), [(keyed, (4, "d", "a typed row"))])
-    b.add(msg(A0, 5), [(keyed, CopyRow("1\ttab\\there\tescaped like the key\n"))])
+    b.add(span(msg(A0, 0, value=None)), deletes=[(keyed, (1, "tab\there")), (keyed, (3, "c"))])
+    b.add(span(msg(A0, 1, value=None)), deletes=[(keyed, (4, "d"))])
+    b.add(span(msg(A0, 2)), [(keyed, CopyRow("2\tb\tkept\n"))])
+    b.add(span(msg(A0, 3)), [(keyed, CopyRow("3\tc\tre-created\n"))])
+    b.add(span(msg(A0, 4)), [(keyed, (4, "d", "a typed row"))])
+    b.add(span(msg(A0, 5)), [(keyed, CopyRow("1\ttab\\there\tescaped like the key\n"))])
     batch = b.take()
     assert batch.deletes == {keyed: ()}
     assert batch.row_counts == {keyed: 4}
@@ -186,7 +194,8 @@ def test_tombstones_match_rows_given_as_copy_lines_by_their_key_text() -> None:
 def test_dead_letters_travel_with_the_batch_and_advance_their_offset() -> None:
     b = batcher(Clock())
     error = DecodeError("a[0]@4", "value is not JSON", code="not-json")
-    b.add_dead_letter(msg(A0, 4, value=b"{bad"), error)
+    bad = msg(A0, 4, value=b"{bad")
+    b.add(span(bad), dead_letter=DeadLetter(bad, error))
     batch = b.take()
     assert [(d.message.offset, d.error) for d in batch.dead_letters] == [(4, error)]
     assert batch.next_offsets == {A0: 5}
@@ -199,17 +208,17 @@ def test_limits_must_be_positive(messages: int, size: int, age: float) -> None:
         Batcher(messages, size, age)
 
 
-def test_add_rows_accounts_for_a_run_of_messages_as_add_does() -> None:
+def test_a_run_of_messages_of_one_table_is_accounted_for_as_each_message_is() -> None:
     by_message, by_parts = batcher(Clock()), batcher(Clock())
     for b in (by_message, by_parts):
-        b.add(msg(A0, 0, value=None), deletes=[(EVENTS, (1,)), (EVENTS, (2,))])
+        b.add(span(msg(A0, 0, value=None)), deletes=[(EVENTS, (1,)), (EVENTS, (2,))])
     run = [(EVENTS, CopyRow("1\tagain\n")), (EVENTS, CopyRow("4\tfour\n"))]
-    by_message.add(msg(A0, 4, value=b"12345", key=b"k1"), [run[0]])
-    by_message.add(msg(A0, 7, value=b"6"), [run[1]])  # a gap: 5 and 6 are compacted away
-    by_message.add(msg(B0, 9, value=b"678"), [(EVENTS, CopyRow("3\tnew\n"))])
-    by_parts.add_rows(EVENTS, run, topic="a", partition=0, first=4, last=7, size=8)
+    by_message.add(span(msg(A0, 4, value=b"12345", key=b"k1")), [run[0]])
+    by_message.add(span(msg(A0, 7, value=b"6")), [run[1]])  # a gap: 5 and 6 are compacted away
+    by_message.add(span(msg(B0, 9, value=b"678")), [(EVENTS, CopyRow("3\tnew\n"))])
+    by_parts.add(Span("a", 0, 4, 7, 2, 8, None, None), run, table=EVENTS)
     new = [(EVENTS, CopyRow("3\tnew\n"))]
-    by_parts.add_rows(EVENTS, new, topic="b", partition=0, first=9, last=9, size=3)
+    by_parts.add(Span("b", 0, 9, 9, 1, 3, None, None), new, table=EVENTS)
     taken = by_parts.take()
     assert taken == by_message.take()
     assert taken.next_offsets[TopicPartition("a", 0)] == 8
@@ -217,19 +226,19 @@ def test_add_rows_accounts_for_a_run_of_messages_as_add_does() -> None:
     assert (taken.message_count, taken.row_count) == (4, 3)
 
 
-def test_add_rows_refuses_a_run_that_goes_back() -> None:
+def test_a_run_that_goes_back_is_refused() -> None:
     b = batcher(Clock())
     two = [(LOG, ("l",)), (LOG, ("l",))]
-    b.add_rows(LOG, two, topic="a", partition=0, first=5, last=6, size=2)
+    b.add(Span("a", 0, 5, 6, 2, 2, None, None), two, table=LOG)
     with pytest.raises(SinkError, match=r"a\[0\]@6: offset goes back"):
-        b.add_rows(LOG, two, topic="a", partition=0, first=6, last=8, size=2)
+        b.add(Span("a", 0, 6, 8, 2, 2, None, None), two, table=LOG)
 
 
 def test_a_truncation_in_the_row_stream_is_no_row_written() -> None:
     b = batcher(Clock())
-    b.add(msg(A0, 0), [(EVENTS, (1, "a"))])
-    b.add(msg(A0, 1), [(EVENTS, Truncation.of(EVENTS))])
-    b.add(msg(A0, 2), [(EVENTS, (2, "b"))])
+    b.add(span(msg(A0, 0)), [(EVENTS, (1, "a"))])
+    b.add(span(msg(A0, 1)), [(EVENTS, Truncation.of(EVENTS))])
+    b.add(span(msg(A0, 2)), [(EVENTS, (2, "b"))])
     batch = b.take()
     assert batch.row_counts == {EVENTS: 2}
     assert batch.message_count == 3

@@ -1,8 +1,9 @@
 """The native line (sink/_copyline.c): for any bytes, it gives the row the worker would write
-by the Python form of the fast path (or, where that gives up, by `Pipeline.map`), or hands the
-message to that Python form; jsonb values may be spelled as the message spelled them, numbers
-with the digits it wrote. Which documents it writes itself and which it hands over; and its
-`numbers_round_trip`, which tells where the Python paths must read a message's numbers again."""
+by the Python form of the fast path (or, where that gives up, by `Pipeline.copy_lines`), or
+hands the message to that Python form; jsonb values may be spelled as the message spelled
+them, numbers with the digits it wrote. Which documents it writes itself and which it hands
+over; and its `numbers_round_trip`, which tells where the Python paths must read a message's
+numbers again."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
 from sink.errors import DecodeError
 from sink.mapping import python_numbers_round_trip
-from sink.pipeline import FastPath, Pipeline
+from sink.path import FastPath
+from sink.pipeline import Pipeline
 from sink.records import Message
 from sink.tables import tables_from_config
 
@@ -74,7 +76,7 @@ KEY_CODES = {Format.BYTES: 0, Format.STRING: 1, Format.JSON: 2}
 PIPELINES = {key_format: pipeline(key_format) for key_format in KEY_CODES}
 PATHS: dict[Format, FastPath] = {}
 for _format, _pipeline in PIPELINES.items():
-    _path = _pipeline.fast_path("t")
+    _path = _pipeline.path("t").fast
     assert _path is not None
     PATHS[_format] = _path
 
@@ -96,9 +98,10 @@ class Native:
         return self.python(key, value)
 
     def general(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
-        """The row of `Pipeline.map`, where the fast path gives up; None for a dead letter."""
+        """The row of `Pipeline.copy_lines`, where the fast path gives up; None for a dead
+        letter."""
         try:
-            mapped = self.pipeline.map(Message("t", 0, 0, None, key, value))
+            mapped = self.pipeline.copy_lines(Message("t", 0, 0, None, key, value))
         except DecodeError:
             return None
         return mapped.rows[0][1] if mapped.rows else None  # type: ignore[return-value]

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from sink import connect
+from sink.batcher import KeyText
 from sink.config import (
     ColumnSettings,
     Envelope,
@@ -31,11 +32,12 @@ from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
 from sink.debezium import SEMANTIC_TYPES, Change, Op, change
 from sink.errors import BadPayload, ConfigError, MappingError, Mismatch, NotAChange
-from sink.pipeline import Mapped, Pipeline
+from sink.path import Mapped
+from sink.pipeline import Pipeline
 from sink.records import Message
 from sink.registry import SchemaDecoders
 from sink.tables import Truncation, tables_from_config
-from sink.writer import _KeyText, _text_arrays
+from sink.writer import _text_arrays
 
 from .test_registry import URL, FakeRegistry, Schema, avro_bytes, wire
 
@@ -337,12 +339,12 @@ def event(op: str, before: object = None, after: object = None) -> bytes:
 
 
 def mapped(pipeline: Pipeline, value: bytes | None, key: bytes | None = b'{"id": 7}') -> Mapped:
-    return pipeline.map(Message("t", 0, 3, None, key, value))
+    return pipeline.copy_lines(Message("t", 0, 3, None, key, value))
 
 
 def test_a_change_event_topic_never_takes_the_fast_path(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "sink.pipeline")
-    assert Pipeline(tables_from_config([items()])).fast_path("t") is None
+    assert Pipeline(tables_from_config([items()])).path("t").fast is None
     assert 'take the general path (envelope is "debezium")' in caplog.text
 
 
@@ -496,6 +498,6 @@ def test_a_truncation_keeps_the_keys_written_after_it_as_postgresql_reads_them(k
     )
     pipeline = Pipeline(tables_from_config([settings]))
     ((table, line),) = mapped(pipeline, event("c", after={"id": key, "n": 1}), key=None).rows
-    key_text = _KeyText(table)
+    key_text = KeyText(table)
     for written in (line, (key, 1)):
         assert _text_arrays(table, [key_text.of_row(written)]) == {"k0": [key]}

@@ -112,8 +112,6 @@ def test_message_from_kafka_without_timestamp_or_headers() -> None:
     assert copied.value is None
 
 
-def test_message_size_counts_key_and_value() -> None:
-    assert Message("t", 0, 0, None, b"ab", b"cde").size == 5
-    assert Message("t", 0, 0, None, None, None).size == 0
+def test_a_message_names_its_partition_and_coordinates() -> None:
     assert Message("t", 1, 0, None, None, None).topic_partition == TopicPartition("t", 1)
     assert Record(Message("t", 1, 9, None, None, None), None, None).coordinates == "t[1]@9"

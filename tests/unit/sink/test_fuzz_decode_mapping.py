@@ -1,6 +1,6 @@
 """Fuzzing: whatever bytes arrive, decoding and mapping either succeed or raise DecodeError
 (MappingError included); nothing else escapes to stop the stream. The COPY-text mapping
-(`line`) accepts and refuses exactly what the typed mapping (`map`) does."""
+(`line`) accepts and refuses exactly what the typed mapping (`tests.oracle.mapped_row`) does."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sink.errors import DecodeError, MappingError
 from sink.mapping import Mapper, compile_mapper
 from sink.records import Message, Record
 from sink.tables import tables_from_config
+from tests.oracle import mapped_row
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -95,7 +96,7 @@ def run(message: Message, fmt: Format) -> None:
         return
     line = _line_or_error(mapper, record)
     try:
-        row = mapper.map(record)
+        row = mapped_row(mapper, record)
     except MappingError as error:
         assert error.coordinates == message.coordinates
         assert not isinstance(line, str), f"line accepted what map refused: {error}"

@@ -6,7 +6,7 @@ import re
 
 import sqlalchemy as sa
 
-from sink.batcher import Batcher
+from sink.batcher import Batcher, DeadLetter, Span
 from sink.errors import DecodeError, MappingError
 from sink.metrics import SinkMetrics
 from sink.records import Message, TopicPartition
@@ -49,15 +49,23 @@ def message(topic: str, partition: int, offset: int, value: bytes = b"{}") -> Me
     return Message(topic, partition, offset, 1_700_000_000_000, b"k", value)
 
 
+def span(message: Message) -> Span:
+    """The batch's account of one message."""
+    size = len(message.key or b"") + len(message.value or b"")
+    at = message.timestamp_ms
+    return Span(message.topic, message.partition, message.offset, message.offset, 1, size, at, at)
+
+
 def test_committed_batch_counts_messages_rows_per_table_and_dead_letters_by_reason() -> None:
     events, other = table("events"), table("other")
     batcher = Batcher(max_messages=100, max_bytes=1 << 20, max_age_seconds=1)
-    batcher.add(message("t", 0, 5), [(events, (1,)), (other, (1,))])
-    batcher.add(message("t", 0, 6), [(events, (2,))])
-    batcher.add_dead_letter(message("t", 1, 9), DecodeError("t[1]@9", "bad", code="not-json"))
-    batcher.add_dead_letter(
-        message("t", 1, 10), MappingError("t[1]@10", "bad", table="s.events", code="type")
-    )
+    batcher.add(span(message("t", 0, 5)), [(events, (1,)), (other, (1,))])
+    batcher.add(span(message("t", 0, 6)), [(events, (2,))])
+    for bad, error in (
+        (message("t", 1, 9), DecodeError("t[1]@9", "bad", code="not-json")),
+        (message("t", 1, 10), MappingError("t[1]@10", "bad", table="s.events", code="type")),
+    ):
+        batcher.add(span(bad), dead_letter=DeadLetter(bad, error))
     metrics = SinkMetrics()
     metrics.partitions_assigned([TopicPartition("t", 0), TopicPartition("t", 1)], {})
     metrics.batch_committed(batcher.take(), 0.2, commit_seconds=0.03, now=1_700_000_123.5)
@@ -167,11 +175,11 @@ def stamped(topic: str, partition: int, offset: int, timestamp_ms: int | None) -
 
 def test_produce_to_visible_is_observed_per_partition_for_its_first_message_at_commit() -> None:
     batcher = Batcher(max_messages=100, max_bytes=1 << 20, max_age_seconds=1)
-    batcher.add(stamped("orders", 0, 10, 1_700_000_000_000))  # waited 12.5 s
-    batcher.add(stamped("orders", 0, 11, 1_700_000_010_000))
-    batcher.add(stamped("orders", 1, 3, 1_700_000_012_000))  # waited 0.5 s
-    batcher.add(stamped("audit", 0, 7, None))  # no timestamp: not observed
-    batcher.add(stamped("audit", 0, 8, 1_700_000_011_000))
+    batcher.add(span(stamped("orders", 0, 10, 1_700_000_000_000)))  # waited 12.5 s
+    batcher.add(span(stamped("orders", 0, 11, 1_700_000_010_000)))
+    batcher.add(span(stamped("orders", 1, 3, 1_700_000_012_000)))  # waited 0.5 s
+    batcher.add(span(stamped("audit", 0, 7, None)))  # no timestamp: not observed
+    batcher.add(span(stamped("audit", 0, 8, 1_700_000_011_000)))
     metrics = SinkMetrics(topics=["orders", "audit"])
     metrics.batch_committed(batcher.take(), 0.2, now=1_700_000_012.5)
 
@@ -188,7 +196,7 @@ def test_produce_to_visible_is_observed_per_partition_for_its_first_message_at_c
 
 def test_produce_to_visible_of_a_producer_clock_ahead_of_ours_is_zero() -> None:
     batcher = Batcher(max_messages=100, max_bytes=1 << 20, max_age_seconds=1)
-    batcher.add(stamped("orders", 0, 1, 1_700_000_005_000))
+    batcher.add(span(stamped("orders", 0, 1, 1_700_000_005_000)))
     metrics = SinkMetrics()
     metrics.batch_committed(batcher.take(), 0.2, now=1_700_000_000.0)
     found = samples(metrics.render())
@@ -222,8 +230,8 @@ def test_lag_seconds_of_a_message_not_read_yet_is_bounded_without_counting_time_
     tp = TopicPartition("orders", 0)
     metrics.partitions_assigned([tp], {tp: 0})
     batcher = Batcher(max_messages=100, max_bytes=1 << 20, max_age_seconds=1)
-    batcher.add(stamped("orders", 0, 0, 1_699_999_990_000))
-    batcher.add(stamped("orders", 0, 1, 1_699_999_995_000))  # the last committed: 5 s old
+    batcher.add(span(stamped("orders", 0, 0, 1_699_999_990_000)))
+    batcher.add(span(stamped("orders", 0, 1, 1_699_999_995_000)))  # the last committed: 5 s old
     metrics.batch_committed(batcher.take(), 0.2)
     metrics.log_end_offsets({tp: 4})  # two more, not read yet
 

@@ -1,5 +1,6 @@
-"""The pipeline's fast path: which topics take it, and that a row it gives is the row `map`
-gives, while anything `map` refuses (or does more with) it leaves to `map`."""
+"""The pipeline's fast path: which topics take it, and that a row it gives is the row
+`copy_lines` gives, while anything `copy_lines` refuses (or does more with) it leaves to
+`copy_lines`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from sink.config import ColumnSettings, Format, TableSettings, TombstonePolicy
 from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
-from sink.errors import DecodeError
+from sink.errors import ConfigError, DecodeError
 from sink.pipeline import Pipeline
 from sink.records import Message
 from sink.tables import tables_from_config
@@ -53,7 +54,7 @@ PIPELINES = {
 
 
 def test_a_topic_for_one_table_of_top_level_fields_takes_the_fast_path() -> None:
-    path = pipeline(table()).fast_path("t")
+    path = pipeline(table()).path("t").fast
     assert path is not None
     row = path.row(b"k", b'{"id": 7, "f1": "seven", "f3": true}')
     assert row == "7\t\\N\tseven\t\\N\tt" + "\t\\N" * (len(TYPES) - 4) + "\n"
@@ -77,7 +78,7 @@ def test_a_topic_for_one_table_of_top_level_fields_takes_the_fast_path() -> None
     ids=["kafka metadata", "key", "nested path", "whole value", "string values"],
 )
 def test_columns_that_need_more_than_top_level_fields_take_map(settings: TableSettings) -> None:
-    assert pipeline(settings).fast_path("t") is None
+    assert pipeline(settings).path("t").fast is None
 
 
 def test_each_topic_logs_once_which_path_its_messages_take(
@@ -87,7 +88,7 @@ def test_each_topic_logs_once_which_path_its_messages_take(
     slow = pipeline(table(ColumnSettings("at", ctype("TIMESTAMPTZ"), source("kafka.timestamp"))))
     with caplog.at_level(logging.INFO, logger="sink.pipeline"):
         for pipe in (fast, fast, slow):
-            pipe.fast_path("t")
+            pipe.path("t")
     assert caplog.messages == [
         "t: messages go straight from JSON to COPY text",
         "t: messages take the general path (column at reads kafka.timestamp)",
@@ -97,11 +98,12 @@ def test_each_topic_logs_once_which_path_its_messages_take(
 def test_a_topic_feeding_two_tables_or_a_map_record_hook_takes_map() -> None:
     tables = tables_from_config([table()])
     assert (
-        Pipeline(dataclasses.replace(tables, map_record=lambda record: [])).fast_path("t") is None
+        Pipeline(dataclasses.replace(tables, map_record=lambda record: [])).path("t").fast is None
     )
     both = tables_from_config([table(), table(name="copy")])
-    assert Pipeline(dataclasses.replace(both, fan_out=True)).fast_path("t") is None
-    assert pipeline(table()).fast_path("not-subscribed") is None
+    assert Pipeline(dataclasses.replace(both, fan_out=True)).path("t").fast is None
+    with pytest.raises(ConfigError, match="no table"):
+        pipeline(table()).path("not-subscribed")
 
 
 @pytest.mark.parametrize(
@@ -116,7 +118,7 @@ def test_a_topic_feeding_two_tables_or_a_map_record_hook_takes_map() -> None:
 def test_a_key_that_does_not_decode_is_left_to_map(
     key_format: Format, key: bytes | None, takes_fast_path: bool
 ) -> None:
-    fast = PIPELINES[key_format].fast_path("t")
+    fast = PIPELINES[key_format].path("t").fast
     assert fast is not None
     assert (fast.row(key, b'{"id": 1}') is not None) is takes_fast_path
 
@@ -127,7 +129,7 @@ def test_a_key_that_does_not_decode_is_left_to_map(
     ids=["tombstone", "empty", "null", "list", "empty object", "not json", "missing", "bad"],
 )
 def test_values_that_are_not_plain_rows_are_left_to_map(value: bytes | None) -> None:
-    fast = PIPELINES[Format.STRING].fast_path("t")
+    fast = PIPELINES[Format.STRING].path("t").fast
     assert fast is not None
     assert fast.row(b"k", value) is None
 
@@ -176,16 +178,16 @@ objects = st.fixed_dictionaries(
     key=st.none() | st.binary(max_size=6) | st.just(b'"k"'),
     key_format=st.sampled_from(list(PIPELINES)),
 )
-def test_the_fast_path_gives_the_row_map_gives_or_leaves_the_message_to_map(
+def test_the_fast_path_gives_the_row_copy_lines_gives_or_leaves_the_message_to_it(
     value: dict[str, object], key: bytes | None, key_format: Format
 ) -> None:
     pipe = PIPELINES[key_format]
-    fast = pipe.fast_path("t")
+    fast = pipe.path("t").fast
     assert fast is not None
     raw = json.dumps(value).encode()  # beyond orjson: integers past 64 bits, NaN
     row = fast.row(key, raw)
     try:
-        mapped = pipe.map(Message("t", 0, 1, None, key, raw))
+        mapped = pipe.copy_lines(Message("t", 0, 1, None, key, raw))
     except DecodeError:
         assert row is None
         return

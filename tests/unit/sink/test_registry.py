@@ -385,13 +385,15 @@ def test_avro_keys_and_values_map_to_rows_on_the_general_path(registry: FakeRegi
         tombstones=TombstonePolicy.DELETE,
     )
     pipeline = Pipeline(tables_from_config([table]), SchemaDecoders(registry, URL))
-    assert pipeline.fast_path("t") is None
+    assert pipeline.path("t").fast is None
     key = wire(2, avro_bytes(key_schema, {"id": 7}))
-    mapped = pipeline.map(Message("t", 0, 0, None, key, wire(1, avro_bytes(ORDER, AN_ORDER))))
+    mapped = pipeline.copy_lines(
+        Message("t", 0, 0, None, key, wire(1, avro_bytes(ORDER, AN_ORDER)))
+    )
     ((_, row),) = mapped.rows
     assert row == (
         "7\t-12.345\t2024-05-01T12:00:00.123000+00:00\t2024-05-01\t"
         "00000000-0000-0000-0000-000000000063\t\\N\n"
     )
-    tombstone = pipeline.map(Message("t", 0, 1, None, key, None))
+    tombstone = pipeline.copy_lines(Message("t", 0, 1, None, key, None))
     assert [values for _, values in tombstone.deletes] == [(7,)]

@@ -1,5 +1,5 @@
-"""The worker's loop over consumed messages: taking runs of messages by the fast path gives
-the same rows and the same batch as taking every message the general way, one by one."""
+"""The intake of consumed messages: taking runs of messages by the fast path gives the same
+rows and the same batch as taking every message the general way, one by one."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sink.config import Settings, load_settings
 from sink.errors import SinkError
 from sink.health import Health
 from sink.metrics import SinkMetrics
+from sink.path import TopicPath
 from sink.pipeline import Pipeline
 from sink.records import TopicPartition
 from sink.worker import Worker
@@ -80,6 +81,12 @@ def worker() -> Worker:
     engine = sa.create_engine(SETTINGS.postgres.engine_url())
     made = Worker(SETTINGS, engine, PIPELINE, Health(lambda: None), SinkMetrics())
     made.positions.update(dict.fromkeys(ASSIGNED, 0))
+    return made
+
+
+def general_way(made: Worker) -> Worker:
+    """The worker, each message of which takes the general way."""
+    made.intake._paths = lambda topic: TopicPath(None, PIPELINE.path(topic).lines)
     return made
 
 
@@ -169,19 +176,19 @@ def test_runs_by_the_fast_path_give_what_the_general_way_gives(
     steps: list[tuple[str, int, int, bytes | None, bytes | None, bool]], cuts: list[int]
 ) -> None:
     msgs = messages(steps)
-    by_runs, one_by_one = worker(), worker()
+    by_runs, one_by_one = worker(), general_way(worker())
     rows: list[object] = []
     bounds = sorted({0, len(msgs), *(min(c, len(msgs)) for c in cuts)})
     for begin, end in zip(bounds, bounds[1:]):  # consumed in chunks
-        rows += by_runs._add_all(msgs[begin:end])
-    expected = [row for msg in msgs for row in one_by_one._add(msg)]
+        rows += by_runs.intake.add(msgs[begin:end])
+    expected = [row for msg in msgs for row in one_by_one.intake.add([msg])]
     assert rows == expected
     assert comparable(by_runs.batcher.take()) == comparable(one_by_one.batcher.take())
 
 
 def test_a_run_is_accounted_for_before_a_message_of_its_partition_that_ends_it() -> None:
     loop = worker()
-    rows = loop._add_all(
+    rows = loop.intake.add(
         [
             FakeMessage("fast", 0, 3, b"1", b'{"id": 1}'),
             FakeMessage("fast", 0, 4, b"1", b'{"id": 1}'),
@@ -201,7 +208,7 @@ def test_a_run_is_accounted_for_before_a_message_of_its_partition_that_ends_it()
 
 def test_each_partitions_first_and_last_timestamps_come_from_runs_between_other_messages() -> None:
     loop = worker()
-    loop._add_all(
+    loop.intake.add(
         [
             FakeMessage("fast", 1, 4, b"1", b'{"id": 1}'),
             FakeMessage("general", 0, 0, None, b'{"id": 1}'),  # the general way, one row
@@ -226,7 +233,7 @@ def test_each_partitions_first_and_last_timestamps_come_from_runs_between_other_
     assert in_flight.last_timestamps == {fast0: at + 12, fast1: at + 9, general0: at}
 
     # Read on while the batch commits: its own messages are the oldest not committed yet.
-    loop._add_all(
+    loop.intake.add(
         [
             FakeMessage("fast", 0, 14, b"1", b'{"id": 1}'),
             FakeMessage("fast", 1, 12, b"1", b'{"id": 1}'),
@@ -237,7 +244,23 @@ def test_each_partitions_first_and_last_timestamps_come_from_runs_between_other_
     assert loop._oldest_uncommitted() == {fast0: at + 14, fast1: at + 12}
 
 
+def test_the_batch_counts_the_bytes_of_keys_and_values_whichever_way_a_message_takes() -> None:
+    loop = worker()
+    loop.intake.add(
+        [
+            FakeMessage("fast", 0, 0, b"12", b'{"id": 12}'),  # fast: 2 + 10 bytes
+            FakeMessage("fast", 0, 1, None, b'{"id": 1}'),  # fast, no key: 9
+            FakeMessage("fast", 0, 2, b"1", None),  # a tombstone, the general way: 1
+            FakeMessage("fast", 0, 3, None, b"not json"),  # a dead letter: 8
+            FakeMessage("general", 1, 0, b"abc", b'{"id": 3}'),  # general: 3 + 9
+        ]
+    )
+    batch = loop.batcher.take()
+    assert batch.byte_count == 12 + 9 + 1 + 8 + 12
+    assert batch.by_topic() == {"fast": (4, 30), "general": (1, 12)}
+
+
 def test_an_offset_that_goes_back_within_a_run_is_refused() -> None:
     back = [FakeMessage("fast", 0, offset, b"1", b'{"id": 1}') for offset in (5, 6, 4)]
     with pytest.raises(SinkError, match=r"fast\[0\]@4: offset goes back"):
-        worker()._add_all(back)
+        worker().intake.add(back)
