@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple, Tuple
 import sqlalchemy as sa
 
 from pg_bulk_ingest import CopyRow, copy_encoders
-from sink.errors import DecodeError, SinkError
+from sink.errors import MessageError, SinkError
 from sink.records import Message, TopicPartition
 from sink.tables import Deletion, Row, RowValues, Truncation
 
@@ -28,7 +28,7 @@ class DeadLetter:
     """A message that could not be decoded or mapped; its offset advances with the batch."""
 
     message: Message
-    error: DecodeError
+    error: MessageError
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ import orjson
 
 from sink.debezium import SEMANTIC_TYPES
 from sink.errors import BadPayload, Mismatch, PayloadMismatch
-from sink.exactjson import exact_loads
-from sink.mapping import numbers_round_trip
+from sink.exactjson import exact_loads, numbers_round_trip
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

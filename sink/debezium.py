@@ -15,8 +15,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from sink.errors import Mismatch, NotAChange
-from sink.exactjson import exact_loads
-from sink.mapping import numbers_round_trip
+from sink.exactjson import exact_loads, numbers_round_trip
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

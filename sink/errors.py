@@ -1,7 +1,8 @@
 """The sink's failure families, rooted at `SinkError`: every error the sink raises is here.
 
-Callers decide by class: `ConfigError` stops the worker at start; `DecodeError` (and its
-`MappingError` subclass) sends one message to the dead-letter destination; a `TransientError`
+Callers decide by class: `ConfigError` stops the worker at start; a `MessageError` (a
+`DecodeError`, its `MappingError` subclass, or a `RejectedError`) sends one message to the
+dead-letter destination; a `TransientError`
 abandons the batch, retried with backoff; any other `SinkError` stops the worker.
 """
 
@@ -35,10 +36,10 @@ class ConfigError(SinkError):
         self.problems = problems
 
 
-class DecodeError(SinkError):
-    """One Kafka message cannot be written as it is: it does not decode, does not fit its
-    table (`MappingError`), or PostgreSQL refused its rows (`RejectedError`); it goes to the
-    dead-letter destination, or stops the worker under errors.policy = "fail".
+class MessageError(SinkError):
+    """One Kafka message cannot be written as it is: it does not decode (`DecodeError`), does
+    not fit its table (`MappingError`), or PostgreSQL refused its rows (`RejectedError`); it
+    goes to the dead-letter destination, or stops the worker under errors.policy = "fail".
 
     `code` is a short stable label for metrics and dead letters (e.g. "not-json"), `reason` the
     human explanation without the coordinates, `coordinates` is `topic[partition]@offset`.
@@ -49,6 +50,11 @@ class DecodeError(SinkError):
         self.coordinates = coordinates
         self.reason = reason
         self.code = code
+
+
+class DecodeError(MessageError):
+    """One message's bytes do not decode by its topic's formats; or, as `MappingError`, the
+    decoded value does not fit its table."""
 
 
 class MappingError(DecodeError):
@@ -121,7 +127,7 @@ class RevokedError(SinkError):
     """Partitions of the batch being written were revoked: it rolls back and is read again."""
 
 
-class RejectedError(DecodeError):
+class RejectedError(MessageError):
     """PostgreSQL refused the row(s) one message maps to (a constraint, an out-of-range value)."""
 
     def __init__(self, message: Message, reason: str) -> None:

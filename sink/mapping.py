@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import decimal
-import json
 import math
 import re
 import uuid
@@ -40,15 +39,11 @@ from sink.copytext import (
     holds_float,
     native_kind,
 )
-from sink.errors import ConfigError, DecodeError, MappingError
+from sink.errors import ConfigError, MappingError, MessageError
+from sink.exactjson import exact_loads, numbers_round_trip
 from sink.kinds import kind_of
 from sink.records import Message, Record
 from sink.tables import Target
-
-try:
-    from sink import _copyline
-except ImportError:  # not built: the Python form of its numbers_round_trip does the same, slower
-    _copyline = None  # type: ignore[assignment]
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -556,47 +551,6 @@ def _nul_path(value: object) -> str | None:
     return None
 
 
-# --- exact numbers --------------------------------------------------------------------------
-
-# A number outside a JSON string comes first in the document or after "[", ":" or ",". Inside
-# strings these find some too, which only costs a closer look or an exact reading.
-_NUMBER_TOKENS = re.compile(rb"[\[:,]\s*(-?\d[\d.eE+-]*)").findall
-# The numbers that may not round trip: 16 digits or more (17 characters), an exponent, a
-# fraction of two digits or more ending in 0, below 1e-4.
-_DOUBTFUL_NUMBER = re.compile(
-    rb"[\[:,]\s*-?(?:\d[\d.]{16}|\d+(?:\.\d+)?[eE]|\d+\.\d+0(?=\s*(?:[,\]}]|$))|0\.0000)"
-).search
-_ORJSON_INT_MIN, _ORJSON_INT_MAX = -(2**63), 2**64 - 1
-_EXACT_LOADS = json.JSONDecoder(parse_float=decimal.Decimal).decode
-
-
-def python_numbers_round_trip(document: bytes) -> bool:
-    """Whether every number in a JSON document reads through orjson as a value whose Python
-    text is the number as written: an int orjson reads as an int, or a float whose repr() is
-    the number. The Python form of `sink._copyline.numbers_round_trip`."""
-    start = document.lstrip()[:1]
-    if start == b"-" or start.isdigit():  # the document is one number
-        return _token_round_trips(document.strip())
-    if _DOUBTFUL_NUMBER(document) is None:
-        return True
-    return all(_token_round_trips(token) for token in _NUMBER_TOKENS(document))
-
-
-def _token_round_trips(token: bytes) -> bool:
-    digits = token[1:] if token[:1] == b"-" else token
-    if digits.isdigit():
-        return len(digits) <= 18 or _ORJSON_INT_MIN <= int(token) <= _ORJSON_INT_MAX
-    try:
-        return repr(float(token)).encode() == token
-    except ValueError:
-        return False
-
-
-numbers_round_trip: Callable[[bytes], bool] = (
-    python_numbers_round_trip if _copyline is None else _copyline.numbers_round_trip
-)
-
-
 # --- extractors: one per column source ------------------------------------------------------
 
 
@@ -869,7 +823,7 @@ class Mapper:
 
     def _read_exactly(self, record: Record, part: str, data: bytes) -> object:
         try:
-            return _EXACT_LOADS(data.decode("utf-8"))
+            return exact_loads(data.decode("utf-8"))
         except (ValueError, RecursionError) as error:
             raise MappingError(
                 record.coordinates,
@@ -1069,7 +1023,7 @@ def compile_mapper(target: Target) -> Mapper:
 
 
 def dead_letter_row(
-    message: Message, error: DecodeError, failed_at: datetime
+    message: Message, error: MessageError, failed_at: datetime
 ) -> tuple[object, ...]:
     """A row of the dead-letter table (sink.tables.dead_letter_table) for a rejected message.
 

@@ -18,7 +18,7 @@ from .batcher import Batcher, DeadLetter, Span
 from .config import ErrorPolicy, Format
 from .consumer import UNREADABLE_MESSAGE, is_fatal
 from .copytext import LineFunction
-from .errors import BadMessageError, DecodeError, RejectedError
+from .errors import BadMessageError, DecodeError, MessageError, RejectedError
 from .records import Message, TopicPartition, message_from_kafka, timestamp_ms
 from .tables import Deletion, Row
 
@@ -288,7 +288,7 @@ class Intake:
         self._bad(message, error_, Span(tp.topic, tp.partition, offset, offset, 1, 0, None, None))
         self._seek({tp: offset + 1})
 
-    def _bad(self, message: Message, error: DecodeError, span: Span) -> None:
+    def _bad(self, message: Message, error: MessageError, span: Span) -> None:
         """A message that cannot be written: a dead letter, or under errors.policy = "fail" a
         stop, at once if the batch holds nothing before it, else once that has committed."""
         if self._policy is ErrorPolicy.FAIL:

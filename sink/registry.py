@@ -51,8 +51,7 @@ from sink.errors import (
     SchemaRegistryUnavailableError,
     SinkError,
 )
-from sink.exactjson import exact_loads
-from sink.mapping import numbers_round_trip
+from sink.exactjson import exact_loads, numbers_round_trip
 
 try:  # the registry client's HTTP library: httpx2 on Python 3.10+, httpx before
     from httpx2 import TransportError

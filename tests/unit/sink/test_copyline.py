@@ -26,7 +26,7 @@ from sink.config import ColumnSettings, Format, TableSettings
 from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
 from sink.errors import DecodeError
-from sink.mapping import python_numbers_round_trip
+from sink.exactjson import python_numbers_round_trip
 from sink.path import FastPath
 from sink.pipeline import Pipeline
 from sink.records import Message

@@ -12,7 +12,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from sink import mapping
+from sink import exactjson, mapping
 from sink.config import ColumnSettings, Format, TableSettings, TombstonePolicy
 from sink.config import parse_column_type as ctype
 from sink.config import parse_source as source
@@ -528,7 +528,7 @@ INEXACT = (
 def screen(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """With the C extension's numbers_round_trip, and with its Python form."""
     if request.param == "python":
-        monkeypatch.setattr(mapping, "numbers_round_trip", mapping.python_numbers_round_trip)
+        monkeypatch.setattr(mapping, "numbers_round_trip", exactjson.python_numbers_round_trip)
     return str(request.param)
 
 
@@ -559,6 +559,18 @@ def test_numbers_a_float_keeps_are_read_as_floats(screen: str) -> None:
         0.1,
     )
     assert m.line(record(value)) == '12.500000000000000000\t-0.0\t{"x":[2.5,0.0001]}\t100.0\t0.1\n'
+
+
+def test_a_number_no_exact_decimal_holds_is_a_mapping_error_not_a_crash(screen: str) -> None:
+    """orjson reads 0E0000000000001876899999999989902 as 0.0; read exactly, its exponent is
+    past Decimal's range: the message is refused (a dead letter), as any unreadable number."""
+    m = mapper(*EXACT_COLUMNS)
+    bad = record(b'{"amount": 0E0000000000001876899999999989902}')
+    with pytest.raises(MappingError, match="cannot be read exactly: a number is out of the range"):
+        m.line(bad)
+    with pytest.raises(MappingError) as caught:
+        mapped_row(m, bad)
+    assert caught.value.code == "not-exact"
 
 
 def test_a_key_keeps_the_digits_the_message_wrote() -> None:
