@@ -110,6 +110,16 @@ class PayloadMismatch(Exception):
     message names: sink.connect makes it a BadPayload."""
 
 
+class Refused(Exception):
+    """A column's converter refuses a value (sink.mapping): the mapper makes it a MappingError
+    naming the coordinates, table and column. `code` labels its dead letter."""
+
+    def __init__(self, reason: str, code: str = "type") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
 class OffsetsGoneError(SinkError):
     """A stored offset no longer exists in its partition, and kafka.out_of_range = "fail"."""
 

@@ -39,7 +39,7 @@ from sink.copytext import (
     holds_float,
     native_kind,
 )
-from sink.errors import ConfigError, MappingError, MessageError
+from sink.errors import ConfigError, MappingError, MessageError, Refused
 from sink.exactjson import exact_loads, numbers_round_trip
 from sink.kinds import kind_of
 from sink.records import Message, Record
@@ -69,15 +69,6 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-class _Reject(Exception):
-    """A converter's refusal; becomes a MappingError naming coordinates, table and column."""
-
-    def __init__(self, reason: str, code: str = "type") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-
-
 def _kind(value: object) -> str:
     """A value's kind in JSON words, for error messages."""
     if isinstance(value, bool):
@@ -94,8 +85,8 @@ def _kind(value: object) -> str:
 _KINDS: Mapping[type, str] = {type(None): "null", dict: "an object", list: "an array"}
 
 
-def _reject_type(expected: str, value: object) -> _Reject:
-    return _Reject(f"expected {expected}, got {_kind(value)}")
+def _reject_type(expected: str, value: object) -> Refused:
+    return Refused(f"expected {expected}, got {_kind(value)}")
 
 
 # --- converters: one per column type -------------------------------------------------------
@@ -121,7 +112,7 @@ def _integer(type_name: str, bits: int) -> Converter:
                 raise _reject_type("a whole number", value)
             number = int(value)
             if low <= number <= high and abs(value) >= _EXACT_FLOAT_LIMIT:
-                raise _Reject(
+                raise Refused(
                     f"{value!r} is beyond 2**53 and was read as an inexact JSON float; "
                     f"send large integers as JSON strings",
                     "range",
@@ -133,7 +124,7 @@ def _integer(type_name: str, bits: int) -> Converter:
         else:
             raise _reject_type("an integer", value)
         if not low <= number <= high:
-            raise _Reject(f"{number} is out of range for {type_name}; use a wider type", "range")
+            raise Refused(f"{number} is out of range for {type_name}; use a wider type", "range")
         return number
 
     return convert
@@ -152,7 +143,7 @@ def _float(single: bool) -> Converter:
         except (ValueError, OverflowError):
             raise _reject_type("a number", value) from None
         if single and abs(number) > _REAL_MAX and number != float("inf"):
-            raise _Reject(f"{value!r} is out of range for REAL; use DOUBLE PRECISION", "range")
+            raise Refused(f"{value!r} is out of range for REAL; use DOUBLE PRECISION", "range")
         return number
 
     return convert
@@ -180,11 +171,11 @@ def _numeric(precision: int | None, scale: int | None) -> Converter:
         except decimal.InvalidOperation:
             raise _reject_type("a number", value) from None
         if not number.is_finite():
-            raise _Reject(f"{name} takes finite numbers only, got {_kind(value)}")
+            raise Refused(f"{name} takes finite numbers only, got {_kind(value)}")
         if digits is None:
             exponent_ = int(number.as_tuple().exponent)
             if number.adjusted() >= _NUMERIC_MAX_WEIGHT or exponent_ < -_NUMERIC_MAX_SCALE:
-                raise _Reject(f"{_kind(value)} is beyond PostgreSQL's NUMERIC limits", "range")
+                raise Refused(f"{_kind(value)} is beyond PostgreSQL's NUMERIC limits", "range")
             return number
         # PostgreSQL rounds to the scale (half away from zero), then checks the integer digits.
         try:
@@ -194,7 +185,7 @@ def _numeric(precision: int | None, scale: int | None) -> Converter:
         except decimal.InvalidOperation:
             number = decimal.Decimal("Infinity")
         if not number.is_finite() or (number and number.adjusted() >= digits):
-            raise _Reject(
+            raise Refused(
                 f"{_kind(value)} does not fit {name}: at most {digits} digits before the "
                 f"decimal point; widen the column's precision",
                 "range",
@@ -235,19 +226,19 @@ def _text(type_name: str, length: int | None) -> Converter:
             try:
                 text = value.decode("utf-8")
             except UnicodeDecodeError:
-                raise _Reject("bytes are not UTF-8 text; use a BYTEA column") from None
+                raise Refused("bytes are not UTF-8 text; use a BYTEA column") from None
         elif isinstance(value, (datetime, date, time, uuid.UUID)):
             text = value.isoformat() if not isinstance(value, uuid.UUID) else str(value)
         else:
             raise _reject_type("text", value)
         if "\x00" in text:
-            raise _Reject(
+            raise Refused(
                 f"text contains a NUL character at position {text.index(chr(0))}, which "
                 f"PostgreSQL text cannot store; use BYTEA, or fix the producer",
                 "nul",
             )
         if length is not None and len(text) > length:
-            raise _Reject(
+            raise Refused(
                 f"{len(text)} characters is longer than {type_name}'s limit of {length}; "
                 f"widen the column or shorten the value",
                 "too-long",
@@ -265,12 +256,12 @@ def _json(value: Any) -> object:
         return value
     if kind is decimal.Decimal:
         if not value.is_finite():
-            raise _Reject(f"{value} is not a JSON number")
+            raise Refused(f"{value} is not a JSON number")
         return value  # a JSON number with these exact digits
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray)):
-        raise _Reject('bytes are not JSON; set value_format/key_format = "json" or use BYTEA')
+        raise Refused('bytes are not JSON; set value_format/key_format = "json" or use BYTEA')
     if isinstance(value, uuid.UUID):
         return str(value)
     raise _reject_type("a JSON value", value)
@@ -285,7 +276,7 @@ def _json_text(value: Any) -> str:
     try:
         return orjson.dumps(_as_fragments(value)).decode()
     except (TypeError, RecursionError) as error:
-        raise _Reject(f"cannot be written as JSON text: {error}") from None
+        raise Refused(f"cannot be written as JSON text: {error}") from None
 
 
 def _as_fragments(value: Any) -> Any:
@@ -325,7 +316,7 @@ def _bytea(value: Any) -> object:
             try:
                 return base64.b64decode(padded, altchars=b"-_", validate=True)
             except (binascii.Error, ValueError):
-                raise _Reject(
+                raise Refused(
                     'expected base64 text for BYTEA; or set value_format = "bytes" to store the '
                     "raw value"
                 ) from None
@@ -348,7 +339,7 @@ def _parse_datetime(text: str) -> datetime:
         pass
     match = _ISO_RE.fullmatch(text.strip())
     if match is None:
-        raise _Reject(
+        raise Refused(
             f"expected an ISO 8601 timestamp (e.g. 2024-05-01T12:00:00Z) or epoch milliseconds, "
             f"got {_kind(text)}"
         )
@@ -363,14 +354,14 @@ def _parse_datetime(text: str) -> datetime:
     try:
         return datetime.fromisoformat(normalized)
     except ValueError as error:
-        raise _Reject(f"{_kind(text)} is not a valid timestamp: {error}") from None
+        raise Refused(f"{_kind(text)} is not a valid timestamp: {error}") from None
 
 
 def _from_epoch_ms(value: Any) -> datetime:
     try:
         return _EPOCH + timedelta(milliseconds=value)
     except (OverflowError, ValueError):
-        raise _Reject(f"{_kind(value)} is out of range as epoch milliseconds", "range") from None
+        raise Refused(f"{_kind(value)} is out of range as epoch milliseconds", "range") from None
 
 
 def _instant(value: Any) -> datetime:
@@ -398,7 +389,7 @@ def _timestamp(with_time_zone: bool) -> Converter:
                 return moment
             return moment.astimezone(UTC).replace(tzinfo=None)
         except (OverflowError, ValueError):
-            raise _Reject(f"{_kind(value)} is out of range in UTC", "range") from None
+            raise Refused(f"{_kind(value)} is out of range in UTC", "range") from None
 
     return convert
 
@@ -416,7 +407,7 @@ def _date(value: Any) -> object:
     try:
         return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
     except (OverflowError, ValueError):
-        raise _Reject(f"{_kind(value)} is out of range in UTC", "range") from None
+        raise Refused(f"{_kind(value)} is out of range in UTC", "range") from None
 
 
 def _time(value: Any) -> object:
@@ -453,7 +444,7 @@ def _interval(value: Any) -> object:
         if kind is str:
             return _parse_duration(value.strip())
     except (OverflowError, ValueError):
-        raise _Reject(f"{_kind(value)} is out of range for INTERVAL", "range") from None
+        raise Refused(f"{_kind(value)} is out of range for INTERVAL", "range") from None
     if kind is timedelta:
         return value
     raise _reject_type("seconds, or an ISO 8601 duration (e.g. PT1H30M)", value)
@@ -476,7 +467,7 @@ def _parse_duration(text: str) -> timedelta:
         sign, hours, minutes, seconds = clock.groups()
         delta = timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds or 0))
         return -delta if sign == "-" else delta
-    raise _Reject(
+    raise Refused(
         f"expected seconds, an ISO 8601 duration without years or months (e.g. P1DT2H) or "
         f"HH:MM:SS, got {_kind(text)}"
     )
@@ -490,8 +481,8 @@ def _array(element: Converter) -> Converter:
         for index, item in enumerate(value):
             try:
                 out.append(None if item is None else element(item))
-            except _Reject as error:
-                raise _Reject(f"element {index}: {error.reason}", error.code) from None
+            except Refused as error:
+                raise Refused(f"element {index}: {error.reason}", error.code) from None
         return out
 
     return convert
@@ -596,7 +587,7 @@ def _kafka_timestamp(record: Record) -> object:
         return None
     moment = kafka_instant(ms)
     if moment is None:
-        raise _Reject(kafka_timestamp_out_of_range(ms), "range")
+        raise Refused(kafka_timestamp_out_of_range(ms), "range")
     return moment
 
 
@@ -642,7 +633,7 @@ def _walk(data: object, path: tuple[str, ...], source: Source) -> object:
         elif data is None or data is MISSING:
             return MISSING
         else:
-            raise _Reject(
+            raise Refused(
                 f"cannot read {source}: {where} is {_kind(data)}, not an object", "structure"
             )
         where = f"{where}.{field}"
@@ -787,7 +778,7 @@ class Mapper:
             try:
                 return encode(converted)
             except (TypeError, ValueError) as error:  # e.g. a JSON integer beyond 64 bits
-                raise _Reject(
+                raise Refused(
                     f"cannot be written as {self._columns[index].type_name}: {error}"
                 ) from None
 
@@ -873,7 +864,7 @@ class Mapper:
                     continue
                 text = None if fast is None else fast(value)
                 append(general(value) if text is None else text)
-        except _Reject as error:
+        except Refused as error:
             raise self._error(record, len(parts), error) from None
         return CopyRow("\t".join(parts) + "\n")
 
@@ -895,7 +886,7 @@ class Mapper:
                     row.append(None)
                 else:
                     row.append(convert(value))
-        except _Reject as error:
+        except Refused as error:
             raise self._error(record, len(row), error) from None
         if self._json_columns:
             self._check_json_nul(record, row)
@@ -921,7 +912,7 @@ class Mapper:
                 if value is None or value is MISSING:
                     raise self._absent(index, value, deleting=True)
                 values.append(column.convert(value))
-        except _Reject as error:
+        except Refused as error:
             raise self._error(record, self._key_columns[len(values)], error) from None
         return tuple(values)
 
@@ -937,29 +928,29 @@ class Mapper:
         if len(self._key_columns) == 1 and not isinstance(key, list):
             return key
         names = ", ".join(self._columns[i].name for i in self._key_columns)
-        raise _Reject(
+        raise Refused(
             f"a tombstone's key must be a JSON object with the primary key fields ({names})"
             f"{' or a scalar' if len(self._key_columns) == 1 else ''}, got {_kind(key)}; "
             f'set key_format = "json" and key the messages by their primary key',
             "key",
         )
 
-    def _absent(self, index: int, value: object, *, deleting: bool = False) -> _Reject:
+    def _absent(self, index: int, value: object, *, deleting: bool = False) -> Refused:
         column = self._columns[index]
         what = "missing" if value is MISSING else "null"
         if deleting:
-            return _Reject(
+            return Refused(
                 f"the tombstone's key has no value for primary key column {column.name}", "key"
             )
         if column.name in self.target.primary_key:
-            return _Reject(f"{column.source} is {what}; every row needs its primary key", "null")
-        return _Reject(
+            return Refused(f"{column.source} is {what}; every row needs its primary key", "null")
+        return Refused(
             f"{column.source} is {what} but the column is NOT NULL; send the field, or declare "
             f"the column nullable",
             "missing" if value is MISSING else "null",
         )
 
-    def _error(self, record: Record, index: int, error: _Reject) -> MappingError:
+    def _error(self, record: Record, index: int, error: Refused) -> MappingError:
         column = self._columns[index]
         return MappingError(
             record.coordinates,
@@ -976,8 +967,8 @@ class Mapper:
                 raise self._error(record, index, _nul_reject(where))
 
 
-def _nul_reject(where: str) -> _Reject:
-    return _Reject(
+def _nul_reject(where: str) -> Refused:
+    return Refused(
         f"JSON holds a NUL character (\\u0000) at {where}, which jsonb cannot store", "nul"
     )
 

@@ -4,7 +4,8 @@ straight to COPY text)."""
 
 from __future__ import annotations
 
-from sink.mapping import MISSING, Mapper, _Reject
+from sink.errors import Refused
+from sink.mapping import MISSING, Mapper
 from sink.records import Record
 
 
@@ -26,7 +27,7 @@ def mapped_row(mapper: Mapper, record: Record) -> tuple[object, ...]:
                 row.append(None)
             else:
                 row.append(convert(value))
-    except _Reject as error:
+    except Refused as error:
         raise mapper._error(record, len(row), error) from None
     if mapper._json_columns and mapper._may_hold_nul(record.message):
         mapper._check_json_nul(record, row)
