@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import sqlalchemy as sa
 
@@ -52,14 +53,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         health = Health(database_ping(probe_engine))
-        settings = with_schema_columns(settings)  # fetched once, before the tables are made
+        # Columns that come from the topics' schemas are derived before the tables are made, and
+        # again while running when a schema the tables lack comes.
+        configured = settings
+        settings = with_schema_columns(configured)
+        derive_again = None if settings is configured else partial(with_schema_columns, configured)
         tables = load_tables(settings)
         metrics = SinkMetrics(
             topics=sorted({topic for target in tables.targets for topic in target.topics}),
             tables=[f"{t.schema or 'public'}.{t.name}" for t in tables.data_tables],
         )
         metrics.watch_database(health.database_reachable)
-        Worker(settings, engine, Pipeline.from_settings(settings), health, metrics).run()
+        pipeline = Pipeline.from_settings(settings)
+        Worker(settings, engine, pipeline, health, metrics, derive_again=derive_again).run()
     finally:
         engine.dispose()
         probe_engine.dispose()

@@ -396,6 +396,9 @@ class TableSettings:
     # Values are change events whose `after` is the row (None: the value is the row).
     envelope: Envelope | None = None
     truncate: TruncatePolicy = TruncatePolicy.IGNORE
+    # Columns from the topic's value schemas: the versions of `<topic>-value` they hold
+    # (sink.schema_columns); () for columns the config lists.
+    schema_versions: tuple[int, ...] = ()
 
     @property
     def qualified_name(self) -> str:

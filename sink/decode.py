@@ -40,18 +40,18 @@ def decode(
     `schemas` reads the registry's formats (and may raise its TransientError while the
     registry cannot answer).
     """
-    _, _, _, _, raw_key, value, _ = message
+    topic, _, _, _, raw_key, value, _ = message
     try:
-        key = None if raw_key is None else _decode("key", raw_key, key_format, schemas)
+        key = None if raw_key is None else _decode("key", raw_key, key_format, schemas, topic)
         if value is None:
             return Record(message, key, None)
         if value_format is _JSON:
             try:
                 decoded = _loads(value)  # the common case, without a call to _decode
             except orjson.JSONDecodeError:
-                decoded = _decode("value", value, value_format, schemas)  # raises, saying why
+                decoded = _decode("value", value, value_format, schemas, topic)  # says why
         else:
-            decoded = _decode("value", value, value_format, schemas)
+            decoded = _decode("value", value, value_format, schemas, topic)
     except BadPayload as error:
         raise _error(message, target, error.reason, error.code) from None
     if decoded is None:
@@ -66,11 +66,13 @@ def _error(message: Message, target: str | None, reason: str, code: str) -> Deco
     return DecodeError(message.coordinates, where + reason, code=code)
 
 
-def _decode(part: str, data: bytes, fmt: Format, schemas: SchemaDecoders | None) -> object:
+def _decode(
+    part: str, data: bytes, fmt: Format, schemas: SchemaDecoders | None, topic: str
+) -> object:
     if fmt in REGISTRY_FORMATS:
         if schemas is None:
             raise ConfigError(f'{part}_format "{fmt.value}" needs [schema_registry] url')
-        return schemas.read(part, fmt, data)
+        return schemas.read(part, fmt, data, topic)
     if fmt is Format.CONNECT_JSON:
         return connect.read(part, data)
     if fmt is Format.JSON:

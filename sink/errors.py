@@ -36,6 +36,22 @@ class ConfigError(SinkError):
         self.problems = problems
 
 
+class SchemaEvolutionError(ConfigError):
+    """A new version of a subject that a table takes its columns from changes a field in a way
+    no column can hold together with the earlier versions (sink.schema_columns)."""
+
+
+class SchemaChangedError(SinkError):
+    """A value schema on a topic holds what its table, whose columns come from the topic's
+    schemas, does not yet (a new field, a wider type): the worker derives the columns again
+    from the registry, and the next batch migrates the table."""
+
+    def __init__(self, topic: str, schema_id: int, change: str) -> None:
+        super().__init__(f"{topic}: schema id {schema_id} {change}")
+        self.topic = topic
+        self.schema_id = schema_id
+
+
 class MessageError(SinkError):
     """One Kafka message cannot be written as it is: it does not decode (`DecodeError`), does
     not fit its table (`MappingError`), or PostgreSQL refused its rows (`RejectedError`); it

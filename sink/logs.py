@@ -59,6 +59,14 @@ def configure(level: str, fmt: str) -> None:
         root.setLevel(level.upper())
     except ValueError:  # a level the settings will refuse, naming it; until then INFO
         root.setLevel(logging.INFO)
+    # The registry client's HTTP library logs each request at INFO: the sink says what it
+    # fetched itself (sink.registry); the library's warnings still show, and at DEBUG all.
+    quiet = logging.NOTSET if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
+    for library in _CHATTY:
+        logging.getLogger(library).setLevel(quiet)
+
+
+_CHATTY = ("httpx", "httpx2", "httpcore")
 
 
 # What makes two lines of librdkafka "the same" line: their text with the numbers masked

@@ -18,7 +18,14 @@ from .batcher import Batcher, DeadLetter, Span
 from .config import ErrorPolicy, Format
 from .consumer import UNREADABLE_MESSAGE, is_fatal
 from .copytext import LineFunction
-from .errors import BadMessageError, DecodeError, MessageError, RejectedError
+from .errors import (
+    BadMessageError,
+    DecodeError,
+    MessageError,
+    RejectedError,
+    SchemaChangedError,
+    SinkError,
+)
 from .records import Message, TopicPartition, message_from_kafka, timestamp_ms
 from .tables import Deletion, Row
 
@@ -118,15 +125,17 @@ class Intake:
     It holds what the worker's thread and the thread reading ahead (see sink.readahead) both
     read and change about the batch being read; one thread at a time uses it:
 
-    - `failing`: a bad message met under errors.policy = "fail" after others of the batch:
-      reading stopped there, the batch commits what came before, then this is raised;
+    - `failing`: a bad message met under errors.policy = "fail", or a schema the tables lack
+      (SchemaChangedError), after others of the batch: reading stopped there, the batch
+      commits what came before, then this is raised;
     - `spoiled`: partitions of the batch were revoked (or their topic created again) after its
       rows went out: it must not commit;
     - `reject(at, reason)`: an offset PostgreSQL rejected, set aside as a dead letter when it
       is read again (meanwhile every message takes the general way); `rejecting` says whether
       any waits;
     - `forget()`: drops the batch so far with all of the above but the rejected offsets;
-    - `next_offset(tp)`: where a partition is read next, as the batch so far says.
+    - `next_offset(tp)`: where a partition is read next, as the batch so far says;
+    - `paths`: the topics' paths, made anew when the tables' columns are derived again.
     """
 
     def __init__(
@@ -139,7 +148,7 @@ class Intake:
         out_of_range: Callable[[TopicPartition], None],
         seek: Callable[[dict[TopicPartition, int]], None],
     ) -> None:
-        self._paths = paths
+        self.paths = paths
         self._batcher = batcher
         # The partitions assigned: a message of any other was fetched before a revocation.
         self._positions = positions
@@ -147,7 +156,7 @@ class Intake:
         # When the client finds the offset it fetches from gone; and how to read on elsewhere.
         self._out_of_range = out_of_range
         self._seek = seek
-        self.failing: BadMessageError | None = None
+        self.failing: SinkError | None = None
         self.spoiled = False
         self._rejected: dict[tuple[str, int, int], str] = {}
         # Partitions sought past a message the client cannot read, in this consume call.
@@ -182,7 +191,7 @@ class Intake:
         (`_one`). This loop runs for every message."""
         self._seeked.clear()
         rows: list[Row] = []
-        paths, positions, add = self._paths, self._positions, self._batcher.add
+        paths, positions, add = self.paths, self._positions, self._batcher.add
         fast = not self._rejected
         # The run: messages of one partition that took the fast path, with offsets first..last
         # and `size` bytes; rows[start:] are their rows, all of `table`.
@@ -252,9 +261,12 @@ class Intake:
                 self._bad(message, RejectedError(message, rejected), one)
                 return ()
         try:
-            mapped = self._paths(topic).lines(message)
+            mapped = self.paths(topic).lines(message)
         except DecodeError as exc:
             self._bad(message, exc, one)
+            return ()
+        except SchemaChangedError as exc:
+            self._stop_at(exc)  # read again once the columns are derived again
             return ()
         self._batcher.add(one, mapped.rows, deletes=mapped.deletes)
         return mapped.rows
@@ -300,8 +312,13 @@ class Intake:
                 f"messages aside and carry on"
             )
             failing.__cause__ = error
-            if not self._batcher.message_count:
-                raise failing
-            self.failing = failing  # the batch so far commits first (see Worker._stream)
+            self._stop_at(failing)
             return
         self._batcher.add(span, dead_letter=DeadLetter(message, error))
+
+    def _stop_at(self, error: SinkError) -> None:
+        """Reading stops at the message that raised `error`: raised at once if the batch holds
+        nothing before it, else once that has committed (see Worker._stream)."""
+        if not self._batcher.message_count:
+            raise error
+        self.failing = error

@@ -57,8 +57,16 @@ class Pipeline:
             return cls(table_set)
         # Loaded here: fastavro, protobuf and jsonschema take most of a second to import.
         from .registry import SchemaDecoders  # noqa: PLC0415
+        from .schema_columns import changes  # noqa: PLC0415
 
-        return cls(table_set, SchemaDecoders.from_settings(registry))
+        # Tables whose columns come from their topics' schemas watch for a schema they lack.
+        watched = {
+            topic: changes(table)
+            for table in settings.tables
+            if table.schema_versions
+            for topic in table.topics
+        }
+        return cls(table_set, SchemaDecoders.from_settings(registry, watched))
 
     def subscription(self) -> list[str]:
         return self.router.subscription()

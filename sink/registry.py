@@ -47,6 +47,7 @@ from sink.debezium import SEMANTIC_TYPES
 from sink.errors import (
     BadPayload,
     Mismatch,
+    SchemaChangedError,
     SchemaRegistryRefusedError,
     SchemaRegistryUnavailableError,
     SinkError,
@@ -109,6 +110,8 @@ class RegistryClient(Protocol):
         self, subject_name: str, version: Any, deleted: bool = False, fmt: str | None = None
     ) -> Any: ...
 
+    def get_versions(self, subject_name: str) -> list[int]: ...
+
 
 def registry_client(settings: SchemaRegistrySettings) -> SchemaRegistryClient:
     conf: dict[str, object] = {
@@ -125,27 +128,48 @@ def registry_client(settings: SchemaRegistrySettings) -> SchemaRegistryClient:
 
 class SchemaDecoders:
     """Reads wire-format keys and values, one reader per (format, schema id), built on first
-    sight of the id and kept. Safe to share between the worker's threads."""
+    sight of the id and kept. Safe to share between the worker's threads.
 
-    def __init__(self, client: RegistryClient, url: str) -> None:
+    `changes` holds, for each topic whose table takes its columns from its schemas, what a value
+    schema holds that the table does not (sink.schema_columns.changes): the first value of each
+    schema id on such a topic is checked, and SchemaChangedError raised while the table lacks
+    something."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        url: str,
+        changes: Mapping[str, Callable[[Any], str | None]] | None = None,
+    ) -> None:
         self._client = client
         self._url = url
         self._readers: dict[tuple[Format, int], Reader] = {}
         self._lock = threading.Lock()
+        self._changes = dict(changes or {})
+        # The schema ids whose values each such topic's table holds.
+        self._held: dict[str, set[int]] = {topic: set() for topic in self._changes}
 
     @classmethod
-    def from_settings(cls, settings: SchemaRegistrySettings) -> SchemaDecoders:
-        return cls(registry_client(settings), settings.url)
+    def from_settings(
+        cls,
+        settings: SchemaRegistrySettings,
+        changes: Mapping[str, Callable[[Any], str | None]] | None = None,
+    ) -> SchemaDecoders:
+        return cls(registry_client(settings), settings.url, changes)
 
-    def read(self, part: str, fmt: Format, data: bytes) -> object:
-        """The decoded key or value (`part`); raises BadPayload for bytes that do not read,
-        SchemaRegistryUnavailableError while the registry cannot answer."""
+    def read(self, part: str, fmt: Format, data: bytes, topic: str = "") -> object:
+        """The decoded key or value (`part`) of a message of `topic`; raises BadPayload for
+        bytes that do not read, SchemaRegistryUnavailableError while the registry cannot
+        answer, SchemaChangedError for a value whose table lacks what its schema holds."""
         if len(data) < HEADER_BYTES or data[0] != MAGIC_BYTE:
             raise BadPayload(_not_wire_format(part, fmt, data), "magic-byte")
         schema_id = int.from_bytes(data[1:HEADER_BYTES], "big")
         reader = self._readers.get((fmt, schema_id))
         if reader is None:
             reader = self._reader(part, fmt, schema_id)
+        held = self._held.get(topic) if part == "value" else None
+        if held is not None and schema_id not in held:
+            self._check(topic, fmt, schema_id)
         try:
             return reader(memoryview(data)[HEADER_BYTES:])
         except BadPayload as error:
@@ -153,20 +177,45 @@ class SchemaDecoders:
                 f"{part} (schema id {schema_id}): {error.reason}", error.code
             ) from None
 
-    def latest(self, subject: str, fmt: Format) -> Any:
-        """The newest schema registered under `subject`, parsed as the readers parse it (Avro:
-        fastavro's form; Protobuf: its file's descriptor; JSON Schema: the document), or None
-        when the registry holds no such subject."""
+    def _check(self, topic: str, fmt: Format, schema_id: int) -> None:
+        """Raises SchemaChangedError unless the topic's table holds values of this schema."""
+        with self._lock:
+            schema = self._fetch("value", fmt, schema_id)
+        change = self._changes[topic](self._parsed_schema(fmt, schema_id, schema))
+        if change is not None:
+            raise SchemaChangedError(topic, schema_id, change)
+        self._held[topic].add(schema_id)
+
+    def versions(self, subject: str, fmt: Format) -> list[tuple[int, Any]]:
+        """Every version registered under `subject`, oldest first, each with its schema parsed
+        as the readers parse it (Avro: fastavro's form; Protobuf: its file's descriptor; JSON
+        Schema: the document); [] when the registry holds no such subject."""
+        return [(number, self._version(subject, fmt, number)) for number in self.numbers(subject)]
+
+    def numbers(self, subject: str) -> list[int]:
+        """The version numbers registered under `subject` now."""
+        numbers = self._ask(
+            self._client.get_versions,
+            f"the versions of {subject}",
+            subject,
+            missing=(SUBJECT_NOT_FOUND,),
+        )
+        return sorted(numbers or ())
+
+    def _version(self, subject: str, fmt: Format, version: int) -> Any:
         wanted = "serialized" if fmt is Format.PROTOBUF else None
         registered = self._ask(
             partial(self._client.get_version, fmt=wanted),
-            f"the latest version of {subject}",
+            f"version {version} of {subject}",
             subject,
-            "latest",
+            version,
             missing=(SUBJECT_NOT_FOUND, VERSION_NOT_FOUND),
         )
-        if registered is None:
-            return None
+        if registered is None:  # deleted since the list was read
+            raise SchemaRegistryUnavailableError(
+                f"the schema registry at {self._url} listed version {version} of {subject}, "
+                f"then no longer held it"
+            )
         schema, schema_id = registered.schema, registered.schema_id
         found = schema.schema_type or "AVRO"
         if found != _SCHEMA_TYPES[fmt]:
@@ -174,6 +223,10 @@ class SchemaDecoders:
                 f"{subject} holds {_TYPE_NAMES.get(found, found)} schema, but its format is "
                 f'"{fmt.value}"; fix the table\'s key_format or value_format'
             )
+        return self._parsed_schema(fmt, schema_id, schema)
+
+    def _parsed_schema(self, fmt: Format, schema_id: int, schema: Any) -> Any:
+        """The schema alone as `versions` gives it (a JSON Schema without its references)."""
         parsed = self._parsed(fmt, schema_id, schema)
         return parsed[0] if fmt is Format.JSON_SCHEMA else parsed
 

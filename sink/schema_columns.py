@@ -1,7 +1,15 @@
 """Columns from a topic's schema: a `[[tables]]` entry without `columns` whose value_format is a
-registry format (avro, protobuf, json-schema) takes its columns from the newest value schema of its
-first topic (subject `<topic>-value`, the serializers' default naming), and, without primary_key
-and with a registry key_format, its primary key from the key schema (`<topic>-key`).
+registry format (avro, protobuf, json-schema) takes its columns from the value schemas of its first
+topic (subject `<topic>-value`, the serializers' default naming), and, without primary_key and with
+a registry key_format, its primary key from the newest key schema (`<topic>-key`).
+
+The columns hold the records of every version registered under the subject: each field takes its
+place from the first version that has it, a later version may widen its type (`_wider`), and a
+field added after the first version, or left out by a later one, is nullable. A change no column
+can hold (a type narrowed to one that loses values, TEXT to INTEGER) is refused, naming the
+subject, the versions and the field. The fold depends on the registry alone, so every worker of a
+group derives the same definition from it; while running, a schema on the topic that the table
+does not hold yet (`changes`) makes the worker derive the columns again (sink.worker).
 
 With `envelope = "debezium"` the columns are the fields of the change event's `after`. Types
 follow the schema's logical types (Avro `decimal` is NUMERIC(p,s), `timestamp-*` TIMESTAMPTZ,
@@ -30,13 +38,14 @@ from .config import (
     TableSettings,
     parse_column_type,
 )
-from .errors import ConfigError
+from .errors import ConfigError, SchemaEvolutionError
 
 logger = logging.getLogger(__name__)
 
-# The newest schema registered under a subject, parsed as the readers parse it (None: no such
-# subject). sink.registry.SchemaDecoders.latest is the one the worker uses.
-Latest = Callable[[str, Format], Any]
+# The versions registered under a subject, oldest first, each with its schema parsed as the
+# readers parse it ([]: no such subject). sink.registry.SchemaDecoders.versions is the one the
+# worker uses.
+Versions = Callable[[str, Format], Sequence[tuple[int, Any]]]
 
 JSONB = "JSONB"
 _AVRO_TYPES = {
@@ -148,25 +157,28 @@ def key_from_schema(table: TableSettings) -> bool:
     return not table.columns and not table.primary_key and table.key_format in REGISTRY_FORMATS
 
 
-def with_schema_columns(tables: Sequence[TableSettings], latest: Latest) -> list[TableSettings]:
+def with_schema_columns(tables: Sequence[TableSettings], versions: Versions) -> list[TableSettings]:
     """The tables, each one without columns given those of its topic's schemas; raises
     ConfigError naming the table, subject and field where that cannot be done."""
-    return [table if table.columns else _resolved(table, latest) for table in tables]
+    return [table if table.columns else _resolved(table, versions) for table in tables]
 
 
-def _resolved(table: TableSettings, latest: Latest) -> TableSettings:
+def _resolved(table: TableSettings, versions: Versions) -> TableSettings:
     where = f"table {table.qualified_name}"
     if not table.topics:
         raise ConfigError(f"{where}: columns come from the schema of its topics; list `topics`")
     subject = f"{table.topics[0]}-value"
-    fields = _schema_fields(latest, subject, table.value_format, where)
-    if table.envelope is not None:
-        fields = _after(fields, subject, where)
+    history = _registered(versions, subject, table.value_format, where)
+    fields = _evolved(
+        [(version, _row_fields(table, schema, subject, where)) for version, schema in history],
+        f"{where}: {subject}",
+    )
     primary_key = table.primary_key
     key_fields: list[Field] = []
     if key_from_schema(table):
         key_subject = f"{table.topics[0]}-key"
-        key_fields = _schema_fields(latest, key_subject, table.key_format, where)
+        _, key_schema = _registered(versions, key_subject, table.key_format, where)[-1]
+        key_fields = _fields_of(table.key_format, key_schema, key_subject, where)
         if not key_fields:
             raise ConfigError(
                 f"{where}: the key schema ({key_subject}) is not a record, message or object, "
@@ -181,29 +193,163 @@ def _resolved(table: TableSettings, latest: Latest) -> TableSettings:
         raise ConfigError(
             f"{where}: primary_key or an index names {missing}, which {subject} does not hold"
         )
-    resolved = dataclasses.replace(table, columns=columns, primary_key=primary_key)
+    resolved = dataclasses.replace(
+        table,
+        columns=columns,
+        primary_key=primary_key,
+        schema_versions=tuple(version for version, _ in history),
+    )
     logger.info(
-        "%s: columns from %s: %s; primary key %s",
+        "%s: columns from %s: %s; primary key %s (holding versions %s)",
         table.qualified_name,
         subject,
         ", ".join(f"{c.name} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in columns),
         list(primary_key) or "none",
+        ", ".join(str(version) for version, _ in history),
     )
     return resolved
 
 
-def _schema_fields(latest: Latest, subject: str, fmt: Format, where: str) -> list[Field]:
-    """The top-level fields of the subject's newest schema."""
-    schema = latest(subject, fmt)
-    if schema is None:
+def changes(table: TableSettings) -> Callable[[Any], str | None]:
+    """For a table whose columns came from its topic's schemas: what a value schema seen on the
+    topic holds that the columns do not (a field, a wider type, a null where a column is NOT
+    NULL), said in a few words; None when the table holds its records as it is."""
+    subject = f"{table.topics[0]}-value"
+    where = f"table {table.qualified_name}"
+    keys = set(table.primary_key)
+    held = {
+        column.name: Field(column.name, str(column.type), column.nullable or column.name in keys)
+        for column in table.columns
+        if column.source.kind is SourceKind.VALUE
+    }
+
+    def change(schema: Any) -> str | None:
+        try:
+            fields = _row_fields(table, schema, subject, where)
+            merged = _merged(held, fields, f"{where}: {subject}")
+        except ConfigError as error:
+            return str(error)
+        said = [
+            f"adds field {name!r}" if name not in held else f"changes field {name!r}"
+            for name, field in merged.items()
+            if name not in held
+            or parse_column_type(field.type) != parse_column_type(held[name].type)
+            or field.nullable != held[name].nullable
+        ]
+        return ", ".join(said) or None
+
+    return change
+
+
+def _registered(versions: Versions, subject: str, fmt: Format, where: str) -> list[tuple[int, Any]]:
+    history = list(versions(subject, fmt))
+    if not history:
         raise ConfigError(
             f"{where}: no columns are given and the schema registry holds no subject {subject} "
             f"to take them from; produce with a serializer that registers it, or list columns"
         )
+    return history
+
+
+def _row_fields(table: TableSettings, schema: Any, subject: str, where: str) -> list[Field]:
+    """The fields of one value schema that are the table's row: those of Debezium's `after`
+    with envelope = "debezium", else the top-level ones."""
+    fields = _fields_of(table.value_format, schema, subject, where)
+    return _after(fields, subject, where) if table.envelope is not None else fields
+
+
+def _fields_of(fmt: Format, schema: Any, subject: str, where: str) -> list[Field]:
     try:
         return _fields(fmt, schema)
     except ValueError as error:
         raise ConfigError(f"{where}: {subject}: {error}") from None
+
+
+def _evolved(history: Sequence[tuple[int, list[Field]]], where: str) -> list[Field]:
+    """The fields that hold the records of every version of a subject, in the order they came."""
+    merged: dict[str, Field] = {}
+    previous = None
+    for version, fields in history:
+        if previous is None:
+            merged = {field.name: field for field in fields}
+        else:
+            merged = _merged(merged, fields, f"{where} versions {previous} to {version}")
+        previous = version
+    return list(merged.values())
+
+
+def _merged(held: Mapping[str, Field], fields: Sequence[Field], where: str) -> dict[str, Field]:
+    """`held` widened to hold records of a schema with `fields` as well: a field it lacks comes
+    last and nullable; one that `fields` lacks becomes nullable; types widen (`_wider`)."""
+    named = {field.name: field for field in fields}
+    merged = {}
+    for name, field in held.items():
+        new = named.get(name)
+        if new is None:
+            merged[name] = dataclasses.replace(field, nullable=True)
+        else:
+            wider = _wider(field.type, new.type, f"{where}: field {name!r}")
+            merged[name] = dataclasses.replace(
+                field, type=wider, nullable=field.nullable or new.nullable
+            )
+    for name, new in named.items():
+        if name not in merged:
+            merged[name] = dataclasses.replace(new, nullable=True)
+    return merged
+
+
+# Integer types by the decimal digits their values may need.
+_INTEGER_DIGITS = {"SMALLINT": 5, "INTEGER": 10, "BIGINT": 19}
+# Types that hold every value of others exactly, but for NUMERIC and VARCHAR (see `_holds`).
+_HOLDS = {
+    "BIGINT": ("INTEGER", "SMALLINT"),
+    "INTEGER": ("SMALLINT",),
+    "DOUBLE PRECISION": ("REAL", "INTEGER", "SMALLINT"),
+    "TEXT": ("VARCHAR",),
+}
+
+
+def _wider(old: str, new: str, where: str) -> str:
+    """The type of the two that holds every value of the other; SchemaEvolutionError when
+    neither does."""
+    a, b = parse_column_type(old), parse_column_type(new)
+    if _holds(a, b):
+        return old
+    if _holds(b, a):
+        return new
+    raise SchemaEvolutionError(
+        f"{where} changes type from {old} to {new}, and neither column type holds every value "
+        f"of the other, so the table cannot take both versions' records; register a schema "
+        f"compatible with the earlier versions, or list the table's columns"
+    )
+
+
+def _holds(wide: ColumnType, narrow: ColumnType) -> bool:
+    """Whether every value of `narrow` is a value of `wide`, exactly."""
+    if wide == narrow:
+        return True
+    if wide.array != narrow.array:
+        return False
+    if wide.name == "NUMERIC":
+        return _numeric_holds(wide, narrow)
+    if wide.name == narrow.name == "VARCHAR":
+        return wide.length is None or (narrow.length or wide.length + 1) <= wide.length
+    return narrow.name in _HOLDS.get(wide.name, ())
+
+
+def _numeric_holds(wide: ColumnType, narrow: ColumnType) -> bool:
+    scale = wide.scale or 0
+    digits = None if wide.precision is None else wide.precision - scale
+    if narrow.name in _INTEGER_DIGITS:
+        return digits is None or digits >= _INTEGER_DIGITS[narrow.name]
+    if narrow.name != "NUMERIC" or digits is None:
+        return narrow.name == "NUMERIC"
+    narrow_scale = narrow.scale or 0
+    return (
+        narrow.precision is not None
+        and narrow_scale <= scale
+        and narrow.precision - narrow_scale <= digits
+    )
 
 
 def _columns(

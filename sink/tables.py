@@ -132,9 +132,9 @@ def with_schema_columns(settings: Settings) -> Settings:
     from sink import registry, schema_columns  # noqa: PLC0415 - Protobuf and Avro load on use
 
     assert settings.schema_registry is not None  # load_settings requires it for these formats
-    latest = registry.SchemaDecoders.from_settings(settings.schema_registry).latest
+    versions = registry.SchemaDecoders.from_settings(settings.schema_registry).versions
     return dataclasses.replace(
-        settings, tables=tuple(schema_columns.with_schema_columns(settings.tables, latest))
+        settings, tables=tuple(schema_columns.with_schema_columns(settings.tables, versions))
     )
 
 

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from types import FrameType
 
@@ -37,6 +37,9 @@ from .errors import (
     PositionsUnknownError,
     RepeatedFailureError,
     RevokedError,
+    SchemaChangedError,
+    SchemaEvolutionError,
+    SinkError,
     StoredStateError,
     TransientError,
 )
@@ -89,13 +92,18 @@ class Worker:
         pipeline: Pipeline,
         health: Health,
         metrics: SinkMetrics,
+        *,
+        derive_again: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.pipeline = pipeline
         self.health = health
         self.metrics = metrics
-        self.writer = Writer(engine, pipeline.table_set, settings.kafka.group_id)
+        # The settings with their tables' columns derived anew from the schema registry, where
+        # some come from their topics' schemas (sink.schema_columns).
+        self._derive_again = derive_again
+        self.writer = self._writer()
         self.dead_letter_producer: DeadLetterProducer | None = None
         self.batcher = Batcher(
             max_messages=settings.batch.max_messages,
@@ -138,6 +146,68 @@ class Worker:
         # _oldest_uncommitted) finds its messages in the one or the other.
         self._handover = threading.Lock()
         metrics.watch_uncommitted(self._oldest_uncommitted)
+
+    def _writer(self, pipeline: Pipeline | None = None) -> Writer:
+        confirm = self._no_newer_schemas if self._derive_again is not None else None
+        table_set = (pipeline or self.pipeline).table_set
+        return Writer(self.engine, table_set, self.settings.kafka.group_id, confirm=confirm)
+
+    # --- tables whose columns come from their topics' schemas -------------------------------
+
+    def _derived_again(self, why: SinkError) -> bool:
+        """Derives the columns again from the schema registry (after `why`); whether that
+        changed the tables' definition, which the next batch then applies. The batch read so far
+        is forgotten: it is read again along the new paths."""
+        if self._derive_again is None:
+            return False
+        settings = self._derive_again()
+        pipeline = Pipeline.from_settings(settings)
+        writer = self._writer(pipeline)
+        if writer.definition == self.writer.definition:
+            return False
+        logger.info(
+            "%s: table definition %s derived from the schema registry replaces %s",
+            why,
+            writer.definition,
+            self.writer.definition,
+        )
+        self._forget_unread()
+        self.settings, self.pipeline, self.writer = settings, pipeline, writer
+        self.intake.paths = pipeline.path
+        return True
+
+    def _schema_changed(self, change: SchemaChangedError) -> None:
+        """A schema the tables lack came: derives their columns again, for the batch read next
+        to migrate them; stops the worker if the registry's versions do not hold it either."""
+        try:
+            changed = self._derived_again(change)
+        except TransientError as exc:  # the registry did not answer: read again, then retry
+            logger.warning("%s; %s; retrying in %.0f s", change, exc, KAFKA_RETRY_SECONDS)
+            self.health.set_retrying(str(exc))
+            self.stopping.wait(KAFKA_RETRY_SECONDS)
+            return
+        if not changed:
+            raise SchemaEvolutionError(
+                f"{change}, which no version registered under the subject its table takes "
+                f"its columns from has; register the schema under <topic>-value, or list the "
+                f"table's columns"
+            ) from change
+
+    def _no_newer_schemas(self) -> None:
+        """Before this worker applies a definition derived from schemas (under the migration
+        lock): OutdatedDefinitionError if the registry holds a version it was not derived from,
+        so that no worker applies columns older than another one's."""
+        schemas = self.pipeline.schemas
+        assert schemas is not None  # tables derive their columns from a registry
+        for table in self.settings.tables:
+            if table.schema_versions:
+                subject = f"{table.topics[0]}-value"
+                newer = sorted(set(schemas.numbers(subject)) - set(table.schema_versions))
+                if newer:
+                    raise OutdatedDefinitionError(
+                        f"table {table.qualified_name}: {subject} holds version(s) {newer}, "
+                        f"newer than those its definition was derived from"
+                    )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -186,7 +256,8 @@ class Worker:
                     with self._membership():
                         self._ingest_until_stopped()
                 except OutdatedDefinitionError as exc:
-                    logger.warning("%s; left the consumer group until it is rolled out", exc)
+                    if not self._derived_again(exc):
+                        logger.warning("%s; left the consumer group until it is rolled out", exc)
         logger.info("stopped")
 
     @contextmanager
@@ -226,6 +297,8 @@ class Worker:
                     self.health.set_kafka_down(None)
                 return True
             except OutdatedDefinitionError as exc:
+                if self._derived_again(exc):
+                    continue
                 logger.warning("%s; checking again in %.0f s", exc, OUTDATED_RETRY_SECONDS)
                 self.health.beat()
                 self.stopping.wait(OUTDATED_RETRY_SECONDS)
@@ -260,13 +333,12 @@ class Worker:
                 return
             except StoredStateError as exc:
                 raise self._lost(exc) from None
-            except FencedError as exc:
-                logger.warning("%s", exc)
-                self.metrics.commit_failed("fenced")
-                repeats.reset()
-            except RevokedError as exc:
-                logger.info("%s", exc)
-                self.metrics.commit_failed("revoked")
+            except SchemaChangedError as exc:
+                self._schema_changed(exc)
+            except (FencedError, RevokedError) as exc:
+                fenced = isinstance(exc, FencedError)
+                logger.log(logging.WARNING if fenced else logging.INFO, "%s", exc)
+                self.metrics.commit_failed("fenced" if fenced else "revoked")
                 repeats.reset()
             except Exception as exc:
                 failure = classify(exc)

@@ -102,7 +102,16 @@ _STATE_TABLES_ELSEWHERE = sa.text(
 class Writer:
     """Writes batches into the sink's tables; the state table's comment holds the offsets."""
 
-    def __init__(self, engine: sa.engine.Engine, tables: TableSet, group: str) -> None:
+    def __init__(
+        self,
+        engine: sa.engine.Engine,
+        tables: TableSet,
+        group: str,
+        *,
+        confirm: Callable[[], None] | None = None,
+    ) -> None:
+        """`confirm`, if given, is called under the migration lock before this writer applies
+        its definition, and may refuse it (OutdatedDefinitionError)."""
         assert tables.state_table is not None  # load_tables always adds it
         self.engine = engine
         self.metadata = tables.metadata
@@ -111,6 +120,7 @@ class Writer:
         self.group = group
         self.where = f"{self.state_table.schema}.{self.state_table.name}"
         self.definition = fingerprint(self.data_tables)
+        self._confirm = confirm
         self._ingesting: sa.Connection | None = None
         # Tables whose rows may hold a Truncation: only their sinks watch the rows go by.
         self._truncated = {
@@ -322,8 +332,10 @@ class Writer:
         with self._migration_lock() as (locked, release), self.engine.connect() as conn:
             with locked.begin():
                 state = self._read(locked)
-            self._ingesting = conn
             adopted = adopt_definition(state, self.definition, self.where)
+            if adopted != state and self._confirm is not None:
+                self._confirm()
+            self._ingesting = conn
 
             def stream(_: Any) -> Iterator[tuple[Any, Any, Iterator[Row]]]:
                 if adopted != state:

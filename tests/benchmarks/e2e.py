@@ -143,6 +143,16 @@ def run_config(
     return config, table
 
 
+def _fresh(run_dir: Path, label: str) -> str:
+    """`label`, numbered when an earlier round of this run used it: each round gets a consumer
+    group and tables of its own (a group's offsets stay with its state table)."""
+    fresh, round_ = label, 1
+    while (run_dir / f"{fresh}.toml").exists():
+        round_ += 1
+        fresh = f"{label}-r{round_}"
+    return fresh
+
+
 def state_table(table: str) -> str:
     """The state table of the run whose table is `table`: several runs share a schema."""
     return f"{table}_state"
@@ -214,6 +224,7 @@ def run(
     label = f"sink{source.label}-{mode}-w{workers}-b{batch}-n{events_count}"
     if baseline is not None:
         label += "-base"
+    label = _fresh(run_dir, label)
     ends = log_end_offsets(bootstrap, topic, PARTITIONS)
     if sum(ends.values()) != events_count:
         raise BenchmarkError(f"topic {topic} holds {sum(ends.values())} events, not {events_count}")

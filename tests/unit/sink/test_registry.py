@@ -26,6 +26,7 @@ from sink.decode import decode
 from sink.errors import (
     BadPayload,
     DecodeError,
+    SchemaChangedError,
     SchemaRegistryRefusedError,
     SchemaRegistryUnavailableError,
     TransientError,
@@ -72,6 +73,9 @@ class FakeRegistry:
     ) -> _Registered:
         self.calls.append(("version", (subject_name, version)))
         return _Registered(self.by_version[(subject_name, version)])
+
+    def get_versions(self, subject_name: str) -> list[int]:
+        return [version for subject, version in self.by_version if subject == subject_name]
 
 
 def wire(schema_id: int, payload: bytes, indexes: bytes = b"") -> bytes:
@@ -165,6 +169,32 @@ def test_an_id_of_another_kind_of_schema_is_schema_type(
 
 
 # --- Avro -----------------------------------------------------------------------------------
+
+
+def test_a_value_schema_its_table_lacks_is_a_schema_change_found_once_per_id(
+    registry: FakeRegistry,
+) -> None:
+    registry.add(1, Schema(json.dumps(ORDER), "AVRO"))
+    wider = {**ORDER, "fields": [*ORDER["fields"], {"name": "tip", "type": "long"}]}
+    registry.add(2, Schema(json.dumps(wider), "AVRO"))
+    seen: list[list[str]] = []
+
+    def change(schema: Any) -> str | None:
+        names = [field["name"] for field in schema["fields"]]
+        seen.append(names)
+        return "adds field 'tip'" if "tip" in names else None
+
+    decoders = SchemaDecoders(registry, URL, {"orders": change})
+    one = wire(1, avro_bytes(ORDER, AN_ORDER))
+    two = wire(2, avro_bytes(wider, {**AN_ORDER, "tip": 3}))
+    for _ in range(2):
+        assert decoders.read("value", Format.AVRO, one, "orders") == AN_ORDER
+    with pytest.raises(SchemaChangedError, match=r"^orders: schema id 2 adds field 'tip'$"):
+        decoders.read("value", Format.AVRO, two, "orders")
+    # Other topics, and keys, are not watched.
+    assert decoders.read("value", Format.AVRO, two, "refunds")["tip"] == 3  # type: ignore[index]
+    assert decoders.read("key", Format.AVRO, two, "orders")["tip"] == 3  # type: ignore[index]
+    assert len(seen) == 2  # schema 1 once, schema 2 once
 
 
 def test_avro_reads_logical_types_as_the_values_mapping_takes(

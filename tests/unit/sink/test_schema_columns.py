@@ -13,8 +13,9 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2, wrappers_pb2
 from google.protobuf.descriptor import FileDescriptor
 
-from sink.config import Format, Settings, TombstonePolicy, load_settings
-from sink.errors import ConfigError
+from sink import schema_columns
+from sink.config import Format, Settings, TombstonePolicy, load_settings, parse_column_type
+from sink.errors import ConfigError, SchemaEvolutionError
 from sink.schema_columns import with_schema_columns
 
 AVRO_VALUE = {
@@ -120,11 +121,16 @@ def _table(
 
 
 def _latest(schemas: dict[str, Any]) -> Any:
-    def latest(subject: str, fmt: Format) -> Any:
-        schema = schemas.get(subject)
-        return fastavro.parse_schema(schema) if fmt is Format.AVRO and schema else schema
+    """The registry's versions of each subject: a tuple of schemas is versions 1, 2, ...; any
+    other value the one version."""
 
-    return latest
+    def versions(subject: str, fmt: Format) -> list[tuple[int, Any]]:
+        found = schemas.get(subject)
+        history = found if isinstance(found, tuple) else (found,) if found is not None else ()
+        parse = fastavro.parse_schema if fmt is Format.AVRO else (lambda schema: schema)
+        return [(number, parse(schema)) for number, schema in enumerate(history, 1)]
+
+    return versions
 
 
 def _columns(settings: Settings, schemas: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -170,7 +176,7 @@ def test_explicit_columns_win_and_are_not_fetched(tmp_path: Path) -> None:
         'value_format = "avro"\n[[tables.columns]]\nname = "id"\ntype = "INTEGER"\n',
     )
 
-    def latest(subject: str, fmt: Format) -> Any:
+    def latest(subject: str, fmt: Format) -> list[tuple[int, Any]]:
         raise AssertionError(f"fetched {subject}")
 
     (table,) = with_schema_columns(settings.tables, latest)
@@ -406,3 +412,91 @@ def test_the_config_needs_columns_unless_a_registry_schema_gives_them(tmp_path: 
     with pytest.raises(ConfigError, match=r"tables\[0\]\.topics: must be listed"):
         _table(tmp_path, 'value_format = "avro"\n', topics='topic_pattern = "^orders"\n')
     assert _table(tmp_path, 'value_format = "avro"\n').tables[0].columns == ()
+
+
+def _record(*fields: tuple[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "record",
+        "name": "Order",
+        "fields": [
+            {"name": name, "type": kind, **({"default": None} if isinstance(kind, list) else {})}
+            for name, kind in fields
+        ],
+    }
+
+
+V1 = _record(("id", "long"), ("qty", "int"), ("gone", "string"))
+V2 = _record(("id", "long"), ("qty", "long"), ("note", ["null", "string"]))
+
+
+def test_the_columns_hold_every_version_registered_added_widened_and_left_out_fields(
+    tmp_path: Path,
+) -> None:
+    settings = _table(tmp_path, 'value_format = "avro"\nprimary_key = ["id"]\n')
+    assert _columns(settings, {"orders-value": (V1, V2)}) == [
+        ("id", "BIGINT", False),
+        ("qty", "BIGINT", False),  # int widened to long
+        ("gone", "TEXT", True),  # left out by version 2: kept, and nullable
+        ("note", "TEXT", True),  # added by version 2
+    ]
+    (table,) = with_schema_columns(settings.tables, _latest({"orders-value": (V1, V2)}))
+    assert table.schema_versions == (1, 2)
+    # A narrowing back keeps the wider type: the column holds both versions' values.
+    assert _columns(settings, {"orders-value": (V2, V1)})[1] == ("qty", "BIGINT", False)
+
+
+def test_a_change_no_column_holds_is_refused_naming_subject_versions_and_field(
+    tmp_path: Path,
+) -> None:
+    settings = _table(tmp_path, 'value_format = "avro"\nprimary_key = ["id"]\n')
+    v3 = _record(("id", "long"), ("qty", "string"))
+    with pytest.raises(SchemaEvolutionError) as caught:
+        _columns(settings, {"orders-value": (V1, V2, v3)})
+    assert str(caught.value).startswith(
+        "table public.orders: orders-value versions 2 to 3: field 'qty' changes type from "
+        "BIGINT to TEXT"
+    )
+
+
+@pytest.mark.parametrize(
+    ("wide", "narrow", "holds"),
+    [
+        ("BIGINT", "INTEGER", True),
+        ("INTEGER", "BIGINT", False),
+        ("DOUBLE PRECISION", "REAL", True),
+        ("DOUBLE PRECISION", "BIGINT", False),  # past 2**53 a double is not exact
+        ("NUMERIC", "BIGINT", True),
+        ("NUMERIC(20,0)", "BIGINT", True),
+        ("NUMERIC(18,0)", "BIGINT", False),
+        ("NUMERIC(12,4)", "NUMERIC(10,2)", True),
+        ("NUMERIC(12,4)", "NUMERIC(12,2)", False),  # 10 integer digits against 8
+        ("NUMERIC", "NUMERIC(12,2)", True),
+        ("NUMERIC(12,2)", "NUMERIC", False),
+        ("TEXT", "VARCHAR(5)", True),
+        ("VARCHAR(9)", "VARCHAR(5)", True),
+        ("VARCHAR(5)", "VARCHAR", False),
+        ("BIGINT[]", "INTEGER[]", True),
+        ("BIGINT[]", "INTEGER", False),
+        ("TIMESTAMPTZ", "TIMESTAMP", False),
+        ("TEXT", "BIGINT", False),
+    ],
+)
+def test_which_types_hold_every_value_of_another(wide: str, narrow: str, holds: bool) -> None:
+    assert schema_columns._holds(parse_column_type(wide), parse_column_type(narrow)) is holds
+
+
+def test_changes_says_what_a_schema_holds_that_the_table_does_not(tmp_path: Path) -> None:
+    settings = _table(tmp_path, 'value_format = "avro"\nprimary_key = ["id"]\n')
+    (table,) = with_schema_columns(settings.tables, _latest({"orders-value": V1}))
+    change = schema_columns.changes(table)
+    assert change(fastavro.parse_schema(V1)) is None
+    # A subset of the columns, nullable: rows of it fit.
+    assert change(fastavro.parse_schema(_record(("id", "long"), ("gone", "string")))) == (
+        "changes field 'qty'"  # left out: must become nullable
+    )
+    assert change(fastavro.parse_schema(V2)) == (
+        "changes field 'qty', changes field 'gone', adds field 'note'"
+    )
+    assert "field 'qty' changes type from INTEGER to TEXT" in str(
+        change(fastavro.parse_schema(_record(("id", "long"), ("qty", "string"))))
+    )
