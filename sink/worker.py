@@ -176,6 +176,15 @@ class Worker:
         self.intake.paths = pipeline.path
         return True
 
+    def _derived_again_if_answered(self, why: OutdatedDefinitionError) -> bool:
+        """`_derived_again`, False while the registry cannot answer (then the worker waits as
+        for any newer definition, and derives again when it next checks)."""
+        try:
+            return self._derived_again(why)
+        except TransientError as exc:
+            logger.warning("%s; the columns cannot be derived again now: %s", why, exc)
+            return False
+
     def _schema_changed(self, change: SchemaChangedError) -> None:
         """A schema the tables lack came: derives their columns again, for the batch read next
         to migrate them; stops the worker if the registry's versions do not hold it either."""
@@ -256,7 +265,7 @@ class Worker:
                     with self._membership():
                         self._ingest_until_stopped()
                 except OutdatedDefinitionError as exc:
-                    if not self._derived_again(exc):
+                    if not self._derived_again_if_answered(exc):
                         logger.warning("%s; left the consumer group until it is rolled out", exc)
         logger.info("stopped")
 
@@ -297,7 +306,7 @@ class Worker:
                     self.health.set_kafka_down(None)
                 return True
             except OutdatedDefinitionError as exc:
-                if self._derived_again(exc):
+                if self._derived_again_if_answered(exc):
                     continue
                 logger.warning("%s; checking again in %.0f s", exc, OUTDATED_RETRY_SECONDS)
                 self.health.beat()

@@ -175,12 +175,12 @@ class Replication:
     def insert(self, first: int, last: int) -> int:
         return self.run(f"INSERT INTO {{table}} {ROWS}", {"first": first, "last": last})
 
-    def rows(self) -> list[Row]:
+    def rows(self, columns: str = TEXT_COLUMNS) -> list[Row]:
         """The source's rows by id, each value as text (see COMPARED_IN)."""
         with self.source.connect() as conn, conn.transaction():
             for setting in COMPARED_IN:
                 conn.execute(setting)
-            return list(conn.execute(f"SELECT {TEXT_COLUMNS} FROM {self.table} ORDER BY id"))
+            return list(conn.execute(f"SELECT {columns} FROM {self.table} ORDER BY id"))
 
     def log_end(self) -> dict[int, int]:
         return log_end_offsets(self.bootstrap, self.topic, self.partitions)
@@ -293,13 +293,14 @@ def _config(
     truncate: str = "ignore",
     fmt: str = "connect-json",
     extra: str = "",
+    columns: str = COLUMNS,
 ) -> Path:
     return sink_config(
         [topic],
         schema,
         "items",
         primary_key=["id"],
-        columns=COLUMNS,
+        columns=columns,
         table_extra=(
             f'envelope = "debezium"\nkey_format = "{fmt}"\nvalue_format = "{fmt}"\n'
             f'truncate = "{truncate}"\n'
@@ -343,12 +344,12 @@ def wait_committed_past(
     return committed
 
 
-def _target_rows(engine: sa.engine.Engine, schema: str) -> list[Row]:
+def _target_rows(engine: sa.engine.Engine, schema: str, columns: str) -> list[Row]:
     """The target's rows by id, each value as text (see COMPARED_IN)."""
     with engine.connect() as conn:  # its transaction, and the settings with it, end on close
         for setting in COMPARED_IN:
             conn.execute(sa.text(setting))
-        found = conn.execute(sa.text(f'SELECT {TEXT_COLUMNS} FROM "{schema}".items ORDER BY id'))
+        found = conn.execute(sa.text(f'SELECT {columns} FROM "{schema}".items ORDER BY id'))
         return [tuple(row) for row in found]
 
 
@@ -358,9 +359,10 @@ def assert_replicated(
     schema: str,
     worker: SinkProcess,
     timeout: float,
+    columns: str = TEXT_COLUMNS,
 ) -> None:
     """Every change is in the topic, the sink committed the topic's log end, and the target
-    holds exactly the source's rows with the same values."""
+    holds exactly the source's rows with the same values (of `columns`)."""
     ends = replicated.wait_written(timeout)
     expected = {str(p): end for p, end in ends.items() if end}
     stored: dict[str, int] | None = None
@@ -377,7 +379,7 @@ def assert_replicated(
         lambda: f"stored offsets {stored}",
         timeout,
     )
-    source, target = replicated.rows(), _target_rows(engine, schema)
+    source, target = replicated.rows(columns), _target_rows(engine, schema, columns)
     if source != target:  # the first differences, not a diff of 100,000 rows
         source_only = sorted(Counter(source) - Counter(target), key=lambda row: int(row[0]))
         target_only = sorted(Counter(target) - Counter(source), key=lambda row: int(row[0]))
@@ -606,3 +608,48 @@ def test_real_debezium_avro_through_the_registry_replicates_exactly(
         final = replicated.start(start_sink, config)
         assert_replicated(engine, replicated, schema, final, timeout=STEP_SECONDS)
         assert final.terminate(timeout=30) == 0, replicated.logs()
+
+
+def test_real_debezium_avro_add_column_mid_stream_appears_in_the_target_without_a_restart(
+    source_database: SourceDatabase,
+    connect: ConnectWorker,
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    schema_registry_url: str,
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    with replication(
+        source_database,
+        connect,
+        kafka_bootstrap,
+        partitions=2,
+        snapshot_rows=2_000,
+        converters=avro_converters(schema_registry_url),
+    ) as replicated:
+        # The columns come from the change events' schemas: the snapshot registers the first.
+        replicated.wait_written(STEP_SECONDS)
+        config = _config(
+            sink_config,
+            replicated.topic,
+            schema,
+            fmt="avro",
+            extra=f'[schema_registry]\nurl = "{schema_registry_url}"\n',
+            columns="",
+        )
+        worker = replicated.start(start_sink, config)
+        _write_round(replicated, 0)
+        wait_committed_past(engine, schema, replicated, worker, 0)
+        with source_database.connect() as conn:
+            conn.execute(f"ALTER TABLE {replicated.table} ADD COLUMN note TEXT")
+        # Changes after it carry the new column: new rows with it, old rows given one, and
+        # rows of the next round without it.
+        replicated.run("UPDATE {table} SET note = 'note ' || id || ' é' WHERE id % 3 = 0")
+        _write_round(replicated, 1)
+        columns = f'{TEXT_COLUMNS}, "note"::text'
+        assert_replicated(engine, replicated, schema, worker, STEP_SECONDS, columns)
+        messages = worker.messages()
+        assert worker.running(), replicated.logs()  # the same worker throughout
+        assert "adds field 'note'" in messages, messages[-3000:]
+        assert worker.terminate(timeout=30) == 0, replicated.logs()
