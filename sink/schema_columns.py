@@ -38,7 +38,7 @@ from .config import (
     TableSettings,
     parse_column_type,
 )
-from .errors import ConfigError, SchemaEvolutionError
+from .errors import ConfigError, OutdatedDefinitionError, SchemaEvolutionError
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +239,24 @@ def changes(table: TableSettings) -> Callable[[Any], str | None]:
         return ", ".join(said) or None
 
     return change
+
+
+def no_newer_versions(
+    tables: Sequence[TableSettings], numbers: Callable[[str], Sequence[int]]
+) -> None:
+    """OutdatedDefinitionError if the registry (`numbers`: the versions of a subject) holds a
+    version that a table's columns were not derived from: called before a worker applies a
+    definition derived from schemas, under the group's migration lock, so that no worker applies
+    columns older than another one's."""
+    for table in tables:
+        if table.schema_versions:
+            subject = f"{table.topics[0]}-value"
+            newer = sorted(set(numbers(subject)) - set(table.schema_versions))
+            if newer:
+                raise OutdatedDefinitionError(
+                    f"table {table.qualified_name}: {subject} holds version(s) {newer}, newer "
+                    f"than those its definition was derived from"
+                )
 
 
 def _registered(versions: Versions, subject: str, fmt: Format, where: str) -> list[tuple[int, Any]]:

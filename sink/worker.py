@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from types import FrameType
 
 import sqlalchemy as sa
@@ -147,10 +148,15 @@ class Worker:
         self._handover = threading.Lock()
         metrics.watch_uncommitted(self._oldest_uncommitted)
 
-    def _writer(self, pipeline: Pipeline | None = None) -> Writer:
-        confirm = self._no_newer_schemas if self._derive_again is not None else None
-        table_set = (pipeline or self.pipeline).table_set
-        return Writer(self.engine, table_set, self.settings.kafka.group_id, confirm=confirm)
+    def _writer(self, settings: Settings | None = None, pipeline: Pipeline | None = None) -> Writer:
+        settings, pipeline = settings or self.settings, pipeline or self.pipeline
+        confirm = None
+        if self._derive_again is not None:  # never older columns than another worker's
+            from .schema_columns import no_newer_versions  # noqa: PLC0415 - loads Protobuf
+
+            assert pipeline.schemas is not None  # the columns come from a registry
+            confirm = partial(no_newer_versions, settings.tables, pipeline.schemas.numbers)
+        return Writer(self.engine, pipeline.table_set, settings.kafka.group_id, confirm=confirm)
 
     # --- tables whose columns come from their topics' schemas -------------------------------
 
@@ -162,7 +168,7 @@ class Worker:
             return False
         settings = self._derive_again()
         pipeline = Pipeline.from_settings(settings)
-        writer = self._writer(pipeline)
+        writer = self._writer(settings, pipeline)
         if writer.definition == self.writer.definition:
             return False
         logger.info(
@@ -201,22 +207,6 @@ class Worker:
                 f"its columns from has; register the schema under <topic>-value, or list the "
                 f"table's columns"
             ) from change
-
-    def _no_newer_schemas(self) -> None:
-        """Before this worker applies a definition derived from schemas (under the migration
-        lock): OutdatedDefinitionError if the registry holds a version it was not derived from,
-        so that no worker applies columns older than another one's."""
-        schemas = self.pipeline.schemas
-        assert schemas is not None  # tables derive their columns from a registry
-        for table in self.settings.tables:
-            if table.schema_versions:
-                subject = f"{table.topics[0]}-value"
-                newer = sorted(set(schemas.numbers(subject)) - set(table.schema_versions))
-                if newer:
-                    raise OutdatedDefinitionError(
-                        f"table {table.qualified_name}: {subject} holds version(s) {newer}, "
-                        f"newer than those its definition was derived from"
-                    )
 
     # --- lifecycle ---------------------------------------------------------------------------
 

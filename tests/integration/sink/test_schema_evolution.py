@@ -293,12 +293,13 @@ def test_workers_of_a_group_that_meet_a_newer_definition_derive_it_instead_of_wa
         extra=_registry_config(schema_registry_url),
     )
     workers = [start_sink(config), start_sink(config)]
-    first, second = workers
-    wait_until(
-        lambda: f"revoked {topic}[" in first.output() and f"assigned {topic}[" in second.output(),
-        60,
-        "a partition each",
-    )
+
+    def one_each() -> bool:  # whichever joined first gave a partition to the other
+        outputs = [w.output() for w in workers]
+        assigned = all(f"assigned {topic}[" in output for output in outputs)
+        return assigned and any(f"revoked {topic}[" in output for output in outputs)
+
+    wait_until(one_each, 60, "a partition each")
     _wait_rows(engine, schema, workers[0], 100)
     # Version 2 on partition 0 only: its worker migrates the table. Then version 1 on both:
     # the other worker meets the newer definition when it commits.
