@@ -14,6 +14,7 @@ import binascii
 import decimal
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import orjson
@@ -57,11 +58,68 @@ def read(part: str, data: bytes) -> object:
     if schema is None:  # schemaless, as JsonConverter writes a value without a schema
         return payload
     try:
-        return _convert(schema, payload, part)
+        return _converter(schema, part)(payload)
     except PayloadMismatch as error:
         raise BadPayload(
             f"{part}'s payload does not match its Connect schema: {error}", "schema-mismatch"
         ) from None
+
+
+Converter = Callable[[Any], object]
+# Converters by part and schema (its JSON): a topic's messages repeat a few schemas.
+_CONVERTERS: dict[tuple[str, bytes], Converter] = {}
+_MAX_CONVERTERS = 1024
+
+
+def _converter(schema: Any, part: str) -> Converter:
+    """What `_convert(schema, value, part)` does to a value, worked out once per schema."""
+    key = (part, orjson.dumps(schema))
+    convert = _CONVERTERS.get(key)
+    if convert is None:
+        if len(_CONVERTERS) >= _MAX_CONVERTERS:
+            _CONVERTERS.clear()
+        try:
+            convert = _compiled(schema, part)
+        except (KeyError, TypeError, AttributeError):  # a malformed schema: says so per value
+            convert = partial(_converted, schema, part)
+        _CONVERTERS[key] = convert
+    return convert
+
+
+def _compiled(schema: Any, path: str) -> Converter:
+    """`_convert` of one schema: a struct's fields and plain values decided once; anything
+    else (logical and semantic types, arrays, maps) through `_convert` itself."""
+    if type(schema) is not dict:
+        return partial(_converted, schema, path)
+    name = schema.get("name")
+    if name in _LOGICAL or name in SEMANTIC_TYPES:
+        return partial(_converted, schema, path)
+    kind = schema.get("type")
+    if kind != "struct":
+        return partial(_converted, schema, path) if kind in _TYPES else _as_is
+    # Each field's name and converter; None for a value taken as it is.
+    fields = []
+    for field in schema.get("fields") or ():
+        convert: Converter | None = _compiled(field, f"{path}.{field['field']}")
+        fields.append((field["field"], None if convert is _as_is else convert))
+
+    def struct(value: Any) -> object:
+        if value is None:
+            return None
+        if type(value) is not dict:
+            raise PayloadMismatch(f"{path}: a struct, but the payload holds {_kind(value)}")
+        get = value.get
+        return {name: get(name) if c is None else c(get(name)) for name, c in fields}
+
+    return struct
+
+
+def _as_is(value: Any) -> object:
+    return value
+
+
+def _converted(schema: Any, path: str, value: Any) -> object:
+    return _convert(schema, value, path)
 
 
 def _convert(schema: Any, value: Any, path: str) -> object:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
 
+from sink import connect
 from sink.config import Format
 from sink.decode import decode
 from sink.errors import DecodeError
@@ -149,3 +151,50 @@ def test_a_key_envelope_gives_the_primary_key_fields() -> None:
     key_schema = {"type": "struct", "fields": [{"type": "int64", "field": "id"}]}
     message = Message("t", 0, 0, None, envelope({"id": 9}, key_schema), None)
     assert decode(message, Format.CONNECT_JSON, Format.CONNECT_JSON).key == {"id": 9}
+
+
+DECIMAL_FIELD = {
+    "type": "bytes",
+    "name": "org.apache.kafka.connect.data.Decimal",
+    "parameters": {"scale": "2"},
+    "field": "amount",
+}
+NESTED = {
+    "type": "struct",
+    "fields": [
+        {"type": "int64", "field": "id"},
+        DECIMAL_FIELD,
+        {"type": "struct", "field": "inner", "fields": [{"type": "string", "field": "s"}]},
+        {"type": "array", "field": "list", "items": {"type": "int32"}},
+        {"type": "map", "field": "map", "keys": {"type": "string"}, "values": {"type": "int32"}},
+        {"type": "string", "name": "io.debezium.data.Json", "field": "doc"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        (NESTED, {"id": 1, "amount": "AMs=", "inner": {"s": "x"}, "list": [1], "map": {"a": 2}}),
+        (NESTED, {"id": 1, "doc": '{"a": 1}', "inner": None}),
+        (NESTED, {"id": 1, "inner": "not a struct"}),
+        (NESTED, {"amount": "not base64!"}),
+        (NESTED, ["not", "a", "struct"]),
+        (NESTED, None),
+        ({"type": "struct", "fields": [{"type": "int64"}]}, {"id": 1}),  # a field without a name
+        ({"type": "struct", "fields": "nonsense"}, {"id": 1}),
+        ("int64", 5),
+    ],
+)
+def test_a_schema_worked_out_once_converts_as_the_schema_read_per_value(
+    schema: Any, value: Any
+) -> None:
+    def outcome(convert: Any) -> object:
+        try:
+            return convert()
+        except Exception as error:  # compared: the same error, or the same value
+            return (type(error), str(error))
+
+    expected = outcome(lambda: connect._convert(schema, value, "value"))
+    assert outcome(lambda: connect._converter(schema, "value")(value)) == expected
+    assert connect._converter(schema, "value") is connect._converter(schema, "value")
