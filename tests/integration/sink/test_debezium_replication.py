@@ -1,7 +1,8 @@
 """Replication through the real Debezium PostgreSQL source connector (3.6.1.Final, pgoutput, the
 JSON converter with schemas, or Avro through the registry): a source table's snapshot, inserts,
 updates, deletes and a truncate, streamed while the sink is killed and restarted, leave the
-target table equal to the source, with the sink's stored offsets at the topic's log end."""
+target table equal to the source, with the sink's stored offsets at the topic's log end; with
+Avro, a column added at the source mid-stream reaches the target while the sink runs."""
 
 from __future__ import annotations
 
@@ -405,17 +406,19 @@ KILLS = 5
 ROUND_PAUSE_SECONDS = 1.0
 
 
-def _write_round(replicated: Replication, r: int) -> None:
+def _write_round(replicated: Replication, r: int, *, note: bool = False) -> None:
     """Inserts a block of 5,000 rows; updates a quarter of it (1,250) in a transaction of its
     own; then in one transaction updates a quarter of the block before (1,250) and deletes a
-    tenth of it (500, half of them just updated)."""
+    tenth of it (500, half of them just updated). With `note`, the updates also set the column
+    added by ADD_NOTE."""
     first = SNAPSHOT_ROWS + 1 + r * BLOCK
     previous = first - BLOCK
+    update = UPDATE + (", note = 'note ' || id || ' é' " if note else "")
     replicated.insert(first, first + BLOCK - 1)
-    replicated.run(UPDATE + f"WHERE id BETWEEN {first} AND {first + BLOCK - 1} AND id % 4 = 1")
+    replicated.run(update + f"WHERE id BETWEEN {first} AND {first + BLOCK - 1} AND id % 4 = 1")
     replicated.transaction(
         [
-            (UPDATE + f"WHERE id BETWEEN {previous} AND {first - 1} AND id % 4 = 0", False),
+            (update + f"WHERE id BETWEEN {previous} AND {first - 1} AND id % 4 = 0", False),
             (
                 f"DELETE FROM {{table}} WHERE id BETWEEN {previous} AND {first - 1} "
                 "AND id % 10 = 4",
@@ -469,20 +472,49 @@ class Pacer:
             return not self._stopped
 
 
+ADD_NOTE = "ALTER TABLE {table} ADD COLUMN note TEXT"
+# The round before which the Avro run adds a column at the source: one the final worker, never
+# killed, reads (the last phase's), once it has joined (so it took its columns before).
+ADD_NOTE_ROUND = ROUNDS - 2
+
+
 @pytest.mark.timeout(600, func_only=True)
+@pytest.mark.parametrize("converter", ["json", "avro"])
 def test_real_debezium_stream_replicates_exactly_through_sink_kills(
     source_database: SourceDatabase,
     connect: ConnectWorker,
     engine: sa.engine.Engine,
     kafka_bootstrap: str,
     schema: str,
+    schema_registry_url: str,
     sink_config: Callable[..., Path],
     start_sink: Callable[[Path], SinkProcess],
+    converter: str,
 ) -> None:
+    """The JSON converter with schemas into the listed columns; or Avro through the registry
+    into columns taken from the change events' schemas, where an ALTER TABLE ... ADD COLUMN at
+    the source halfway through reaches the target while the workers run."""
+    avro = converter == "avro"
     with replication(
-        source_database, connect, kafka_bootstrap, partitions=3, snapshot_rows=SNAPSHOT_ROWS
+        source_database,
+        connect,
+        kafka_bootstrap,
+        partitions=3,
+        snapshot_rows=SNAPSHOT_ROWS,
+        converters=avro_converters(schema_registry_url) if avro else JSON_CONVERTERS,
     ) as replicated:
-        config = _config(sink_config, replicated.topic, schema)
+        if avro:
+            replicated.wait_written(STEP_SECONDS)  # the snapshot registers the first schema
+            config = _config(
+                sink_config,
+                replicated.topic,
+                schema,
+                fmt="avro",
+                extra=f'[schema_registry]\nurl = "{schema_registry_url}"\n',
+                columns="",
+            )
+        else:
+            config = _config(sink_config, replicated.topic, schema)
         pacer = Pacer(ROUNDS, phases=KILLS + 1)  # the last phase goes to the final worker
         failures: list[BaseException] = []
 
@@ -491,7 +523,19 @@ def test_real_debezium_stream_replicates_exactly_through_sink_kills(
                 for r in range(ROUNDS):
                     if not pacer.may_write(r, timeout=KILLS * STEP_SECONDS):
                         return
-                    _write_round(replicated, r)
+                    if avro and r == ADD_NOTE_ROUND:
+                        replicated.wait(
+                            "the final worker to join its group",
+                            lambda: (
+                                len(replicated.sinks) > KILLS
+                                and "joined consumer group" in replicated.sinks[-1].messages()
+                            ),
+                            lambda: f"{len(replicated.sinks)} workers started",
+                            STEP_SECONDS,
+                        )
+                        with source_database.connect() as conn:
+                            conn.execute(ADD_NOTE.format(table=replicated.table))
+                    _write_round(replicated, r, note=avro and r >= ADD_NOTE_ROUND)
                     time.sleep(ROUND_PAUSE_SECONDS)
             except BaseException as error:  # reported by the test's thread
                 failures.append(error)
@@ -532,9 +576,12 @@ def test_real_debezium_stream_replicates_exactly_through_sink_kills(
             raise
         assert not failures, failures
         assert len(kills) == KILLS and all(at > before for before, at in kills), kills
-        assert_replicated(engine, replicated, schema, final, timeout=CATCH_UP_SECONDS)
+        columns = f'{TEXT_COLUMNS}, "note"::text' if avro else TEXT_COLUMNS
+        assert_replicated(engine, replicated, schema, final, CATCH_UP_SECONDS, columns)
         assert final.terminate(timeout=30) == 0, replicated.logs()
         assert replicated.changes == SNAPSHOT_ROWS + ROUNDS * CHANGES_PER_ROUND
+        if avro:  # the column came while the final worker ran: it migrated the table itself
+            assert "adds field 'note'" in final.messages(), replicated.logs()
 
 
 def test_real_debezium_truncate_empties_the_target_of_the_rows_before_it(
@@ -608,48 +655,3 @@ def test_real_debezium_avro_through_the_registry_replicates_exactly(
         final = replicated.start(start_sink, config)
         assert_replicated(engine, replicated, schema, final, timeout=STEP_SECONDS)
         assert final.terminate(timeout=30) == 0, replicated.logs()
-
-
-def test_real_debezium_avro_add_column_mid_stream_appears_in_the_target_without_a_restart(
-    source_database: SourceDatabase,
-    connect: ConnectWorker,
-    engine: sa.engine.Engine,
-    kafka_bootstrap: str,
-    schema_registry_url: str,
-    schema: str,
-    sink_config: Callable[..., Path],
-    start_sink: Callable[[Path], SinkProcess],
-) -> None:
-    with replication(
-        source_database,
-        connect,
-        kafka_bootstrap,
-        partitions=2,
-        snapshot_rows=2_000,
-        converters=avro_converters(schema_registry_url),
-    ) as replicated:
-        # The columns come from the change events' schemas: the snapshot registers the first.
-        replicated.wait_written(STEP_SECONDS)
-        config = _config(
-            sink_config,
-            replicated.topic,
-            schema,
-            fmt="avro",
-            extra=f'[schema_registry]\nurl = "{schema_registry_url}"\n',
-            columns="",
-        )
-        worker = replicated.start(start_sink, config)
-        _write_round(replicated, 0)
-        wait_committed_past(engine, schema, replicated, worker, 0)
-        with source_database.connect() as conn:
-            conn.execute(f"ALTER TABLE {replicated.table} ADD COLUMN note TEXT")
-        # Changes after it carry the new column: new rows with it, old rows given one, and
-        # rows of the next round without it.
-        replicated.run("UPDATE {table} SET note = 'note ' || id || ' é' WHERE id % 3 = 0")
-        _write_round(replicated, 1)
-        columns = f'{TEXT_COLUMNS}, "note"::text'
-        assert_replicated(engine, replicated, schema, worker, STEP_SECONDS, columns)
-        messages = worker.messages()
-        assert worker.running(), replicated.logs()  # the same worker throughout
-        assert "adds field 'note'" in messages, messages[-3000:]
-        assert worker.terminate(timeout=30) == 0, replicated.logs()
