@@ -62,6 +62,25 @@ def _count(engine: sa.engine.Engine, schema: str) -> int:
         return 0
 
 
+def _config(
+    sink_config: Callable[..., Path],
+    topic: str,
+    schema: str,
+    registry_url: str,
+    value_format: str,
+    primary_key: list[str] | None = None,
+) -> Path:
+    """A table without columns: they come from the topic's value schemas."""
+    return sink_config(
+        [topic],
+        schema,
+        primary_key=primary_key,
+        columns="",
+        table_extra=f'value_format = "{value_format}"\n',
+        extra=_registry_config(registry_url),
+    )
+
+
 def _wait_rows(engine: sa.engine.Engine, schema: str, worker: SinkProcess, count: int) -> None:
     def landed() -> bool:
         assert worker.running(), worker.output()[-3000:]
@@ -87,13 +106,7 @@ def test_new_avro_schema_versions_migrate_the_table_live_without_a_row_lost_or_r
         return str(i).encode()
 
     # Append only (no primary key): a message written twice would be a second row.
-    config = sink_config(
-        [topic],
-        schema,
-        columns="",
-        table_extra='value_format = "avro"\n',
-        extra=_registry_config(schema_registry_url),
-    )
+    config = _config(sink_config, topic, schema, schema_registry_url, "avro")
     v1_rows = [(key(i), v1({"id": i, "qty": i, "site": f"s{i}"})) for i in range(300)]
     produce(kafka_bootstrap, topic, v1_rows)
     worker = start_sink(config)
@@ -171,13 +184,8 @@ def test_a_new_protobuf_schema_version_adds_its_field_as_a_column_live(
         topic,
         [(str(i).encode(), first(v1(id=i, name=f"n{i}"), context)) for i in range(100)],
     )
-    config = sink_config(
-        [topic],
-        schema,
-        primary_key=["id"],
-        columns="",
-        table_extra='value_format = "protobuf"\n',
-        extra=_registry_config(schema_registry_url),
+    config = _config(
+        sink_config, topic, schema, schema_registry_url, "protobuf", primary_key=["id"]
     )
     worker = start_sink(config)
     _wait_rows(engine, schema, worker, 100)
@@ -239,13 +247,8 @@ def test_a_new_json_schema_version_adds_a_column_and_makes_one_nullable_live(
         topic,
         [(str(i).encode(), first({"id": i, "sensor": f"s{i}"}, context)) for i in range(100)],
     )
-    config = sink_config(
-        [topic],
-        schema,
-        primary_key=["id"],
-        columns="",
-        table_extra='value_format = "json-schema"\n',
-        extra=_registry_config(schema_registry_url),
+    config = _config(
+        sink_config, topic, schema, schema_registry_url, "json-schema", primary_key=["id"]
     )
     worker = start_sink(config)
     _wait_rows(engine, schema, worker, 100)
@@ -285,13 +288,7 @@ def test_workers_of_a_group_that_meet_a_newer_definition_derive_it_instead_of_wa
         return [(None, v1({"id": i, "qty": i, "site": f"s{i}"})) for i in ids]
 
     produce(kafka_bootstrap, topic, old(range(100)), partitions=2)
-    config = sink_config(
-        [topic],
-        schema,
-        columns="",
-        table_extra='value_format = "avro"\n',
-        extra=_registry_config(schema_registry_url),
-    )
+    config = _config(sink_config, topic, schema, schema_registry_url, "avro")
     workers = [start_sink(config), start_sink(config)]
 
     def one_each() -> bool:  # whichever joined first gave a partition to the other
@@ -335,13 +332,7 @@ def test_a_schema_version_no_column_can_hold_with_the_earlier_ones_stops_the_wor
     produce(
         kafka_bootstrap, topic, [(None, v1({"id": i, "qty": i, "site": "a"})) for i in range(50)]
     )
-    config = sink_config(
-        [topic],
-        schema,
-        columns="",
-        table_extra='value_format = "avro"\n',
-        extra=_registry_config(schema_registry_url),
-    )
+    config = _config(sink_config, topic, schema, schema_registry_url, "avro")
     worker = start_sink(config)
     _wait_rows(engine, schema, worker, 50)
     text_qty = _record(("id", "long"), ("qty", "string"), ("site", "string"))
