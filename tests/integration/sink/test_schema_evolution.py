@@ -291,12 +291,15 @@ def test_workers_of_a_group_that_meet_a_newer_definition_derive_it_instead_of_wa
     config = _config(sink_config, topic, schema, schema_registry_url, "avro")
     workers = [start_sink(config), start_sink(config)]
 
-    def one_each() -> bool:  # whichever joined first gave a partition to the other
-        outputs = [w.output() for w in workers]
-        assigned = all(f"assigned {topic}[" in output for output in outputs)
-        return assigned and any(f"revoked {topic}[" in output for output in outputs)
+    def held(worker: SinkProcess) -> int:
+        """The partitions the worker holds, as its assignments and revocations say."""
+        count = 0
+        for line in worker.messages().splitlines():
+            if line.startswith(("assigned ", "revoked ")):
+                count += line.count(f"{topic}[") * (1 if line.startswith("assigned") else -1)
+        return count
 
-    wait_until(one_each, 60, "a partition each")
+    wait_until(lambda: [held(w) for w in workers] == [1, 1], 60, "a partition each")
     _wait_rows(engine, schema, workers[0], 100)
     # Version 2 on partition 0 only: its worker migrates the table. Then version 1 on both:
     # the other worker meets the newer definition when it commits.
