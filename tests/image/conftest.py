@@ -172,20 +172,42 @@ def run_sink(image: str, tmp_path: Path, names: str) -> Iterator[Callable[[str],
         (config_dir / "sink.toml").write_text(config.replace("{port}", str(port)))
         (config_dir / "sink.toml").chmod(0o644)
         container = Container(f"{names}-{len(started)}", port)
-        podman(
-            "run", "--detach", "--name", container.name,
-            "--user", "10001:10001", "--read-only", "--tmpfs", "/tmp:size=64m",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-            "--network", "host", "--stop-timeout", str(STOP_GRACE_SECONDS),
-            "--volume", f"{config_dir}:/etc/pg-kafka-sink:ro",
-            image,
-        )  # fmt: skip
         started.append(container)
+        for attempt in (1, 2):
+            podman(
+                "run", "--detach", "--name", container.name,
+                "--user", "10001:10001", "--read-only", "--tmpfs", "/tmp:size=64m",
+                "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                "--network", "host", "--stop-timeout", str(STOP_GRACE_SECONDS),
+                "--volume", f"{config_dir}:/etc/pg-kafka-sink:ro",
+                image,
+            )  # fmt: skip
+            if _ran(container) or attempt == 2:
+                break
+            # Seen in a CI run: a container ended by SIGTERM (exit 143) a tenth of a second
+            # after its start, before the interpreter wrote a byte, with no signal sent by the
+            # test (podman's events show start, then died). None of the sink's code ran then;
+            # start it again.
+            print(f"{container.name} ended before writing anything ({container.state()}); again")
+            container.remove()
         return container
 
     yield start
     for container in started:
         container.remove()
+
+
+def _ran(container: Container, timeout: float = 60) -> bool:
+    """Whether the container's process wrote something (the sink logs its configuration first)
+    before it ended, if it ended; waits up to `timeout` for either."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if container.logs().strip():
+            return True
+        if not container.running():
+            return bool(container.logs().strip())
+        time.sleep(0.2)
+    return True  # running, silent: the test's own waits say what is wrong
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
