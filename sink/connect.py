@@ -37,6 +37,16 @@ TIME = "org.apache.kafka.connect.data.Time"
 
 def read(part: str, data: bytes) -> object:
     """The payload of an envelope, converted by its schema; raises BadPayload."""
+    for prefix, convert in _PREFIXES.get(part, ()):
+        if data.startswith(prefix):
+            payload = _payload(data, len(prefix))
+            if payload is not _UNREAD:
+                return _converted_payload(convert, part, payload)
+            break
+    return _read_whole(part, data)
+
+
+def _read_whole(part: str, data: bytes) -> object:
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
@@ -54,15 +64,70 @@ def read(part: str, data: bytes) -> object:
             f'"json"',
             "not-connect-json",
         )
-    schema, payload = document["schema"], document["payload"]
-    if schema is None:  # schemaless, as JsonConverter writes a value without a schema
-        return payload
+    schema = document["schema"]
+    # schemaless, as JsonConverter writes a value without a schema
+    convert = _as_is if schema is None else _converter(schema, part)
+    _learn_prefix(part, data, convert)
+    return _converted_payload(convert, part, document["payload"])
+
+
+def _converted_payload(convert: Converter, part: str, payload: object) -> object:
     try:
-        return _converter(schema, part)(payload)
+        return convert(payload)
     except PayloadMismatch as error:
         raise BadPayload(
             f"{part}'s payload does not match its Connect schema: {error}", "schema-mismatch"
         ) from None
+
+
+# What comes before the payload in the envelopes read so far, `{"schema":<schema>,"payload":`
+# as JsonConverter writes it, with that schema's converter, by part. A topic's messages repeat
+# a few schemas, spelled the same each time: a message that starts with a known prefix and
+# whose rest is one JSON value and `}` is that envelope, so only its payload needs reading.
+# Tuples, replaced whole, so that the worker's threads can read them while one is added.
+_PREFIXES: dict[str, tuple[tuple[bytes, Converter], ...]] = {}
+_MAX_PREFIXES = 16
+_SCHEMA_KEY = b'{"schema":'
+_PAYLOAD_KEY = b',"payload":'
+_UNREAD = object()
+
+
+def _payload(data: bytes, start: int) -> object:
+    """The JSON value between `start` and the envelope's closing brace, numbers exact; _UNREAD
+    where the rest is not one value and `}` (the whole envelope is then read, and says why)."""
+    body = data[start:].rstrip()
+    if body[-1:] != b"}":
+        return _UNREAD
+    body = body[:-1]
+    try:
+        payload = orjson.loads(body)
+        if not numbers_round_trip(body):
+            payload = exact_loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):  # orjson's JSONDecodeError is a ValueError
+        return _UNREAD
+    return payload
+
+
+def _learn_prefix(part: str, data: bytes, convert: Converter) -> None:
+    """Keeps `data`'s prefix up to its payload, once `data` has read as an envelope: the
+    prefix ends at the first `,"payload":` before which the schema is one whole JSON value."""
+    if not data.startswith(_SCHEMA_KEY):
+        return
+    at = data.find(_PAYLOAD_KEY, len(_SCHEMA_KEY))
+    while at != -1:
+        try:
+            orjson.loads(data[len(_SCHEMA_KEY) : at])
+        except orjson.JSONDecodeError:  # `,"payload":` inside the schema's text
+            at = data.find(_PAYLOAD_KEY, at + 1)
+            continue
+        prefix = data[: at + len(_PAYLOAD_KEY)]
+        known = _PREFIXES.get(part, ())
+        if any(seen == prefix for seen, _ in known):
+            return
+        if len(known) >= _MAX_PREFIXES:
+            known = ()
+        _PREFIXES[part] = (*known, (prefix, convert))
+        return
 
 
 Converter = Callable[[Any], object]
@@ -92,11 +157,11 @@ def _compiled(schema: Any, path: str) -> Converter:
     if type(schema) is not dict:
         return partial(_converted, schema, path)
     name = schema.get("name")
-    if name in _LOGICAL or name in SEMANTIC_TYPES:
-        return partial(_converted, schema, path)
     kind = schema.get("type")
+    if name in _LOGICAL or name in SEMANTIC_TYPES or kind in ("array", "map", "bytes"):
+        return _compiled_value(schema, path)
     if kind != "struct":
-        return partial(_converted, schema, path) if kind in _TYPES else _as_is
+        return _as_is
     # Each field's name and converter; None for a value taken as it is.
     fields = []
     for field in schema.get("fields") or ():
@@ -112,6 +177,27 @@ def _compiled(schema: Any, path: str) -> Converter:
         return {name: get(name) if c is None else c(get(name)) for name, c in fields}
 
     return struct
+
+
+def _compiled_value(schema: dict[str, Any], path: str) -> Converter:
+    """`_convert` of a schema whose values are converted, with its lookups done once."""
+    name = schema.get("name")
+    convert = _LOGICAL.get(name) or _TYPES.get(schema.get("type"))
+    semantic = SEMANTIC_TYPES.get(name)  # type: ignore[arg-type]
+
+    def value(value: Any) -> object:
+        if value is None:
+            return None
+        if convert is not None:
+            value = convert(schema, value, path)
+        if semantic is None:
+            return value
+        try:
+            return semantic(value)
+        except Mismatch as error:
+            raise PayloadMismatch(f"{path}: {name}: {error}") from None
+
+    return value
 
 
 def _as_is(value: Any) -> object:

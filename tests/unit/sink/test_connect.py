@@ -184,6 +184,11 @@ NESTED = {
         ({"type": "struct", "fields": [{"type": "int64"}]}, {"id": 1}),  # a field without a name
         ({"type": "struct", "fields": "nonsense"}, {"id": 1}),
         ("int64", 5),
+        ({"type": "bytes"}, "AAE="),
+        ({"type": "bytes"}, 7),
+        ({"type": "int64", "name": connect.TIMESTAMP}, "noon"),
+        ({"type": "string", "name": "io.debezium.data.Json"}, "{not json"),
+        ({"type": "array", "name": ["unhashable"], "items": {"type": "int32"}}, [1]),
     ],
 )
 def test_a_schema_worked_out_once_converts_as_the_schema_read_per_value(
@@ -198,3 +203,81 @@ def test_a_schema_worked_out_once_converts_as_the_schema_read_per_value(
     expected = outcome(lambda: connect._convert(schema, value, "value"))
     assert outcome(lambda: connect._converter(schema, "value")(value)) == expected
     assert connect._converter(schema, "value") is connect._converter(schema, "value")
+
+
+# JsonConverter's spelling: no spaces, the schema first.
+def compact(payload: object, schema: object = ORDER_SCHEMA) -> bytes:
+    return b'{"schema":' + orjson.dumps(schema) + b',"payload":' + orjson.dumps(payload) + b"}"
+
+
+@pytest.fixture()
+def no_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connect, "_PREFIXES", {})
+
+
+@pytest.mark.usefixtures("no_prefixes")
+def test_later_envelopes_of_a_schema_read_only_their_payload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = {"id": 1, "amount": "MDk=", "placed_at": None, "counts": {"a": 1}}
+    assert read(compact(first)) == read(envelope(first))
+    ((prefix, _),) = connect._PREFIXES["value"]
+    assert prefix == compact(first)[: -len(orjson.dumps(first)) - 1]
+    later = {"id": 2**62, "amount": "/w==", "day": 19844, "note": "a\tb"}
+    expected = connect._read_whole("value", compact(later))
+    decimal_schema = _decimal_schema("", 9)
+    read(compact(1, decimal_schema))
+    whole_reads: list[bytes] = []
+    read_whole = connect._read_whole
+
+    def counted(part: str, data: bytes) -> object:
+        whole_reads.append(data)
+        return read_whole(part, data)
+
+    monkeypatch.setattr(connect, "_read_whole", counted)
+    assert read(compact(later)) == expected
+    # Exact numbers in the payload alone: a NUMERIC-format decimal, a long past 2**53.
+    exact = compact(1, decimal_schema)[:-2] + b"12345678901234567.123456789}"
+    assert read(exact) == Decimal("12345678901234567.123456789")
+    assert whole_reads == []
+    spaced = b'{"schema": %s, "payload": {"id": 3}}' % orjson.dumps(ORDER_SCHEMA)
+    assert read(spaced) == read_whole("value", spaced)
+    assert whole_reads == [spaced]  # not JsonConverter's spelling: read whole
+
+
+@pytest.mark.usefixtures("no_prefixes")
+def test_a_schema_that_spells_the_payload_key_inside_it_is_not_cut_there() -> None:
+    schema = {**ORDER_SCHEMA, "doc": 'as in {"a":1,"payload":2}', "version": 2}
+    read(compact({"id": 1}, schema))
+    ((prefix, _),) = connect._PREFIXES["value"]
+    assert orjson.loads(prefix[len(b'{"schema":') : -len(b',"payload":')]) == schema
+    assert read(compact({"id": 5, "note": "x"}, schema)) == read(envelope({"id": 5, "note": "x"}))
+
+
+@pytest.mark.usefixtures("no_prefixes")
+@pytest.mark.parametrize(
+    ("after_prefix", "code"),
+    [
+        (b'{"id":1}', "not-json"),  # no closing brace
+        (b'{"id":1},"extra":2}', "not-connect-json"),
+        (b'{"id":1}}}', "not-json"),
+        (b'{"id":1,"amount":"%%%"}}', "schema-mismatch"),
+        (b'{"p":0E0000000000001876899999999989902}}', "not-exact"),
+    ],
+)
+def test_an_envelope_with_a_known_prefix_that_does_not_read_says_why(
+    after_prefix: bytes, code: str
+) -> None:
+    read(compact({"id": 1}))
+    ((prefix, _),) = connect._PREFIXES["value"]
+    with pytest.raises(DecodeError) as caught:
+        read(prefix + after_prefix)
+    assert caught.value.code == code
+    assert len(connect._PREFIXES["value"]) == 1
+
+
+@pytest.mark.usefixtures("no_prefixes")
+def test_a_schemaless_envelope_is_known_by_its_prefix_too() -> None:
+    assert read(b'{"schema":null,"payload":{"id":1}}') == {"id": 1}
+    assert read(b'{"schema":null,"payload":[1, 2.5, "x"]}\n') == [1, 2.5, "x"]
+    assert [prefix for prefix, _ in connect._PREFIXES["value"]] == [b'{"schema":null,"payload":']
