@@ -658,7 +658,9 @@ def test_the_fail_policy_stops_at_a_value_that_does_not_read_naming_it(
 
 class _Forwarder:
     """A TCP port that forwards to the registry once `open()` is called: before, nothing
-    listens there (connection refused), as when the registry is down."""
+    listens there (connection refused), as when the registry is down. While `refused` is set,
+    a connection that sends it (a request for such a path) is cut before it reaches the
+    registry."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -667,6 +669,8 @@ class _Forwarder:
         self.port = probe.getsockname()[1]
         probe.close()
         self._server: socket.socket | None = None
+        self.refused: bytes | None = None
+        self.cuts = 0
 
     def open(self) -> None:
         self._server = socket.create_server(("127.0.0.1", self.port))
@@ -680,13 +684,15 @@ class _Forwarder:
             except OSError:
                 return
             upstream = socket.create_connection(self.target)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, check in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, check), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, check: bool) -> None:
         try:
             while data := source.recv(65536):
+                if check and self.refused is not None and self.refused in data:
+                    self.cuts += 1
+                    break
                 sink.sendall(data)
         except OSError:
             pass
@@ -694,6 +700,7 @@ class _Forwarder:
             for end in (source, sink):
                 with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
+                end.close()
 
     def close(self) -> None:
         if self._server is not None:

@@ -7,10 +7,14 @@ migrates the table, and no message is lost or written twice."""
 from __future__ import annotations
 
 import json
+import re
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
@@ -18,13 +22,15 @@ from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from .harness import SinkProcess, produce, wait_until
+from .harness import SinkProcess, produce, stored_offsets, wait_until
 from .test_registry_formats import (
     _avro,
+    _Forwarder,
     _registry_config,
     _rows,
     _run_to_end,
     registry,  # noqa: F401 - the fixture
+    registry_later,  # noqa: F401 - the fixture
 )
 from .test_schema_columns import _types
 
@@ -347,3 +353,98 @@ def test_a_schema_version_no_column_can_hold_with_the_earlier_ones_stops_the_wor
         "INTEGER to TEXT"
     ) in worker.messages()
     assert _count(engine, schema) == 50
+
+
+def test_a_new_schema_version_met_while_the_registry_cannot_list_versions_waits_for_it(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    schema_registry_url: str,
+    registry: SchemaRegistryClient,  # noqa: F811 - the fixture
+    registry_later: _Forwarder,  # noqa: F811 - the fixture
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    """The new version's schema reads by its id, but the subject's versions, which the columns
+    are derived from again, cannot be listed: the worker commits what came before, retries
+    without writing a row of the new version, says so in /readyz, and migrates once it can."""
+    topic = new_topic()
+    v1, v2 = (_avro(registry, s, topic, MessageField.VALUE) for s in (V1, V2))
+    path = schema_registry_url.split("//", 1)[1].split("/", 1)[1]
+    registry_later.open()
+    forwarded = f"http://127.0.0.1:{registry_later.port}/{path}"
+    # Append only (no primary key): a message written twice would be a second row.
+    config = _config(sink_config, topic, schema, forwarded, "avro")
+    produce(
+        kafka_bootstrap,
+        topic,
+        [(str(i).encode(), v1({"id": i, "qty": i, "site": "a"})) for i in range(200)],
+    )
+    worker = start_sink(config)
+    _wait_rows(engine, schema, worker, 200)
+    registry_later.refused = b"/versions"
+    produce(
+        kafka_bootstrap,
+        topic,
+        [(str(i).encode(), v1({"id": i, "qty": i, "site": "b"})) for i in range(200, 250)]
+        + [(str(i).encode(), v2({"id": i, "qty": i, "note": "n"})) for i in range(250, 400)],
+    )
+    wait_until(
+        lambda: worker.messages().count("is unreachable") >= 2, 90, "two tries to derive again"
+    )
+    assert worker.running(), worker.output()[-3000:]
+    assert registry_later.cuts >= 2
+    port = int(re.findall(r"on port (\d+)", worker.messages())[0])
+    with pytest.raises(urllib.error.HTTPError) as unready:  # 503, naming the cause
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    assert "is unreachable" in unready.value.read().decode()
+    # Everything before the first message of version 2 committed; nothing of it.
+    assert _all_rows(engine, schema, ["id", "site"]) == [
+        (i, "a" if i < 200 else "b") for i in range(250)
+    ]
+    registry_later.refused = None
+    _wait_rows(engine, schema, worker, 400)
+    wait_until(lambda: stored_offsets(engine, schema).get(topic) == {"0": 400}, 60, "all offsets")
+    assert _all_rows(engine, schema, ["id", "qty", "site", "note"]) == [
+        (i, i, "a" if i < 200 else "b", None) for i in range(250)
+    ] + [(i, i, None, "n") for i in range(250, 400)]
+    assert worker.running(), worker.output()[-3000:]
+    assert worker.terminate() == 0, worker.output()[-2000:]
+
+
+def test_a_schema_registered_only_under_another_subject_stops_the_worker_naming_it(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    schema_registry_url: str,
+    registry: SchemaRegistryClient,  # noqa: F811 - the fixture
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    """A producer whose schema is registered under another subject (another naming strategy):
+    the table's columns come from <topic>-value, which never holds it, so the worker stops
+    and says what to do instead of guessing the columns from one message."""
+    topic = new_topic()
+    v1 = _avro(registry, V1, topic, MessageField.VALUE)
+    elsewhere = _avro(registry, V2, f"elsewhere-{topic}", MessageField.VALUE)
+    produce(
+        kafka_bootstrap, topic, [(None, v1({"id": i, "qty": i, "site": "a"})) for i in range(50)]
+    )
+    worker = start_sink(_config(sink_config, topic, schema, schema_registry_url, "avro"))
+    _wait_rows(engine, schema, worker, 50)
+    produce(
+        kafka_bootstrap,
+        topic,
+        [
+            (None, v1({"id": 50, "qty": 50, "site": "a"})),
+            (None, elsewhere({"id": 51, "qty": 51, "note": "n"})),
+        ],
+    )
+    assert worker.exit_code() == 2
+    messages = worker.messages()
+    assert "which no version registered under the subject its table takes" in messages
+    assert "register the schema under <topic>-value, or list the table's columns" in messages
+    assert _all_rows(engine, schema, ["id"]) == [(i,) for i in range(51)]
+    assert stored_offsets(engine, schema)[topic] == {"0": 51}
