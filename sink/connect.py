@@ -168,11 +168,21 @@ def _compiled(schema: Any, path: str) -> Converter:
         convert: Converter | None = _compiled(field, f"{path}.{field['field']}")
         fields.append((field["field"], None if convert is _as_is else convert))
 
+    names = tuple(name for name, _ in fields)
+    converted = tuple((name, c) for name, c in fields if c is not None)
+
     def struct(value: Any) -> object:
         if value is None:
             return None
         if type(value) is not dict:
             raise PayloadMismatch(f"{path}: a struct, but the payload holds {_kind(value)}")
+        if tuple(value) == names:  # the schema's fields in its order, as JsonConverter writes
+            if not converted:
+                return value
+            value = value.copy()
+            for name, c in converted:
+                value[name] = c(value[name])
+            return value
         get = value.get
         return {name: get(name) if c is None else c(get(name)) for name, c in fields}
 

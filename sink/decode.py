@@ -69,12 +69,12 @@ def _error(message: Message, target: str | None, reason: str, code: str) -> Deco
 def _decode(
     part: str, data: bytes, fmt: Format, schemas: SchemaDecoders | None, topic: str
 ) -> object:
+    if fmt is Format.CONNECT_JSON:
+        return connect.read(part, data)
     if fmt in REGISTRY_FORMATS:
         if schemas is None:
             raise ConfigError(f'{part}_format "{fmt.value}" needs [schema_registry] url')
         return schemas.read(part, fmt, data, topic)
-    if fmt is Format.CONNECT_JSON:
-        return connect.read(part, data)
     if fmt is Format.JSON:
         try:
             return orjson.loads(data)

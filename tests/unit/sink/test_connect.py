@@ -184,6 +184,16 @@ NESTED = {
         ({"type": "struct", "fields": [{"type": "int64"}]}, {"id": 1}),  # a field without a name
         ({"type": "struct", "fields": "nonsense"}, {"id": 1}),
         ("int64", 5),
+        (
+            NESTED,
+            {"id": 1, "amount": None, "inner": {"s": "x"}, "list": [], "map": {}, "doc": None},
+        ),
+        (NESTED, {"amount": None, "id": 1, "inner": {"s": "x"}, "list": [], "map": {}, "doc": "1"}),
+        (NESTED, {"id": 1, "amount": "AMs=", "inner": {"s": "x"}, "list": [2], "map": {}}),
+        (NESTED, {"id": 1, "amount": "AMs=", "inner": {"s": "x", "t": 1}, "map": {}, "x": 2}),
+        (NESTED["fields"][2], {"s": "as is"}),
+        (NESTED["fields"][2], {"t": "missing s"}),
+        (NESTED["fields"][2], {"s": "extra", "t": 1}),
         ({"type": "bytes"}, "AAE="),
         ({"type": "bytes"}, 7),
         ({"type": "int64", "name": connect.TIMESTAMP}, "noon"),
