@@ -131,6 +131,8 @@ def _learn_prefix(part: str, data: bytes, convert: Converter) -> None:
 
 
 Converter = Callable[[Any], object]
+# A type's reading of a value: (schema, value, path) to the value mapping takes.
+Conversion = Callable[[Any, Any, str], object]
 # Converters by part and schema (its JSON): a topic's messages repeat a few schemas.
 _CONVERTERS: dict[tuple[str, bytes], Converter] = {}
 _MAX_CONVERTERS = 1024
@@ -191,23 +193,7 @@ def _compiled(schema: Any, path: str) -> Converter:
 
 def _compiled_value(schema: dict[str, Any], path: str) -> Converter:
     """`_convert` of a schema whose values are converted, with its lookups done once."""
-    name = schema.get("name")
-    convert = _LOGICAL.get(name) or _TYPES.get(schema.get("type"))
-    semantic = SEMANTIC_TYPES.get(name)  # type: ignore[arg-type]
-
-    def value(value: Any) -> object:
-        if value is None:
-            return None
-        if convert is not None:
-            value = convert(schema, value, path)
-        if semantic is None:
-            return value
-        try:
-            return semantic(value)
-        except Mismatch as error:
-            raise PayloadMismatch(f"{path}: {name}: {error}") from None
-
-    return value
+    return partial(_typed, schema, path, *_conversions(schema))
 
 
 def _as_is(value: Any) -> object:
@@ -223,17 +209,33 @@ def _convert(schema: Any, value: Any, path: str) -> object:
         return None
     if type(schema) is not dict:
         raise PayloadMismatch(f"{path}: the schema is {type(schema).__name__}, not an object")
+    return _typed(schema, path, *_conversions(schema), value)
+
+
+def _conversions(schema: dict[str, Any]) -> tuple[Conversion | None, Converter | None]:
+    """What reads a value of the schema's type, and its semantic type's reading, if any."""
     name = schema.get("name")
-    convert = _LOGICAL.get(name) or _TYPES.get(schema.get("type"))
+    semantic = SEMANTIC_TYPES.get(name)  # type: ignore[arg-type]
+    return _LOGICAL.get(name) or _TYPES.get(schema.get("type")), semantic
+
+
+def _typed(
+    schema: dict[str, Any],
+    path: str,
+    convert: Conversion | None,
+    semantic: Converter | None,
+    value: Any,
+) -> object:
+    if value is None:
+        return None
     if convert is not None:
         value = convert(schema, value, path)
-    semantic = SEMANTIC_TYPES.get(name)  # type: ignore[arg-type]
     if semantic is None:
         return value
     try:
         return semantic(value)
     except Mismatch as error:
-        raise PayloadMismatch(f"{path}: {name}: {error}") from None
+        raise PayloadMismatch(f"{path}: {schema.get('name')}: {error}") from None
 
 
 def _struct(schema: Any, value: Any, path: str) -> object:
@@ -314,13 +316,13 @@ def _time(schema: Any, value: Any, path: str) -> time:
     return (_MIDNIGHT + timedelta(milliseconds=ms)).time()
 
 
-_TYPES: Mapping[object, Callable[[Any, Any, str], object]] = {
+_TYPES: Mapping[object, Conversion] = {
     "struct": _struct,
     "array": _array,
     "map": _map,
     "bytes": lambda schema, value, path: _base64(value, path),
 }
-_LOGICAL: Mapping[object, Callable[[Any, Any, str], object]] = {
+_LOGICAL: Mapping[object, Conversion] = {
     DECIMAL: _decimal,
     TIMESTAMP: _timestamp,
     DATE: _date,
