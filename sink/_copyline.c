@@ -360,14 +360,18 @@ static int digits(const unsigned char *p, int n) {
 
 static int two(const unsigned char *p) { return (p[0] - '0') * 10 + (p[1] - '0'); }
 
-/* YYYY-MM-DD with month 01-12, day 01-28, year from 0001: a real date by its shape alone. */
+/* YYYY-MM-DD with month 01-12, a day of that month, year from 0001: a real date (as
+ * date.fromisoformat reads it). */
 static int sure_day(const unsigned char *p, Py_ssize_t n) {
+    static const int month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     if (n < 10 || !digits(p, 4) || p[4] != '-' || !digits(p + 5, 2) || p[7] != '-' ||
         !digits(p + 8, 2))
         return 0;
     if (memcmp(p, "0000", 4) == 0) return 0;
-    int month = two(p + 5), day = two(p + 8);
-    return month >= 1 && month <= 12 && day >= 1 && day <= 28;
+    int year = two(p) * 100 + two(p + 2), month = two(p + 5), day = two(p + 8);
+    if (month < 1 || month > 12 || day < 1) return 0;
+    int leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    return day <= month_days[month - 1] + (month == 2 && leap);
 }
 
 /* A sure day, [T ], hh:mm:ss with hour 00-23, minute and second 00-59, then at most six
