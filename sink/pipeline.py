@@ -85,6 +85,14 @@ class Pipeline:
             path = self._paths[topic] = TopicPath(fast, lines)
             return path
 
+    def native_rows(self) -> int:
+        """How many rows the topics' native Avro paths gave so far."""
+        return sum(
+            path.fast.native_rows
+            for path in self._paths.values()
+            if isinstance(path.fast, AvroFastPath)
+        )
+
     def copy_lines(self, message: Message) -> Mapped:
         """What one message contributes to its batch, the general way: its rows (COPY lines
         but for the rows of map_record and truncations) and the keys it deletes."""
@@ -117,6 +125,8 @@ class Pipeline:
             why_not = "the C extension is not built"
         elif mapper.native_columns is None:
             why_not = "a column has no native kind"
+        elif target.key_format in REGISTRY_FORMATS:  # keys read through the registry too
+            why_not = f'key_format is "{target.key_format.value}"'
         if why_not is not None or mapper.native_columns is None or self.schemas is None:
             logger.info("%s: messages take the general path (%s)", topic, why_not)
             return None

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pg_bulk_ingest import CopyRow
-from sink import _copyline, avroline
+from sink import avroline
 from sink.avroline import AvroFastPath
 from sink.config import ColumnSettings, Format, TableSettings
 from sink.config import parse_column_type as ctype
@@ -35,7 +35,9 @@ from tests.benchmarks.avro import SCHEMA as BENCH_SCHEMA
 from tests.benchmarks.avro import _encoded
 from tests.unit.sink.test_registry import URL, FakeRegistry, wire
 
-pytestmark = pytest.mark.skipif(not avroline.NATIVE, reason="the C extension is not built")
+if not avroline.NATIVE:
+    pytest.skip("the C extension is not built", allow_module_level=True)
+_copyline = avroline._copyline
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -437,13 +439,22 @@ def test_malformed_headers_and_unknown_ids_take_the_general_way() -> None:
 
 
 def test_a_key_in_the_wire_format_takes_the_general_way() -> None:
-    _, path = pipeline(key_format=Format.AVRO)
-    fast = path.fast
-    assert isinstance(fast, AvroFastPath)
+    made, path = pipeline(key_format=Format.AVRO)
+    assert path.fast is None
     value = encode(AN_EVENT)
-    path.lines(Message("t", 0, 0, None, None, value))
-    assert fast.row(None, value) is not None
-    assert fast.row(wire(1, b"\x02"), value) is None
+    assert made.copy_lines(Message("t", 0, 0, None, None, value)).rows[0][1] == general(None, value)
+
+
+def test_a_line_told_so_hands_every_message_with_a_key_to_the_general_way() -> None:
+    one_column = _copyline.Line([("id", 1, -(2**63), 2**63 - 1, True)], CopyRow, _none, 0)
+    line = _copyline.AvroLine(one_column, True)
+    line.learn(
+        1, avroline.program(fastavro.parse_schema(SCHEMA), [("id", 1, -(2**63), 2**63 - 1, True)])
+    )
+    value = encode(AN_EVENT)
+    assert line.row(None, value) == "1\n"
+    assert line.row(b"k", value) is None
+    assert line.native_rows == 1
 
 
 def test_a_schema_with_a_debezium_semantic_type_takes_the_general_way() -> None:
