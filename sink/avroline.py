@@ -290,8 +290,12 @@ class AvroFastPath:
     def learn(self, schema_id: int) -> None:
         """Compiles a schema id the general way has read (fetched and checked)."""
         schema = self._schemas.avro_schema(schema_id)
-        compiled = None if schema is None else program(schema, self._columns)
-        self._line.learn(schema_id, compiled)
+        try:
+            compiled = None if schema is None else program(schema, self._columns)
+            self._line.learn(schema_id, compiled)
+        except (ValueError, RecursionError):  # nested deeper, or bigger, than the C code takes
+            compiled = None
+            self._line.learn(schema_id, None)
         logger.info(
             "%s: Avro values of schema id %d %s",
             self.table.name,

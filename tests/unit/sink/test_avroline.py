@@ -544,3 +544,24 @@ def test_reading_many_values_good_and_bad_holds_no_memory() -> None:
     grown = tracemalloc.get_traced_memory()[0] - baseline
     tracemalloc.stop()
     assert grown < 10_000
+
+
+def test_a_schema_nested_deeper_than_the_native_path_takes_takes_the_general_way() -> None:
+    inner: dict[str, Any] = {
+        "type": "record",
+        "name": "L0",
+        "fields": [{"name": "x", "type": "long"}],
+    }
+    for level in range(1, 80):
+        inner = {"type": "record", "name": f"L{level}", "fields": [{"name": "x", "type": inner}]}
+    deep = {**SCHEMA, "fields": [*FIELDS[:-1], {"name": "deep", "type": inner}]}  # read only
+    _, path = pipeline(deep)
+    assert isinstance(path.fast, AvroFastPath)
+    leaf: dict[str, Any] = {"x": 1}
+    for _ in range(79):
+        leaf = {"x": leaf}
+    value = encode({**AN_EVENT, "deep": leaf}, 1, fastavro.parse_schema(_plain(deep)))
+    row = path.lines(Message("t", 0, 0, None, None, value)).rows[0][1]
+    assert row.startswith("1\t7\tab\t")
+    assert path.fast.row(None, value) is None
+    assert path.fast.native_rows == 0
