@@ -6,4 +6,13 @@ the worker says so once when it starts)."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("sink._copyline", ["sink/_copyline.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension(
+            "sink._copyline",
+            ["sink/_copyline.c"],
+            depends=["sink/_avroline.h"],
+            optional=True,
+        )
+    ]
+)

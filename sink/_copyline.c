@@ -12,12 +12,15 @@
  * and makes every error message. So it only ever gives a row PostgreSQL stores as it stores
  * the Python path's; tests/unit/sink/test_copyline.py checks that.
  *
+ * `AvroLine` (sink/_avroline.h) gives the same rows from Avro values, through a Line.
+ *
  * Two helpers serve those Python paths: `numbers_round_trip(document)`, whether every number
  * in a JSON document reads through orjson as a value whose Python text is the number written,
  * and `holds_float(value)`.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -357,14 +360,18 @@ static int digits(const unsigned char *p, int n) {
 
 static int two(const unsigned char *p) { return (p[0] - '0') * 10 + (p[1] - '0'); }
 
-/* YYYY-MM-DD with month 01-12, day 01-28, year from 0001: a real date by its shape alone. */
+/* YYYY-MM-DD with month 01-12, a day of that month, year from 0001: a real date (as
+ * date.fromisoformat reads it). */
 static int sure_day(const unsigned char *p, Py_ssize_t n) {
+    static const int month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     if (n < 10 || !digits(p, 4) || p[4] != '-' || !digits(p + 5, 2) || p[7] != '-' ||
         !digits(p + 8, 2))
         return 0;
     if (memcmp(p, "0000", 4) == 0) return 0;
-    int month = two(p + 5), day = two(p + 8);
-    return month >= 1 && month <= 12 && day >= 1 && day <= 28;
+    int year = two(p) * 100 + two(p + 2), month = two(p + 5), day = two(p + 8);
+    if (month < 1 || month > 12 || day < 1) return 0;
+    int leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    return day <= month_days[month - 1] + (month == 2 && leap);
 }
 
 /* A sure day, [T ], hh:mm:ss with hour 00-23, minute and second 00-59, then at most six
@@ -740,12 +747,39 @@ static int key_ok(const Line *self, PyObject *key) {
 
 #define MAX_COLUMNS 64
 
+/* The row of a value's JSON bytes: 1 with *row set, 0 when not sure (the fallback's turn), -1
+ * with an exception (no memory). */
+static int line_of(Line *self, PyObject *key, const unsigned char *p, Py_ssize_t n,
+                   PyObject **row) {
+    Span spans[MAX_COLUMNS];
+    memset(spans, 0, sizeof(Span) * (size_t)self->count);
+    Out out;
+    out.data = out.local;
+    out.len = 0;
+    out.cap = sizeof out.local;
+    if (!key_ok(self, key) || read_fields(self, p, n, spans) < 0) goto not_sure;
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        if (i > 0 && out_put(&out, "\t", 1) < 0) goto not_sure;
+        if (put_column(&out, &self->columns[i], spans[i]) < 0) goto not_sure;
+    }
+    if (out_put(&out, "\n", 1) < 0) goto not_sure;
+    PyObject *text = PyUnicode_DecodeUTF8(out.data, (Py_ssize_t)out.len, NULL);
+    out_free(&out);
+    if (text == NULL) return -1; /* no memory: the text was checked to be UTF-8 */
+    *row = PyObject_CallOneArg(self->row_type, text);
+    Py_DECREF(text);
+    return *row == NULL ? -1 : 1;
+not_sure:
+    out_free(&out);
+    return PyErr_Occurred() ? -1 : 0; /* no memory, or not sure */
+}
+
 static PyObject *Line_row(Line *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "row(key, value) takes two arguments");
         return NULL;
     }
-    PyObject *key = args[0], *value = args[1];
+    PyObject *key = args[0], *value = args[1], *row = NULL;
     if (self->fallback == NULL || self->row_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the line was cleared");
         return NULL;
@@ -753,31 +787,13 @@ static PyObject *Line_row(Line *self, PyObject *const *args, Py_ssize_t nargs) {
     if (value == Py_None) Py_RETURN_NONE; /* a tombstone */
     if (!PyBytes_CheckExact(value) || (key != Py_None && !PyBytes_CheckExact(key)))
         return PyObject_Vectorcall(self->fallback, args, 2, NULL);
-    Span spans[MAX_COLUMNS];
-    memset(spans, 0, sizeof(Span) * (size_t)self->count);
-    Out out;
-    out.data = out.local;
-    out.len = 0;
-    out.cap = sizeof out.local;
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(value);
-    if (!key_ok(self, key) || read_fields(self, p, PyBytes_GET_SIZE(value), spans) < 0)
-        goto fallback;
-    for (Py_ssize_t i = 0; i < self->count; i++) {
-        if (i > 0 && out_put(&out, "\t", 1) < 0) goto fallback;
-        if (put_column(&out, &self->columns[i], spans[i]) < 0) goto fallback;
-    }
-    if (out_put(&out, "\n", 1) < 0) goto fallback;
-    PyObject *text = PyUnicode_DecodeUTF8(out.data, (Py_ssize_t)out.len, NULL);
-    out_free(&out);
-    if (text == NULL) return NULL; /* no memory: the text was checked to be UTF-8 */
-    PyObject *row = PyObject_CallOneArg(self->row_type, text);
-    Py_DECREF(text);
-    return row;
-fallback:
-    out_free(&out);
-    if (PyErr_Occurred()) return NULL; /* no memory */
+    int found = line_of(self, key, p, PyBytes_GET_SIZE(value), &row);
+    if (found != 0) return row; /* the row, or NULL with the exception */
     return PyObject_Vectorcall(self->fallback, args, 2, NULL);
 }
+
+#include "_avroline.h"
 
 /* ---- exact numbers ---- */
 
@@ -1048,6 +1064,22 @@ PyMODINIT_FUNC PyInit__copyline(void) {
     PyObject *kinds = kinds_dict();
     if (kinds == NULL || PyModule_AddObject(m, "KINDS", kinds) < 0) {
         Py_XDECREF(kinds);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&AvroLineType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&AvroLineType);
+    if (PyModule_AddObject(m, "AvroLine", (PyObject *)&AvroLineType) < 0) {
+        Py_DECREF(&AvroLineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *ops = avro_ops_dict();
+    if (ops == NULL || PyModule_AddObject(m, "AVRO_OPS", ops) < 0) {
+        Py_XDECREF(ops);
         Py_DECREF(m);
         return NULL;
     }

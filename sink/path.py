@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -106,6 +106,16 @@ class FastPath:
         return self._line(None, data, value)
 
 
+class RowPath(Protocol):
+    """What the intake asks of a fast path (FastPath, sink.avroline.AvroFastPath): its table,
+    and `row(key, value)`, the message's row or None for the general way."""
+
+    @property
+    def table(self) -> sa.Table: ...
+    @property
+    def row(self) -> Callable[[bytes | None, bytes | None], CopyRow | None]: ...
+
+
 class TopicPath:
     """One topic's way from a message to what its batch holds: its fast path (native or
     compiled; None when every message of the topic takes the general way), and the general
@@ -113,7 +123,7 @@ class TopicPath:
 
     __slots__ = ("fast", "lines")
 
-    def __init__(self, fast: FastPath | None, lines: Handler) -> None:
+    def __init__(self, fast: RowPath | None, lines: Handler) -> None:
         self.fast = fast
         self.lines = lines
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from . import debezium
+from . import avroline, debezium
+from .avroline import AvroFastPath
 from .config import REGISTRY_FORMATS, Envelope, Format, Settings, TombstonePolicy, TruncatePolicy
 from .decode import decode
 from .errors import ConfigError, MappingError, NotAChange
@@ -78,20 +79,33 @@ class Pipeline:
             return self._paths[topic]
         except KeyError:
             lines = self._compile(topic)
-            path = self._paths[topic] = TopicPath(self._compile_fast_path(topic), lines)
+            fast = self._compile_fast_path(topic)
+            if isinstance(fast, AvroFastPath):  # each schema id the general way reads first
+                lines = fast.learning(lines)
+            path = self._paths[topic] = TopicPath(fast, lines)
             return path
+
+    def native_rows(self) -> int:
+        """How many rows the topics' native Avro paths gave so far."""
+        return sum(
+            path.fast.native_rows
+            for path in self._paths.values()
+            if isinstance(path.fast, AvroFastPath)
+        )
 
     def copy_lines(self, message: Message) -> Mapped:
         """What one message contributes to its batch, the general way: its rows (COPY lines
         but for the rows of map_record and truncations) and the keys it deletes."""
         return self.path(message.topic).lines(message)
 
-    def _compile_fast_path(self, topic: str) -> FastPath | None:
+    def _compile_fast_path(self, topic: str) -> FastPath | AvroFastPath | None:
         targets = self.router.targets(topic)
         if not targets:
             return None
         mapper = self._mappers[targets[0].table]
         why_not = self._why_not_fast(targets)
+        if why_not is None and targets[0].value_format is Format.AVRO:
+            return self._avro_path(topic, targets[0], mapper)
         if why_not is not None or mapper.value_line is None:
             logger.info("%s: messages take the general path (%s)", topic, why_not)
             return None
@@ -105,6 +119,20 @@ class Pipeline:
         )
         return path
 
+    def _avro_path(self, topic: str, target: Target, mapper: Mapper) -> AvroFastPath | None:
+        why_not = None
+        if not avroline.NATIVE:
+            why_not = "the C extension is not built"
+        elif mapper.native_columns is None:
+            why_not = "a column has no native kind"
+        elif target.key_format in REGISTRY_FORMATS:  # keys read through the registry too
+            why_not = f'key_format is "{target.key_format.value}"'
+        if why_not is not None or mapper.native_columns is None or self.schemas is None:
+            logger.info("%s: messages take the general path (%s)", topic, why_not)
+            return None
+        logger.info("%s: Avro values go straight to COPY text (native) per schema id", topic)
+        return AvroFastPath(target.table, mapper.native_columns, target.key_format, self.schemas)
+
     def _why_not_fast(self, targets: Sequence[Target]) -> str | None:
         if self.table_set.map_record is not None:
             return "the tables module's map_record maps them"
@@ -112,9 +140,9 @@ class Pipeline:
             return f"the topic feeds {len(targets)} tables"
         if targets[0].envelope is not None:
             return f'envelope is "{targets[0].envelope.value}"'
-        if targets[0].value_format is not Format.JSON:
+        if targets[0].value_format not in (Format.JSON, Format.AVRO):
             return f'value_format is "{targets[0].value_format.value}"'
-        if targets[0].key_format not in KEY_READERS:
+        if targets[0].value_format is Format.JSON and targets[0].key_format not in KEY_READERS:
             return f'key_format is "{targets[0].key_format.value}"'
         return self._mappers[targets[0].table].beyond_value_fields
 

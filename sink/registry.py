@@ -144,6 +144,8 @@ class SchemaDecoders:
         self._client = client
         self._url = url
         self._readers: dict[tuple[Format, int], Reader] = {}
+        # The Avro schemas read so far, by id, as fastavro parsed them (for sink.avroline).
+        self._avro_schemas: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._changes = dict(changes or {})
         # The schema ids whose values each such topic's table holds.
@@ -176,6 +178,10 @@ class SchemaDecoders:
             raise BadPayload(
                 f"{part} (schema id {schema_id}): {error.reason}", error.code
             ) from None
+
+    def avro_schema(self, schema_id: int) -> Any:
+        """The Avro schema of an id read so far, as fastavro parsed it; None for another."""
+        return self._avro_schemas.get(schema_id)
 
     def _check(self, topic: str, fmt: Format, schema_id: int) -> None:
         """Raises SchemaChangedError unless the topic's table holds values of this schema."""
@@ -313,7 +319,9 @@ class SchemaDecoders:
         parsed = self._parsed(fmt, schema_id, schema)
         try:
             if fmt is Format.AVRO:
-                return _avro_reader(parsed)
+                reader = _avro_reader(parsed)
+                self._avro_schemas[schema_id] = parsed
+                return reader
             if fmt is Format.PROTOBUF:
                 return _protobuf_reader(parsed)
             return _json_schema_reader(*parsed)
@@ -439,6 +447,12 @@ def _avro_reader(schema: Any) -> Reader:
             ) from None
 
     return read
+
+
+def has_semantics(schema: Any) -> bool:
+    """Whether an Avro schema (as fastavro parses it) holds a type carrying a Debezium semantic
+    type, whose values the reader converts."""
+    return _semantics(schema, schema.get("__named_schemas") or {}, frozenset()) is not None
 
 
 _Convert = Callable[[Any], object]

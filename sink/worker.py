@@ -257,6 +257,9 @@ class Worker:
                 except OutdatedDefinitionError as exc:
                     if not self._derived_again_if_answered(exc):
                         logger.warning("%s; left the consumer group until it is rolled out", exc)
+        native = self.pipeline.native_rows()
+        if native:
+            logger.info("%d rows came natively from Avro values", native)
         logger.info("stopped")
 
     @contextmanager

@@ -202,6 +202,55 @@ def test_avro_values_land_exactly_with_logical_types_and_keys_delete_by_tombston
     assert "messages take the general path" in worker.messages()
 
 
+ORDER_V2_SCHEMA = {
+    **ORDER_SCHEMA,
+    "fields": [
+        *ORDER_SCHEMA["fields"],  # type: ignore[misc]
+        {"name": "channel", "type": ["null", "string"], "default": None},
+    ],
+}
+
+
+def test_avro_values_of_a_schema_and_its_next_version_land_exactly_through_the_native_path(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    schema_registry_url: str,
+    registry: SchemaRegistryClient,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    topic = new_topic()
+    v1 = _avro(registry, ORDER_SCHEMA, topic, MessageField.VALUE)
+    v2 = _avro(registry, ORDER_V2_SCHEMA, topic, MessageField.VALUE)
+    orders = [_order(i) for i in range(ROWS)]
+    for order in orders[ROWS // 2 :]:
+        order["channel"] = None if order["id"] % 5 == 0 else f"web\t{order['id']} ünï"
+    messages = [(str(o["id"]).encode(), v1(o) if "channel" not in o else v2(o)) for o in orders]
+    produce(kafka_bootstrap, topic, messages)
+    config = sink_config(
+        [topic],
+        schema,
+        primary_key=["id"],
+        columns=ORDER_COLUMNS + '[[tables.columns]]\nname = "channel"\ntype = "TEXT"\n',
+        table_extra='value_format = "avro"\n',
+        extra=_registry_config(schema_registry_url),
+    )
+    worker = start_sink(config)
+    _run_to_end(engine, kafka_bootstrap, topic, schema, worker)
+    names = [*ORDER_NAMES, "channel"]
+    expected = [tuple(o.get(name) for name in names) for o in orders]
+    assert _rows(engine, schema, names) == expected
+    log = worker.messages()
+    # Each schema id's first message takes the general way (fetched, checked), then the rest
+    # go natively: the test fails if they silently took the general way.
+    assert len(re.findall(r"schema id \d+ go straight to COPY text \(native\)", log)) == 2
+    native = re.search(r"(\d+) rows came natively from Avro values", log)
+    assert native is not None, log[-3000:]
+    assert int(native.group(1)) >= ROWS - 2
+
+
 # --- Protobuf ---------------------------------------------------------------------------------
 
 
