@@ -13,7 +13,7 @@ WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 	pytest-sa14 pytest-pg18 test-debezium validate-deploy rehearse-image image-test check test demo bench clean
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c
 
 # SQLAlchemy 1.4 (with psycopg2) for the ingest core, in an environment of its own.
 venv-sa14: $(SA14_VENV)/.installed
-$(SA14_VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c
+$(SA14_VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h
 	$(PYTHON) -m venv $(SA14_VENV)
 	$(SA14_VENV)/bin/pip install -q --upgrade pip
 	sed 's/^SQLAlchemy==.*/SQLAlchemy==1.4.54/' constraints.txt > $(SA14_VENV)/constraints.txt
