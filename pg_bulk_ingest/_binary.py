@@ -652,15 +652,19 @@ class TableEncoder:
     """Encodes one table's rows for COPY through an ingest call: as binary tuples (bytes) while
     every row allows it, then, from the first row that does not, as text lines (str) for the
     rest of the call, where that row and every later one mean what they always have.
-    `encode` is the function of the moment: it is replaced when the table turns to text."""
+    `encode` is the function of the moment: it is replaced when the table turns to text.
+    `attempt` is the encoder of the moment alone, one Python call less a row: it raises for a
+    row binary cannot carry, which `encode` then writes as text."""
 
     def __init__(self, types: Sequence[PgType], *, binary: bool) -> None:
         self._text: RowEncoder = row_encoder(types)
         found = binary_row_encoder(types) if binary and binary_pays(types) else None
         self.binary = found is not None
         self.encode: Callable[[Sequence[Any]], bytes | str] = self._text
+        self.attempt: Callable[[Sequence[Any]], bytes | str] = self._text
         if found is not None:
             self.encode = self._binary_first(found)
+            self.attempt = found
 
     def _binary_first(self, binary: BinaryRowEncoder) -> Callable[[Sequence[Any]], bytes | str]:
         def encode(row: Sequence[Any]) -> bytes | str:
@@ -668,7 +672,7 @@ class TableEncoder:
                 return binary(row)
             except Exception:  # the text path raises what it always has, or carries the row
                 self.binary = False
-                self.encode = self._text
+                self.encode = self.attempt = self._text
                 return self._text(row)
 
         return encode

@@ -11,6 +11,7 @@
 #include <Python.h>
 #include <datetime.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -61,6 +62,7 @@ typedef struct Column {
 
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall; /* one call a row: no argument tuple */
     Py_ssize_t width;
     Column *columns;
     PyObject *copy_row;      /* pg_bulk_ingest.CopyRow: never a binary row */
@@ -660,6 +662,9 @@ read_column(Column *column, PyObject *spec, int nested)
     return 0;
 }
 
+static PyObject *RowEncoder_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                       PyObject *kwnames);
+
 static PyObject *
 RowEncoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -702,6 +707,7 @@ RowEncoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return PyErr_NoMemory();
     }
     self->width = width;
+    self->vectorcall = RowEncoder_vectorcall;
     for (Py_ssize_t i = 0; i < width; i++) {
         if (read_column(&self->columns[i], PySequence_Fast_GET_ITEM(list, i), 0) < 0) {
             Py_DECREF(list);
@@ -764,6 +770,16 @@ encode_row(RowEncoder *self, PyObject *row)
 }
 
 static PyObject *
+RowEncoder_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a RowEncoder takes one row");
+        return NULL;
+    }
+    return encode_row((RowEncoder *)self, args[0]);
+}
+
+static PyObject *
 RowEncoder_call(RowEncoder *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *row;
@@ -786,7 +802,8 @@ static PyTypeObject RowEncoderType = {
     .tp_basicsize = sizeof(RowEncoder),
     .tp_dealloc = (destructor)RowEncoder_dealloc,
     .tp_call = (ternaryfunc)RowEncoder_call,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_vectorcall_offset = offsetof(RowEncoder, vectorcall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = RowEncoder_doc,
     .tp_new = RowEncoder_new,
 };

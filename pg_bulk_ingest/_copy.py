@@ -124,9 +124,13 @@ class BatchWriter:
                 self._skip(table)  # as the public library does: callers share one generator
                 continue
             try:
-                yield table, target.encoder.encode(row)
-            except Exception as error:
-                raise self._data_error(target, row, position, error) from error
+                line = target.encoder.attempt(row)
+            except Exception:  # binary cannot carry it: the table turns to text, or it fails
+                try:
+                    line = target.encoder.encode(row)
+                except Exception as error:
+                    raise self._data_error(target, row, position, error) from error
+            yield table, line
 
     @staticmethod
     def _data_error(target: Target, row: Any, position: int, error: Exception) -> DataError:

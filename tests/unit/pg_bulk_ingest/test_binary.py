@@ -187,6 +187,16 @@ def test_a_table_goes_on_in_text_from_the_first_row_binary_cannot_carry() -> Non
     assert not encoder.binary
 
 
+def test_attempt_raises_for_a_row_binary_cannot_carry_and_is_text_once_encode_turned() -> None:
+    encoder = TableEncoder([of(sa.BIGINT), of(sa.TIMESTAMP(timezone=True))], binary=True)
+    at = datetime.datetime(2024, 1, 1, tzinfo=UTC)
+    assert encoder.attempt((1, at)) == encoder.encode((1, at))
+    with pytest.raises(NotBinary):
+        encoder.attempt((2, "2024-01-02 00:00Z"))
+    assert encoder.encode((2, "2024-01-02 00:00Z")) == "2\t2024-01-02 00:00Z\n"
+    assert encoder.attempt((3, at)) == "3\t2024-01-01T00:00:00+00:00\n"
+
+
 def test_a_copy_row_turns_its_table_to_text() -> None:
     encoder = TableEncoder([of(sa.BIGINT), of(sa.TEXT)], binary=True)
     assert isinstance(encoder.encode((1, "a")), bytes)
