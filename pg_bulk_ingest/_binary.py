@@ -601,7 +601,7 @@ _NATIVE_FLOAT8 = 4
 _NATIVE_ARRAY = 12
 # Element kinds whose encoders would take a list or tuple as a value: their arrays are Python's.
 _LOOSE = (Kind.BOOLEAN, Kind.BYTEA, Kind.JSON, Kind.JSONB)
-NativeColumn = tuple[int, FieldEncoder, int, bool, Optional[int], int, Any]
+NativeColumn = tuple[int, FieldEncoder, int, Optional[int], int, Any]
 
 
 def _native_kind(type_: PgType) -> int:
@@ -612,12 +612,13 @@ def _native_kind(type_: PgType) -> int:
     return _NATIVE_SIMPLE.get(type_.kind, _NATIVE_PYTHON)
 
 
-def _native_scalar(type_: PgType, encode: FieldEncoder, element: bool) -> NativeColumn:
-    """(kind, Python encoder, VARCHAR length or -1, only str, p - s of NUMERIC(p, s), 0, None)"""
+def _native_scalar(type_: PgType, encode: FieldEncoder) -> NativeColumn:
+    """(kind, Python encoder, VARCHAR length or -1, p - s of NUMERIC(p, s), 0, None); the C
+    encoder takes only a `str` as text, so the element encoder's `only_str` is Python's."""
     typmod = _typmod(type_)
     limit = typmod[0] if type_.kind is Kind.TEXT and typmod else -1
     integer_digits = typmod[0] - typmod[1] if type_.kind is Kind.NUMERIC and typmod else None
-    return (_native_kind(type_), encode, limit, element, integer_digits, 0, None)
+    return (_native_kind(type_), encode, limit, integer_digits, 0, None)
 
 
 def _native_column(type_: PgType) -> NativeColumn:
@@ -625,14 +626,14 @@ def _native_column(type_: PgType) -> NativeColumn:
     assert encode is not None
     element = type_.element
     if type_.kind is not Kind.ARRAY:
-        return _native_scalar(type_, encode, element=False)
+        return _native_scalar(type_, encode)
     assert element is not None
     if element.kind in _LOOSE:
-        return (_NATIVE_PYTHON, encode, -1, False, None, 0, None)
+        return (_NATIVE_PYTHON, encode, -1, None, 0, None)
     encode_element = _scalar(element, element=True)
     assert encode_element is not None
-    inner = _native_scalar(element, encode_element, element=True)
-    return (_NATIVE_ARRAY, encode, -1, False, None, _OIDS[_base_name(element)], inner)
+    inner = _native_scalar(element, encode_element)
+    return (_NATIVE_ARRAY, encode, -1, None, _OIDS[_base_name(element)], inner)
 
 
 def native_row_encoder(types: Sequence[PgType]) -> BinaryRowEncoder:

@@ -53,7 +53,6 @@ typedef struct Column {
     int kind;
     PyObject *encode;        /* the Python field encoder (for an array's element: its own) */
     Py_ssize_t limit;        /* TEXT: the most characters, or -1 */
-    int only_str;            /* TEXT: refuse what is not a str (an array's element) */
     int bounded;             /* NUMERIC: has a precision */
     long integer_digits;     /* NUMERIC(p, s): p - s */
     uint32_t oid;            /* ARRAY: the element type's */
@@ -544,7 +543,10 @@ put_array(RowEncoder *self, Buffer *buffer, const Column *column, PyObject *valu
             return DEFER;
         PyObject *item = PySequence_Fast_GET_ITEM(value, i);
         nulls |= item == Py_None;
-        if (put_value(self, buffer, column->element, item) < 0)
+        Py_INCREF(item); /* held while a Python encoder might change the list */
+        int failed = put_value(self, buffer, column->element, item) < 0;
+        Py_DECREF(item);
+        if (failed)
             return -1;
     }
     if (PySequence_Fast_GET_SIZE(value) != count)
@@ -622,16 +624,16 @@ free_columns(Column *columns, Py_ssize_t count)
     }
 }
 
-/* (kind, encode, limit, only_str, integer_digits or None, oid, element spec or None) */
+/* (kind, encode, limit, integer_digits or None, oid, element spec or None) */
 static int
 read_column(Column *column, PyObject *spec, int nested)
 {
-    int kind, only_str;
+    int kind;
     PyObject *encode, *integer_digits, *element;
     Py_ssize_t limit;
     unsigned int oid;
-    if (!PyArg_ParseTuple(spec, "iOnpOIO;a column spec", &kind, &encode, &limit, &only_str,
-                          &integer_digits, &oid, &element))
+    if (!PyArg_ParseTuple(spec, "iOnOIO;a column spec", &kind, &encode, &limit, &integer_digits,
+                          &oid, &element))
         return -1;
     if (kind < PYTHON || kind > ARRAY || (kind == ARRAY && (nested || element == Py_None))) {
         PyErr_SetString(PyExc_ValueError, "a column spec of no known kind");
@@ -645,7 +647,6 @@ read_column(Column *column, PyObject *spec, int nested)
     Py_INCREF(encode);
     column->encode = encode;
     column->limit = limit;
-    column->only_str = only_str;
     column->bounded = integer_digits != Py_None;
     column->integer_digits = column->bounded ? PyLong_AsLong(integer_digits) : 0;
     if (column->integer_digits == -1 && PyErr_Occurred())
@@ -758,7 +759,11 @@ encode_row(RowEncoder *self, PyObject *row)
             PyErr_SetNone(self->not_binary); /* a list a Python encoder shortened */
             break;
         }
-        if (put_value(self, &buffer, &self->columns[i], PySequence_Fast_GET_ITEM(values, i)) < 0)
+        PyObject *value = PySequence_Fast_GET_ITEM(values, i);
+        Py_INCREF(value); /* held while a Python encoder might change the list */
+        int failed = put_value(self, &buffer, &self->columns[i], value) < 0;
+        Py_DECREF(value);
+        if (failed)
             break;
     }
     if (i == self->width)
