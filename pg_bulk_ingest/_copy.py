@@ -125,12 +125,19 @@ class BatchWriter:
                 continue
             try:
                 line = target.encoder.attempt(row)
-            except Exception:  # binary cannot carry it: the table turns to text, or it fails
-                try:
-                    line = target.encoder.encode(row)
-                except Exception as error:
-                    raise self._data_error(target, row, position, error) from error
+            except Exception as error:
+                line = self._after_attempt(target, row, position, error)
             yield table, line
+
+    def _after_attempt(self, target: Target, row: Any, position: int, error: Exception) -> Encoded:
+        """The row's line once binary could not carry it (the table turns to text), or the
+        DataError of a row its text encoder refuses, which is encoded once only."""
+        if not target.encoder.binary:
+            raise self._data_error(target, row, position, error) from error
+        try:
+            return target.encoder.encode(row)
+        except Exception as text_error:
+            raise self._data_error(target, row, position, text_error) from text_error
 
     @staticmethod
     def _data_error(target: Target, row: Any, position: int, error: Exception) -> DataError:
