@@ -492,3 +492,17 @@ def test_the_c_row_encoder_scalars_are_the_python_ones(
     for type_, value in zip(types, (integer, integer, integer, number, day, moment)):
         assert_alike([type_], (value,))
     assert_alike([sa.BOOLEAN, pg.ARRAY(sa.BIGINT)], (flag, [integer, None]))
+
+
+def test_without_the_extension_rows_are_encoded_in_python_and_numeric_stays_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As `_binary` is set up when `_binrow` fails to import (no C compiler at install)."""
+    monkeypatch.setattr(_binary, "_binrow", None)
+    monkeypatch.setattr(_binary, "DEARER_IN_BINARY", _binary.DEARER_IN_PYTHON)
+    types = [of(sa.BIGINT), of(sa.TEXT)]
+    encode = binary_row_encoder(types)
+    assert encode is not None and not isinstance(encode, _binrow.RowEncoder)
+    assert encode((1, "a")) == b"\x00\x02" + field(sa.BIGINT, 1) + field(sa.TEXT, "a")
+    assert TableEncoder([of(sa.BIGINT), of(sa.NUMERIC(12, 2))], binary=True).binary is False
+    assert TableEncoder(types, binary=True).binary is True
