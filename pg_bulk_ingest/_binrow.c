@@ -419,7 +419,7 @@ put_numeric(RowEncoder *self, Buffer *buffer, const Column *column, PyObject *va
     }
     /* The first group takes what is left over from whole groups of four. */
     Py_ssize_t in_group = total - 4 * (groups - 1), group = 0, position = first;
-    unsigned digit = 0;
+    unsigned word = 0; /* the group being read */
     for (Py_ssize_t i = 0; i < total; i++) {
         int next = 0;
         if (position < length) {
@@ -427,10 +427,10 @@ put_numeric(RowEncoder *self, Buffer *buffer, const Column *column, PyObject *va
                 position++;
             next = text[position++] - '0';
         }
-        digit = digit * 10 + (unsigned)next;
+        word = word * 10 + (unsigned)next;
         if (--in_group == 0) {
-            digits[group++] = (uint16_t)digit;
-            digit = 0;
+            digits[group++] = (uint16_t)word;
+            word = 0;
             in_group = 4;
         }
     }
