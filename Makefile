@@ -13,16 +13,18 @@ WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 	pytest-sa14 pytest-pg18 test-debezium validate-deploy rehearse-image image-test check test demo bench clean
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h \
+	pg_bulk_ingest/_binrow.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/python -c 'import sink._copyline'  # optional for users; the tests need it built
+	$(BIN)/python -c 'import sink._copyline, pg_bulk_ingest._binrow'  # optional for users; the tests need them built
 	touch $@
 
 # SQLAlchemy 1.4 (with psycopg2) for the ingest core, in an environment of its own.
 venv-sa14: $(SA14_VENV)/.installed
-$(SA14_VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h
+$(SA14_VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h \
+	pg_bulk_ingest/_binrow.c
 	$(PYTHON) -m venv $(SA14_VENV)
 	$(SA14_VENV)/bin/pip install -q --upgrade pip
 	sed 's/^SQLAlchemy==.*/SQLAlchemy==1.4.54/' constraints.txt > $(SA14_VENV)/constraints.txt

@@ -1,8 +1,11 @@
-"""The one thing pyproject.toml cannot declare yet without a warning: the C extension, the
-native form of the fast path from a JSON message to its COPY line (see sink/copytext.py).
+"""The one thing pyproject.toml cannot declare yet without a warning: the C extensions, the
+native form of the fast path from a JSON or Avro message to its COPY line (see sink/copytext.py
+and sink/avroline.py) and the ingest core's binary COPY row encoder (see
+pg_bulk_ingest/_binary.py).
 
-It is optional: without a C compiler the package installs with the pure-Python path (slower;
-the worker says so once when it starts)."""
+Both are optional: without a C compiler the package installs with the pure-Python paths
+(slower; the worker says so once when it starts, and the ingest core writes NUMERIC, JSONB and
+arrays as text)."""
 
 from setuptools import Extension, setup
 
@@ -13,6 +16,7 @@ setup(
             ["sink/_copyline.c"],
             depends=["sink/_avroline.h"],
             optional=True,
-        )
+        ),
+        Extension("pg_bulk_ingest._binrow", ["pg_bulk_ingest/_binrow.c"], optional=True),
     ]
 )

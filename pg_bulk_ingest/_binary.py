@@ -5,6 +5,7 @@ Pure and hot, like `_encode`: each column's encoder is chosen once per table and
 field whole (its length, then PostgreSQL's send format of the value). A value it cannot carry
 exactly (a string for a timestamp, an integer out of range, text too long for its VARCHAR)
 raises: the table then goes on in text, where the value means, or fails, what it always has.
+Whole rows are encoded by the C row encoder (`_binrow.c`) when built, to the same bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ import orjson
 from ._encode import CopyRow, RowEncoder, json_text, row_encoder
 from ._errors import NotBinary
 from ._types import Kind, PgType
+
+try:  # the C row encoder (setup.py): optional; the Python encoders here are its specification
+    from . import _binrow
+except ImportError:  # pragma: no cover - built in every test environment
+    _binrow = None  # type: ignore[assignment]
 
 FieldEncoder = Callable[[Any], bytes]
 BinaryRowEncoder = Callable[[Sequence[Any]], bytes]
@@ -110,7 +116,11 @@ _call: Callable[[FieldEncoder, Any], bytes] = getattr(
 # than PostgreSQL then saves (tests/benchmarks `limit` and `ingest`): a Decimal has no fast way
 # to its digits, JSON is parsed by jsonb_recv as by jsonb_in, arrays pay per element. A table
 # with one of them is written as text, as cheap as ever; its encoders stay exact all the same.
-DEARER_IN_BINARY = frozenset({Kind.NUMERIC, Kind.JSON, Kind.JSONB, Kind.ARRAY})
+DEARER_IN_PYTHON = frozenset({Kind.NUMERIC, Kind.JSON, Kind.JSONB, Kind.ARRAY})
+# The C row encoder takes NUMERIC, JSONB and arrays for less than their text costs in Python;
+# JSON stays text: its binary field is its very text, sent through the Python encoder.
+DEARER_IN_C = frozenset({Kind.JSON})
+DEARER_IN_BINARY = DEARER_IN_C if _binrow is not None else DEARER_IN_PYTHON
 
 
 def _base_name(type_: PgType) -> str:
@@ -550,10 +560,19 @@ def field_encoder(type_: PgType) -> Optional[FieldEncoder]:
 
 def binary_row_encoder(types: Sequence[PgType]) -> Optional[BinaryRowEncoder]:
     """Encoder of a whole row into one binary COPY tuple, or None when a column's type has no
-    exact binary encoding. It raises for a row it cannot carry exactly, a `CopyRow` included."""
+    exact binary encoding. It raises for a row it cannot carry exactly, a `CopyRow` included.
+    The C row encoder when built, giving the same bytes; the Python one otherwise."""
     encoders = tuple(field_encoder(type_) for type_ in types)
     if any(encode is None for encode in encoders):
         return None
+    if _binrow is not None:
+        return native_row_encoder(types)
+    return python_row_encoder(types)
+
+
+def python_row_encoder(types: Sequence[PgType]) -> BinaryRowEncoder:
+    """The row encoder in Python, of types that all have an exact binary encoding."""
+    encoders = tuple(field_encoder(type_) for type_ in types)
     width = len(encoders)
     count = struct.pack(">h", width)
 
@@ -565,6 +584,66 @@ def binary_row_encoder(types: Sequence[PgType]) -> Optional[BinaryRowEncoder]:
     return encode
 
 
+# The C row encoder's column kinds (pg_bulk_ingest/_binrow.c): the values it encodes itself;
+# any other value of the column goes to the column's Python encoder.
+_NATIVE_PYTHON = 0
+_NATIVE_INTEGERS = {"smallint": 1, "integer": 2, "bigint": 3}
+_NATIVE_SIMPLE = {
+    Kind.BOOLEAN: 5,
+    Kind.TEXT: 6,
+    Kind.DATE: 7,
+    Kind.TIMESTAMP: 8,
+    Kind.TIMESTAMPTZ: 9,
+    Kind.NUMERIC: 10,
+    Kind.JSONB: 11,
+}
+_NATIVE_FLOAT8 = 4
+_NATIVE_ARRAY = 12
+# Element kinds whose encoders would take a list or tuple as a value: their arrays are Python's.
+_LOOSE = (Kind.BOOLEAN, Kind.BYTEA, Kind.JSON, Kind.JSONB)
+NativeColumn = tuple[int, FieldEncoder, int, Optional[int], int, Any]
+
+
+def _native_kind(type_: PgType) -> int:
+    if type_.kind is Kind.INTEGER:
+        return _NATIVE_INTEGERS[_base_name(type_)]
+    if type_.kind is Kind.FLOAT:
+        return _NATIVE_FLOAT8
+    return _NATIVE_SIMPLE.get(type_.kind, _NATIVE_PYTHON)
+
+
+def _native_scalar(type_: PgType, encode: FieldEncoder) -> NativeColumn:
+    """(kind, Python encoder, VARCHAR length or -1, p - s of NUMERIC(p, s), 0, None); the C
+    encoder takes only a `str` as text, so the element encoder's `only_str` is Python's."""
+    typmod = _typmod(type_)
+    limit = typmod[0] if type_.kind is Kind.TEXT and typmod else -1
+    integer_digits = typmod[0] - typmod[1] if type_.kind is Kind.NUMERIC and typmod else None
+    return (_native_kind(type_), encode, limit, integer_digits, 0, None)
+
+
+def _native_column(type_: PgType) -> NativeColumn:
+    encode = field_encoder(type_)
+    assert encode is not None
+    element = type_.element
+    if type_.kind is not Kind.ARRAY:
+        return _native_scalar(type_, encode)
+    assert element is not None
+    if element.kind in _LOOSE:
+        return (_NATIVE_PYTHON, encode, -1, None, 0, None)
+    encode_element = _scalar(element, element=True)
+    assert encode_element is not None
+    inner = _native_scalar(element, encode_element)
+    return (_NATIVE_ARRAY, encode, -1, None, _OIDS[_base_name(element)], inner)
+
+
+def native_row_encoder(types: Sequence[PgType]) -> BinaryRowEncoder:
+    """The C row encoder, of types that all have an exact binary encoding: each column's
+    common values in C, the others through the column's Python encoder, bytes alike."""
+    assert _binrow is not None
+    columns = [_native_column(type_) for type_ in types]
+    return _binrow.RowEncoder(columns, CopyRow, NotBinary, decimal.Decimal, _DUMPS)
+
+
 def binary_pays(types: Sequence[PgType]) -> bool:
     """Whether a table's rows are cheaper to write as binary COPY than as text, all told."""
     return not any(type_.kind in DEARER_IN_BINARY for type_ in types)
@@ -574,15 +653,19 @@ class TableEncoder:
     """Encodes one table's rows for COPY through an ingest call: as binary tuples (bytes) while
     every row allows it, then, from the first row that does not, as text lines (str) for the
     rest of the call, where that row and every later one mean what they always have.
-    `encode` is the function of the moment: it is replaced when the table turns to text."""
+    `encode` is the function of the moment: it is replaced when the table turns to text.
+    `attempt` is the encoder of the moment alone, one Python call less a row: it raises for a
+    row binary cannot carry, which `encode` then writes as text."""
 
     def __init__(self, types: Sequence[PgType], *, binary: bool) -> None:
         self._text: RowEncoder = row_encoder(types)
         found = binary_row_encoder(types) if binary and binary_pays(types) else None
         self.binary = found is not None
         self.encode: Callable[[Sequence[Any]], bytes | str] = self._text
+        self.attempt: Callable[[Sequence[Any]], bytes | str] = self._text
         if found is not None:
             self.encode = self._binary_first(found)
+            self.attempt = found
 
     def _binary_first(self, binary: BinaryRowEncoder) -> Callable[[Sequence[Any]], bytes | str]:
         def encode(row: Sequence[Any]) -> bytes | str:
@@ -590,7 +673,7 @@ class TableEncoder:
                 return binary(row)
             except Exception:  # the text path raises what it always has, or carries the row
                 self.binary = False
-                self.encode = self._text
+                self.encode = self.attempt = self._text
                 return self._text(row)
 
         return encode

@@ -124,9 +124,20 @@ class BatchWriter:
                 self._skip(table)  # as the public library does: callers share one generator
                 continue
             try:
-                yield table, target.encoder.encode(row)
+                line = target.encoder.attempt(row)
             except Exception as error:
-                raise self._data_error(target, row, position, error) from error
+                line = self._after_attempt(target, row, position, error)
+            yield table, line
+
+    def _after_attempt(self, target: Target, row: Any, position: int, error: Exception) -> Encoded:
+        """The row's line once binary could not carry it (the table turns to text), or the
+        DataError of a row its text encoder refuses, which is encoded once only."""
+        if not target.encoder.binary:
+            raise self._data_error(target, row, position, error) from error
+        try:
+            return target.encoder.encode(row)
+        except Exception as text_error:
+            raise self._data_error(target, row, position, text_error) from text_error
 
     @staticmethod
     def _data_error(target: Target, row: Any, position: int, error: Exception) -> DataError:
