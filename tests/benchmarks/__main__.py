@@ -6,9 +6,9 @@
 
 Prints the machine, then one table, then the issue's targets with the measured ratios. The
 one-worker runs of the sink and the peer's tuned runs, which the targets compare, are repeated
-R times, interleaved, and reported as their medians. `--baseline REV` adds the sink of another
-revision (a commit, tag or branch) to those interleaved runs, so that a change's effect on speed is
-measured in one run; its rows' system ends in @commit.
+R times, interleaved, and reported as their medians. `--baseline REV` adds the sink and the
+ingest core of another revision (a commit, tag or branch) to those interleaved runs, so that a
+change's effect on speed is measured in one run; its rows' system ends in @commit.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ TARGET_AVRO_VS_JSON = 0.6
 TARGET_VS_INGEST = 0.7
 # The ingest core's append against raw text COPY of the same rows (binary COPY issue).
 TARGET_INGEST_VS_RAW_COPY = 1.15
+# The ingest core's upserts against the revision before binary COPY (--baseline).
+TARGET_INGEST_UPSERT_VS_BEFORE = 1.2
 TARGET_RSS_MB = 300.0
 # "Flat within noise": what two runs of the same size differ by on a shared 2-core machine.
 TARGET_FLAT = 0.85
@@ -102,7 +104,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--json", type=Path, help="also write machine, rows and targets here")
     parser.add_argument(
-        "--baseline", metavar="REV", help="also run this revision's sink in the e2e rounds"
+        "--baseline",
+        metavar="REV",
+        help="also run this revision's sink (e2e) and ingest core (ingest) in the same rounds",
     )
     args = parser.parse_args(argv)
     sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
@@ -324,8 +328,11 @@ def run_ingest(bench: Bench) -> None:
         )
         return
 
+    base = baseline.checkout(bench.plan.baseline) if bench.plan.baseline else None
+    before = (base.label, base.tree) if base else None
+
     def measure() -> list[Result]:
-        rows = entry(rows=bench.plan.ingest_rows, repeat=bench.plan.ingest_repeat)
+        rows = entry(rows=bench.plan.ingest_rows, repeat=bench.plan.ingest_repeat, before=before)
         return [_ingest_result(row, bench.plan.ingest_rows) for row in rows]
 
     bench.step(
@@ -712,7 +719,7 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
         (
             r
             for r in results
-            if r.section == "ingest" and r.rate and "ours" in r.system and "append" in r.mode
+            if r.section == "ingest" and r.rate and r.system == "ours" and r.mode == "append"
         ),
         None,
     )
@@ -755,6 +762,18 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
         _find(results, section="ingest", system="raw COPY", mode="append"),
         TARGET_INGEST_VS_RAW_COPY,
     )
+    for base in sorted({r.system for r in results if r.system.startswith("ours@")}):
+        for mode, goal in (
+            ("append", TARGET_VS_BASELINE),
+            ("upsert first load", TARGET_INGEST_UPSERT_VS_BEFORE),
+            ("upsert re-load", TARGET_INGEST_UPSERT_VS_BEFORE),
+        ):
+            ratio(
+                f"ingest core {mode} / the ingest core at {base.split('@')[1]}",
+                _find(results, section="ingest", system="ours", mode=mode),
+                _find(results, section="ingest", system=base, mode=mode),
+                goal,
+            )
     peaks = [
         r.peak_rss_mb
         for r in results

@@ -4,7 +4,9 @@
 
 Runs are interleaved (ceiling, ours, ours with binary COPY for every table, public; append,
 upsert first load, upsert re-load) so that load from other processes on the machine hits all
-of them alike. `limit` times the server alone: the rows pre-encoded as COPY text and binary.
+of them alike; with a baseline (`python -m tests.benchmarks --baseline REV`), the ingest core of
+that revision's tree runs in the same rounds as `ours@<commit>`. `limit` times the server alone:
+the rows pre-encoded as COPY text and binary.
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ def public_python() -> Path:
 
 
 class Bench:
-    def __init__(self, url: str, rows: int) -> None:
+    def __init__(self, url: str, rows: int, before: Path | None = None) -> None:
         self.url = url
+        self.before = before  # another revision's tree, whose ingest core runs as ours@...
         self.engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         self.rows = rows
         self.data = list(event_rows(rows))
@@ -138,10 +141,19 @@ class Bench:
             _binary.DEARER_IN_BINARY = dearer
 
     def public(self, schema: str, keyed: bool) -> float:
+        return self._runner(public_python(), schema, keyed, os.environ)
+
+    def ours_before(self, schema: str, keyed: bool) -> float:
+        """Seconds for `ingest` of the baseline tree: this interpreter, that tree's package."""
+        assert self.before is not None
+        environ = {**os.environ, "PYTHONPATH": str(self.before)}
+        return self._runner(Path(sys.executable), schema, keyed, environ)
+
+    def _runner(self, python: Path, schema: str, keyed: bool, environ: Any) -> float:
         url = self.url.replace("postgresql://", "postgresql+psycopg://")
         out = subprocess.run(
             [
-                str(public_python()),
+                str(python),
                 str(CACHE / "runner.py"),
                 url,
                 schema,
@@ -153,6 +165,7 @@ class Bench:
             capture_output=True,
             text=True,
             cwd=CACHE,
+            env=environ,
         )
         return float(out.stdout.strip().splitlines()[-1])
 
@@ -165,6 +178,8 @@ class Bench:
                 return self.raw_copy(schema)
             if impl == "public 0.1.3":
                 run = self.public
+            elif impl.startswith("ours@"):
+                run = self.ours_before
             else:
                 run = partial(self.ours, all_binary=impl == ALL_BINARY)
             if scenario == "upsert re-load":
@@ -301,13 +316,20 @@ RUNS = (
 )
 
 
-def measure(url: str, rows: int, repeat: int) -> dict[tuple[str, str], list[float]]:
-    """Seconds per (implementation, scenario), the repetitions interleaved."""
+def measure(
+    url: str, rows: int, repeat: int, before: tuple[str, Path] | None = None
+) -> dict[tuple[str, str], list[float]]:
+    """Seconds per (implementation, scenario), the repetitions interleaved; `before` (a label
+    such as `@1a2b3c4d5` and a tree) adds that tree's ingest core as `ours@...`."""
     public_python()
-    bench = Bench(url, rows)
-    seconds: dict[tuple[str, str], list[float]] = {run: [] for run in RUNS}
+    bench = Bench(url, rows, before[1] if before else None)
+    runs = RUNS
+    if before is not None:
+        scenarios = ("append", "upsert first load", "upsert re-load")
+        runs += tuple((f"ours{before[0]}", scenario) for scenario in scenarios)
+    seconds: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     for repetition in range(repeat):
-        for impl, scenario in RUNS:
+        for impl, scenario in runs:
             seconds[impl, scenario].append(bench.scenario(impl, scenario))
             print(
                 f"# rep {repetition + 1} {impl:13} {scenario:18} "
@@ -317,11 +339,11 @@ def measure(url: str, rows: int, repeat: int) -> dict[tuple[str, str], list[floa
     return seconds
 
 
-def run(rows: int, repeat: int) -> list[dict[str, Any]]:
+def run(rows: int, repeat: int, before: tuple[str, Path] | None = None) -> list[dict[str, Any]]:
     """The benchmark as rows for the suite's table (`python -m tests.benchmarks`)."""
     url = os.environ["SINK_TEST_DATABASE_URL"]
     results = []
-    for (impl, scenario), times in measure(url, rows, repeat).items():
+    for (impl, scenario), times in measure(url, rows, repeat, before).items():
         median, low, high = summary(times, rows)
         results.append(
             {

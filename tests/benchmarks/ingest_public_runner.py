@@ -1,4 +1,6 @@
-"""Runs the public pg-bulk-ingest 0.1.3 once, in its own virtual environment; prints seconds.
+"""Runs `ingest` of the event rows once, with the pg_bulk_ingest its interpreter imports: the
+public pg-bulk-ingest 0.1.3 in its own virtual environment, or another revision's tree put
+first on PYTHONPATH (ingest_bench's baseline); prints seconds.
 
 Copied into the benchmark's cache at run time, with ingest_rows.py beside it.
 """
