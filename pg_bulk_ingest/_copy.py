@@ -29,9 +29,12 @@ from ._schema import WantedTable
 from ._sql import ident, idents, qualified
 from ._upsert import merge
 
-# PostgreSQL SQLSTATE classes that mean a value did not fit its column: data exceptions (22)
-# and a NULL in a NOT NULL column (23502).
-_BAD_VALUE_STATES = ("22", "23502")
+# PostgreSQL SQLSTATE classes that mean a value did not fit its column: data exceptions (22),
+# a NULL in a NOT NULL column (23502), and a value past a limit of PostgreSQL's own (54000: one
+# over 1 GB, an index entry too big for its B-tree page).
+_BAD_VALUE_STATES = ("22", "23502", "54000")
+# What PostgreSQL's DETAIL says of a value past 1 GB (MaxAllocSize), the most one value holds.
+_PAST_FIELD_LIMIT = "Cannot enlarge string buffer"
 # Characters of COPY text (or bytes of binary COPY) per write: large enough that the per-write
 # cost vanishes, small enough that the server starts parsing early and holds little memory.
 _CHUNK_CHARS = 128 * 1024
@@ -220,6 +223,8 @@ class BatchWriter:
             reason = f"{reason}: {value}"
         if detail:
             reason = f"{reason} ({detail.rstrip('.')})"
+            if detail.startswith(_PAST_FIELD_LIMIT):
+                reason += "; PostgreSQL holds at most 1 GB in one value"
         for internal in {relation, target.name} - {spec.name}:
             reason = reason.replace(internal, spec.name)
         row = self._position(target.wanted.table, sent + line - 1) if line else None

@@ -18,18 +18,29 @@ _PSYCOPG2_COPY_READ_SIZE = 1 << 20
 
 class _ChunkReader:
     """A file object for psycopg2's `copy_expert` whose reads are the next chunks of COPY data,
-    text (str) or binary (bytes)."""
+    text (str) or binary (bytes), a chunk longer than the read's `size` in pieces: psycopg2
+    sends each read as one CopyData message, which PostgreSQL refuses past 1 GB by closing the
+    connection."""
 
     def __init__(self, chunks: Iterable[str | bytes]) -> None:
         self._chunks = iter(chunks)
+        self._chunk: str | bytes = b""
+        self._at = 0  # how much of `_chunk` was read
         self.error: BaseException | None = None
 
     def read(self, size: int = -1) -> str | bytes:
-        try:
-            return next(self._chunks, b"")
-        except BaseException as error:  # psycopg2 would replace it by a QueryCanceled
-            self.error = error
-            raise
+        if self._at >= len(self._chunk):
+            try:
+                self._chunk, self._at = next(self._chunks, b""), 0
+            except BaseException as error:  # psycopg2 would replace it by a QueryCanceled
+                self.error = error
+                raise
+            if size < 0 or len(self._chunk) <= size:
+                self._at = len(self._chunk)
+                return self._chunk
+        start = self._at
+        self._at = len(self._chunk) if size < 0 else start + size
+        return self._chunk[start : self._at]
 
 
 class Db:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from pg_bulk_ingest import (
     DataError,
@@ -508,3 +509,36 @@ def test_a_generic_json_type_is_rejected_up_front(conn: sa.engine.Connection, sc
     sa.Table("j", metadata, sa.Column("doc", sa.JSON), schema=schema)
     with pytest.raises(SchemaError, match="JSON"):
         ingest(conn, metadata, lambda _: iter(()))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [False, True],  # binary COPY into the table; COPY text (JSON keeps it) into the staging table
+    ids=["append-binary", "upsert-text"],
+)
+def test_a_value_past_postgresqls_1_gb_limit_is_a_data_error_naming_its_column_and_row(
+    conn: sa.engine.Connection, schema: str, query: Any, key: bool
+) -> None:
+    extra = [sa.Column("meta", postgresql.JSON)] if key else []
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "docs",
+        metadata,
+        sa.Column("id", sa.BIGINT, primary_key=key),
+        sa.Column("doc", sa.TEXT),
+        *extra,
+        schema=schema,
+    )
+    nothing = (None,) * len(extra)
+    ingest(conn, metadata, one_batch(table, 1, [(0, "kept", *nothing)]))
+    huge = "x" * ((1 << 30) + 1)
+    with pytest.raises(DataError) as raised:
+        ingest(conn, metadata, one_batch(table, 2, [(1, "a", *nothing), (2, huge, *nothing)]))
+    del huge
+    error = raised.value
+    # Binary COPY reads field by field; text COPY fails on the line, naming no column.
+    assert (error.table, error.column, error.row) == (f"{schema}.docs", None if key else "doc", 1)
+    assert "PostgreSQL holds at most 1 GB in one value" in error.reason
+    assert "pg_bulk_ingest" not in str(error)  # the user's table, never the staging table
+    assert query(f'SELECT id, doc FROM "{schema}".docs') == [(0, "kept")]
+    assert read_high_watermark(conn, table) == 1
