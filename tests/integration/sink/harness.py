@@ -166,6 +166,14 @@ class SinkProcess:
         self.proc.wait(30)
 
     def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM once the worker takes it as a request to stop (its handlers are set before
+        it serves HTTP); sent earlier, while Python starts, the signal's default action ends
+        the process (-15), as a test whose rows were all written before it started would."""
+        wait_until(
+            lambda: not self.running() or "serving /livez" in self.output(),
+            60,
+            "the worker to serve HTTP",
+        )
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
