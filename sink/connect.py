@@ -37,12 +37,11 @@ TIME = "org.apache.kafka.connect.data.Time"
 
 def read(part: str, data: bytes) -> object:
     """The payload of an envelope, converted by its schema; raises BadPayload."""
-    for prefix, convert in _PREFIXES.get(part, ()):
-        if data.startswith(prefix):
-            payload = _payload(data, len(prefix))
-            if payload is not _UNREAD:
-                return _converted_payload(convert, part, payload)
-            break
+    known = _known_prefix(part, data)
+    if known is not None:
+        payload = _payload(data, len(known[0]))
+        if payload is not _UNREAD:
+            return _converted_payload(known[1], part, payload)
     return _read_whole(part, data)
 
 
@@ -81,15 +80,29 @@ def _converted_payload(convert: Converter, part: str, payload: object) -> object
 
 
 # What comes before the payload in the envelopes read so far, `{"schema":<schema>,"payload":`
-# as JsonConverter writes it, with that schema's converter, by part. A topic's messages repeat
-# a few schemas, spelled the same each time: a message that starts with a known prefix and
-# whose rest is one JSON value and `}` is that envelope, so only its payload needs reading.
-# Tuples, replaced whole, so that the worker's threads can read them while one is added.
-_PREFIXES: dict[str, tuple[tuple[bytes, Converter], ...]] = {}
-_MAX_PREFIXES = 16
+# as JsonConverter writes it, with that schema's converter, by part and by the bytes before
+# the first `,"payload":` (the same as the prefix's unless the schema's text spells it). A
+# topic's messages repeat its schemas, spelled the same each time: a message that starts with
+# a known prefix and whose rest is one JSON value and `}` is that envelope, so only its
+# payload needs reading. The one a part's last message had is tried first.
+_PREFIXES: dict[tuple[str, bytes], tuple[bytes, Converter]] = {}
+_LATEST: dict[str, tuple[bytes, Converter]] = {}
+_MAX_PREFIXES = 1024
 _SCHEMA_KEY = b'{"schema":'
 _PAYLOAD_KEY = b',"payload":'
 _UNREAD = object()
+
+
+def _known_prefix(part: str, data: bytes) -> tuple[bytes, Converter] | None:
+    known = _LATEST.get(part)
+    if known is not None and data.startswith(known[0]):
+        return known
+    at = data.find(_PAYLOAD_KEY, len(_SCHEMA_KEY))
+    known = _PREFIXES.get((part, data[:at])) if at != -1 else None
+    if known is None or not data.startswith(known[0]):
+        return None
+    _LATEST[part] = known
+    return known
 
 
 def _payload(data: bytes, start: int) -> object:
@@ -120,13 +133,10 @@ def _learn_prefix(part: str, data: bytes, convert: Converter) -> None:
         except orjson.JSONDecodeError:  # `,"payload":` inside the schema's text
             at = data.find(_PAYLOAD_KEY, at + 1)
             continue
-        prefix = data[: at + len(_PAYLOAD_KEY)]
-        known = _PREFIXES.get(part, ())
-        if any(seen == prefix for seen, _ in known):
-            return
-        if len(known) >= _MAX_PREFIXES:
-            known = ()
-        _PREFIXES[part] = (*known, (prefix, convert))
+        if len(_PREFIXES) >= _MAX_PREFIXES:
+            _PREFIXES.clear()
+        first = data.find(_PAYLOAD_KEY, len(_SCHEMA_KEY))
+        _PREFIXES[part, data[:first]] = (data[: at + len(_PAYLOAD_KEY)], convert)
         return
 
 

@@ -223,6 +223,11 @@ def compact(payload: object, schema: object = ORDER_SCHEMA) -> bytes:
 @pytest.fixture()
 def no_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(connect, "_PREFIXES", {})
+    monkeypatch.setattr(connect, "_LATEST", {})
+
+
+def known_prefixes() -> list[bytes]:
+    return [prefix for (part, _), (prefix, _) in connect._PREFIXES.items() if part == "value"]
 
 
 @pytest.mark.usefixtures("no_prefixes")
@@ -231,7 +236,7 @@ def test_later_envelopes_of_a_schema_read_only_their_payload(
 ) -> None:
     first = {"id": 1, "amount": "MDk=", "placed_at": None, "counts": {"a": 1}}
     assert read(compact(first)) == read(envelope(first))
-    ((prefix, _),) = connect._PREFIXES["value"]
+    (prefix,) = known_prefixes()
     assert prefix == compact(first)[: -len(orjson.dumps(first)) - 1]
     later = {"id": 2**62, "amount": "/w==", "day": 19844, "note": "a\tb"}
     expected = connect._read_whole("value", compact(later))
@@ -256,12 +261,37 @@ def test_later_envelopes_of_a_schema_read_only_their_payload(
 
 
 @pytest.mark.usefixtures("no_prefixes")
-def test_a_schema_that_spells_the_payload_key_inside_it_is_not_cut_there() -> None:
+def test_a_topic_of_many_schemas_reads_each_later_envelope_from_its_payload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schemas = [{**ORDER_SCHEMA, "version": version} for version in range(1, 101)]
+    for schema in schemas:
+        read(compact({"id": 1}, schema))
+    whole_reads: list[bytes] = []
+    read_whole = connect._read_whole
+
+    def counted(part: str, data: bytes) -> object:
+        whole_reads.append(data)
+        return read_whole(part, data)
+
+    monkeypatch.setattr(connect, "_read_whole", counted)
+    expected = read_whole("value", compact({"id": 7, "note": "x"}))
+    for schema in reversed(schemas):
+        assert read(compact({"id": 7, "note": "x"}, schema)) == expected
+    assert whole_reads == []
+
+
+@pytest.mark.usefixtures("no_prefixes")
+def test_a_schema_that_spells_the_payload_key_inside_it_is_not_cut_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     schema = {**ORDER_SCHEMA, "doc": 'as in {"a":1,"payload":2}', "version": 2}
     read(compact({"id": 1}, schema))
-    ((prefix, _),) = connect._PREFIXES["value"]
+    (prefix,) = known_prefixes()
     assert orjson.loads(prefix[len(b'{"schema":') : -len(b',"payload":')]) == schema
-    assert read(compact({"id": 5, "note": "x"}, schema)) == read(envelope({"id": 5, "note": "x"}))
+    expected = connect._read_whole("value", envelope({"id": 5, "note": "x"}, schema))
+    monkeypatch.setattr(connect, "_read_whole", None)  # later envelopes: payload only
+    assert read(compact({"id": 5, "note": "x"}, schema)) == expected
 
 
 @pytest.mark.usefixtures("no_prefixes")
@@ -279,15 +309,15 @@ def test_an_envelope_with_a_known_prefix_that_does_not_read_says_why(
     after_prefix: bytes, code: str
 ) -> None:
     read(compact({"id": 1}))
-    ((prefix, _),) = connect._PREFIXES["value"]
+    (prefix,) = known_prefixes()
     with pytest.raises(DecodeError) as caught:
         read(prefix + after_prefix)
     assert caught.value.code == code
-    assert len(connect._PREFIXES["value"]) == 1
+    assert len(known_prefixes()) == 1
 
 
 @pytest.mark.usefixtures("no_prefixes")
 def test_a_schemaless_envelope_is_known_by_its_prefix_too() -> None:
     assert read(b'{"schema":null,"payload":{"id":1}}') == {"id": 1}
     assert read(b'{"schema":null,"payload":[1, 2.5, "x"]}\n') == [1, 2.5, "x"]
-    assert [prefix for prefix, _ in connect._PREFIXES["value"]] == [b'{"schema":null,"payload":']
+    assert known_prefixes() == [b'{"schema":null,"payload":']
