@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,22 +154,33 @@ module = "tests.integration.sink.two_tables"
     import os
 
     os.environ.update(TWO_TABLES_SCHEMA=schema, TWO_TABLES_TOPIC=topic)
+    total, chunk = 30_000, 500
+
+    def produce_steadily() -> None:  # the kill lands while orders are still arriving
+        for start in range(0, total, chunk):
+            orders = (order(i, "new") for i in range(start, start + chunk))
+            produce(kafka_bootstrap, topic, orders, partitions=3)
+            time.sleep(0.1)
+
     try:
-        total = 30_000
-        produce(kafka_bootstrap, topic, (order(i, "new") for i in range(total)), partitions=3)
         both = (
             f'SELECT (SELECT count(*) FROM "{schema}".orders),'
             f' (SELECT count(*) FROM "{schema}".order_audit)'
         )
         worker = start_sink(config)
+        producer = threading.Thread(target=produce_steadily)
+        producer.start()
         wait_until(lambda: _exists(engine, schema) and rows(engine, both)[0][0] > 0, 60, "rows")
         seen = []
         for _ in range(5):
             seen.append(rows(engine, both)[0])
             time.sleep(0.05)
         worker.signal(signal.SIGKILL)
+        producing = producer.is_alive()
         worker.proc.wait(10)
         seen.append(rows(engine, both)[0])
+        producer.join()
+        assert producing, "the orders were all produced before the kill: it proved nothing"
         restarted = start_sink(config)
         wait_until(lambda: rows(engine, both)[0] == (total, total), 120, "every order twice")
         assert restarted.terminate() == 0
