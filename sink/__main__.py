@@ -59,9 +59,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = with_schema_columns(configured)
         derive_again = None if settings is configured else partial(with_schema_columns, configured)
         tables = load_tables(settings)
+        # With the tables whose columns no message has given yet.
+        later = [table for table in settings.tables if not table.columns]
         metrics = SinkMetrics(
-            topics=sorted({topic for target in tables.targets for topic in target.topics}),
-            tables=[f"{t.schema or 'public'}.{t.name}" for t in tables.data_tables],
+            topics=sorted(
+                {topic for target in tables.targets for topic in target.topics}
+                | {topic for table in later for topic in table.topics}
+            ),
+            tables=[f"{t.schema or 'public'}.{t.name}" for t in tables.data_tables]
+            + [table.qualified_name for table in later],
         )
         metrics.watch_database(health.database_reachable)
         pipeline = Pipeline.from_settings(settings)

@@ -98,6 +98,8 @@ class Format(enum.Enum):
 REGISTRY_FORMATS = frozenset({Format.AVRO, Format.PROTOBUF, Format.JSON_SCHEMA})
 # Formats that decode to objects whose fields a column's source can name (`value.<field>`).
 STRUCTURED_FORMATS = frozenset({Format.JSON, Format.CONNECT_JSON, *REGISTRY_FORMATS})
+# The formats whose values carry or name their schemas: a table's columns may come from them.
+SCHEMA_FORMATS = frozenset({Format.CONNECT_JSON, *REGISTRY_FORMATS})
 
 
 class StartFrom(enum.Enum):
@@ -399,6 +401,8 @@ class TableSettings:
     # Columns from the topic's value schemas: the versions of `<topic>-value` they hold
     # (sink.schema_columns); () for columns the config lists.
     schema_versions: tuple[int, ...] = ()
+    # Columns from the Kafka Connect schemas its values carry (sink.schema_columns).
+    columns_from_messages: bool = False
 
     @property
     def qualified_name(self) -> str:
@@ -1135,12 +1139,16 @@ def _parse_table(section: _Section) -> TableSettings:
     key_format = section.choice("key_format", Format, Format.STRING)
     primary_key = section.text_list("primary_key")
     columns = _parse_columns(section, primary_key, key_format, value_format)
-    if not columns and value_format in REGISTRY_FORMATS and not topics:
+    if not columns and value_format in SCHEMA_FORMATS and not topics:
         section.problem(
             "topics", "must be listed: without columns, they come from the topic's value schema"
         )
-    # Without columns or primary_key, a registry key schema names the key (sink.schema_columns).
-    key_from_schema = not columns and not primary_key and key_format in REGISTRY_FORMATS
+    # Without columns or primary_key, the key schema names the key (sink.schema_columns).
+    key_from_schema = (
+        not columns
+        and not primary_key
+        and (key_format in REGISTRY_FORMATS or key_format is value_format is Format.CONNECT_JSON)
+    )
     names = [column.name for column in columns if column.name]  # a missing name is reported
     for key_column in primary_key:
         # Without columns (reported) every key column would be reported as unknown too.
@@ -1238,13 +1246,14 @@ def _parse_columns(
     table: _Section, primary_key: tuple[str, ...], key_format: Format, value_format: Format
 ) -> tuple[ColumnSettings, ...]:
     raw = table.get("columns")
-    if raw in (_MISSING, []) and value_format in REGISTRY_FORMATS:
-        return ()  # from the topic's value schema when the worker starts (sink.schema_columns)
+    if raw in (_MISSING, []) and value_format in SCHEMA_FORMATS:
+        return ()  # from the topic's value schemas while the worker runs (sink.schema_columns)
     if not isinstance(raw, list) or not raw:
         table.problem(
             "columns",
             "needs at least one [[tables.columns]] entry with name and type (or, with value_format "
-            '"avro", "protobuf" or "json-schema", none: the value schema gives them)',
+            '"avro", "protobuf", "json-schema" or "connect-json", none: the value schemas give '
+            "them)",
         )
         return ()
     columns: list[ColumnSettings] = []

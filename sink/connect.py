@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from sink.debezium import SEMANTIC_TYPES
-from sink.errors import BadPayload, Mismatch, PayloadMismatch
+from sink.errors import BadPayload, Mismatch, PayloadMismatch, SchemaChangedError
 from sink.exactjson import exact_loads, numbers_round_trip
 
 UTC = timezone.utc
@@ -97,8 +97,7 @@ def _known_prefix(part: str, data: bytes) -> tuple[bytes, Converter] | None:
     known = _LATEST.get(part)
     if known is not None and data.startswith(known[0]):
         return known
-    at = data.find(_PAYLOAD_KEY, len(_SCHEMA_KEY))
-    known = _PREFIXES.get((part, data[:at])) if at != -1 else None
+    known = _PREFIXES.get((part, _head(data)))
     if known is None or not data.startswith(known[0]):
         return None
     _LATEST[part] = known
@@ -122,10 +121,25 @@ def _payload(data: bytes, start: int) -> object:
 
 
 def _learn_prefix(part: str, data: bytes, convert: Converter) -> None:
-    """Keeps `data`'s prefix up to its payload, once `data` has read as an envelope: the
-    prefix ends at the first `,"payload":` before which the schema is one whole JSON value."""
+    """Keeps `data`'s prefix up to its payload, once `data` has read as an envelope."""
+    prefix = _prefix(data)
+    if prefix is not None:
+        if len(_PREFIXES) >= _MAX_PREFIXES:
+            _PREFIXES.clear()
+        _PREFIXES[part, _head(data)] = (prefix, convert)
+
+
+def _head(data: bytes) -> bytes:
+    """`data` up to its first `,"payload":` (whole without one)."""
+    at = data.find(_PAYLOAD_KEY, len(_SCHEMA_KEY))
+    return data if at == -1 else data[:at]
+
+
+def _prefix(data: bytes) -> bytes | None:
+    """`data` up to and with the first `,"payload":` before which the schema after
+    `{"schema":` is one whole JSON value; None without one (not JsonConverter's spelling)."""
     if not data.startswith(_SCHEMA_KEY):
-        return
+        return None
     at = data.find(_PAYLOAD_KEY, len(_SCHEMA_KEY))
     while at != -1:
         try:
@@ -133,11 +147,51 @@ def _learn_prefix(part: str, data: bytes, convert: Converter) -> None:
         except orjson.JSONDecodeError:  # `,"payload":` inside the schema's text
             at = data.find(_PAYLOAD_KEY, at + 1)
             continue
-        if len(_PREFIXES) >= _MAX_PREFIXES:
-            _PREFIXES.clear()
-        first = data.find(_PAYLOAD_KEY, len(_SCHEMA_KEY))
-        _PREFIXES[part, data[:first]] = (data[: at + len(_PAYLOAD_KEY)], convert)
-        return
+        return data[: at + len(_PAYLOAD_KEY)]
+    return None
+
+
+class SchemaWatch:
+    """For topics whose tables take their columns from the Connect schemas their values carry:
+    `check` raises SchemaChangedError for the first value of each schema, as spelled, that
+    its table does not hold (`changes`, by topic, as sink.schema_columns.changes says), with
+    the message's key and value schemas."""
+
+    def __init__(self, changes: Mapping[str, Callable[[Any], str | None]]) -> None:
+        self._changes = dict(changes)
+        # By topic: the prefixes of the schemas its table holds, by their `_head`.
+        self._held: dict[str, dict[bytes, bytes]] = {topic: {} for topic in changes}
+
+    def watches(self, topic: str) -> bool:
+        return topic in self._held
+
+    def check(self, topic: str, key: bytes | None, value: bytes) -> None:
+        held = self._held[topic]
+        head = _head(value)
+        prefix = held.get(head)
+        if prefix is not None and value.startswith(prefix):
+            return
+        schema = schema_of(value)
+        if schema is None:  # not an envelope, or one without a schema: read as such
+            return
+        change = self._changes[topic](schema)
+        if change is not None:
+            key_schema = None if key is None else schema_of(key)
+            raise SchemaChangedError(topic, None, change, (key_schema, schema))
+        prefix = _prefix(value)
+        if prefix is not None:
+            if len(held) >= _MAX_PREFIXES:
+                held.clear()
+            held[head] = prefix
+
+
+def schema_of(data: bytes) -> Any:
+    """The schema of an envelope; None for bytes that are not one, or one without a schema."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return document.get("schema") if type(document) is dict else None
 
 
 Converter = Callable[[Any], object]

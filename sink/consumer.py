@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient
 from .deadletter import admin_client
 from .errors import KafkaUnavailableError, PositionsUnknownError
 from .logs import librdkafka_logger
-from .records import TopicPartition
+from .records import Message, TopicPartition, message_from_kafka
 
 logger = logging.getLogger(__name__)
 
@@ -385,3 +385,43 @@ def group_offsets(client_config: Mapping[str, Any], group_id: str) -> dict[Topic
         for p in found.topic_partitions or ()
         if p.offset >= 0
     }
+
+
+def peek(
+    config: Mapping[str, Any],
+    topics: Iterable[str],
+    wanted: Callable[[Message], bool],
+    *,
+    positions: Mapping[TopicPartition, int],
+    start_from: str,
+    seconds: float,
+) -> dict[str, Message]:
+    """The first message of each topic that `wanted` takes, read from where its group reads each
+    partition next (`positions`, else `start_from`) for at most `seconds`, without joining the
+    group or committing anything."""
+    consumer = Consumer(dict(config), logger=librdkafka_logger())
+    found: dict[str, Message] = {}
+    try:
+        listed = consumer.list_topics(timeout=seconds).topics
+        start = OFFSET_BEGINNING if start_from == "earliest" else OFFSET_END
+        assignment = [
+            KafkaTopicPartition(topic, number, positions.get(TopicPartition(topic, number), start))
+            for topic in topics
+            if topic in listed and listed[topic].error is None
+            for number in listed[topic].partitions
+        ]
+        if not assignment:
+            return found
+        consumer.assign(assignment)
+        waiting = {tp.topic for tp in assignment}
+        deadline = time.monotonic() + seconds
+        while waiting and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is None and msg.topic() in waiting:
+                    message = message_from_kafka(msg)
+                    if wanted(message):
+                        found[message.topic] = message
+                        waiting.discard(message.topic)
+        return found
+    finally:
+        consumer.close()

@@ -44,12 +44,21 @@ class SchemaEvolutionError(ConfigError):
 class SchemaChangedError(SinkError):
     """A value schema on a topic holds what its table, whose columns come from the topic's
     schemas, does not yet (a new field, a wider type): the worker derives the columns again
-    from the registry, and the next batch migrates the table."""
+    (from the registry, or with the Connect schemas a message carries, `carried`: its key's and
+    its value's), and the next batch migrates the table."""
 
-    def __init__(self, topic: str, schema_id: int, change: str) -> None:
-        super().__init__(f"{topic}: schema id {schema_id} {change}")
+    def __init__(
+        self,
+        topic: str,
+        schema_id: int | None,
+        change: str,
+        carried: tuple[object, object] | None = None,
+    ) -> None:
+        which = "a Connect schema" if schema_id is None else f"schema id {schema_id}"
+        super().__init__(f"{topic}: {which} {change}")
         self.topic = topic
         self.schema_id = schema_id
+        self.carried = carried
 
 
 class MessageError(SinkError):

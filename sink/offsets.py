@@ -37,6 +37,9 @@ class StoredState:
     # Kafka's id of each topic whose offsets are stored: a topic deleted and created again
     # under the same name has a new one, and its old offsets mean nothing there.
     topic_ids: dict[str, str] = field(default_factory=dict)
+    # Per table ("schema.name") whose columns come from the Connect schemas its values carry,
+    # the columns the group has applied (sink.schema_columns.held_columns).
+    columns: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         topics: dict[str, dict[str, int]] = {}
@@ -47,6 +50,8 @@ class StoredState:
             document = {"group": self.group, **document}
         if self.topic_ids:
             document["topic_ids"] = dict(sorted(self.topic_ids.items()))
+        if self.columns:
+            document["columns"] = dict(sorted(self.columns.items()))
         return document
 
 
@@ -102,8 +107,27 @@ def parse_state(value: Any, where: str, group: str | None = None) -> StoredState
         isinstance(k, str) and isinstance(v, str) for k, v in topic_ids.items()
     ):
         raise StoredStateError(f"{where}: stored topic ids {_short(topic_ids)} are not an object")
+    columns = value.get("columns", {})
+    if not isinstance(columns, dict) or not all(map(_held_columns, columns.values())):
+        raise StoredStateError(
+            f"{where}: stored columns {_short(columns)} are not an object of tables' columns"
+        )
     group = owner if isinstance(owner, str) else group
-    return StoredState(offsets, tuple(definitions), group, dict(topic_ids))
+    return StoredState(offsets, tuple(definitions), group, dict(topic_ids), dict(columns))
+
+
+def _held_columns(held: Any) -> bool:
+    """Whether `held` is what sink.schema_columns.held_columns gives."""
+    return (
+        isinstance(held, dict)
+        and isinstance(held.get("value"), list)
+        and isinstance(held.get("key"), list)
+        and all(
+            isinstance(c, list) and len(c) == 3 and isinstance(c[2], bool) for c in held["value"]
+        )
+        and all(isinstance(c, list) and len(c) == 2 for c in held["key"])
+        and all(isinstance(part, str) for c in held["value"] + held["key"] for part in c[:2])
+    )
 
 
 def _short(value: Any) -> str:

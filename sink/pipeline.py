@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from . import avroline, debezium
 from .avroline import AvroFastPath
 from .config import REGISTRY_FORMATS, Envelope, Format, Settings, TombstonePolicy, TruncatePolicy
+from .connect import SchemaWatch
 from .decode import decode
 from .errors import ConfigError, MappingError, NotAChange
 from .mapping import Mapper
@@ -31,10 +32,17 @@ _new_tuple = tuple.__new__
 class Pipeline:
     """Decoding and mapping for every topic of one sink, compiled once per topic."""
 
-    def __init__(self, table_set: TableSet, schemas: SchemaDecoders | None = None) -> None:
+    def __init__(
+        self,
+        table_set: TableSet,
+        schemas: SchemaDecoders | None = None,
+        watch: SchemaWatch | None = None,
+    ) -> None:
         self.table_set = table_set
         # Reads the schema registry's formats; None when no table uses one.
         self.schemas = schemas
+        # Checks the Connect schemas of the topics whose tables take their columns from them.
+        self.watch = watch
         self.metadata: sa.MetaData = table_set.metadata
         self.router = Router(table_set)
         self._mappers = {target.table: Mapper(target) for target in table_set.targets}
@@ -48,6 +56,18 @@ class Pipeline:
     def from_settings(cls, settings: Settings) -> Pipeline:
         table_set = load_tables(settings)
         registry = settings.schema_registry
+        watch = None
+        if any(table.columns_from_messages for table in settings.tables):
+            from .schema_columns import changes  # noqa: PLC0415
+
+            watch = SchemaWatch(
+                {
+                    topic: changes(table)
+                    for table in settings.tables
+                    if table.columns_from_messages
+                    for topic in table.topics
+                }
+            )
         if registry is None:
             for target in table_set.targets:
                 if {target.key_format, target.value_format} & REGISTRY_FORMATS:
@@ -55,7 +75,7 @@ class Pipeline:
                         f"{target.name}: its key_format or value_format reads schemas from a "
                         f"schema registry; set [schema_registry] url (SINK_SCHEMA_REGISTRY__URL)"
                     )
-            return cls(table_set)
+            return cls(table_set, watch=watch)
         # Loaded here: fastavro, protobuf and jsonschema take most of a second to import.
         from .registry import SchemaDecoders  # noqa: PLC0415
         from .schema_columns import changes  # noqa: PLC0415
@@ -67,7 +87,7 @@ class Pipeline:
             if table.schema_versions
             for topic in table.topics
         }
-        return cls(table_set, SchemaDecoders.from_settings(registry, watched))
+        return cls(table_set, SchemaDecoders.from_settings(registry, watched), watch)
 
     def subscription(self) -> list[str]:
         return self.router.subscription()
@@ -79,11 +99,22 @@ class Pipeline:
             return self._paths[topic]
         except KeyError:
             lines = self._compile(topic)
+            if self.watch is not None and self.watch.watches(topic):
+                lines = self._watched(topic, lines, self.watch)
             fast = self._compile_fast_path(topic)
             if isinstance(fast, AvroFastPath):  # each schema id the general way reads first
                 lines = fast.learning(lines)
             path = self._paths[topic] = TopicPath(fast, lines)
             return path
+
+    @staticmethod
+    def _watched(topic: str, lines: Handler, watch: SchemaWatch) -> Handler:
+        def handle(message: Message) -> Mapped:
+            if message.value is not None:
+                watch.check(topic, message.key, message.value)
+            return lines(message)
+
+        return handle
 
     def native_rows(self) -> int:
         """How many rows the topics' native Avro paths gave so far."""

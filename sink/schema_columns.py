@@ -39,6 +39,7 @@ from .config import (
     parse_column_type,
 )
 from .errors import ConfigError, OutdatedDefinitionError, SchemaEvolutionError
+from .offsets import StoredState
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,22 @@ _JSON_FORMATS = {
     "time": "TIME",
     "uuid": "UUID",
 }
+_CONNECT_TYPES = {
+    "int8": "SMALLINT",
+    "int16": "SMALLINT",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "float32": "REAL",
+    "float64": "DOUBLE PRECISION",
+    "boolean": "BOOLEAN",
+    "string": "TEXT",
+    "bytes": "BYTEA",
+    "map": JSONB,
+    "struct": JSONB,
+}
+_CONNECT_DECIMAL = "org.apache.kafka.connect.data.Decimal"
+# Where Debezium says a decimal's precision.
+_CONNECT_PRECISION = "connect.decimal.precision"
 # Confluent's JSON Schema serializer marks Connect's integer widths.
 _JSON_CONNECT_TYPES = {
     "int8": "SMALLINT",
@@ -173,41 +190,100 @@ def _resolved(table: TableSettings, versions: Versions) -> TableSettings:
         [(version, _row_fields(table, schema, subject, where)) for version, schema in history],
         f"{where}: {subject}",
     )
-    primary_key = table.primary_key
     key_fields: list[Field] = []
     if key_from_schema(table):
         key_subject = f"{table.topics[0]}-key"
         _, key_schema = _registered(versions, key_subject, table.key_format, where)[-1]
-        key_fields = _fields_of(table.key_format, key_schema, key_subject, where)
-        if not key_fields:
-            raise ConfigError(
-                f"{where}: the key schema ({key_subject}) is not a record, message or object, "
-                f"so it names no key columns; set primary_key"
-            )
-        primary_key = tuple(field.name for field in key_fields)
+        key_fields = _key_fields(table, key_schema, key_subject, where)
+    numbers = tuple(version for version, _ in history)
+    return _defined(
+        dataclasses.replace(table, schema_versions=numbers), fields, key_fields, subject
+    )
+
+
+def _key_fields(table: TableSettings, key_schema: Any, key_subject: str, where: str) -> list[Field]:
+    key_fields = _fields_of(table.key_format, key_schema, key_subject, where)
+    if not key_fields:
+        raise ConfigError(
+            f"{where}: the key schema ({key_subject}) is not a record, message or object, "
+            f"so it names no key columns; set primary_key"
+        )
+    return key_fields
+
+
+def _defined(
+    table: TableSettings, fields: list[Field], key_fields: list[Field], label: str
+) -> TableSettings:
+    """The table with the columns of `fields` (then those of `key_fields` the value lacks) and,
+    without primary_key, the key fields as its primary key; `label` says where they came from."""
+    where = f"table {table.qualified_name}"
+    primary_key = table.primary_key or tuple(field.name for field in key_fields)
     columns = _columns(table, fields, key_fields, set(primary_key), where)
     named = {column.name for column in columns}
     missing = [name for name in primary_key if name not in named]
     missing += [name for index in table.indexes for name in index.columns if name not in named]
     if missing:
         raise ConfigError(
-            f"{where}: primary_key or an index names {missing}, which {subject} does not hold"
+            f"{where}: primary_key or an index names {missing}, which {label} does not hold"
         )
-    resolved = dataclasses.replace(
-        table,
-        columns=columns,
-        primary_key=primary_key,
-        schema_versions=tuple(version for version, _ in history),
-    )
+    resolved = dataclasses.replace(table, columns=columns, primary_key=primary_key)
+    held = ", ".join(map(str, table.schema_versions))
     logger.info(
-        "%s: columns from %s: %s; primary key %s (holding versions %s)",
+        "%s: columns from %s: %s; primary key %s%s",
         table.qualified_name,
-        subject,
+        label,
         ", ".join(f"{c.name} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in columns),
         list(primary_key) or "none",
-        ", ".join(str(version) for version, _ in history),
+        f" (holding versions {held})" if held else "",
     )
     return resolved
+
+
+def from_messages(table: TableSettings) -> bool:
+    """Whether the table's columns are to come from the Connect schemas its values carry."""
+    return not table.columns and table.value_format is Format.CONNECT_JSON
+
+
+def message_columns(
+    table: TableSettings, held: Mapping[str, Any] | None, seen: Sequence[tuple[Any, Any]]
+) -> TableSettings:
+    """The table with the columns of the Connect schemas its values carry: those the group's
+    stored state holds (`held`, as `held_columns` gives them), widened to hold the values of
+    each (key schema, value schema) seen since, in order. The key schema, where no primary_key
+    is given, names the primary key; once held, the key stays."""
+    where = f"table {table.qualified_name}"
+    if not table.topics:
+        raise ConfigError(f"{where}: columns come from the schema of its topics; list `topics`")
+    subject = f"the Connect schemas of {table.topics[0]}'s values"
+    fields = [Field(name, kind, nullable) for name, kind, nullable in (held or {}).get("value", ())]
+    key_fields = [Field(name, kind, False) for name, kind in (held or {}).get("key", ())]
+    for key_schema, value_schema in seen:
+        row = _row_fields(table, value_schema, subject, where)
+        if fields:
+            row = list(_merged({f.name: f for f in fields}, row, f"{where}: {subject}").values())
+        fields = row
+        if not key_fields and not table.primary_key and table.key_format is Format.CONNECT_JSON:
+            keys = f"the Connect schema of {table.topics[0]}'s keys"
+            key_fields = _key_fields(table, key_schema, keys, where)
+    if not fields:
+        raise ConfigError(f"{where}: no schema has been seen to take columns from")
+    table = dataclasses.replace(table, columns_from_messages=True)
+    return _defined(table, fields, key_fields, subject)
+
+
+def held_columns(table: TableSettings) -> dict[str, Any]:
+    """What the group's stored state keeps of a table whose columns come from its messages: its
+    value columns as fields (name, type, nullable), and its primary key's (name, type)."""
+    keys = set(table.primary_key)
+    types = {column.name: str(column.type) for column in table.columns}
+    return {
+        "value": [
+            [column.name, str(column.type), column.nullable or column.name in keys]
+            for column in table.columns
+            if column.source.kind is SourceKind.VALUE
+        ],
+        "key": [[name, types[name]] for name in table.primary_key],
+    }
 
 
 def changes(table: TableSettings) -> Callable[[Any], str | None]:
@@ -257,6 +333,42 @@ def no_newer_versions(
                     f"table {table.qualified_name}: {subject} holds version(s) {newer}, newer "
                     f"than those its definition was derived from"
                 )
+
+
+def no_newer(
+    tables: Sequence[TableSettings],
+    numbers: Callable[[str], Sequence[int]] | None,
+    state: StoredState,
+) -> None:
+    """`no_newer_versions` (with the registry's `numbers`, where tables take columns from it)
+    and `no_newer_columns` of the group's stored `state`."""
+    if numbers is not None:
+        no_newer_versions(tables, numbers)
+    no_newer_columns(tables, state.columns)
+
+
+def no_newer_columns(tables: Sequence[TableSettings], held: Mapping[str, Any]) -> None:
+    """OutdatedDefinitionError if the group's stored state holds columns (`held`, by table)
+    that a table whose columns come from its messages lacks, or holds narrower: another worker
+    applied them, for messages this one has not read."""
+    for table in tables:
+        stored = held.get(table.qualified_name)
+        if not table.columns_from_messages or stored is None:
+            continue
+        mine = held_columns(table)
+        types = {name: (kind, nullable) for name, kind, nullable in mine["value"]}
+        lacking = [
+            name
+            for name, kind, nullable in stored["value"]
+            if name not in types
+            or not _holds(parse_column_type(types[name][0]), parse_column_type(kind))
+            or (nullable and not types[name][1])
+        ]
+        if lacking or [name for name, _ in stored["key"]] != list(table.primary_key):
+            raise OutdatedDefinitionError(
+                f"table {table.qualified_name}: another worker of the group applied columns "
+                f"from its messages' schemas that this worker's lack ({lacking or 'the key'})"
+            )
 
 
 def _registered(versions: Versions, subject: str, fmt: Format, where: str) -> list[tuple[int, Any]]:
@@ -337,7 +449,7 @@ def _wider(old: str, new: str, where: str) -> str:
         return new
     raise SchemaEvolutionError(
         f"{where} changes type from {old} to {new}, and neither column type holds every value "
-        f"of the other, so the table cannot take both versions' records; register a schema "
+        f"of the other, so the table cannot take both versions' records; make the schema "
         f"compatible with the earlier versions, or list the table's columns"
     )
 
@@ -435,7 +547,9 @@ def _fields(fmt: Format, schema: Any) -> list[Field]:
         return list(_protobuf_fields(_protobuf_message(schema)))
     if fmt is Format.JSON_SCHEMA:
         return list(_json_fields(schema))
-    raise ValueError(f'columns come from registry schemas only, not from "{fmt.value}"')
+    if fmt is Format.CONNECT_JSON:
+        return list(_connect_fields(schema))
+    raise ValueError(f'columns come from schemas only, not from "{fmt.value}"')
 
 
 # --- Avro ---------------------------------------------------------------------------------------
@@ -626,3 +740,49 @@ def _json_type(schema: Any, kind: Any) -> str:
         element = _json_type(items, inner)
         return JSONB if element == JSONB or element.endswith("[]") else f"{element}[]"
     return _JSON_TYPES.get(kind, JSONB)
+
+
+# --- Kafka Connect's schemas, as JsonConverter writes them in each message ----------------------
+
+
+def _connect_fields(schema: Any) -> Iterator[Field]:
+    if not isinstance(schema, dict) or schema.get("type") != "struct":
+        return
+    for field in schema.get("fields") or ():
+        yield _connect_field(field)
+
+
+def _connect_field(schema: Mapping[str, Any]) -> Field:
+    name, nullable = schema.get("field"), bool(schema.get("optional", False))
+    if not isinstance(name, str):
+        raise ValueError(f"a struct field has no name: {schema!r:.200}")
+    if schema.get("type") == "struct" and _connect_annotated(schema) is None:
+        return _Nested(name, JSONB, nullable, fields=tuple(_connect_fields(schema)))
+    return Field(name, _connect_type(schema), nullable)
+
+
+def _connect_type(schema: Any) -> str:
+    if not isinstance(schema, dict):
+        return JSONB
+    annotated = _connect_annotated(schema)
+    if annotated is not None:
+        return annotated
+    kind = schema.get("type")
+    if kind == "array":
+        element = _connect_type(schema.get("items"))
+        return JSONB if element == JSONB or element.endswith("[]") else f"{element}[]"
+    return _CONNECT_TYPES.get(kind, JSONB) if isinstance(kind, str) else JSONB
+
+
+def _connect_annotated(schema: Mapping[str, Any]) -> str | None:
+    """The type that the source column or a logical or semantic type names, if any."""
+    parameters = schema.get("parameters")
+    parameters = parameters if isinstance(parameters, dict) else {}
+    found = _source_type(parameters)
+    name = schema.get("name")
+    if found is None and name == _CONNECT_DECIMAL:
+        precision, scale = str(parameters.get(_CONNECT_PRECISION)), str(parameters.get("scale"))
+        found = _numeric(
+            int(precision) if precision.isdigit() else None, int(scale) if scale.isdigit() else 0
+        )
+    return found or (_SEMANTIC.get(name) if isinstance(name, str) else None)

@@ -123,19 +123,41 @@ class TableSet:
         return [t for t in self.metadata.tables.values() if t is not self.state_table]
 
 
-def with_schema_columns(settings: Settings) -> Settings:
+def with_schema_columns(
+    settings: Settings,
+    held: Mapping[str, Any] | None = None,
+    seen: Mapping[str, Sequence[tuple[Any, Any]]] | None = None,
+) -> Settings:
     """The settings with every `[[tables]]` entry that lists no columns given those of its
-    topic's schemas, fetched from the schema registry (sink.schema_columns); the same settings
-    when every entry lists its columns. Raises ConfigError, or the registry's errors."""
+    topic's schemas (sink.schema_columns): fetched from the schema registry, or, for Kafka
+    Connect's JSON, those the group's state holds (`held`, by table) widened by the (key, value)
+    schemas seen on its first topic (`seen`, by topic); a table of these with neither is left
+    without columns, and out of the tables. The same settings when every entry lists its
+    columns. Raises ConfigError, or the registry's errors."""
     if all(table.columns for table in settings.tables):
         return settings
-    from sink import registry, schema_columns  # noqa: PLC0415 - Protobuf and Avro load on use
+    from sink import schema_columns  # noqa: PLC0415 - Protobuf and Avro load on use
 
-    assert settings.schema_registry is not None  # load_settings requires it for these formats
-    versions = registry.SchemaDecoders.from_settings(settings.schema_registry).versions
-    return dataclasses.replace(
-        settings, tables=tuple(schema_columns.with_schema_columns(settings.tables, versions))
-    )
+    held, seen = held or {}, seen or {}
+    registry: Any = None
+    tables = []
+    for configured in settings.tables:
+        table = configured
+        if schema_columns.from_messages(configured):
+            name, first = configured.qualified_name, (configured.topics or ("",))[0]
+            if name in held or first in seen:
+                table = schema_columns.message_columns(
+                    configured, held.get(name), seen.get(first, ())
+                )
+        elif not configured.columns:
+            if registry is None:
+                from sink import registry as registries  # noqa: PLC0415
+
+                assert settings.schema_registry is not None  # load_settings requires it
+                registry = registries.SchemaDecoders.from_settings(settings.schema_registry)
+            (table,) = schema_columns.with_schema_columns([configured], registry.versions)
+        tables.append(table)
+    return dataclasses.replace(settings, tables=tuple(tables))
 
 
 def load_tables(settings: Settings) -> TableSet:
@@ -143,10 +165,11 @@ def load_tables(settings: Settings) -> TableSet:
     dead-letter table if the error policy uses one."""
     if settings.python is not None:
         table_set = tables_from_module(settings.python.module)
+        schemas = {t.schema or "public" for t in table_set.metadata.tables.values()}
     else:
         table_set = tables_from_config(with_schema_columns(settings).tables)
+        schemas = {t.schema for t in settings.tables}  # those still without columns too
     _check_dead_letter_topic(table_set, settings.errors.dead_letter_topic)
-    schemas = {t.schema or "public" for t in table_set.metadata.tables.values()}
     metadata = sa.MetaData()
     state = state_table(settings.postgres.state_table, settings.kafka.group_id, schemas, metadata)
     copies = {t: _copy(t, metadata) for t in table_set.metadata.tables.values()}
@@ -204,8 +227,9 @@ def state_table(
 
 
 def tables_from_config(tables: Sequence[TableSettings]) -> TableSet:
+    """The tables of `[[tables]]` entries, but for those whose columns are not known yet."""
     metadata = sa.MetaData()
-    targets = tuple(_target_from_config(table, metadata) for table in tables)
+    targets = tuple(_target_from_config(table, metadata) for table in tables if table.columns)
     return TableSet(metadata=metadata, targets=targets)
 
 

@@ -14,20 +14,24 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from types import FrameType
+from typing import Any
 
 import sqlalchemy as sa
+from confluent_kafka import KafkaException
 
 from .batcher import Batch, Batcher
 from .config import ErrorPolicy, OutOfRange, Settings
+from .connect import schema_of
 from .consumer import (
     BrokerWatch,
     KafkaSource,
     consumer_config,
     group_offsets,
+    peek,
 )
 from .deadletter import DeadLetterProducer, dead_letter_rows
 from .errors import (
@@ -79,6 +83,12 @@ SWITCH_SECONDS = 0.0005
 GC_YOUNG_THRESHOLD = 50_000
 # Waits between attempts when the table was migrated by a newer worker of a rollout.
 OUTDATED_RETRY_SECONDS = 15.0
+# The settings with the columns derived anew of tables whose columns come from their topics'
+# schemas, given the columns the group's state holds by table and the Connect schemas seen by
+# topic (sink.tables.with_schema_columns).
+Derive = Callable[[Mapping[str, Any], Mapping[str, Sequence[tuple[Any, Any]]]], Settings]
+# How long to read a topic at start for a first message with a Connect schema.
+PEEK_SECONDS = 5.0
 # Waits between attempts to ask an unreachable broker for the group's offsets at start.
 KAFKA_RETRY_SECONDS = 5.0
 
@@ -94,16 +104,19 @@ class Worker:
         health: Health,
         metrics: SinkMetrics,
         *,
-        derive_again: Callable[[], Settings] | None = None,
+        derive_again: Derive | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.pipeline = pipeline
         self.health = health
         self.metrics = metrics
-        # The settings with their tables' columns derived anew from the schema registry, where
-        # some come from their topics' schemas (sink.schema_columns).
+        # The settings with their tables' columns derived anew, where some come from their
+        # topics' schemas (sink.tables.with_schema_columns).
         self._derive_again = derive_again
+        # By topic, the (key, value) Connect schemas of messages whose table lacked what they
+        # hold, oldest first: the columns derived hold them from then on.
+        self._seen: dict[str, list[tuple[Any, Any]]] = {}
         self.writer = self._writer()
         self.dead_letter_producer: DeadLetterProducer | None = None
         self.batcher = Batcher(
@@ -150,29 +163,40 @@ class Worker:
 
     def _writer(self, settings: Settings | None = None, pipeline: Pipeline | None = None) -> Writer:
         settings, pipeline = settings or self.settings, pipeline or self.pipeline
-        confirm = None
-        if self._derive_again is not None:  # never older columns than another worker's
-            from .schema_columns import no_newer_versions  # noqa: PLC0415 - loads Protobuf
+        if self._derive_again is None:
+            return Writer(self.engine, pipeline.table_set, settings.kafka.group_id)
+        # Never older columns than another worker's.
+        from .schema_columns import held_columns, no_newer  # noqa: PLC0415 - loads Protobuf
 
-            assert pipeline.schemas is not None  # the columns come from a registry
-            confirm = partial(no_newer_versions, settings.tables, pipeline.schemas.numbers)
-        return Writer(self.engine, pipeline.table_set, settings.kafka.group_id, confirm=confirm)
+        numbers = pipeline.schemas.numbers if pipeline.schemas is not None else None
+        held = {
+            table.qualified_name: held_columns(table)
+            for table in settings.tables
+            if table.columns_from_messages
+        }
+        return Writer(
+            self.engine,
+            pipeline.table_set,
+            settings.kafka.group_id,
+            confirm=partial(no_newer, settings.tables, numbers),
+            held=held,
+        )
 
     # --- tables whose columns come from their topics' schemas -------------------------------
 
-    def _derived_again(self, why: SinkError) -> bool:
+    def _derived_again(self, why: SinkError | str) -> bool:
         """Derives the columns again from the schema registry (after `why`); whether that
         changed the tables' definition, which the next batch then applies. The batch read so far
         is forgotten: it is read again along the new paths."""
         if self._derive_again is None:
             return False
-        settings = self._derive_again()
+        settings = self._derive_again(self._held_columns(), self._seen)
         pipeline = Pipeline.from_settings(settings)
         writer = self._writer(settings, pipeline)
         if writer.definition == self.writer.definition:
             return False
         logger.info(
-            "%s: table definition %s derived from the schema registry replaces %s",
+            "%s: table definition %s derived from the topics' schemas replaces %s",
             why,
             writer.definition,
             self.writer.definition,
@@ -181,6 +205,15 @@ class Worker:
         self.settings, self.pipeline, self.writer = settings, pipeline, writer
         self.intake.paths = pipeline.path
         return True
+
+    def _held_columns(self) -> Mapping[str, Any]:
+        """The columns the group's stored state holds of tables whose columns come from the
+        Connect schemas of their messages ({} without such tables, or a state table)."""
+        # A table without columns here is one whose columns no message has given yet.
+        if not any(t.columns_from_messages or not t.columns for t in self.settings.tables):
+            return {}
+        state = self.writer.stored_state()
+        return {} if state is None else state.columns
 
     def _derived_again_if_answered(self, why: OutdatedDefinitionError) -> bool:
         """`_derived_again`, False while the registry cannot answer (then the worker waits as
@@ -194,6 +227,8 @@ class Worker:
     def _schema_changed(self, change: SchemaChangedError) -> None:
         """A schema the tables lack came: derives their columns again, for the batch read next
         to migrate them; stops the worker if the registry's versions do not hold it either."""
+        if change.carried is not None:
+            self._seen.setdefault(change.topic, []).append(change.carried)
         try:
             changed = self._derived_again(change)
         except TransientError as exc:  # the registry did not answer: read again, then retry
@@ -292,6 +327,10 @@ class Worker:
         False once asked to stop."""
         unreachable = False
         while not self.stopping.is_set():
+            if not self._columns_from_first_messages():
+                self.health.beat()
+                self.stopping.wait(KAFKA_RETRY_SECONDS)
+                continue
             try:
                 state = self.writer.open_state(self._group_offsets)
                 adopt_definition(state, self.writer.definition, self.writer.where)
@@ -317,6 +356,48 @@ class Worker:
                 self.health.beat()
                 self.stopping.wait(KAFKA_RETRY_SECONDS)
         return False
+
+    def _columns_from_first_messages(self) -> bool:
+        """Whether every table has its columns; those of a table whose columns come from its
+        messages' Connect schemas and that the group's state does not hold yet come from the
+        first message on its topic that carries one, where the group reads next."""
+        unresolved = [table for table in self.settings.tables if not table.columns]
+        if not unresolved:
+            return True
+        state = self.writer.stored_state()
+        held = {} if state is None else state.columns
+        missing = [t.topics[0] for t in unresolved if t.qualified_name not in held]
+        missing = [topic for topic in missing if topic not in self._seen]
+        if missing:
+            kafka = self.settings.kafka
+            config = consumer_config(kafka.bootstrap_servers, kafka.group_id, kafka.client_config())
+            offsets = {} if state is None else state.offsets
+            try:
+                found = peek(
+                    config,
+                    missing,
+                    _carries_schema,
+                    positions=offsets,
+                    start_from=kafka.start_from.value,
+                    seconds=PEEK_SECONDS,
+                )
+            except KafkaException as exc:
+                logger.warning("the topics cannot be read for their schemas now: %s", exc)
+                return False
+            for topic, message in found.items():
+                key = None if message.key is None else schema_of(message.key)
+                self._seen[topic] = [(key, schema_of(message.value or b""))]
+            missing = [topic for topic in missing if topic not in found]
+        if missing:
+            logger.info(
+                "waiting for a message with a Connect schema on %s to take the columns of its "
+                "table from; checking again in %.0f s",
+                ", ".join(missing),
+                KAFKA_RETRY_SECONDS,
+            )
+            return False
+        self._derived_again("the tables' columns come from their messages' schemas")
+        return True
 
     def _ingest_until_stopped(self) -> None:
         """Runs batches until asked to stop; an abandoned batch is read again from Kafka."""
@@ -805,3 +886,7 @@ class Worker:
 
 def _coordinates(message: Message) -> tuple[str, int, int]:
     return message.topic, message.partition, message.offset
+
+
+def _carries_schema(message: Message) -> bool:
+    return message.value is not None and isinstance(schema_of(message.value), dict)

@@ -108,10 +108,13 @@ class Writer:
         tables: TableSet,
         group: str,
         *,
-        confirm: Callable[[], None] | None = None,
+        confirm: Callable[[StoredState], None] | None = None,
+        held: Mapping[str, Any] | None = None,
     ) -> None:
-        """`confirm`, if given, is called under the migration lock before this writer applies
-        its definition, and may refuse it (OutdatedDefinitionError)."""
+        """`confirm`, if given, is called with the stored state under the migration lock before
+        this writer applies its definition, and may refuse it (OutdatedDefinitionError).
+        `held`: by table, the columns from messages' schemas its commits store (see
+        StoredState.columns)."""
         assert tables.state_table is not None  # load_tables always adds it
         self.engine = engine
         self.metadata = tables.metadata
@@ -121,6 +124,7 @@ class Writer:
         self.where = f"{self.state_table.schema}.{self.state_table.name}"
         self.definition = fingerprint(self.data_tables)
         self._confirm = confirm
+        self._held = dict(held or {})
         self._ingesting: sa.Connection | None = None
         # Tables whose rows may hold a Truncation: only their sinks watch the rows go by.
         self._truncated = {
@@ -334,7 +338,7 @@ class Writer:
                 state = self._read(locked)
             adopted = adopt_definition(state, self.definition, self.where)
             if adopted != state and self._confirm is not None:
-                self._confirm()
+                self._confirm(state)
             self._ingesting = conn
 
             def stream(_: Any) -> Iterator[tuple[Any, Any, Iterator[Row]]]:
@@ -382,6 +386,8 @@ class Writer:
             stored = self._read(conn)
             check_owned(stored, batch.expected, self.where)
             stored = adopt_definition(stored, self.definition, self.where)
+            if self._held:
+                stored = dataclasses.replace(stored, columns={**stored.columns, **self._held})
             return advance(stored, batch.next_offsets, batch.topic_ids).to_json()
 
         return merged

@@ -149,7 +149,7 @@ def test_new_avro_schema_versions_migrate_the_table_live_without_a_row_lost_or_r
     assert rows == expected
     output = worker.output()
     assert worker.running(), output[-3000:]  # the same process throughout: no restart
-    assert output.count("derived from the schema registry replaces") == 2, output[-5000:]
+    assert output.count("derived from the topics' schemas replaces") == 2, output[-5000:]
     assert worker.terminate() == 0, output[-2000:]
 
 
@@ -214,7 +214,7 @@ def test_a_new_protobuf_schema_version_adds_its_field_as_a_column_live(
     expected = [(i, f"n{i}", None) for i in range(100)]
     expected += [(i, f"n{i}", -i) for i in range(100, 200)]
     assert _rows(engine, schema, ["id", "name", "score"]) == expected
-    assert "derived from the schema registry replaces" in worker.output()
+    assert "derived from the topics' schemas replaces" in worker.output()
 
 
 def _json_schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -274,7 +274,7 @@ def test_a_new_json_schema_version_adds_a_column_and_makes_one_nullable_live(
         (i, None, i / 2) for i in range(100, 200)
     ]
     assert _rows(engine, schema, ["id", "sensor", "value"]) == expected
-    assert "derived from the schema registry replaces" in worker.output()
+    assert "derived from the topics' schemas replaces" in worker.output()
 
 
 def test_workers_of_a_group_that_meet_a_newer_definition_derive_it_instead_of_waiting(
@@ -321,7 +321,7 @@ def test_workers_of_a_group_that_meet_a_newer_definition_derive_it_instead_of_wa
     outputs = [w.output() for w in workers]
     assert all(w.running() for w in workers), outputs
     # One derived the columns on the new schema, the other on the newer definition.
-    assert sum("derived from the schema registry replaces" in o for o in outputs) == 2
+    assert sum("derived from the topics' schemas replaces" in o for o in outputs) == 2
     assert any("newer definition than this worker's" in o for o in outputs)
     assert not any("until it is rolled out" in o or "checking again" in o for o in outputs)
 

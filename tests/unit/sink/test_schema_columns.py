@@ -412,6 +412,15 @@ def test_the_config_needs_columns_unless_a_registry_schema_gives_them(tmp_path: 
     with pytest.raises(ConfigError, match=r"tables\[0\]\.topics: must be listed"):
         _table(tmp_path, 'value_format = "avro"\n', topics='topic_pattern = "^orders"\n')
     assert _table(tmp_path, 'value_format = "avro"\n').tables[0].columns == ()
+    # Kafka Connect's JSON carries its schemas: the worker takes the columns from them.
+    assert _table(tmp_path, 'value_format = "connect-json"\n').tables[0].columns == ()
+    with pytest.raises(ConfigError, match=r"tables\[0\]\.topics: must be listed"):
+        _table(tmp_path, 'value_format = "connect-json"\n', topics='topic_pattern = "^o"\n')
+    # Debezium's change events keyed by a Connect key schema: the key names the primary key.
+    change_events = 'value_format = "connect-json"\nenvelope = "debezium"\n'
+    assert _table(tmp_path, change_events + 'key_format = "connect-json"\n').tables[0].envelope
+    with pytest.raises(ConfigError, match=r"tables\[0\]\.envelope: .*set primary_key"):
+        _table(tmp_path, change_events + 'key_format = "json"\n')
 
 
 def _record(*fields: tuple[str, Any]) -> dict[str, Any]:
