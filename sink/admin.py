@@ -125,6 +125,8 @@ class Context:
         for target in self.tables.targets:
             names.extend(t for t in target.topics if t not in names)
             patterns.extend(p for p in target.topic_patterns if p not in patterns)
+        for table in self.settings.tables:  # those whose columns no message has given yet
+            names.extend(t for t in table.topics if not table.columns and t not in names)
         return names, patterns
 
 

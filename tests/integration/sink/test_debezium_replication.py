@@ -473,8 +473,8 @@ class Pacer:
 
 
 ADD_NOTE = "ALTER TABLE {table} ADD COLUMN note TEXT"
-# The round before which the Avro run adds a column at the source: one the final worker, never
-# killed, reads (the last phase's), once it has joined (so it took its columns before).
+# The round before which the source gets a column more: one the final worker, never killed,
+# reads (the last phase's), once it has joined (so it took its columns before).
 ADD_NOTE_ROUND = ROUNDS - 2
 
 
@@ -491,9 +491,9 @@ def test_real_debezium_stream_replicates_exactly_through_sink_kills(
     start_sink: Callable[[Path], SinkProcess],
     converter: str,
 ) -> None:
-    """The JSON converter with schemas into the listed columns; or Avro through the registry
-    into columns taken from the change events' schemas, where an ALTER TABLE ... ADD COLUMN at
-    the source halfway through reaches the target while the workers run."""
+    """The JSON converter with schemas, or Avro through the registry, into columns taken from
+    the change events' schemas (the messages' own, or the registry's), where an ALTER TABLE
+    ... ADD COLUMN at the source halfway through reaches the target while the workers run."""
     avro = converter == "avro"
     with replication(
         source_database,
@@ -514,7 +514,7 @@ def test_real_debezium_stream_replicates_exactly_through_sink_kills(
                 columns="",
             )
         else:
-            config = _config(sink_config, replicated.topic, schema)
+            config = _config(sink_config, replicated.topic, schema, columns="")
         pacer = Pacer(ROUNDS, phases=KILLS + 1)  # the last phase goes to the final worker
         failures: list[BaseException] = []
 
@@ -523,7 +523,7 @@ def test_real_debezium_stream_replicates_exactly_through_sink_kills(
                 for r in range(ROUNDS):
                     if not pacer.may_write(r, timeout=KILLS * STEP_SECONDS):
                         return
-                    if avro and r == ADD_NOTE_ROUND:
+                    if r == ADD_NOTE_ROUND:
                         replicated.wait(
                             "the final worker to join its group",
                             lambda: (
@@ -535,7 +535,7 @@ def test_real_debezium_stream_replicates_exactly_through_sink_kills(
                         )
                         with source_database.connect() as conn:
                             conn.execute(ADD_NOTE.format(table=replicated.table))
-                    _write_round(replicated, r, note=avro and r >= ADD_NOTE_ROUND)
+                    _write_round(replicated, r, note=r >= ADD_NOTE_ROUND)
                     time.sleep(ROUND_PAUSE_SECONDS)
             except BaseException as error:  # reported by the test's thread
                 failures.append(error)
@@ -576,12 +576,12 @@ def test_real_debezium_stream_replicates_exactly_through_sink_kills(
             raise
         assert not failures, failures
         assert len(kills) == KILLS and all(at > before for before, at in kills), kills
-        columns = f'{TEXT_COLUMNS}, "note"::text' if avro else TEXT_COLUMNS
+        columns = f'{TEXT_COLUMNS}, "note"::text'
         assert_replicated(engine, replicated, schema, final, CATCH_UP_SECONDS, columns)
         assert final.terminate(timeout=30) == 0, replicated.logs()
         assert replicated.changes == SNAPSHOT_ROWS + ROUNDS * CHANGES_PER_ROUND
-        if avro:  # the column came while the final worker ran: it migrated the table itself
-            assert "adds field 'note'" in final.messages(), replicated.logs()
+        # The column came while the final worker ran: it migrated the table itself.
+        assert "adds field 'note'" in final.messages(), replicated.logs()
 
 
 def test_real_debezium_truncate_empties_the_target_of_the_rows_before_it(

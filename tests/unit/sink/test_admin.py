@@ -1,13 +1,17 @@
-"""The pure parts of the operator commands: `reset --to` parsing and the lag arithmetic."""
+"""The pure parts of the operator commands: `reset --to` parsing, the lag arithmetic and the
+topics they read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from sink.admin import parse_reset_target, partition_status
-from sink.config import StartFrom
+from sink.admin import Context, parse_reset_target, partition_status
+from sink.config import StartFrom, load_settings
 from sink.errors import ConfigError
 from sink.records import TopicPartition
+from sink.tables import load_tables
 
 TP0, TP1 = TopicPartition("orders", 0), TopicPartition("orders", 1)
 
@@ -62,3 +66,20 @@ def test_nothing_stored_with_start_from_latest_is_no_lag() -> None:
 def test_offsets_deleted_by_retention_do_not_count_as_lag() -> None:
     [row] = partition_status([TP0], {TP0: 10}, {TP0: 50}, {TP0: 60}, StartFrom.EARLIEST)
     assert row.lag == 10
+
+
+def test_the_commands_read_the_topics_of_tables_whose_columns_no_message_gave_yet(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "sink.toml"
+    config.write_text(
+        '[kafka]\nbootstrap_servers = "broker:9092"\n'
+        '[postgres]\nurl = "postgresql://sink@db:5432/sink"\n'
+        '[[tables]]\nname = "orders"\ntopics = ["orders"]\nvalue_format = "connect-json"\n'
+        '[[tables]]\nname = "audit"\ntopics = ["audit"]\n'
+        '[[tables.columns]]\nname = "id"\ntype = "BIGINT"\n'
+    )
+    settings = load_settings(config, {})
+    context = Context(settings, load_tables(settings))
+    assert [t.name for t in context.tables.targets] == ["public.audit"]
+    assert context.subscription() == (["audit", "orders"], [])
