@@ -133,13 +133,17 @@ _JSON_FORMATS = {
     "time": "TIME",
     "uuid": "UUID",
 }
-_CONNECT_TYPES = {
+# Kafka Connect's numeric types; Confluent's JSON Schema serializer marks them (`connect.type`).
+_CONNECT_NUMBERS = {
     "int8": "SMALLINT",
     "int16": "SMALLINT",
     "int32": "INTEGER",
     "int64": "BIGINT",
     "float32": "REAL",
     "float64": "DOUBLE PRECISION",
+}
+_CONNECT_TYPES = {
+    **_CONNECT_NUMBERS,
     "boolean": "BOOLEAN",
     "string": "TEXT",
     "bytes": "BYTEA",
@@ -149,15 +153,6 @@ _CONNECT_TYPES = {
 _CONNECT_DECIMAL = "org.apache.kafka.connect.data.Decimal"
 # Where Debezium says a decimal's precision.
 _CONNECT_PRECISION = "connect.decimal.precision"
-# Confluent's JSON Schema serializer marks Connect's integer widths.
-_JSON_CONNECT_TYPES = {
-    "int8": "SMALLINT",
-    "int16": "SMALLINT",
-    "int32": "INTEGER",
-    "int64": "BIGINT",
-    "float32": "REAL",
-    "float64": "DOUBLE PRECISION",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -729,7 +724,7 @@ def _json_nullable(schema: Any) -> tuple[Any, bool]:
 def _json_type(schema: Any, kind: Any) -> str:
     if not isinstance(schema, dict) or not isinstance(kind, str):
         return JSONB
-    connect = _JSON_CONNECT_TYPES.get(schema.get("connect.type", ""))
+    connect = _CONNECT_NUMBERS.get(schema.get("connect.type", ""))
     if connect is not None:
         return connect
     if kind == "string" and schema.get("format") in _JSON_FORMATS:

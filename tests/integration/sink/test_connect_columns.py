@@ -5,7 +5,6 @@ columns applied, and a schema no column can hold stops the worker naming the fie
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
@@ -16,13 +15,8 @@ import orjson
 import sqlalchemy as sa
 
 from .harness import SinkProcess, log_end_offsets, produce, stored_state, wait_until
+from .test_connect_envelope import KEY_SCHEMA, unscaled
 
-KEY_SCHEMA = {
-    "type": "struct",
-    "name": "shop.orders.Key",
-    "optional": False,
-    "fields": [{"type": "int64", "optional": False, "field": "id"}],
-}
 V1_FIELDS = [
     {"type": "int64", "optional": False, "field": "id"},
     {
@@ -49,13 +43,8 @@ V3 = {**V1, "fields": [*V1_FIELDS, {"type": "string", "optional": True, "field":
 TABLE = 'key_format = "connect-json"\nvalue_format = "connect-json"\n'
 
 
-def _unscaled(amount: Decimal) -> str:
-    number = int(amount.scaleb(2))
-    return base64.b64encode(number.to_bytes(8, "big", signed=True)).decode()
-
-
 def order(i: int, schema: dict[str, Any], **more: Any) -> tuple[bytes, bytes]:
-    payload = {"id": i, "amount": _unscaled(Decimal(i) + Decimal("0.25")), "day": i, "note": None}
+    payload = {"id": i, "amount": unscaled(Decimal(i) + Decimal("0.25")), "day": i, "note": None}
     payload["note"] = f"order {i}"
     payload.update(more)
     key = orjson.dumps({"schema": KEY_SCHEMA, "payload": {"id": i}})
@@ -233,7 +222,7 @@ def test_debezium_change_events_make_their_table_from_the_after_struct_and_apply
     topic = new_topic()
 
     def row(i: int, note: str) -> dict[str, Any]:
-        return {"id": i, "amount": _unscaled(Decimal(i)), "day": None, "note": note}
+        return {"id": i, "amount": unscaled(Decimal(i)), "day": None, "note": note}
 
     events = [change_event(i, "r", None, row(i, "read")) for i in range(1, 51)]
     events += [change_event(i, "u", row(i, "read"), row(i, "updated")) for i in range(1, 11)]

@@ -72,7 +72,7 @@ type = "TEXT"
 """
 
 
-def _unscaled(amount: Decimal) -> str:
+def unscaled(amount: Decimal) -> str:
     """A Connect Decimal as JsonConverter writes it: base64 of the unscaled two's complement."""
     number = int(amount.scaleb(2))
     two_complement = number.to_bytes((number.bit_length() + 8) // 8, "big", signed=True)
@@ -102,7 +102,7 @@ def test_connect_envelopes_land_by_their_schema_and_bad_payloads_are_dead_letter
         expected[i] = row
         payload = {
             "id": i,
-            "amount": _unscaled(row[1]),
+            "amount": unscaled(row[1]),
             "placed_at": (row[2] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1),
             "day": (row[3] - date(1970, 1, 1)).days,
             "note": row[4],
