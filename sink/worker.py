@@ -24,14 +24,13 @@ import sqlalchemy as sa
 from confluent_kafka import KafkaException
 
 from .batcher import Batch, Batcher
+from .carried import CarriedSchemas
 from .config import ErrorPolicy, OutOfRange, Settings
-from .connect import schema_of
 from .consumer import (
     BrokerWatch,
     KafkaSource,
     consumer_config,
     group_offsets,
-    peek,
 )
 from .deadletter import DeadLetterProducer, dead_letter_rows
 from .errors import (
@@ -87,8 +86,6 @@ OUTDATED_RETRY_SECONDS = 15.0
 # schemas, given the columns the group's state holds by table and the Connect schemas seen by
 # topic (sink.tables.with_schema_columns).
 Derive = Callable[[Mapping[str, Any], Mapping[str, Sequence[tuple[Any, Any]]]], Settings]
-# How long to read a topic at start for a first message with a Connect schema.
-PEEK_SECONDS = 5.0
 # Waits between attempts to ask an unreachable broker for the group's offsets at start.
 KAFKA_RETRY_SECONDS = 5.0
 
@@ -114,9 +111,8 @@ class Worker:
         # The settings with their tables' columns derived anew, where some come from their
         # topics' schemas (sink.tables.with_schema_columns).
         self._derive_again = derive_again
-        # By topic, the (key, value) Connect schemas of messages whose table lacked what they
-        # hold, oldest first: the columns derived hold them from then on.
-        self._seen: dict[str, list[tuple[Any, Any]]] = {}
+        # The Connect schemas met of tables whose columns come from their messages' schemas.
+        self._carried = CarriedSchemas()
         self.writer = self._writer()
         self.dead_letter_producer: DeadLetterProducer | None = None
         self.batcher = Batcher(
@@ -190,7 +186,7 @@ class Worker:
         is forgotten: it is read again along the new paths."""
         if self._derive_again is None:
             return False
-        settings = self._derive_again(self._held_columns(), self._seen)
+        settings = self._derive_again(self._held_columns(), self._carried.seen)
         pipeline = Pipeline.from_settings(settings)
         writer = self._writer(settings, pipeline)
         if writer.definition == self.writer.definition:
@@ -228,7 +224,7 @@ class Worker:
         """A schema the tables lack came: derives their columns again, for the batch read next
         to migrate them; stops the worker if the registry's versions do not hold it either."""
         if change.carried is not None:
-            self._seen.setdefault(change.topic, []).append(change.carried)
+            self._carried.add(change.topic, change.carried)
         try:
             changed = self._derived_again(change)
         except TransientError as exc:  # the registry did not answer: read again, then retry
@@ -359,40 +355,23 @@ class Worker:
 
     def _columns_from_first_messages(self) -> bool:
         """Whether every table has its columns; those of a table whose columns come from its
-        messages' Connect schemas and that the group's state does not hold yet come from the
-        first message on its topic that carries one, where the group reads next."""
-        unresolved = [table for table in self.settings.tables if not table.columns]
-        if not unresolved:
+        messages' schemas, and that the group's state does not hold yet, come from the first
+        message on its topic that carries one."""
+        if all(table.columns for table in self.settings.tables):
             return True
         state = self.writer.stored_state()
-        held = {} if state is None else state.columns
-        missing = [t.topics[0] for t in unresolved if t.qualified_name not in held]
-        missing = [topic for topic in missing if topic not in self._seen]
-        if missing:
-            kafka = self.settings.kafka
-            config = consumer_config(kafka.bootstrap_servers, kafka.group_id, kafka.client_config())
-            offsets = {} if state is None else state.offsets
+        wanting = self._carried.wanting(self.settings.tables, state)
+        if wanting:
             try:
-                found = peek(
-                    config,
-                    missing,
-                    _carries_schema,
-                    positions=offsets,
-                    start_from=kafka.start_from.value,
-                    seconds=PEEK_SECONDS,
-                )
+                wanting = self._carried.read_first(self.settings.kafka, wanting, state)
             except KafkaException as exc:
                 logger.warning("the topics cannot be read for their schemas now: %s", exc)
                 return False
-            for topic, message in found.items():
-                key = None if message.key is None else schema_of(message.key)
-                self._seen[topic] = [(key, schema_of(message.value or b""))]
-            missing = [topic for topic in missing if topic not in found]
-        if missing:
+        if wanting:
             logger.info(
                 "waiting for a message with a Connect schema on %s to take the columns of its "
                 "table from; checking again in %.0f s",
-                ", ".join(missing),
+                ", ".join(wanting),
                 KAFKA_RETRY_SECONDS,
             )
             return False
@@ -886,7 +865,3 @@ class Worker:
 
 def _coordinates(message: Message) -> tuple[str, int, int]:
     return message.topic, message.partition, message.offset
-
-
-def _carries_schema(message: Message) -> bool:
-    return message.value is not None and isinstance(schema_of(message.value), dict)
