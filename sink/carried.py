@@ -29,22 +29,23 @@ class CarriedSchemas:
         self.seen.setdefault(topic, []).append(carried)
 
     def wanting(self, tables: Sequence[TableSettings], state: StoredState | None) -> list[str]:
-        """The topics of tables without columns that neither the group's state holds columns
-        of nor a schema seen gives them."""
+        """The topics of the tables without columns that neither the group's state holds
+        columns of nor a schema seen on one of their topics gives them."""
         held = {} if state is None else state.columns
         return [
-            table.topics[0]
+            topic
             for table in tables
             if not table.columns
             and table.qualified_name not in held
-            and table.topics[0] not in self.seen
+            and not any(topic in self.seen for topic in table.topics)
+            for topic in table.topics
         ]
 
     def read_first(
         self, kafka: KafkaSettings, topics: Sequence[str], state: StoredState | None
-    ) -> list[str]:
+    ) -> None:
         """Reads each topic from where the group reads it next, for a while, for its first
-        message with a schema; returns the topics still without one. Raises KafkaException."""
+        message with a schema. Raises KafkaException."""
         found = peek(
             consumer_config(kafka.bootstrap_servers, kafka.group_id, kafka.client_config()),
             topics,
@@ -56,7 +57,6 @@ class CarriedSchemas:
         for topic, message in found.items():
             key = None if message.key is None else schema_of(message.key)
             self.seen[topic] = [(key, schema_of(message.value or b""))]
-        return [topic for topic in topics if topic not in found]
 
 
 def _carries_schema(message: Message) -> bool:

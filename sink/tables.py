@@ -131,7 +131,7 @@ def with_schema_columns(
     """The settings with every `[[tables]]` entry that lists no columns given those of its
     topic's schemas (sink.schema_columns): fetched from the schema registry, or, for Kafka
     Connect's JSON, those the group's state holds (`held`, by table) widened by the (key, value)
-    schemas seen on its first topic (`seen`, by topic); a table of these with neither is left
+    schemas seen on its topics (`seen`, by topic); a table of these with neither is left
     without columns, and out of the tables. The same settings when every entry lists its
     columns. Raises ConfigError, or the registry's errors."""
     if all(table.columns for table in settings.tables):
@@ -144,10 +144,10 @@ def with_schema_columns(
     for configured in settings.tables:
         table = configured
         if schema_columns.from_messages(configured):
-            name, first = configured.qualified_name, (configured.topics or ("",))[0]
-            if name in held or first in seen:
+            met = [pair for topic in configured.topics for pair in seen.get(topic, ())]
+            if configured.qualified_name in held or met:
                 table = schema_columns.message_columns(
-                    configured, held.get(name), seen.get(first, ())
+                    configured, held.get(configured.qualified_name), met
                 )
         elif not configured.columns:
             if registry is None:

@@ -363,10 +363,11 @@ class Worker:
         wanting = self._carried.wanting(self.settings.tables, state)
         if wanting:
             try:
-                wanting = self._carried.read_first(self.settings.kafka, wanting, state)
+                self._carried.read_first(self.settings.kafka, wanting, state)
             except KafkaException as exc:
                 logger.warning("the topics cannot be read for their schemas now: %s", exc)
                 return False
+            wanting = self._carried.wanting(self.settings.tables, state)
         if wanting:
             logger.info(
                 "waiting for a message with a Connect schema on %s to take the columns of its "

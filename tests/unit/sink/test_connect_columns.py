@@ -6,12 +6,14 @@ that keeps them, and the watch that notices a schema the table lacks."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from sink.config import Envelope, Format, TableSettings
+from sink.carried import CarriedSchemas
+from sink.config import Envelope, Format, TableSettings, load_settings
 from sink.connect import SchemaWatch
 from sink.errors import (
     ConfigError,
@@ -22,6 +24,7 @@ from sink.errors import (
 )
 from sink.offsets import StoredState, parse_state
 from sink.schema_columns import changes, held_columns, message_columns, no_newer_columns
+from sink.tables import with_schema_columns
 
 KEY = {"type": "struct", "fields": [{"type": "int64", "optional": False, "field": "id"}]}
 FIELDS: list[dict[str, Any]] = [
@@ -247,3 +250,30 @@ def test_the_watch_raises_once_per_schema_the_table_lacks_with_the_schemas_it_ca
     # Not for the watch to judge: bad bytes and schemaless envelopes are read as they are.
     for value in (b"not json", envelope(None, {"id": 1}), b"[1]"):
         watch.check("orders", None, value)
+
+
+def test_a_table_of_several_topics_takes_the_schemas_met_on_any_of_them(tmp_path: Path) -> None:
+    config = tmp_path / "sink.toml"
+    config.write_text(
+        '[kafka]\nbootstrap_servers = "broker:9092"\n'
+        '[postgres]\nurl = "postgresql://sink@db:5432/sink"\n'
+        '[[tables]]\nname = "orders"\ntopics = ["eu", "us"]\nvalue_format = "connect-json"\n'
+        'key_format = "connect-json"\n'
+    )
+    settings = load_settings(config, {})
+    carried = CarriedSchemas()
+    assert carried.wanting(settings.tables, None) == ["eu", "us"]
+    assert with_schema_columns(settings).tables[0].columns == ()
+    carried.add("us", (KEY, VALUE))
+    assert carried.wanting(settings.tables, None) == []
+    (resolved,) = with_schema_columns(settings, {}, carried.seen).tables
+    assert described(resolved) == TYPES
+    wider = {**VALUE, "fields": [*FIELDS, {"type": "string", "optional": True, "field": "x"}]}
+    carried.add("eu", (KEY, wider))  # a later schema on the other topic widens them
+    (wider_table,) = with_schema_columns(settings, {}, carried.seen).tables
+    assert described(wider_table) == [*TYPES, ("x", "TEXT", True)]
+    held = {"public.orders": held_columns(resolved)}
+    assert carried.wanting(settings.tables, StoredState(columns=held)) == []
+    assert CarriedSchemas().wanting(settings.tables, StoredState(columns=held)) == []
+    (from_state,) = with_schema_columns(settings, held, {}).tables
+    assert from_state.columns == resolved.columns
