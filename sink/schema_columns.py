@@ -252,14 +252,16 @@ def message_columns(
     subject = f"the Connect schemas of {table.topics[0]}'s values"
     fields = [Field(name, kind, nullable) for name, kind, nullable in (held or {}).get("value", ())]
     key_fields = [Field(name, kind, False) for name, kind in (held or {}).get("key", ())]
-    for key_schema, value_schema in seen:
+    keyed_by_schema = not table.primary_key and table.key_format is Format.CONNECT_JSON
+    key_schemas = [key for key, _ in seen if key is not None]
+    if keyed_by_schema and not key_fields and (seen or held):  # the first key with a schema
+        keys = f"the Connect schema of {table.topics[0]}'s keys"
+        key_fields = _key_fields(table, (key_schemas or [None])[0], keys, where)
+    for _, value_schema in seen:
         row = _row_fields(table, value_schema, subject, where)
         if fields:
             row = list(_merged({f.name: f for f in fields}, row, f"{where}: {subject}").values())
         fields = row
-        if not key_fields and not table.primary_key and table.key_format is Format.CONNECT_JSON:
-            keys = f"the Connect schema of {table.topics[0]}'s keys"
-            key_fields = _key_fields(table, key_schema, keys, where)
     if not fields:
         raise ConfigError(f"{where}: no schema has been seen to take columns from")
     table = dataclasses.replace(table, columns_from_messages=True)

@@ -181,6 +181,8 @@ def test_a_configured_primary_key_wins_and_a_table_without_a_schema_seen_has_no_
         message_columns(table(), None, [])
     with pytest.raises(ConfigError, match="names no key columns; set primary_key"):
         message_columns(table(), None, [(None, VALUE)])
+    # The first message with a key schema names the key, also after one without a key.
+    assert message_columns(table(), None, [(None, VALUE), (KEY, VALUE)]).primary_key == ("id",)
 
 
 def test_columns_another_worker_applied_make_this_ones_definition_outdated() -> None:
