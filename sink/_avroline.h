@@ -650,6 +650,7 @@ static PyObject *AvroLine_row(AvroLine *self, PyObject *const *args, Py_ssize_t 
     out.data = out.local;
     out.len = 0;
     out.cap = sizeof out.local;
+    out.raw = 0;
     AReader r = {p + 5, p + n, program->nodes, &out};
     if (avro_value(&r, 0, 1, 0) < 0 || r.p != r.end) {
         out_free(&out);
