@@ -788,10 +788,11 @@ static int put_numeric_field(Out *out, const Column *column, const unsigned char
 static int numbers_as_written(const unsigned char *p, const unsigned char *end);
 
 /* jsonb: version 1, then the text orjson writes of the value orjson reads, as the general path
- * has it; only where its numbers read as written (else that path reads them exactly). */
-static int put_jsonb_field(Out *out, const Line *self, const unsigned char *p,
+ * has it; only where every number of the document reads as written, else that path reads the
+ * whole document again with exact numbers (Decimals, written by their str()). */
+static int put_jsonb_field(Out *out, const Line *self, Span document, const unsigned char *p,
                            const unsigned char *end) {
-    if (!numbers_as_written(p, end)) return -1;
+    if (!numbers_as_written(document.start, document.end)) return -1;
     PyObject *view = PyMemoryView_FromMemory((char *)p, end - p, PyBUF_READ);
     if (view == NULL) return -1;
     PyObject *value = PyObject_CallOneArg(self->loads, view);
@@ -895,8 +896,8 @@ static int put_text_array_field(Out *out, const Column *column, const unsigned c
     return 0;
 }
 
-/* One column's binary COPY field: 0, or -1 to take the fallback. */
-static int put_field(Out *out, const Line *self, const Column *column, Span span) {
+/* One column's binary COPY field, of the whole `document`: 0, or -1 to take the fallback. */
+static int put_field(Out *out, const Line *self, Span document, const Column *column, Span span) {
     const unsigned char *p = span.start, *text;
     Py_ssize_t n = span.end - span.start, k, at;
     long long chars;
@@ -948,7 +949,7 @@ static int put_field(Out *out, const Line *self, const Column *column, Span span
         return 0;
     }
     case K_JSONB:
-        return put_jsonb_field(out, self, p, span.end);
+        return put_jsonb_field(out, self, document, p, span.end);
     case K_TIMESTAMPTZ:
     case K_TIMESTAMP: {
         text = plain_string(span, &k);
@@ -1049,10 +1050,11 @@ static int line_of(Line *self, PyObject *key, const unsigned char *p, Py_ssize_t
     out.raw = self->binary;
     if (!key_ok(self, key) || read_fields(self, p, n, spans) < 0) goto not_sure;
     if (self->binary) {
+        Span document = {p, p + n};
         set_u16(out.data, (uint16_t)self->count); /* the field count */
         out.len = 2;
         for (Py_ssize_t i = 0; i < self->count; i++)
-            if (put_field(&out, self, &self->columns[i], spans[i]) < 0) goto not_sure;
+            if (put_field(&out, self, document, &self->columns[i], spans[i]) < 0) goto not_sure;
         PyObject *data = PyBytes_FromStringAndSize(out.data, (Py_ssize_t)out.len);
         out_free(&out);
         if (data == NULL) return -1;
