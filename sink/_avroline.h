@@ -657,7 +657,8 @@ static PyObject *AvroLine_row(AvroLine *self, PyObject *const *args, Py_ssize_t 
         if (PyErr_Occurred()) return NULL; /* no memory */
         Py_RETURN_NONE;
     }
-    found = line_of(self->line, key, (const unsigned char *)out.data, (Py_ssize_t)out.len, &row);
+    found =
+        line_of(self->line, key, (const unsigned char *)out.data, (Py_ssize_t)out.len, 0, &row);
     out_free(&out);
     if (found < 0) return NULL;
     if (found == 0) Py_RETURN_NONE;

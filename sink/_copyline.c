@@ -788,11 +788,13 @@ static int put_numeric_field(Out *out, const Column *column, const unsigned char
 static int numbers_as_written(const unsigned char *p, const unsigned char *end);
 
 /* jsonb: version 1, then the text orjson writes of the value orjson reads, as the general path
- * has it; only where every number of the document reads as written, else that path reads the
- * whole document again with exact numbers (Decimals, written by their str()). */
-static int put_jsonb_field(Out *out, const Line *self, Span document, const unsigned char *p,
+ * has it. Only where every number of `exact` (the whole JSON message: else that path reads it
+ * again with exact numbers, Decimals written by their str()), or of the value itself when
+ * `exact` is empty (an Avro value's JSON, whose decimals are Decimals), reads as written. */
+static int put_jsonb_field(Out *out, const Line *self, Span exact, const unsigned char *p,
                            const unsigned char *end) {
-    if (!numbers_as_written(document.start, document.end)) return -1;
+    if (exact.start == NULL) exact = (Span){p, end};
+    if (!numbers_as_written(exact.start, exact.end)) return -1;
     PyObject *view = PyMemoryView_FromMemory((char *)p, end - p, PyBUF_READ);
     if (view == NULL) return -1;
     PyObject *value = PyObject_CallOneArg(self->loads, view);
@@ -896,8 +898,9 @@ static int put_text_array_field(Out *out, const Column *column, const unsigned c
     return 0;
 }
 
-/* One column's binary COPY field, of the whole `document`: 0, or -1 to take the fallback. */
-static int put_field(Out *out, const Line *self, Span document, const Column *column, Span span) {
+/* One column's binary COPY field (`exact`: see put_jsonb_field): 0, or -1 to take the
+ * fallback. */
+static int put_field(Out *out, const Line *self, Span exact, const Column *column, Span span) {
     const unsigned char *p = span.start, *text;
     Py_ssize_t n = span.end - span.start, k, at;
     long long chars;
@@ -949,7 +952,7 @@ static int put_field(Out *out, const Line *self, Span document, const Column *co
         return 0;
     }
     case K_JSONB:
-        return put_jsonb_field(out, self, document, p, span.end);
+        return put_jsonb_field(out, self, exact, p, span.end);
     case K_TIMESTAMPTZ:
     case K_TIMESTAMP: {
         text = plain_string(span, &k);
@@ -1038,8 +1041,9 @@ static int key_ok(const Line *self, PyObject *key) {
 #define MAX_COLUMNS 64
 
 /* The row of a value's JSON bytes: 1 with *row set, 0 when not sure (the fallback's turn), -1
- * with an exception (no memory). */
-static int line_of(Line *self, PyObject *key, const unsigned char *p, Py_ssize_t n,
+ * with an exception (no memory). `message`: the bytes are the message's own (JSON), not an
+ * Avro value's JSON (see put_jsonb_field). */
+static int line_of(Line *self, PyObject *key, const unsigned char *p, Py_ssize_t n, int message,
                    PyObject **row) {
     Span spans[MAX_COLUMNS];
     memset(spans, 0, sizeof(Span) * (size_t)self->count);
@@ -1050,11 +1054,11 @@ static int line_of(Line *self, PyObject *key, const unsigned char *p, Py_ssize_t
     out.raw = self->binary;
     if (!key_ok(self, key) || read_fields(self, p, n, spans) < 0) goto not_sure;
     if (self->binary) {
-        Span document = {p, p + n};
+        Span exact = {message ? p : NULL, message ? p + n : NULL};
         set_u16(out.data, (uint16_t)self->count); /* the field count */
         out.len = 2;
         for (Py_ssize_t i = 0; i < self->count; i++)
-            if (put_field(&out, self, document, &self->columns[i], spans[i]) < 0) goto not_sure;
+            if (put_field(&out, self, exact, &self->columns[i], spans[i]) < 0) goto not_sure;
         PyObject *data = PyBytes_FromStringAndSize(out.data, (Py_ssize_t)out.len);
         out_free(&out);
         if (data == NULL) return -1;
@@ -1092,7 +1096,7 @@ static PyObject *Line_row(Line *self, PyObject *const *args, Py_ssize_t nargs) {
     if (!PyBytes_CheckExact(value) || (key != Py_None && !PyBytes_CheckExact(key)))
         return PyObject_Vectorcall(self->fallback, args, 2, NULL);
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(value);
-    int found = line_of(self, key, p, PyBytes_GET_SIZE(value), &row);
+    int found = line_of(self, key, p, PyBytes_GET_SIZE(value), 1, &row);
     if (found != 0) return row; /* the row, or NULL with the exception */
     return PyObject_Vectorcall(self->fallback, args, 2, NULL);
 }
