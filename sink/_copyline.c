@@ -787,6 +787,81 @@ static int put_numeric_field(Out *out, const Column *column, const unsigned char
 
 static int numbers_as_written(const unsigned char *p, const unsigned char *end);
 
+/* How deep, and how many keys an object, `canonical_json` follows before it is not sure. */
+#define CANONICAL_DEPTH 32
+#define CANONICAL_KEYS 32
+
+/* A JSON value (validated) copied where it is already the text orjson writes of what it
+ * reads: no whitespace, strings whose escapes are orjson's own, integers of at most 18 digits
+ * but -0, no repeated key in an object. 1 when written, 0 when not sure (part of it may be
+ * written), -1 without memory. Most jsonb values are so, and skip orjson (put_jsonb_field). */
+static int canonical_json(Out *out, Reader *r, int depth) {
+    const unsigned char *start = r->p, *p = r->p;
+    int found;
+    switch (*p) {
+    case '"':
+        for (p++; *p != '"'; p++) {
+            if (*p == '\\') {
+                if (!strchr("\"\\bfnrt", p[1]) || p[1] == '\0') return 0; /* \/, \u: not orjson's */
+                p++;
+            }
+        }
+        r->p = p + 1;
+        return out_put(out, start, (size_t)(r->p - start)) < 0 ? -1 : 1;
+    case 't':
+    case 'n':
+        r->p += 4;
+        return out_put(out, start, 4) < 0 ? -1 : 1;
+    case 'f':
+        r->p += 5;
+        return out_put(out, start, 5) < 0 ? -1 : 1;
+    case '{':
+    case '[': {
+        unsigned char close = *p == '{' ? '}' : ']';
+        Span keys[CANONICAL_KEYS];
+        int count = 0, first = 1;
+        if (depth >= CANONICAL_DEPTH) return 0;
+        if (out_put(out, p, 1) < 0) return -1;
+        r->p++;
+        skip_ws(r);
+        while (*r->p != close) {
+            if (!first) {
+                r->p++; /* the comma */
+                skip_ws(r);
+                if (out_put(out, ",", 1) < 0) return -1;
+            }
+            if (close == '}') {
+                const unsigned char *key = r->p;
+                if (count == CANONICAL_KEYS || (found = canonical_json(out, r, depth + 1)) != 1)
+                    return count == CANONICAL_KEYS ? 0 : found;
+                for (int i = 0; i < count; i++)
+                    if (keys[i].end - keys[i].start == r->p - key &&
+                        memcmp(keys[i].start, key, (size_t)(r->p - key)) == 0)
+                        return 0; /* a repeated key: orjson keeps the last value */
+                keys[count].start = key;
+                keys[count++].end = r->p;
+                skip_ws(r);
+                r->p++; /* the colon */
+                skip_ws(r);
+                if (out_put(out, ":", 1) < 0) return -1;
+            }
+            first = 0;
+            if ((found = canonical_json(out, r, depth + 1)) != 1) return found;
+            skip_ws(r);
+        }
+        r->p++;
+        return out_put(out, &close, 1) < 0 ? -1 : 1;
+    }
+    default: /* a number */
+        if (*p == '-') p++;
+        while (*p >= '0' && *p <= '9') p++;
+        if (*p == '.' || *p == 'e' || *p == 'E' || p - start > 18) return 0; /* orjson's float */
+        if (p - start == 2 && start[0] == '-' && start[1] == '0') return 0; /* 0 in Python */
+        r->p = p;
+        return out_put(out, start, (size_t)(p - start)) < 0 ? -1 : 1;
+    }
+}
+
 /* jsonb: version 1, then the text orjson writes of the value orjson reads, as the general path
  * has it. Only where every number of `exact` (the whole JSON message: else that path reads it
  * again with exact numbers, Decimals written by their str()), or of the value itself when
@@ -795,6 +870,18 @@ static int put_jsonb_field(Out *out, const Line *self, Span exact, const unsigne
                            const unsigned char *end) {
     if (exact.start == NULL) exact = (Span){p, end};
     if (!numbers_as_written(exact.start, exact.end)) return -1;
+    size_t start = out->len;
+    Reader reader = {p, end};
+    if (out_reserve(out, 5) < 0) return -1;
+    out->data[start + 4] = 1; /* jsonb's format version */
+    out->len += 5;
+    int copied = canonical_json(out, &reader, 0);
+    if (copied < 0) return -1;
+    if (copied == 1) { /* (no \u0000 in it: no \u escape is copied) */
+        close_field(out, start);
+        return 0;
+    }
+    out->len = start; /* orjson then */
     PyObject *view = PyMemoryView_FromMemory((char *)p, end - p, PyBUF_READ);
     if (view == NULL) return -1;
     PyObject *value = PyObject_CallOneArg(self->loads, view);

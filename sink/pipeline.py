@@ -119,7 +119,9 @@ class Pipeline:
         logger.info(
             "%s: messages go straight from JSON to COPY text%s",
             topic,
-            " (native)" if path.native else "",
+            (" (native)" + (", as binary COPY tuples" if mapper.binary else ""))
+            if path.native
+            else "",
         )
         return path
 
@@ -134,7 +136,11 @@ class Pipeline:
         if why_not is not None or mapper.native_columns is None or self.schemas is None:
             logger.info("%s: messages take the general path (%s)", topic, why_not)
             return None
-        logger.info("%s: Avro values go straight to COPY text (native) per schema id", topic)
+        logger.info(
+            "%s: Avro values go straight to COPY text (native) per schema id%s",
+            topic,
+            ", as binary COPY tuples" if mapper.binary else "",
+        )
         return AvroFastPath(
             target.table,
             mapper.native_columns,

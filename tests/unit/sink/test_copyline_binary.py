@@ -214,6 +214,10 @@ EDGES: list[tuple[str, str, bool]] = [
     ("doc", '"text"', True),
     ("doc", "-3", True),
     ("doc", "false", True),
+    ("doc", ' { "a" : [ 1 , {"b": "x\\ty"} , -0, 1.5 ] } ', True),
+    ("doc", "[" * 40 + "1" + "]" * 40, True),
+    ("doc", "[9223372036854775807, -9223372036854775808]", True),
+    ("doc", "[18446744073709551616]", False),
     ("doc", '{"p": 1.10}', False),  # the general way keeps its digits
     ("doc", '{"n": "\\u0000"}', False),
     ("id", '"ABCDEF00-1234-5678-1234-567812345678"', True),
