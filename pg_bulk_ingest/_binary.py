@@ -675,6 +675,9 @@ class TableEncoder:
     row binary cannot carry, which `encode` then writes as text."""
 
     def __init__(self, types: Sequence[PgType], *, binary: bool) -> None:
+        # Whether the connection takes binary COPY at all (UTF8 encodings): a CopyTuple's text
+        # is UTF-8, which another client encoding would read as something else.
+        self.takes_tuples = binary
         self._text: RowEncoder = row_encoder(types)
         found = binary_row_encoder(types) if binary and binary_pays(types) else None
         self.binary = found is not None

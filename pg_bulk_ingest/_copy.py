@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from ._binary import HEADER, TRAILER, TableEncoder
 from ._db import Db, sqlstate
 from ._encode import failing_column
-from ._errors import DataError, SchemaError
+from ._errors import DataError, IngestError, SchemaError
 from ._schema import WantedTable
 from ._sql import ident, idents, qualified
 from ._upsert import merge
@@ -247,6 +247,12 @@ class BatchWriter:
         sql = f"COPY {destination} ({idents(spec.column_names)}) FROM STDIN"
         chunks = self._chunks(table, lines, binary)
         if binary:
+            if not target.encoder.takes_tuples:
+                raise IngestError(
+                    f"{spec.display}: a CopyTuple row needs binary COPY, which ingest writes only "
+                    "where the server and client encodings are UTF8; send rows as values or "
+                    "CopyRow lines to this database"
+                )
             sql += " (FORMAT binary)"
             chunks = itertools.chain((HEADER,), chunks, (TRAILER,))
         try:

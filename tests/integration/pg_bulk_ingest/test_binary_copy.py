@@ -16,7 +16,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pg_bulk_ingest import CopyRow, CopyTuple, DataError, _binary, copy_encoders, ingest
+from pg_bulk_ingest import (
+    CopyRow,
+    CopyTuple,
+    DataError,
+    IngestError,
+    _binary,
+    _ingest,
+    copy_encoders,
+    ingest,
+)
 from pg_bulk_ingest._binary import (
     HEADER,
     TRAILER,
@@ -681,3 +690,18 @@ def test_a_value_refused_in_a_later_binary_copy_names_its_row_of_the_batch(
         "value",
         6,
     )
+
+
+def test_a_copy_tuple_is_refused_where_the_connection_takes_no_binary_copy(
+    conn: sa.engine.Connection, schema: str, query: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_ingest, "_BINARY_ENCODINGS_SQL", "SELECT false")  # as if not UTF8
+    metadata, main, _ = _two_tables(schema)
+    rows = [(main, (0, "a")), (main, _copy_tuple(main, (1, "ünï")))]
+
+    def batches(_: Any) -> Any:
+        yield 1, iter(rows)
+
+    with pytest.raises(IngestError, match="CopyTuple row needs binary COPY"):
+        ingest(conn, metadata, batches)
+    assert query(f'SELECT count(*) FROM "{schema}".main') == [(0,)]
