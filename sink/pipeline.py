@@ -69,6 +69,14 @@ class Pipeline:
         }
         return cls(table_set, SchemaDecoders.from_settings(registry, watched))
 
+    def write_text(self) -> None:
+        """Every table's rows as COPY text lines or values, none a binary COPY tuple: for a
+        database whose encodings are not UTF8, which would read a tuple's UTF-8 as another
+        encoding (the ingest core refuses them there)."""
+        for mapper in self._mappers.values():
+            mapper.binary_columns, mapper.binary = None, False
+        self._paths.clear()
+
     def subscription(self) -> list[str]:
         return self.router.subscription()
 

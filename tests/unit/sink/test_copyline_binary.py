@@ -27,6 +27,7 @@ from sink.decode import decode
 from sink.errors import MappingError
 from sink.mapping import Mapper
 from sink.path import FastPath
+from sink.pipeline import Pipeline
 from sink.records import Message
 from sink.tables import tables_from_config
 from tests.oracle import mapped_row
@@ -346,3 +347,27 @@ def test_a_tuple_s_key_is_the_key_of_its_tombstone() -> None:
         assert row is not None
         assert keys.of_row(row) == keys.of_key((big, label))
     assert keys.of_row(row) != keys.of_key((2**63 - 1, "NUL"))
+
+
+def test_a_pipeline_told_to_write_text_gives_lines_again() -> None:
+    settings = TableSettings(
+        schema="s",
+        name="t",
+        columns=tuple(
+            ColumnSettings(n, ctype(t), source(f"value.{n}"), True)
+            for n, t in (("big", "BIGINT"), ("doc", "JSONB"))
+        ),
+        topics=("t",),
+        value_format=Format.JSON,
+    )
+    pipeline = Pipeline(tables_from_config([settings]))
+    value = b'{"big": 1, "doc": {"a":1}}'
+    fast = pipeline.path("t").fast
+    assert fast is not None and type(fast.row(None, value)) is CopyTuple
+    general = pipeline.path("t").lines(Message("t", 0, 0, None, None, b'{"big": "2"}'))
+    assert general.rows[0][1] == (2, None)
+    pipeline.write_text()  # a database whose encodings are not UTF8
+    fast = pipeline.path("t").fast
+    assert fast is not None and fast.row(None, value) == '1\t{"a":1}\n'
+    general = pipeline.path("t").lines(Message("t", 0, 0, None, None, b'{"big": "2"}'))
+    assert general.rows[0][1] == "2\t\\N\n"
