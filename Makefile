@@ -13,7 +13,7 @@ WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 	pytest-sa14 pytest-pg18 test-debezium validate-deploy rehearse-image image-test check test demo bench clean
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h \
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h pg_bulk_ingest/_pgsend.h \
 	pg_bulk_ingest/_binrow.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sin
 
 # SQLAlchemy 1.4 (with psycopg2) for the ingest core, in an environment of its own.
 venv-sa14: $(SA14_VENV)/.installed
-$(SA14_VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h \
+$(SA14_VENV)/.installed: pyproject.toml setup.py constraints.txt sink/_copyline.c sink/_avroline.h pg_bulk_ingest/_pgsend.h \
 	pg_bulk_ingest/_binrow.c
 	$(PYTHON) -m venv $(SA14_VENV)
 	$(SA14_VENV)/bin/pip install -q --upgrade pip

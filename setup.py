@@ -14,9 +14,14 @@ setup(
         Extension(
             "sink._copyline",
             ["sink/_copyline.c"],
-            depends=["sink/_avroline.h"],
+            depends=["sink/_avroline.h", "pg_bulk_ingest/_pgsend.h"],
             optional=True,
         ),
-        Extension("pg_bulk_ingest._binrow", ["pg_bulk_ingest/_binrow.c"], optional=True),
+        Extension(
+            "pg_bulk_ingest._binrow",
+            ["pg_bulk_ingest/_binrow.c"],
+            depends=["pg_bulk_ingest/_pgsend.h"],
+            optional=True,
+        ),
     ]
 )

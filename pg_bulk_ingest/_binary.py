@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import orjson
+import sqlalchemy as sa
 
-from ._encode import CopyRow, RowEncoder, json_text, row_encoder
+from ._encode import CopyRow, CopyTuple, RowEncoder, json_text, row_encoder
 from ._errors import NotBinary
-from ._types import Kind, PgType
+from ._types import Kind, PgType, column_pg_type
 
 try:  # the C row encoder (setup.py): optional; the Python encoders here are its specification
     from . import _binrow
@@ -560,8 +561,9 @@ def field_encoder(type_: PgType) -> Optional[FieldEncoder]:
 
 def binary_row_encoder(types: Sequence[PgType]) -> Optional[BinaryRowEncoder]:
     """Encoder of a whole row into one binary COPY tuple, or None when a column's type has no
-    exact binary encoding. It raises for a row it cannot carry exactly, a `CopyRow` included.
-    The C row encoder when built, giving the same bytes; the Python one otherwise."""
+    exact binary encoding. It raises for a row it cannot carry exactly, a `CopyRow` included,
+    and gives a `CopyTuple` as it is. The C row encoder when built, giving the same bytes; the
+    Python one otherwise."""
     encoders = tuple(field_encoder(type_) for type_ in types)
     if any(encode is None for encode in encoders):
         return None
@@ -577,6 +579,8 @@ def python_row_encoder(types: Sequence[PgType]) -> BinaryRowEncoder:
     count = struct.pack(">h", width)
 
     def encode(row: Sequence[Any]) -> bytes:
+        if type(row) is CopyTuple:
+            return row
         if type(row) is CopyRow or len(row) != width:
             raise NotBinary
         return count + b"".join(map(_call, encoders, row))  # type: ignore[arg-type]
@@ -641,12 +645,25 @@ def native_row_encoder(types: Sequence[PgType]) -> BinaryRowEncoder:
     common values in C, the others through the column's Python encoder, bytes alike."""
     assert _binrow is not None
     columns = [_native_column(type_) for type_ in types]
-    return _binrow.RowEncoder(columns, CopyRow, NotBinary, decimal.Decimal, _DUMPS)
+    return _binrow.RowEncoder(columns, CopyRow, CopyTuple, NotBinary, decimal.Decimal, _DUMPS)
 
 
 def binary_pays(types: Sequence[PgType]) -> bool:
     """Whether a table's rows are cheaper to write as binary COPY than as text, all told."""
     return not any(type_.kind in DEARER_IN_BINARY for type_ in types)
+
+
+def copy_tuple_columns(table: sa.Table) -> Optional[tuple[int, ...]]:
+    """None where `ingest` writes the table in text COPY (a column type has no exact binary
+    encoding, or binary does not pay for it); else what a `CopyTuple` of the table needs beyond
+    PostgreSQL's send formats: per column, the OID its array field names for its elements (0
+    for a scalar column). On a UTF8 database, `ingest` starts such a table in binary COPY."""
+    types = [column_pg_type(table, column) for column in table.columns]
+    if not binary_pays(types) or any(field_encoder(type_) is None for type_ in types):
+        return None
+    return tuple(
+        _OIDS[_base_name(type_.element)] if type_.element is not None else 0 for type_ in types
+    )
 
 
 class TableEncoder:
@@ -658,6 +675,9 @@ class TableEncoder:
     row binary cannot carry, which `encode` then writes as text."""
 
     def __init__(self, types: Sequence[PgType], *, binary: bool) -> None:
+        # Whether the connection takes binary COPY at all (UTF8 encodings): a CopyTuple's text
+        # is UTF-8, which another client encoding would read as something else.
+        self.takes_tuples = binary
         self._text: RowEncoder = row_encoder(types)
         found = binary_row_encoder(types) if binary and binary_pays(types) else None
         self.binary = found is not None

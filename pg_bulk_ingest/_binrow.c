@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_pgsend.h"
+
 /* The column kinds; the numbers are _binary.py's _NATIVE_* constants. */
 enum {
     PYTHON = 0, /* every value through the Python encoder */
@@ -36,14 +38,6 @@ enum {
  * one for the Python encoder. */
 #define DEFER 1
 
-#define NUMERIC_POS 0x0000
-#define NUMERIC_NEG 0x4000
-#define NUMERIC_WEIGHT_MAX 32767
-#define NUMERIC_DSCALE_MAX 0x3FFF
-#define USECS_PER_DAY INT64_C(86400000000)
-#define USECS_PER_MINUTE INT64_C(60000000)
-/* date(2000, 1, 1).toordinal(): PostgreSQL's epoch as a proleptic Gregorian ordinal. */
-#define EPOCH_ORDINAL 730120
 /* Room in the row buffer before it moves to the heap: most rows fit. */
 #define STACK_BYTES 2048
 /* Decimal digits handled without a heap allocation. */
@@ -65,6 +59,7 @@ typedef struct {
     Py_ssize_t width;
     Column *columns;
     PyObject *copy_row;      /* pg_bulk_ingest.CopyRow: never a binary row */
+    PyObject *copy_tuple;    /* pg_bulk_ingest.CopyTuple: a binary row already */
     PyObject *not_binary;    /* pg_bulk_ingest._errors.NotBinary */
     PyObject *decimal;       /* decimal.Decimal */
     PyObject *dumps;         /* orjson.dumps */
@@ -104,29 +99,6 @@ reserve(Buffer *buffer, Py_ssize_t more)
     buffer->data = data;
     buffer->capacity = capacity;
     return 0;
-}
-
-static void
-set_u16(char *at, uint16_t value)
-{
-    at[0] = (char)(value >> 8);
-    at[1] = (char)value;
-}
-
-static void
-set_u32(char *at, uint32_t value)
-{
-    at[0] = (char)(value >> 24);
-    at[1] = (char)(value >> 16);
-    at[2] = (char)(value >> 8);
-    at[3] = (char)value;
-}
-
-static void
-set_u64(char *at, uint64_t value)
-{
-    set_u32(at, (uint32_t)(value >> 32));
-    set_u32(at + 4, (uint32_t)value);
 }
 
 /* Appends a length word and `size` bytes of room; returns where they go, NULL on error. */
@@ -275,24 +247,13 @@ put_text(RowEncoder *self, Buffer *buffer, const Column *column, PyObject *value
     return 0;
 }
 
-/* Days from 0001-01-01 (day 1), as date.toordinal(). */
-static long
-ordinal(int year, int month, int day)
-{
-    static const int before_month[] = {0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
-    long y = year - 1;
-    long days = y * 365 + y / 4 - y / 100 + y / 400 + before_month[month] + day;
-    int leap = (year % 4 == 0) && (year % 100 != 0 || year % 400 == 0);
-    return days + (month > 2 && leap);
-}
-
 static int
 put_date(Buffer *buffer, PyObject *value)
 {
     if (!PyDate_CheckExact(value))
         return DEFER;
     long days = ordinal(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value),
-                        PyDateTime_GET_DAY(value)) - EPOCH_ORDINAL;
+                        PyDateTime_GET_DAY(value)) - PG_EPOCH_ORDINAL;
     char *at = field(buffer, 4);
     if (at == NULL)
         return -1;
@@ -305,7 +266,7 @@ static int64_t
 local_microseconds(PyObject *value)
 {
     int64_t days = ordinal(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value),
-                           PyDateTime_GET_DAY(value)) - EPOCH_ORDINAL;
+                           PyDateTime_GET_DAY(value)) - PG_EPOCH_ORDINAL;
     int64_t seconds = (PyDateTime_DATE_GET_HOUR(value) * 60 + PyDateTime_DATE_GET_MINUTE(value))
                         * 60 + PyDateTime_DATE_GET_SECOND(value);
     return days * USECS_PER_DAY + seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(value);
@@ -371,76 +332,36 @@ put_numeric(RowEncoder *self, Buffer *buffer, const Column *column, PyObject *va
         Py_DECREF(string);
         return -1;
     }
-    Py_ssize_t start = 0, point = -1;
-    int negative = length > 0 && text[0] == '-';
-    start = negative;
-    for (Py_ssize_t i = start; i < length; i++) {
-        if (text[i] == '.' && point < 0 && i > start) {
-            point = i;
-        } else if (text[i] < '0' || text[i] > '9') {
-            Py_DECREF(string);
-            return DEFER;
-        }
-    }
-    if (length == start || point == length - 1) {
+    DecimalText number;
+    if (decimal_text(text, length, &number) < 0) {
         Py_DECREF(string);
         return DEFER;
     }
-    long scale = point < 0 ? 0 : (long)(length - point - 1);
-    /* value = coefficient * 10**-scale = (coefficient * 10**shift) * 10000**quotient */
-    long quotient = -((scale + 3) / 4);
-    int shift = (int)(4 * -quotient - scale);
-    /* The coefficient's significant digits, then `shift` zeros. */
-    Py_ssize_t first = start;
-    while (first < length && (text[first] == '0' || text[first] == '.'))
-        first++;
-    Py_ssize_t significant = 0;
-    for (Py_ssize_t i = first; i < length; i++)
-        significant += text[i] != '.';
     if (column->bounded) {
         /* Decimal.adjusted(); a value that may overflow once rounded is Python's to judge. */
-        long adjusted = significant ? (long)significant - 1 - scale : -scale;
+        long adjusted = number.significant ? (long)number.significant - 1 - number.scale
+                                           : -number.scale;
         if (adjusted >= column->integer_digits - 1) {
             Py_DECREF(string);
             return DEFER;
         }
     }
-    Py_ssize_t total = significant ? significant + shift : 0;
-    Py_ssize_t groups = (total + 3) / 4;
+    Py_ssize_t room = numeric_room(&number, number.scale);
     uint16_t stack[STACK_DIGITS];
     uint16_t *digits = stack;
-    if (groups > STACK_DIGITS) {
-        digits = PyMem_Malloc((size_t)groups * sizeof *digits);
+    if (room > STACK_DIGITS) {
+        digits = PyMem_Malloc((size_t)room * sizeof *digits);
         if (digits == NULL) {
             Py_DECREF(string);
             PyErr_NoMemory();
             return -1;
         }
     }
-    /* The first group takes what is left over from whole groups of four. */
-    Py_ssize_t in_group = total - 4 * (groups - 1), group = 0, position = first;
-    unsigned word = 0; /* the group being read */
-    for (Py_ssize_t i = 0; i < total; i++) {
-        int next = 0;
-        if (position < length) {
-            if (text[position] == '.')
-                position++;
-            next = text[position++] - '0';
-        }
-        word = word * 10 + (unsigned)next;
-        if (--in_group == 0) {
-            digits[group++] = (uint16_t)word;
-            word = 0;
-            in_group = 4;
-        }
-    }
+    long weight;
+    Py_ssize_t ndigits = numeric_digits(text, length, &number, number.scale, digits, &weight);
     Py_DECREF(string);
-    Py_ssize_t ndigits = groups;
-    while (ndigits > 0 && digits[ndigits - 1] == 0)
-        ndigits--;
-    long weight = groups ? (long)groups - 1 + quotient : 0;
     int result = 0;
-    if (weight > NUMERIC_WEIGHT_MAX || scale > NUMERIC_DSCALE_MAX || ndigits > INT16_MAX) {
+    if (weight > NUMERIC_WEIGHT_MAX || number.scale > NUMERIC_DSCALE_MAX || ndigits > INT16_MAX) {
         result = refuse(self); /* numeric_in says how it overflows */
     } else {
         char *at = field(buffer, 8 + 2 * ndigits);
@@ -449,8 +370,8 @@ put_numeric(RowEncoder *self, Buffer *buffer, const Column *column, PyObject *va
         } else {
             set_u16(at, (uint16_t)ndigits);
             set_u16(at + 2, (uint16_t)(int16_t)weight);
-            set_u16(at + 4, negative && ndigits ? NUMERIC_NEG : NUMERIC_POS);
-            set_u16(at + 6, (uint16_t)scale);
+            set_u16(at + 4, number.negative && ndigits ? NUMERIC_NEG : NUMERIC_POS);
+            set_u16(at + 6, (uint16_t)number.scale);
             for (Py_ssize_t i = 0; i < ndigits; i++)
                 set_u16(at + 8 + 2 * i, digits[i]);
         }
@@ -669,14 +590,16 @@ static PyObject *RowEncoder_vectorcall(PyObject *self, PyObject *const *args, si
 static PyObject *
 RowEncoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *specs, *copy_row, *not_binary, *decimal, *dumps;
-    static char *keywords[] = {"columns", "copy_row", "not_binary", "decimal", "dumps", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:RowEncoder", keywords, &specs,
-                                     &copy_row, &not_binary, &decimal, &dumps))
+    PyObject *specs, *copy_row, *copy_tuple, *not_binary, *decimal, *dumps;
+    static char *keywords[] = {"columns", "copy_row",  "copy_tuple", "not_binary",
+                               "decimal", "dumps",     NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO:RowEncoder", keywords, &specs,
+                                     &copy_row, &copy_tuple, &not_binary, &decimal, &dumps))
         return NULL;
-    if (!PyType_Check(copy_row) || !PyType_Check(decimal) || !PyExceptionClass_Check(not_binary)
-        || !PyCallable_Check(dumps)) {
-        PyErr_SetString(PyExc_TypeError, "RowEncoder takes two types, an exception, a callable");
+    if (!PyType_Check(copy_row) || !PyType_Check(copy_tuple) || !PyType_Check(decimal)
+        || !PyExceptionClass_Check(not_binary) || !PyCallable_Check(dumps)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "RowEncoder takes three types, an exception, a callable");
         return NULL;
     }
     PyObject *list = PySequence_Fast(specs, "columns must be a sequence");
@@ -695,6 +618,8 @@ RowEncoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     Py_INCREF(copy_row);
     self->copy_row = copy_row;
+    Py_INCREF(copy_tuple);
+    self->copy_tuple = copy_tuple;
     Py_INCREF(not_binary);
     self->not_binary = not_binary;
     Py_INCREF(decimal);
@@ -726,6 +651,7 @@ RowEncoder_dealloc(RowEncoder *self)
     free_columns(self->columns, self->width);
     PyMem_Free(self->columns);
     Py_XDECREF(self->copy_row);
+    Py_XDECREF(self->copy_tuple);
     Py_XDECREF(self->not_binary);
     Py_XDECREF(self->decimal);
     Py_XDECREF(self->dumps);
@@ -735,6 +661,10 @@ RowEncoder_dealloc(RowEncoder *self)
 static PyObject *
 encode_row(RowEncoder *self, PyObject *row)
 {
+    if (Py_TYPE(row) == (PyTypeObject *)self->copy_tuple) {
+        Py_INCREF(row);
+        return row;
+    }
     if (Py_TYPE(row) == (PyTypeObject *)self->copy_row) {
         PyErr_SetNone(self->not_binary);
         return NULL;
@@ -798,7 +728,7 @@ RowEncoder_call(RowEncoder *self, PyObject *args, PyObject *kwargs)
 }
 
 PyDoc_STRVAR(RowEncoder_doc,
-             "RowEncoder(columns, copy_row, not_binary, decimal, dumps)\n\n"
+             "RowEncoder(columns, copy_row, copy_tuple, not_binary, decimal, dumps)\n\n"
              "Called with a row, gives its binary COPY tuple; see pg_bulk_ingest._binary.");
 
 static PyTypeObject RowEncoderType = {

@@ -8,6 +8,7 @@ class RowEncoder:
         self,
         columns: Sequence[tuple[Any, ...]],
         copy_row: type,
+        copy_tuple: type,
         not_binary: type[BaseException],
         decimal: type,
         dumps: Callable[[Any], bytes],

@@ -2,8 +2,9 @@
 
 The COPY of a table is open while consecutive rows are for it: its data goes out in chunks as
 it is encoded, so PostgreSQL parses one chunk while Python encodes the next. A COPY is binary
-when its first row is a binary tuple (bytes), text when it is a text line (str); a table that
-turns to text mid-COPY (`TableEncoder`) has its binary COPY ended there and a text one begun.
+when its first row is a binary tuple (bytes), text when it is a text line (str); where a row of
+the other kind comes (a table that turns to text mid-COPY, see `TableEncoder`, or a `CopyTuple`
+after that), the COPY ends there and one of the row's kind begins.
 Rows for the other tables wait in bounded buffers, sent by their own COPY when full or at the
 end of the batch. Rows for a table outside the metadata passed to `ingest` are skipped. A value
 PostgreSQL rejects raises a DataError naming the user's table (never the staging or new table),
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 from ._binary import HEADER, TRAILER, TableEncoder
 from ._db import Db, sqlstate
 from ._encode import failing_column
-from ._errors import DataError, SchemaError
+from ._errors import DataError, IngestError, SchemaError
 from ._schema import WantedTable
 from ._sql import ident, idents, qualified
 from ._upsert import merge
@@ -106,7 +107,7 @@ class BatchWriter:
             while self._full is not None:
                 self._copy(self._full, lines)
         for table in self._buffers:
-            while self._buffers[table]:  # twice for a buffer of binary, then text rows
+            while self._buffers[table]:  # once a run of its rows of one kind, binary or text
                 self._copy(table, iter(()))
 
     def _encoded(self, rows: Iterable[tuple[sa.Table, Any]]) -> Iterator[Line]:
@@ -154,14 +155,16 @@ class BatchWriter:
 
     def _chunks(self, table: sa.Table, lines: Iterator[Line], binary: bool) -> Iterator[Any]:
         """COPY data of `table`: its buffer, then its next rows from `lines` until it has sent
-        `max_rows`, another table's buffer fills (that table is `_full` then), `lines` ends, or,
-        in a binary COPY, a row comes as text (the table is `_full` then: it goes on in text)."""
+        `max_rows`, another table's buffer fills (that table is `_full` then), `lines` ends, or
+        a row comes of the other kind than the COPY's (binary or text: the table is `_full`
+        then, and goes on in a COPY of that row's kind)."""
         buffers, max_rows = self._buffers, self._max_rows
+        kind = bytes if binary else str
         chunk = buffers[table]
         buffers[table] = []
         self._full = None
-        if binary and type(chunk[-1]) is not bytes:
-            cut = next(i for i, line in enumerate(chunk) if type(line) is not bytes)
+        if not isinstance(chunk[-1], kind):
+            cut = next(i for i, line in enumerate(chunk) if not isinstance(line, kind))
             chunk, buffers[table] = chunk[:cut], chunk[cut:]
             self._full = table
         count = len(chunk)
@@ -170,7 +173,7 @@ class BatchWriter:
         while count < max_rows and self._full is None:
             for other, line in lines:
                 if other is table:
-                    if binary and type(line) is not bytes:
+                    if not isinstance(line, kind):
                         buffers[table].append(line)
                         self._full = table
                         break
@@ -240,10 +243,16 @@ class BatchWriter:
         if target.staging and table in self._staged:
             self._db.execute(f"TRUNCATE {destination}")
         sent = self.counts[table]
-        binary = type(self._buffers[table][0]) is bytes
+        binary = isinstance(self._buffers[table][0], bytes)
         sql = f"COPY {destination} ({idents(spec.column_names)}) FROM STDIN"
         chunks = self._chunks(table, lines, binary)
         if binary:
+            if not target.encoder.takes_tuples:
+                raise IngestError(
+                    f"{spec.display}: a CopyTuple row needs binary COPY, which ingest writes only "
+                    "where the server and client encodings are UTF8; send rows as values or "
+                    "CopyRow lines to this database"
+                )
             sql += " (FORMAT binary)"
             chunks = itertools.chain((HEADER,), chunks, (TRAILER,))
         try:

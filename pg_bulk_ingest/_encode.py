@@ -48,6 +48,14 @@ class CopyRow(str):
     __slots__ = ()
 
 
+class CopyTuple(bytes):
+    """A row already encoded as one tuple of binary COPY: its field count (int16), then each
+    field as its length (int32, -1 for NULL) and PostgreSQL's send format of the value, as
+    the binary encoders make it. It is sent as is, in a binary COPY; PostgreSQL checks it."""
+
+    __slots__ = ()
+
+
 def escape(text: str) -> str:
     """COPY text escaping of one value."""
     if "\\" in text or "\t" in text or "\n" in text or "\r" in text or "\x00" in text:
@@ -323,8 +331,8 @@ def row_encoder(types: Sequence[PgType]) -> RowEncoder:
     width = len(encoders)
 
     def encode(row: Sequence[Any]) -> str:
-        if type(row) is CopyRow:
-            return row
+        if type(row) is CopyRow or type(row) is CopyTuple:
+            return row  # type: ignore[return-value]  # a CopyTuple: in a binary COPY (_copy)
         if len(row) != width:
             raise ValueError(f"the row has {len(row)} values but the table has {width} columns")
         return "\t".join(map(_call, encoders, row)) + "\n"

@@ -195,6 +195,12 @@ def _migrate_tables(db: Db, wanted: Sequence[WantedTable], options: _Options) ->
     return [states[position] for position in range(len(wanted))]
 
 
+def takes_copy_tuples(conn: sa.engine.Connection) -> bool:
+    """Whether `ingest` writes binary COPY on this connection (the server and client encodings
+    are UTF8), so that its rows may be `CopyTuple`s, whose text is UTF-8."""
+    return bool(conn.exec_driver_sql(_BINARY_ENCODINGS_SQL).scalar())
+
+
 def _encoders(db: Db, states: list[_TableState]) -> list[TableEncoder]:
     """Each table's row encoder for the call: binary COPY for a table whose column types all
     have an exact binary encoding (and a UTF8 database), text otherwise."""

@@ -650,13 +650,15 @@ static PyObject *AvroLine_row(AvroLine *self, PyObject *const *args, Py_ssize_t 
     out.data = out.local;
     out.len = 0;
     out.cap = sizeof out.local;
+    out.raw = 0;
     AReader r = {p + 5, p + n, program->nodes, &out};
     if (avro_value(&r, 0, 1, 0) < 0 || r.p != r.end) {
         out_free(&out);
         if (PyErr_Occurred()) return NULL; /* no memory */
         Py_RETURN_NONE;
     }
-    found = line_of(self->line, key, (const unsigned char *)out.data, (Py_ssize_t)out.len, &row);
+    found =
+        line_of(self->line, key, (const unsigned char *)out.data, (Py_ssize_t)out.len, 0, &row);
     out_free(&out);
     if (found < 0) return NULL;
     if (found == 0) Py_RETURN_NONE;

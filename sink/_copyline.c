@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../pg_bulk_ingest/_pgsend.h"
+
 /* The column kinds, numbered from 1 in this order. The module exports them as KINDS ({"INT": 1,
  * ...}), and sink/copytext.py refuses to import unless they are sink.kinds.Native. */
 #define KIND_LIST(X) \
@@ -55,6 +57,9 @@ typedef struct {
     int kind;
     long long a, b; /* INT: low, high; TEXT: max chars or -1; NUMERIC: whole, fraction digits */
     int required;
+    /* In binary mode, NUMERIC: the display scale of its values, or -1 for the one written;
+     * TEXT_ARRAY: the OID its field names for its elements. */
+    long long binary;
 } Column;
 
 typedef struct {
@@ -64,6 +69,9 @@ typedef struct {
     PyObject *row_type;
     PyObject *fallback;
     int key_format;
+    int binary;       /* a binary COPY tuple (CopyTuple) per row, not a line of COPY text */
+    PyObject *loads;  /* binary mode: orjson's, for jsonb (see put_jsonb_field) */
+    PyObject *dumps;
 } Line;
 
 /* Where a column's value is in the document: [start, end), or start NULL when absent. */
@@ -74,6 +82,7 @@ typedef struct {
 typedef struct {
     char *data;
     size_t len, cap;
+    int raw; /* the text of a binary field: no COPY text escaping */
     char local[1024];
 } Out;
 
@@ -457,6 +466,7 @@ static int integer_in(const unsigned char *p, Py_ssize_t n, long long low, long 
 }
 
 static int put_escaped_byte(Out *out, unsigned char c) {
+    if (out->raw) return out_put(out, &c, 1);
     switch (c) {
     case '\\': return out_put(out, "\\\\", 2);
     case '\t': return out_put(out, "\\t", 2);
@@ -469,6 +479,7 @@ static int put_escaped_byte(Out *out, unsigned char c) {
 /* Bytes escaped for COPY, copied in runs between the bytes that need it. */
 static int put_escaped(Out *out, const unsigned char *p, const unsigned char *end) {
     const unsigned char *run = p;
+    if (out->raw) return out_put(out, p, (size_t)(end - p));
     for (; p < end; p++) {
         unsigned char c = *p;
         if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
@@ -694,6 +705,375 @@ static int put_column(Out *out, const Column *column, Span span) {
     return -1;
 }
 
+/* ---- binary COPY field of one column ----
+ *
+ * The same values as the COPY text above, in PostgreSQL's send format: the bytes
+ * pg_bulk_ingest._binary gives for the value the general path makes of the field (the formats
+ * shared with its C encoder are in pg_bulk_ingest/_pgsend.h). -1 where that is not sure. */
+
+/* A field's length word and `n` bytes of room: where they go, or NULL (no memory). */
+static char *out_field(Out *out, size_t n) {
+    if (out_reserve(out, 4 + n) < 0) return NULL;
+    char *at = out->data + out->len;
+    set_u32(at, (uint32_t)n);
+    out->len += 4 + n;
+    return at + 4;
+}
+
+static int put_int64_field(Out *out, int64_t value) {
+    char *at = out_field(out, 8);
+    if (at == NULL) return -1;
+    set_u64(at, (uint64_t)value);
+    return 0;
+}
+
+/* Text of a field written after a length word patched once it is known: the field's start. */
+static size_t open_field(Out *out) {
+    size_t start = out->len;
+    return out_put(out, "\0\0\0\0", 4) < 0 ? (size_t)-1 : start;
+}
+
+static void close_field(Out *out, size_t start) {
+    set_u32(out->data + start, (uint32_t)(out->len - start - 4));
+}
+
+static int put_integer_field(Out *out, const Column *column, const unsigned char *p, Py_ssize_t n) {
+    if (integral_number(p, n) != 1 || !integer_in(p, n, column->a, column->b)) return -1;
+    unsigned long long magnitude = magnitude_of(p, n);
+    int64_t value = p[0] == '-' ? (int64_t)(0 - magnitude) : (int64_t)magnitude;
+    char *at;
+    if (column->b == INT16_MAX) {
+        if ((at = out_field(out, 2)) == NULL) return -1;
+        set_u16(at, (uint16_t)(int16_t)value);
+    } else if (column->b == INT32_MAX) {
+        if ((at = out_field(out, 4)) == NULL) return -1;
+        set_u32(at, (uint32_t)(int32_t)value);
+    } else {
+        return put_int64_field(out, value);
+    }
+    return 0;
+}
+
+/* Plain decimal text that fits the column (decimal_shape) as NUMERIC's send format. */
+static int put_numeric_field(Out *out, const Column *column, const unsigned char *p,
+                             Py_ssize_t n) {
+    DecimalText number;
+    if (decimal_text((const char *)p, n, &number) < 0) return -1;
+    /* NUMERIC(p, s) holds s fraction digits: the general path's Decimal is quantized to them. */
+    long scale = column->binary >= 0 ? (long)column->binary : number.scale;
+    if (scale < number.scale || scale > NUMERIC_DSCALE_MAX) return -1;
+    uint16_t stack[128], *digits = stack;
+    Py_ssize_t room = numeric_room(&number, scale);
+    if (room > 128 && (digits = PyMem_Malloc((size_t)room * sizeof *digits)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    long weight;
+    Py_ssize_t ndigits = numeric_digits((const char *)p, n, &number, scale, digits, &weight);
+    int result = -1;
+    char *at;
+    if (weight <= NUMERIC_WEIGHT_MAX && ndigits <= INT16_MAX &&
+        (at = out_field(out, 8 + 2 * (size_t)ndigits)) != NULL) {
+        set_u16(at, (uint16_t)ndigits);
+        set_u16(at + 2, (uint16_t)(int16_t)weight);
+        set_u16(at + 4, number.negative && ndigits ? NUMERIC_NEG : NUMERIC_POS);
+        set_u16(at + 6, (uint16_t)scale);
+        for (Py_ssize_t i = 0; i < ndigits; i++) set_u16(at + 8 + 2 * i, digits[i]);
+        result = 0;
+    }
+    if (digits != stack) PyMem_Free(digits);
+    return result;
+}
+
+static int numbers_as_written(const unsigned char *p, const unsigned char *end);
+
+/* How deep, and how many keys an object, `canonical_json` follows before it is not sure. */
+#define CANONICAL_DEPTH 32
+#define CANONICAL_KEYS 32
+
+/* A JSON value (validated) copied where it is already the text orjson writes of what it
+ * reads: no whitespace, strings whose escapes are orjson's own, integers of at most 18 digits
+ * but -0, no repeated key in an object. 1 when written, 0 when not sure (part of it may be
+ * written), -1 without memory. Most jsonb values are so, and skip orjson (put_jsonb_field). */
+static int canonical_json(Out *out, Reader *r, int depth) {
+    const unsigned char *start = r->p, *p = r->p;
+    int found;
+    switch (*p) {
+    case '"':
+        for (p++; *p != '"'; p++) {
+            if (*p == '\\') {
+                if (!strchr("\"\\bfnrt", p[1]) || p[1] == '\0') return 0; /* \/, \u: not orjson's */
+                p++;
+            }
+        }
+        r->p = p + 1;
+        return out_put(out, start, (size_t)(r->p - start)) < 0 ? -1 : 1;
+    case 't':
+    case 'n':
+        r->p += 4;
+        return out_put(out, start, 4) < 0 ? -1 : 1;
+    case 'f':
+        r->p += 5;
+        return out_put(out, start, 5) < 0 ? -1 : 1;
+    case '{':
+    case '[': {
+        unsigned char close = *p == '{' ? '}' : ']';
+        Span keys[CANONICAL_KEYS];
+        int count = 0, first = 1;
+        if (depth >= CANONICAL_DEPTH) return 0;
+        if (out_put(out, p, 1) < 0) return -1;
+        r->p++;
+        skip_ws(r);
+        while (*r->p != close) {
+            if (!first) {
+                r->p++; /* the comma */
+                skip_ws(r);
+                if (out_put(out, ",", 1) < 0) return -1;
+            }
+            if (close == '}') {
+                const unsigned char *key = r->p;
+                if (count == CANONICAL_KEYS || (found = canonical_json(out, r, depth + 1)) != 1)
+                    return count == CANONICAL_KEYS ? 0 : found;
+                for (int i = 0; i < count; i++)
+                    if (keys[i].end - keys[i].start == r->p - key &&
+                        memcmp(keys[i].start, key, (size_t)(r->p - key)) == 0)
+                        return 0; /* a repeated key: orjson keeps the last value */
+                keys[count].start = key;
+                keys[count++].end = r->p;
+                skip_ws(r);
+                r->p++; /* the colon */
+                skip_ws(r);
+                if (out_put(out, ":", 1) < 0) return -1;
+            }
+            first = 0;
+            if ((found = canonical_json(out, r, depth + 1)) != 1) return found;
+            skip_ws(r);
+        }
+        r->p++;
+        return out_put(out, &close, 1) < 0 ? -1 : 1;
+    }
+    default: /* a number */
+        if (*p == '-') p++;
+        while (*p >= '0' && *p <= '9') p++;
+        if (*p == '.' || *p == 'e' || *p == 'E' || p - start > 18) return 0; /* orjson's float */
+        if (p - start == 2 && start[0] == '-' && start[1] == '0') return 0; /* 0 in Python */
+        r->p = p;
+        return out_put(out, start, (size_t)(p - start)) < 0 ? -1 : 1;
+    }
+}
+
+/* jsonb: version 1, then the text orjson writes of the value orjson reads, as the general path
+ * has it. Only where every number of `exact` (the whole JSON message: else that path reads it
+ * again with exact numbers, Decimals written by their str()), or of the value itself when
+ * `exact` is empty (an Avro value's JSON, whose decimals are Decimals), reads as written. */
+static int put_jsonb_field(Out *out, const Line *self, Span exact, const unsigned char *p,
+                           const unsigned char *end) {
+    if (exact.start == NULL) exact = (Span){p, end};
+    if (!numbers_as_written(exact.start, exact.end)) return -1;
+    size_t start = out->len;
+    Reader reader = {p, end};
+    if (out_reserve(out, 5) < 0) return -1;
+    out->data[start + 4] = 1; /* jsonb's format version */
+    out->len += 5;
+    int copied = canonical_json(out, &reader, 0);
+    if (copied < 0) return -1;
+    if (copied == 1) { /* (no \u0000 in it: no \u escape is copied) */
+        close_field(out, start);
+        return 0;
+    }
+    out->len = start; /* orjson then */
+    PyObject *view = PyMemoryView_FromMemory((char *)p, end - p, PyBUF_READ);
+    if (view == NULL) return -1;
+    PyObject *value = PyObject_CallOneArg(self->loads, view);
+    Py_DECREF(view);
+    PyObject *data = value == NULL ? NULL : PyObject_CallOneArg(self->dumps, value);
+    Py_XDECREF(value);
+    if (data == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_MemoryError)) PyErr_Clear(); /* not sure */
+        return -1;
+    }
+    int result = -1;
+    const char *bytes = PyBytes_AS_STRING(data);
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    char *at;
+    /* jsonb cannot hold NUL: the general path says so */
+    if (!(memchr(bytes, '\\', (size_t)size) && strstr(bytes, "\\u0000")) &&
+        (at = out_field(out, (size_t)size + 1)) != NULL) {
+        at[0] = 1; /* jsonb's format version */
+        memcpy(at + 1, bytes, (size_t)size);
+        result = 0;
+    }
+    Py_DECREF(data);
+    return result;
+}
+
+/* The earliest and the latest instant of Python's datetime, in microseconds from 2000-01-01:
+ * where the general path refuses one beyond them, with the error that says so. */
+#define FIRST_INSTANT ((int64_t)(1 - PG_EPOCH_ORDINAL) * USECS_PER_DAY)
+#define LAST_INSTANT ((int64_t)(3652059 + 1 - PG_EPOCH_ORDINAL) * USECS_PER_DAY - 1)
+
+/* A sure date and time (sure_clock, `at` characters) in microseconds from 2000-01-01, its
+ * offset left aside. */
+static int64_t clock_microseconds(const unsigned char *p, Py_ssize_t at) {
+    int64_t days = ordinal(two(p) * 100 + two(p + 2), two(p + 5), two(p + 8)) - PG_EPOCH_ORDINAL;
+    int64_t seconds = (two(p + 11) * 60 + two(p + 14)) * 60 + two(p + 17);
+    int64_t micro = 0;
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 20; i < at; i++, k++) micro = micro * 10 + (p[i] - '0');
+    for (; k < 6; k++) micro *= 10;
+    return days * USECS_PER_DAY + seconds * 1000000 + micro;
+}
+
+/* A sure offset (sure_offset) in microseconds east of UTC. */
+static int64_t offset_microseconds(const unsigned char *p, Py_ssize_t n) {
+    if (n == 1) return 0; /* Z */
+    int minutes = two(p + 1) * 60 + (n == 5 ? two(p + 3) : n == 6 ? two(p + 4) : 0);
+    return (p[0] == '-' ? -minutes : minutes) * USECS_PER_MINUTE;
+}
+
+static int put_uuid_field(Out *out, const unsigned char *p) {
+    char *at = out_field(out, 16);
+    if (at == NULL) return -1;
+    for (int i = 0, j = 0; i < 36; i++) {
+        if (p[i] == '-') continue;
+        unsigned c = p[i];
+        unsigned v = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+        if (j % 2 == 0) at[j / 2] = (char)(v << 4);
+        else at[j / 2] = (char)(at[j / 2] | (char)v);
+        j++;
+    }
+    return 0;
+}
+
+/* A JSON array of strings without escapes as a one-dimensional array of `oid` elements, lower
+ * bound 1, or an empty array. */
+static int put_text_array_field(Out *out, const Column *column, const unsigned char *p,
+                                const unsigned char *end) {
+    Reader r = {p + 1, end};
+    size_t start = open_field(out);
+    if (start == (size_t)-1 || out_reserve(out, 20) < 0) return -1;
+    char *head = out->data + out->len;
+    set_u32(head + 4, 0); /* no NULL */
+    set_u32(head + 8, (uint32_t)column->binary);
+    skip_ws(&r);
+    if (r.p < r.end && *r.p == ']') {
+        set_u32(head, 0); /* no dimension */
+        out->len += 12;
+        close_field(out, start);
+        return 0;
+    }
+    set_u32(head, 1);
+    set_u32(head + 16, 1); /* the lower bound */
+    size_t count_at = out->len + 12;
+    out->len += 20;
+    uint32_t count = 0;
+    for (;;) {
+        int escaped;
+        const unsigned char *item = r.p;
+        if (r.p >= r.end || *r.p != '"' || scan_string(&r, &escaped) < 0 || escaped) return -1;
+        char *at = out_field(out, (size_t)(r.p - item - 2));
+        if (at == NULL) return -1;
+        memcpy(at, item + 1, (size_t)(r.p - item - 2));
+        count++;
+        skip_ws(&r);
+        if (*r.p == ']') break;
+        r.p++; /* the comma */
+        skip_ws(&r);
+    }
+    set_u32(out->data + count_at, count);
+    close_field(out, start);
+    return 0;
+}
+
+/* One column's binary COPY field (`exact`: see put_jsonb_field): 0, or -1 to take the
+ * fallback. */
+static int put_field(Out *out, const Line *self, Span exact, const Column *column, Span span) {
+    const unsigned char *p = span.start, *text;
+    Py_ssize_t n = span.end - span.start, k, at;
+    long long chars;
+    if (p == NULL || *p == 'n') {
+        if (column->required || out_reserve(out, 4) < 0) return -1;
+        set_u32(out->data + out->len, UINT32_MAX); /* NULL */
+        out->len += 4;
+        return 0;
+    }
+    switch ((enum kind)column->kind) {
+    case K_NONE:
+    case K_END:
+        break;
+    case K_INT:
+        return put_integer_field(out, column, p, n);
+    case K_TEXT: {
+        if (*p != '"') return -1;
+        size_t start = open_field(out);
+        if (start == (size_t)-1 || put_string(out, p + 1, span.end - 1, &chars) < 0) return -1;
+        if (column->a >= 0 && chars > column->a) return -1;
+        close_field(out, start);
+        return 0;
+    }
+    case K_NUMERIC:
+        text = plain_string(span, &k);
+        if (text == NULL) {
+            if (integral_number(p, n) < 0 || (n == 2 && p[0] == '-' && p[1] == '0')) return -1;
+            text = p, k = n; /* a number token: "0" in Python */
+        }
+        if (!decimal_shape(text, k, column->a, column->b)) return -1;
+        return put_numeric_field(out, column, text, k);
+    case K_FLOAT: {
+        double value;
+        char *field;
+        /* REAL never goes binary (see pg_bulk_ingest._binary); an int is not a float. */
+        if (column->a || integral_number(p, n) != 0 || finite_double(p, span.end, &value) < 0)
+            return -1;
+        if ((field = out_field(out, 8)) == NULL) return -1;
+        uint64_t bits;
+        memcpy(&bits, &value, sizeof bits);
+        set_u64(field, bits);
+        return 0;
+    }
+    case K_BOOL: {
+        if (*p != 't' && *p != 'f') return -1;
+        char *field = out_field(out, 1);
+        if (field == NULL) return -1;
+        *field = *p == 't';
+        return 0;
+    }
+    case K_JSONB:
+        return put_jsonb_field(out, self, exact, p, span.end);
+    case K_TIMESTAMPTZ:
+    case K_TIMESTAMP: {
+        text = plain_string(span, &k);
+        if (text == NULL || (at = sure_clock(text, k)) == 0) return -1;
+        int64_t moment = clock_microseconds(text, at);
+        if (column->kind == K_TIMESTAMPTZ) {
+            if (!sure_offset(text + at, k - at)) return -1;
+            if (at < k) moment -= offset_microseconds(text + at, k - at);
+        } else if (!utc_offset(text + at, k - at)) {
+            return -1;
+        }
+        if (moment < FIRST_INSTANT || moment > LAST_INSTANT) return -1;
+        return put_int64_field(out, moment);
+    }
+    case K_DATE: {
+        char *field;
+        text = plain_string(span, &k);
+        if (text == NULL || k != 10 || !sure_day(text, k)) return -1;
+        long days = ordinal(two(text) * 100 + two(text + 2), two(text + 5), two(text + 8));
+        if ((field = out_field(out, 4)) == NULL) return -1;
+        set_u32(field, (uint32_t)(int32_t)(days - PG_EPOCH_ORDINAL));
+        return 0;
+    }
+    case K_UUID:
+        text = plain_string(span, &k);
+        if (text == NULL || !uuid_shape(text, k)) return -1;
+        return put_uuid_field(out, text);
+    case K_TEXT_ARRAY:
+        if (*p != '[') return -1;
+        return put_text_array_field(out, column, p, span.end);
+    }
+    return -1;
+}
+
 /* ---- the row ---- */
 
 /* The spans of the columns' fields in a top-level object; -1 when the document is not a
@@ -748,8 +1128,9 @@ static int key_ok(const Line *self, PyObject *key) {
 #define MAX_COLUMNS 64
 
 /* The row of a value's JSON bytes: 1 with *row set, 0 when not sure (the fallback's turn), -1
- * with an exception (no memory). */
-static int line_of(Line *self, PyObject *key, const unsigned char *p, Py_ssize_t n,
+ * with an exception (no memory). `message`: the bytes are the message's own (JSON), not an
+ * Avro value's JSON (see put_jsonb_field). */
+static int line_of(Line *self, PyObject *key, const unsigned char *p, Py_ssize_t n, int message,
                    PyObject **row) {
     Span spans[MAX_COLUMNS];
     memset(spans, 0, sizeof(Span) * (size_t)self->count);
@@ -757,7 +1138,21 @@ static int line_of(Line *self, PyObject *key, const unsigned char *p, Py_ssize_t
     out.data = out.local;
     out.len = 0;
     out.cap = sizeof out.local;
+    out.raw = self->binary;
     if (!key_ok(self, key) || read_fields(self, p, n, spans) < 0) goto not_sure;
+    if (self->binary) {
+        Span exact = {message ? p : NULL, message ? p + n : NULL};
+        set_u16(out.data, (uint16_t)self->count); /* the field count */
+        out.len = 2;
+        for (Py_ssize_t i = 0; i < self->count; i++)
+            if (put_field(&out, self, exact, &self->columns[i], spans[i]) < 0) goto not_sure;
+        PyObject *data = PyBytes_FromStringAndSize(out.data, (Py_ssize_t)out.len);
+        out_free(&out);
+        if (data == NULL) return -1;
+        *row = PyObject_CallOneArg(self->row_type, data);
+        Py_DECREF(data);
+        return *row == NULL ? -1 : 1;
+    }
     for (Py_ssize_t i = 0; i < self->count; i++) {
         if (i > 0 && out_put(&out, "\t", 1) < 0) goto not_sure;
         if (put_column(&out, &self->columns[i], spans[i]) < 0) goto not_sure;
@@ -788,7 +1183,7 @@ static PyObject *Line_row(Line *self, PyObject *const *args, Py_ssize_t nargs) {
     if (!PyBytes_CheckExact(value) || (key != Py_None && !PyBytes_CheckExact(key)))
         return PyObject_Vectorcall(self->fallback, args, 2, NULL);
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(value);
-    int found = line_of(self, key, p, PyBytes_GET_SIZE(value), &row);
+    int found = line_of(self, key, p, PyBytes_GET_SIZE(value), 1, &row);
     if (found != 0) return row; /* the row, or NULL with the exception */
     return PyObject_Vectorcall(self->fallback, args, 2, NULL);
 }
@@ -855,14 +1250,7 @@ static const unsigned char *past_string(const unsigned char *p, const unsigned c
 /* numbers_round_trip(document): False when a number in the JSON document (not in a string)
  * reads through orjson as a value whose Python text is not the number as written; then
  * sink.mapping reads that document again with exact numbers. */
-static PyObject *numbers_round_trip(PyObject *module, PyObject *arg) {
-    (void)module;
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "numbers_round_trip() takes bytes");
-        return NULL;
-    }
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
-    const unsigned char *end = p + PyBytes_GET_SIZE(arg);
+static int numbers_as_written(const unsigned char *p, const unsigned char *end) {
     while (p < end) {
         unsigned char c = *p;
         if (c == '"') {
@@ -875,13 +1263,23 @@ static PyObject *numbers_round_trip(PyObject *module, PyObject *arg) {
                 if (d == '.' || d == 'e' || d == 'E') integral = 0;
                 else if (!(d >= '0' && d <= '9') && d != '+' && d != '-') break;
             }
-            if (integral ? !int_round_trips(p, q - p) : !float_round_trips(p, q)) Py_RETURN_FALSE;
+            if (integral ? !int_round_trips(p, q - p) : !float_round_trips(p, q)) return 0;
             p = q;
         } else {
             p++;
         }
     }
-    Py_RETURN_TRUE;
+    return 1;
+}
+
+static PyObject *numbers_round_trip(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "numbers_round_trip() takes bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
+    return PyBool_FromLong(numbers_as_written(p, p + PyBytes_GET_SIZE(arg)));
 }
 
 /* Whether a JSON value (as orjson makes it: dict, list, str, int, float, bool, None) is or
@@ -923,12 +1321,16 @@ static PyObject *holds_float(PyObject *module, PyObject *value) {
 static int Line_traverse(Line *self, visitproc visit, void *arg) {
     Py_VISIT(self->row_type);
     Py_VISIT(self->fallback);
+    Py_VISIT(self->loads);
+    Py_VISIT(self->dumps);
     return 0;
 }
 
 static int Line_clear(Line *self) {
     Py_CLEAR(self->row_type);
     Py_CLEAR(self->fallback);
+    Py_CLEAR(self->loads);
+    Py_CLEAR(self->dumps);
     return 0;
 }
 
@@ -941,63 +1343,83 @@ static void Line_dealloc(Line *self) {
 }
 
 static PyObject *Line_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"columns", "row_type", "fallback", "key_format", NULL};
-    PyObject *columns, *row_type, *fallback;
+    static char *names[] = {"columns", "row_type", "fallback", "key_format", "binary", NULL};
+    PyObject *columns, *row_type, *fallback, *binary = Py_None;
     int key_format;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOi", names, &columns, &row_type, &fallback,
-                                     &key_format))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOi|O", names, &columns, &row_type,
+                                     &fallback, &key_format, &binary))
         return NULL;
     PyObject *seq = PySequence_Fast(columns, "columns must be a sequence");
     if (seq == NULL) return NULL;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    if (count < 1 || count > MAX_COLUMNS || key_format < KEY_BYTES || key_format > KEY_JSON) {
+    PyObject *extras = binary == Py_None ? NULL : PySequence_Fast(binary, "binary: a sequence");
+    if (binary != Py_None && extras == NULL) {
         Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "1 to 64 columns, and a key format of 0, 1 or 2");
+        return NULL;
+    }
+    if (count < 1 || count > MAX_COLUMNS || key_format < KEY_BYTES || key_format > KEY_JSON ||
+        (extras != NULL && PySequence_Fast_GET_SIZE(extras) != count)) {
+        Py_DECREF(seq);
+        Py_XDECREF(extras);
+        PyErr_SetString(PyExc_ValueError,
+                        "1 to 64 columns (and as many binary parameters), and a key format of "
+                        "0, 1 or 2");
         return NULL;
     }
     Line *self = (Line *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        Py_DECREF(seq);
-        return NULL;
-    }
+    if (self == NULL) goto fail;
     self->columns = PyMem_Calloc((size_t)count, sizeof(Column));
     if (self->columns == NULL) {
-        Py_DECREF(seq);
-        Py_DECREF(self);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto fail;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
         Column *column = &self->columns[i];
         const char *name;
         Py_ssize_t name_len;
         if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "s#iLLp", &name, &name_len,
-                              &column->kind, &column->a, &column->b, &column->required)) {
-            Py_DECREF(seq);
-            Py_DECREF(self);
-            return NULL;
-        }
+                              &column->kind, &column->a, &column->b, &column->required))
+            goto fail;
         if (column->kind <= K_NONE || column->kind >= K_END) {
-            Py_DECREF(seq);
-            Py_DECREF(self);
-            return PyErr_Format(PyExc_ValueError, "column %zd: unknown kind %d", i, column->kind);
+            PyErr_Format(PyExc_ValueError, "column %zd: unknown kind %d", i, column->kind);
+            goto fail;
+        }
+        if (extras != NULL) {
+            column->binary = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(extras, i));
+            if (column->binary == -1 && PyErr_Occurred()) goto fail;
         }
         column->name = PyMem_Malloc((size_t)name_len + 1);
         if (column->name == NULL) {
-            Py_DECREF(seq);
-            Py_DECREF(self);
-            return PyErr_NoMemory();
+            PyErr_NoMemory();
+            goto fail;
         }
         memcpy(column->name, name, (size_t)name_len + 1);
         column->name_len = name_len;
         self->count = i + 1;
     }
+    if (extras != NULL) {
+        /* jsonb fields are the text orjson writes of what it reads (see put_jsonb_field) */
+        PyObject *orjson = PyImport_ImportModule("orjson");
+        if (orjson == NULL) goto fail;
+        self->loads = PyObject_GetAttrString(orjson, "loads");
+        self->dumps = PyObject_GetAttrString(orjson, "dumps");
+        Py_DECREF(orjson);
+        if (self->loads == NULL || self->dumps == NULL) goto fail;
+        self->binary = 1;
+    }
     Py_DECREF(seq);
+    Py_XDECREF(extras);
     Py_INCREF(row_type);
     self->row_type = row_type;
     Py_INCREF(fallback);
     self->fallback = fallback;
     self->key_format = key_format;
     return (PyObject *)self;
+fail:
+    Py_DECREF(seq);
+    Py_XDECREF(extras);
+    Py_XDECREF(self);
+    return NULL;
 }
 
 static PyMethodDef Line_methods[] = {

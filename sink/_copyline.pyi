@@ -1,6 +1,6 @@
 from collections.abc import Callable, Sequence
 
-from pg_bulk_ingest import CopyRow
+from pg_bulk_ingest import CopyRow, CopyTuple
 
 # Each column kind of the native line by name, with its number (sink.kinds.Native).
 KINDS: dict[str, int]
@@ -9,11 +9,12 @@ class Line:
     def __init__(
         self,
         columns: Sequence[tuple[str, int, int, int, bool]],
-        row_type: type[CopyRow],
-        fallback: Callable[[bytes | None, bytes | None], CopyRow | None],
+        row_type: type[CopyRow] | type[CopyTuple],
+        fallback: Callable[[bytes | None, bytes | None], CopyRow | CopyTuple | None],
         key_format: int,
+        binary: Sequence[int] | None = None,
     ) -> None: ...
-    def row(self, key: bytes | None, value: bytes | None) -> CopyRow | None: ...
+    def row(self, key: bytes | None, value: bytes | None) -> CopyRow | CopyTuple | None: ...
 
 def numbers_round_trip(document: bytes, /) -> bool: ...
 def holds_float(value: object, /) -> bool: ...
@@ -25,4 +26,4 @@ class AvroLine:
     native_rows: int
     def __init__(self, line: Line, key_general: bool) -> None: ...
     def learn(self, schema_id: int, program: tuple[object, ...] | None, /) -> None: ...
-    def row(self, key: bytes | None, value: bytes | None) -> CopyRow | None: ...
+    def row(self, key: bytes | None, value: bytes | None) -> CopyRow | CopyTuple | None: ...

@@ -16,7 +16,7 @@ from typing import Any, Optional, Protocol, Union
 import orjson
 import sqlalchemy as sa
 
-from pg_bulk_ingest import CopyRow
+from pg_bulk_ingest import CopyRow, CopyTuple
 
 from .config import Format
 from .kinds import Native
@@ -256,15 +256,20 @@ class AvroFastPath:
         native_columns: Sequence[tuple[str, int, int, int, bool]],
         key_format: Format,
         schemas: SchemaSource,
+        binary_columns: Sequence[int] | None = None,
     ) -> None:
         self.table = table
         self._columns = native_columns
         self._schemas = schemas
-        line = _copyline.Line(
-            native_columns, CopyRow, _not_sure, _NATIVE_KEY_FORMATS.get(key_format, 0)
-        )
+        key = _NATIVE_KEY_FORMATS.get(key_format, 0)
+        if binary_columns is None:
+            line = _copyline.Line(native_columns, CopyRow, _not_sure, key)
+        else:  # a CopyTuple, for a table written in binary COPY (see sink.path.FastPath)
+            line = _copyline.Line(native_columns, CopyTuple, _not_sure, key, binary=binary_columns)
         self._line = _copyline.AvroLine(line, key_format not in _NATIVE_KEY_FORMATS)
-        self.row: Callable[[bytes | None, bytes | None], CopyRow | None] = self._line.row
+        self.row: Callable[[bytes | None, bytes | None], CopyRow | CopyTuple | None] = (
+            self._line.row
+        )
         self.native = True
 
     @property

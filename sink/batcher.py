@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Tuple
+from typing import Any, Callable, NamedTuple, Tuple
 
 import sqlalchemy as sa
 
-from pg_bulk_ingest import CopyRow, copy_encoders
+from pg_bulk_ingest import CopyRow, CopyTuple, copy_encoders
 from sink.errors import MessageError, SinkError
 from sink.records import Message, TopicPartition
 from sink.tables import Deletion, Row, RowValues, Truncation
@@ -300,20 +300,43 @@ def _timestamps(partitions: Iterable[_Partition], *, last: bool) -> dict[TopicPa
 
 
 class KeyText:
-    """A primary key as its COPY text, the one form shared by row tuples, `CopyRow` lines and
-    the key tuples of tombstones; equal keys have equal text (the mapping normalises them)."""
+    """A primary key as its COPY text, the one form shared by row tuples, `CopyRow` lines,
+    `CopyTuple`s and the key tuples of tombstones; equal keys have equal text (the mapping
+    normalises them)."""
 
     def __init__(self, table: sa.Table) -> None:
         encoders = copy_encoders(table)
         self._indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
         self._encoders = [encoders[i] for i in self._indexes]
+        # A CopyTuple comes from the native line, whose key columns are integers or text.
+        self._integers = [isinstance(table.columns[i].type, sa.Integer) for i in self._indexes]
 
     def of_row(self, row: RowValues) -> tuple[str, ...]:
-        """The key of a row tuple or of a line of COPY text."""
+        """The key of a row tuple, of a line of COPY text or of a binary COPY tuple."""
         if type(row) is CopyRow:
             fields = row[:-1].split("\t")
             return tuple(fields[i] for i in self._indexes)
-        return tuple(encode(row[i]) for encode, i in zip(self._encoders, self._indexes))
+        values: Any = self._key_values(row) if type(row) is CopyTuple else row
+        return tuple(encode(values[i]) for encode, i in zip(self._encoders, self._indexes))
+
+    def _key_values(self, row: bytes) -> dict[int, object]:
+        """The key columns' values of a binary COPY tuple, by column index."""
+        values: dict[int, object] = {}
+        wanted = dict(zip(self._indexes, self._integers))
+        at = 2  # past the field count
+        for index in range(max(self._indexes, default=-1) + 1):
+            size = int.from_bytes(row[at : at + 4], "big", signed=True)
+            at += 4
+            field = row[at : at + max(size, 0)]
+            at += max(size, 0)
+            if index in wanted:
+                if size < 0:
+                    values[index] = None
+                elif wanted[index]:
+                    values[index] = int.from_bytes(field, "big", signed=True)
+                else:
+                    values[index] = field.decode()
+        return values
 
     def of_key(self, key: Values) -> tuple[str, ...]:
         """The key of a tombstone's key tuple."""

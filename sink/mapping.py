@@ -29,9 +29,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from pg_bulk_ingest import CopyRow, copy_encoders
+from pg_bulk_ingest import CopyRow, copy_encoders, copy_tuple_columns
 from sink.config import Format, Source, SourceKind
 from sink.copytext import (
+    NATIVE,
     LineColumn,
     LineFunction,
     compile_line,
@@ -43,7 +44,7 @@ from sink.errors import ConfigError, MappingError, MessageError, Refused
 from sink.exactjson import exact_loads, numbers_round_trip
 from sink.kinds import kind_of
 from sink.records import Message, Record
-from sink.tables import Target
+from sink.tables import RowValues, Target
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -762,6 +763,18 @@ class Mapper:
             if self.value_line is not None and None not in native
             else None
         )
+        # Where the ingest core writes the table in binary COPY, the native line writes each
+        # row as a CopyTuple, and every other way gives value tuples (`row`), which the core
+        # encodes in binary: a CopyRow would end the table's binary COPY. Per column, what a
+        # binary field needs beyond the native kind (see sink/_copyline.c's Column.binary).
+        # (Only for a table the native line writes: the others' ways are as they were.)
+        oids = copy_tuple_columns(table) if NATIVE and self.native_columns is not None else None
+        self.binary_columns: tuple[int, ...] | None = (
+            None
+            if oids is None
+            else tuple(_binary_parameter(c.type, oid) for c, oid in zip(table.columns, oids))
+        )
+        self.binary = self.binary_columns is not None
 
     def _general(
         self, index: int, convert: Converter, encode: Callable[[Any], str]
@@ -845,6 +858,37 @@ class Mapper:
                     if row is not None:
                         return row
         return self._line_step_by_step(record)
+
+    def row(self, record: Record) -> RowValues:
+        """The row for a (non-tombstone) record: its line (`line`), or where the table is
+        written in binary COPY, its values (`values`)."""
+        return self.values(record) if self.binary else self.line(record)
+
+    def values(self, record: Record) -> tuple[object, ...]:
+        """The row for a (non-tombstone) record as its values, converted by their columns'
+        types, which the ingest core encodes; the same values as `line`'s text. Raises
+        MappingError."""
+        if self._screens:
+            record = self._exact(record)
+        data = record.value
+        if type(data) is not dict:
+            data = {}  # every column then reads through its extractor
+        row: list[object] = []
+        append = row.append
+        try:
+            for field, extract, convert, required in self._fast_plan:
+                value = data.get(field, MISSING) if field is not None and data else extract(record)
+                if value is None or value is MISSING:
+                    if required:
+                        raise self._absent(len(row), value)
+                    append(None)
+                else:
+                    append(convert(value))
+        except Refused as error:
+            raise self._error(record, len(row), error) from None
+        if self._json_columns:
+            self._check_json_nul(record, row)
+        return tuple(row)
 
     def _line_step_by_step(self, record: Record) -> CopyRow:
         """`line` as a loop over the columns: for the rows the compiled function gives up on,
@@ -1003,6 +1047,17 @@ def _contains(part: int, needle: bytes) -> Callable[[Message], bool]:
 # Positions of key and value in a Message (a NamedTuple).
 _KEY = Message._fields.index("key")
 _VALUE = Message._fields.index("value")
+
+
+def _binary_parameter(type_: sa.types.TypeEngine[Any], element_oid: int) -> int:
+    """What the native line's binary field of a column needs beyond its kind: a NUMERIC(p, s)'s
+    scale s (its values' display scale; -1 for a NUMERIC, whose values keep theirs), an array's
+    element OID."""
+    if isinstance(type_, sa.ARRAY):
+        return element_oid
+    if isinstance(type_, sa.Numeric) and not isinstance(type_, sa.Float):
+        return -1 if type_.precision is None else type_.scale or 0
+    return 0
 
 
 def compile_mapper(target: Target) -> Mapper:

@@ -12,7 +12,7 @@ import orjson
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException
 
-from pg_bulk_ingest import CopyRow
+from pg_bulk_ingest import CopyRow, CopyTuple
 
 from .batcher import Batcher, DeadLetter, Span
 from .config import ErrorPolicy, Format
@@ -69,7 +69,11 @@ class FastPath:
 
     Where every column has a native kind (see `copytext.native_kind`) and the C extension is
     built, `row` is its `Line.row`: it reads the bytes without making Python objects and hands
-    anything it is not sure of to the Python form, `python_row`."""
+    anything it is not sure of to the Python form, `python_row`.
+
+    With `binary_columns` (a table the ingest core writes in binary COPY, see
+    `Mapper.binary_columns`), the native line gives a `CopyTuple`, and what it is not sure of
+    takes the general way, whose values (`Mapper.values`) the core encodes to the same bytes."""
 
     __slots__ = ("_line", "_read_key", "native", "native_columns", "row", "table")
 
@@ -79,17 +83,24 @@ class FastPath:
         line: LineFunction,
         key_format: Format,
         native_columns: Sequence[tuple[str, int, int, int, bool]] | None = None,
+        binary_columns: Sequence[int] | None = None,
     ) -> None:
         self.table = table
         self._line = line
         self._read_key = KEY_READERS[key_format]
         self.native_columns = native_columns
-        self.row: Callable[[bytes | None, bytes | None], CopyRow | None] = self.python_row
+        self.row: Callable[[bytes | None, bytes | None], CopyRow | CopyTuple | None] = (
+            self.python_row
+        )
         self.native = False
         if _copyline is not None and native_columns is not None:
-            native = _copyline.Line(
-                native_columns, CopyRow, self.python_row, _NATIVE_KEY_FORMATS[key_format]
-            )
+            key = _NATIVE_KEY_FORMATS[key_format]
+            if binary_columns is None:
+                native = _copyline.Line(native_columns, CopyRow, self.python_row, key)
+            else:
+                native = _copyline.Line(
+                    native_columns, CopyTuple, _general_way, key, binary=binary_columns
+                )
             self.row, self.native = native.row, True
 
     def python_row(self, key: bytes | None, value: bytes | None) -> CopyRow | None:
@@ -106,6 +117,10 @@ class FastPath:
         return self._line(None, data, value)
 
 
+def _general_way(key: bytes | None, value: bytes | None) -> None:
+    return None  # a binary line's fallback: the message takes the general way
+
+
 class RowPath(Protocol):
     """What the intake asks of a fast path (FastPath, sink.avroline.AvroFastPath): its table,
     and `row(key, value)`, the message's row or None for the general way."""
@@ -113,7 +128,7 @@ class RowPath(Protocol):
     @property
     def table(self) -> sa.Table: ...
     @property
-    def row(self) -> Callable[[bytes | None, bytes | None], CopyRow | None]: ...
+    def row(self) -> Callable[[bytes | None, bytes | None], CopyRow | CopyTuple | None]: ...
 
 
 class TopicPath:

@@ -89,6 +89,14 @@ class Pipeline:
         }
         return cls(table_set, SchemaDecoders.from_settings(registry, watched), watch)
 
+    def write_text(self) -> None:
+        """Every table's rows as COPY text lines or values, none a binary COPY tuple: for a
+        database whose encodings are not UTF8, which would read a tuple's UTF-8 as another
+        encoding (the ingest core refuses them there)."""
+        for mapper in self._mappers.values():
+            mapper.binary_columns, mapper.binary = None, False
+        self._paths.clear()
+
     def subscription(self) -> list[str]:
         return self.router.subscription()
 
@@ -141,12 +149,18 @@ class Pipeline:
             logger.info("%s: messages take the general path (%s)", topic, why_not)
             return None
         path = FastPath(
-            targets[0].table, mapper.value_line, targets[0].key_format, mapper.native_columns
+            targets[0].table,
+            mapper.value_line,
+            targets[0].key_format,
+            mapper.native_columns,
+            mapper.binary_columns,
         )
         logger.info(
             "%s: messages go straight from JSON to COPY text%s",
             topic,
-            " (native)" if path.native else "",
+            (" (native)" + (", as binary COPY tuples" if mapper.binary else ""))
+            if path.native
+            else "",
         )
         return path
 
@@ -161,8 +175,18 @@ class Pipeline:
         if why_not is not None or mapper.native_columns is None or self.schemas is None:
             logger.info("%s: messages take the general path (%s)", topic, why_not)
             return None
-        logger.info("%s: Avro values go straight to COPY text (native) per schema id", topic)
-        return AvroFastPath(target.table, mapper.native_columns, target.key_format, self.schemas)
+        logger.info(
+            "%s: Avro values go straight to COPY text (native) per schema id%s",
+            topic,
+            ", as binary COPY tuples" if mapper.binary else "",
+        )
+        return AvroFastPath(
+            target.table,
+            mapper.native_columns,
+            target.key_format,
+            self.schemas,
+            mapper.binary_columns,
+        )
 
     def _why_not_fast(self, targets: Sequence[Target]) -> str | None:
         if self.table_set.map_record is not None:
@@ -191,14 +215,14 @@ class Pipeline:
                 return self._tombstone(record, mappers)
             if map_record is not None:
                 return Mapped(rows=self._coerce(record, _call(map_record, record, names)))
-            return Mapped(rows=tuple((m.table, m.line(record)) for _, m in mappers))
+            return Mapped(rows=tuple((m.table, m.row(record)) for _, m in mappers))
 
         if map_record is not None or len(mappers) != 1:
             return handle
         ((target, mapper),) = mappers
         if target.envelope is Envelope.DEBEZIUM:
             return self._change_handler(target, mapper)
-        table, map_row = mapper.table, mapper.line
+        table, map_row = mapper.table, mapper.row
 
         def handle_one(message: Message) -> Mapped:
             # The common case, one table per topic, without the general case's generator:

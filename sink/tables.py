@@ -25,7 +25,7 @@ from typing import Any, Callable, Tuple, Union
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from pg_bulk_ingest import CopyRow
+from pg_bulk_ingest import CopyRow, CopyTuple
 from sink.config import (
     MAX_IDENTIFIER_BYTES,
     ColumnType,
@@ -43,8 +43,9 @@ from sink.errors import ConfigError
 from sink.kinds import named
 from sink.records import Record
 
-# A row's values in column order, or (as the mapping makes them) one line of COPY text.
-RowValues = Union[Tuple[object, ...], CopyRow]
+# A row's values in column order, or (as the mapping makes them) one line of COPY text or one
+# binary COPY tuple.
+RowValues = Union[Tuple[object, ...], CopyRow, CopyTuple]
 Row = Tuple[sa.Table, RowValues]
 # A tombstone's primary-key values, in key column order.
 Deletion = Tuple[sa.Table, Tuple[object, ...]]

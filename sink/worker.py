@@ -330,6 +330,9 @@ class Worker:
             try:
                 state = self.writer.open_state(self._group_offsets)
                 adopt_definition(state, self.writer.definition, self.writer.where)
+                if not self.writer.takes_copy_tuples():
+                    logger.info("the database's encodings are not UTF8: rows go as COPY text")
+                    self.pipeline.write_text()
                 if unreachable:
                     self.health.set_kafka_down(None)
                 return True

@@ -172,6 +172,11 @@ class Writer:
             raise StoredStateError(self._missing())
         return state
 
+    def takes_copy_tuples(self) -> bool:
+        """Whether the database takes rows as binary COPY tuples (UTF8 encodings)."""
+        with self.engine.connect() as conn, conn.begin():
+            return pg_bulk_ingest.takes_copy_tuples(conn)
+
     def stored_state(self) -> StoredState | None:
         """As `read_state`, but None when the state table does not exist (yet)."""
         with self.engine.connect() as conn, conn.begin():

@@ -16,12 +16,17 @@ from pathlib import Path
 from .measure import REPO, BenchmarkError
 
 CACHE = REPO / ".cache" / "bench-baseline"
-# setup.py's extension built in place, without reading the revision's pyproject.toml (whose
-# metadata the environment's setuptools need not accept: pip builds with its own).
+# setup.py's extensions built in place, without reading the revision's pyproject.toml (whose
+# metadata the environment's setuptools need not accept: pip builds with its own). The ingest
+# core's row encoder too, where the revision has one: else the tree would import this one's.
 _BUILD_EXTENSION = """
+import os
 from setuptools import Distribution, Extension
 from setuptools.command.build_ext import build_ext
-dist = Distribution({"ext_modules": [Extension("sink._copyline", ["sink/_copyline.c"])]})
+modules = [Extension("sink._copyline", ["sink/_copyline.c"])]
+if os.path.exists("pg_bulk_ingest/_binrow.c"):
+    modules.append(Extension("pg_bulk_ingest._binrow", ["pg_bulk_ingest/_binrow.c"]))
+dist = Distribution({"ext_modules": modules})
 command = build_ext(dist)
 command.inplace = True
 command.ensure_finalized()

@@ -16,10 +16,25 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pg_bulk_ingest import CopyRow, DataError, _binary, copy_encoders, ingest
-from pg_bulk_ingest._binary import HEADER, TRAILER, field_encoder, native_row_encoder
+from pg_bulk_ingest import (
+    CopyRow,
+    CopyTuple,
+    DataError,
+    IngestError,
+    _binary,
+    _ingest,
+    copy_encoders,
+    ingest,
+)
+from pg_bulk_ingest._binary import (
+    HEADER,
+    TRAILER,
+    binary_row_encoder,
+    field_encoder,
+    native_row_encoder,
+)
 from pg_bulk_ingest._db import Db
-from pg_bulk_ingest._types import PgType, pg_type
+from pg_bulk_ingest._types import PgType, column_pg_type, pg_type
 
 D = decimal.Decimal
 UTC = datetime.timezone.utc
@@ -586,3 +601,107 @@ def test_the_benchmark_s_event_rows_load_in_binary_and_read_back_as_written(
     ingest(conn, metadata, _one_batch(table, rows))
     assert query(f'SELECT * FROM "{schema}".events ORDER BY id') == rows
     assert copies and all(sql.endswith("(FORMAT binary)") for sql in copies)
+
+
+def _copy_row(table: sa.Table, values: tuple[Any, ...]) -> CopyRow:
+    return CopyRow("\t".join(e(v) for e, v in zip(copy_encoders(table), values)) + "\n")
+
+
+def _copy_tuple(table: sa.Table, values: tuple[Any, ...]) -> CopyTuple:
+    encode = binary_row_encoder([column_pg_type(table, c) for c in table.columns])
+    assert encode is not None
+    return CopyTuple(encode(values))
+
+
+def _two_tables(schema: str, *, required: bool = False) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    metadata = sa.MetaData()
+    columns = ("position", sa.INTEGER), ("value", sa.TEXT)
+    main = sa.Table(
+        "main",
+        metadata,
+        *(sa.Column(n, t, nullable=not required) for n, t in columns),
+        schema=schema,
+    )
+    other = sa.Table("other", metadata, *(sa.Column(n, t) for n, t in columns), schema=schema)
+    return metadata, main, other
+
+
+def test_copy_tuples_after_a_table_turned_to_text_load_in_binary_copies_of_their_own(
+    conn: sa.engine.Connection, schema: str, query: Any, copies: list[str]
+) -> None:
+    metadata, main, other = _two_tables(schema)
+    rows = [
+        (main, (0, "a")),
+        (main, _copy_tuple(main, (1, "b"))),
+        (other, (100, "o")),
+        (main, _copy_row(main, (2, "c\td"))),  # the table turns to text
+        (main, _copy_tuple(main, (3, "ünï"))),
+        (main, _copy_tuple(main, (4, None))),
+        (main, (5, "f")),  # text from now on
+        (other, _copy_tuple(other, (101, "p"))),
+        (main, _copy_tuple(main, (6, "g"))),
+        (main, _copy_row(main, (7, "h"))),
+    ]
+
+    def batches(_: Any) -> Any:
+        yield 1, iter(rows)
+
+    ingest(conn, metadata, batches)
+    assert query(f'SELECT position, value FROM "{schema}".main ORDER BY 1') == [
+        (0, "a"),
+        (1, "b"),
+        (2, "c\td"),
+        (3, "ünï"),
+        (4, None),
+        (5, "f"),
+        (6, "g"),
+        (7, "h"),
+    ]
+    assert query(f'SELECT position, value FROM "{schema}".other ORDER BY 1') == [
+        (100, "o"),
+        (101, "p"),
+    ]
+    into_main = [sql for sql in copies if ".main " in sql or '."main" ' in sql]
+    assert ["binary" in sql for sql in into_main] == [True, False, True, False, True, False]
+
+
+def test_a_value_refused_in_a_later_binary_copy_names_its_row_of_the_batch(
+    conn: sa.engine.Connection, schema: str
+) -> None:
+    metadata, main, other = _two_tables(schema, required=True)
+    rows = [
+        (main, (0, "a")),
+        (other, (100, "o")),
+        (main, _copy_row(main, (1, "b"))),  # the table turns to text
+        (main, (2, "c")),
+        (other, (101, "p")),
+        (main, _copy_tuple(main, (3, "d"))),
+        (main, _copy_tuple(main, (4, None))),  # row 6 of the batch
+        (main, _copy_tuple(main, (5, "e"))),
+    ]
+
+    def batches(_: Any) -> Any:
+        yield 1, iter(rows)
+
+    with pytest.raises(DataError) as raised:
+        ingest(conn, metadata, batches)
+    assert (raised.value.table, raised.value.column, raised.value.row) == (
+        f"{schema}.main",
+        "value",
+        6,
+    )
+
+
+def test_a_copy_tuple_is_refused_where_the_connection_takes_no_binary_copy(
+    conn: sa.engine.Connection, schema: str, query: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_ingest, "_BINARY_ENCODINGS_SQL", "SELECT false")  # as if not UTF8
+    metadata, main, _ = _two_tables(schema)
+    rows = [(main, (0, "a")), (main, _copy_tuple(main, (1, "ünï")))]
+
+    def batches(_: Any) -> Any:
+        yield 1, iter(rows)
+
+    with pytest.raises(IngestError, match="CopyTuple row needs binary COPY"):
+        ingest(conn, metadata, batches)
+    assert query(f'SELECT count(*) FROM "{schema}".main') == [(0,)]

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 
 import orjson
 import pytest
 import sqlalchemy as sa
 
-from pg_bulk_ingest import CopyRow, Upsert, ingest
+from pg_bulk_ingest import CopyRow, CopyTuple, Upsert, ingest
 from sink import _copyline
 from sink.config import ColumnSettings, Format, TableSettings, TombstonePolicy
 from sink.config import parse_column_type as ctype
@@ -171,8 +172,8 @@ def _assert_same_rows(
     schema: str,
     time_zone: str,
     mapper: Mapper,
-    lines: list[CopyRow],
-    rows: list[tuple[object, ...]],
+    lines: Sequence[object],
+    rows: Sequence[object],
 ) -> None:
     """Stores `lines` and `rows` in two tables like `mapper.table` and finds no difference."""
     by_line_metadata, by_line = _table(mapper, schema, "by_line")
@@ -256,6 +257,39 @@ def test_native_lines_store_what_typed_rows_store(
     assert len(lines) > 100 and len(handed_over) > 10  # both outcomes were exercised
     assert not set(NATIVE_DOCUMENTS) & set(handed_over)
     _assert_same_rows(engine, schema, time_zone, mapper, lines, rows)
+
+
+# The native kinds the ingest core writes in binary COPY: all but REAL.
+BINARY = [name for name in NATIVE if name != "ratio"]
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "America/New_York"])
+def test_native_binary_tuples_store_what_native_text_lines_store(
+    engine: sa.engine.Engine, schema: str, time_zone: str
+) -> None:
+    mapper = _mapper(columns=BINARY)
+    assert mapper.native_columns is not None and mapper.binary_columns is not None
+    text = _copyline.Line(mapper.native_columns, CopyRow, lambda k, v: None, 0)
+    binary = _copyline.Line(
+        mapper.native_columns, CopyTuple, lambda k, v: None, 0, binary=mapper.binary_columns
+    )
+    documents = [
+        spelled
+        for message in _messages(BINARY)
+        for spelled in (message.value, json.dumps(orjson.loads(message.value or b"")).encode())
+    ] + NATIVE_DOCUMENTS
+    tuples: list[CopyTuple] = []
+    lines: list[CopyRow] = []
+    for document in documents:
+        found = binary.row(None, document)
+        if found is not None:
+            tuples.append(found)
+            line = text.row(None, document)
+            assert line is not None  # the binary line is sure of no more than the text line
+            lines.append(line)
+    assert len(tuples) > 100
+    # The tuples load in binary COPY, the lines (CopyRow) in text COPY.
+    _assert_same_rows(engine, schema, time_zone, mapper, tuples, lines)
 
 
 def test_lines_upsert_on_the_key_like_typed_rows(engine: sa.engine.Engine, schema: str) -> None:

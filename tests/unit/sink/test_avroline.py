@@ -19,7 +19,10 @@ from confluent_kafka.schema_registry import Schema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pg_bulk_ingest import CopyRow
+from pg_bulk_ingest import CopyRow, CopyTuple
+from pg_bulk_ingest._binary import binary_row_encoder
+from pg_bulk_ingest._errors import NotBinary
+from pg_bulk_ingest._types import column_pg_type
 from sink import avroline
 from sink.avroline import AvroFastPath
 from sink.config import ColumnSettings, Format, TableSettings
@@ -134,13 +137,18 @@ WRITER = fastavro.parse_schema(_plain(SCHEMA))
 
 
 def pipeline(
-    *schemas: dict[str, Any], key_format: Format = Format.STRING, native: bool = True
+    *schemas: dict[str, Any],
+    key_format: Format = Format.STRING,
+    native: bool = True,
+    binary: bool = False,
 ) -> tuple[Pipeline, TopicPath]:
     """A pipeline for table events (COLUMNS from top-level value fields) of Avro values, its
-    registry holding `schemas` as ids 1, 2, ..."""
+    registry holding `schemas` as ids 1, 2, ...; with `binary`, without the REAL column, so
+    that the table is written in binary COPY."""
     columns = [
         ColumnSettings(name, ctype(type_), source(f"value.{name}"), nullable=name != "id")
         for name, type_ in COLUMNS.items()
+        if not (binary and type_ == "REAL")
     ]
     table = TableSettings(
         schema="public",
@@ -161,6 +169,12 @@ def pipeline(
 PIPELINE, PATH = pipeline()
 FAST = PATH.fast
 assert isinstance(FAST, AvroFastPath)
+_, BINARY_PATH = pipeline(binary=True)
+BINARY_FAST = BINARY_PATH.fast
+assert isinstance(BINARY_FAST, AvroFastPath)
+BINARY_ENCODE = binary_row_encoder(
+    [column_pg_type(BINARY_FAST.table, c) for c in BINARY_FAST.table.columns]
+)
 
 
 def general(key: bytes | None, value: bytes) -> CopyRow | None:
@@ -170,6 +184,20 @@ def general(key: bytes | None, value: bytes) -> CopyRow | None:
     except DecodeError:
         return None
     return mapped.rows[0][1]  # type: ignore[return-value]
+
+
+def general_tuple(key: bytes | None, value: bytes) -> bytes | None:
+    """The core's binary tuple of the general way's values, of the table written in binary
+    COPY; None for a dead letter. Also teaches the native path the id."""
+    assert BINARY_ENCODE is not None
+    try:
+        mapped = BINARY_PATH.lines(Message("t", 0, 0, None, key, value))
+    except DecodeError:
+        return None
+    try:
+        return BINARY_ENCODE(mapped.rows[0][1])  # type: ignore[arg-type]
+    except NotBinary:
+        return None
 
 
 def encode(value: dict[str, Any], schema_id: int = 1, writer: Any = WRITER) -> bytes:
@@ -260,7 +288,12 @@ def test_the_benchmark_events_go_natively_with_the_general_way_s_rows() -> None:
     assert isinstance(path.fast, AvroFastPath)
     messages = list(_encoded(1, 300))
     rows = [path.lines(Message("t", 0, 0, None, k, v)).rows[0][1] for k, v in messages]
-    assert [path.fast.row(k, v) for k, v in messages] == rows
+    # The table is written in binary COPY: the general way's values, as the core encodes them.
+    encode = binary_row_encoder(
+        [column_pg_type(path.fast.table, c) for c in path.fast.table.columns]
+    )
+    assert encode is not None
+    assert [path.fast.row(k, v) for k, v in messages] == [encode(row) for row in rows]
     assert path.fast.native_rows == len(messages)
 
 
@@ -336,6 +369,17 @@ def test_any_value_gives_the_general_way_s_row_or_takes_the_general_way(
 
 
 @FUZZ
+@given(event=events, key=st.none() | st.binary(max_size=3))
+def test_any_value_gives_the_core_s_binary_tuple_of_the_general_way_s_values_or_goes_its_way(
+    event: dict[str, Any], key: bytes | None
+) -> None:
+    value = encode(event)
+    expected = general_tuple(key, value)
+    native = BINARY_FAST.row(key, value)
+    assert native is None or (type(native) is CopyTuple and native == expected)
+
+
+@FUZZ
 @given(event=events, data=st.data())
 def test_damaged_bytes_never_give_a_row_the_general_way_would_not(
     event: dict[str, Any], data: st.DataObject
@@ -406,6 +450,19 @@ def test_edge_values_go_their_way_with_the_general_way_s_row(
     assert (expected is None) == (way == "dead")
     assert (native is not None) == (way == "native")
     assert native is None or native == expected
+
+
+@pytest.mark.parametrize(("edge", "way"), EDGES)
+def test_edge_values_go_their_way_with_the_core_s_binary_tuple(
+    edge: dict[str, Any], way: str
+) -> None:
+    value = encode({**AN_EVENT, **edge})
+    expected = general_tuple(None, value)
+    native = BINARY_FAST.row(None, value)
+    if way == "native":
+        assert native is not None and native == expected
+    else:
+        assert native is None
 
 
 def test_a_new_schema_id_takes_the_general_way_first_then_the_native_path() -> None:
