@@ -113,6 +113,9 @@ class Worker:
         self._derive_again = derive_again
         # The Connect schemas met of tables whose columns come from their messages' schemas.
         self._carried = CarriedSchemas()
+        # Whether the database takes no binary COPY tuples (encodings other than UTF8): every
+        # pipeline then writes text lines or values (Pipeline.write_text).
+        self._text_only = False
         self.writer = self._writer()
         self.dead_letter_producer: DeadLetterProducer | None = None
         self.batcher = Batcher(
@@ -188,6 +191,8 @@ class Worker:
             return False
         settings = self._derive_again(self._held_columns(), self._carried.seen)
         pipeline = Pipeline.from_settings(settings)
+        if self._text_only:
+            pipeline.write_text()
         writer = self._writer(settings, pipeline)
         if writer.definition == self.writer.definition:
             return False
@@ -330,8 +335,9 @@ class Worker:
             try:
                 state = self.writer.open_state(self._group_offsets)
                 adopt_definition(state, self.writer.definition, self.writer.where)
-                if not self.writer.takes_copy_tuples():
+                if not self._text_only and not self.writer.takes_copy_tuples():
                     logger.info("the database's encodings are not UTF8: rows go as COPY text")
+                    self._text_only = True
                     self.pipeline.write_text()
                 if unreachable:
                     self.health.set_kafka_down(None)

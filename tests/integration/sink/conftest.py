@@ -89,12 +89,15 @@ def start_sink(tmp_path: Path) -> Iterator[Callable[..., SinkProcess]]:
 def sink_role(
     engine: sa.engine.Engine, database_url: str, schema: str
 ) -> Iterator[Callable[..., str]]:
-    """`sink_role(isolation=None, name=None)`: a login role of its own for the sink, allowed to
-    create tables in the test's schema (with `isolation` as its default_transaction_isolation);
-    returns its libpq URL. Its backends can be told apart, blocked and terminated."""
+    """`sink_role(isolation=None, name=None, encoding=None)`: a login role of its own for the
+    sink, allowed to create tables in the test's schema (with `isolation` as its
+    default_transaction_isolation, `encoding` as its client_encoding); returns its libpq URL.
+    Its backends can be told apart, blocked and terminated."""
     made: list[str] = []
 
-    def make(isolation: str | None = None, name: str | None = None) -> str:
+    def make(
+        isolation: str | None = None, name: str | None = None, encoding: str | None = None
+    ) -> str:
         name = name or f"sink_{uuid.uuid4().hex[:8]}"
         with engine.begin() as conn:
             conn.execute(sa.text(f"CREATE ROLE {name} LOGIN PASSWORD 'pw'"))
@@ -102,6 +105,8 @@ def sink_role(
                 conn.execute(
                     sa.text(f"ALTER ROLE {name} SET default_transaction_isolation = '{isolation}'")
                 )
+            if encoding is not None:
+                conn.execute(sa.text(f"ALTER ROLE {name} SET client_encoding = '{encoding}'"))
             conn.execute(sa.text(f'GRANT USAGE, CREATE ON SCHEMA "{schema}" TO {name}'))
         made.append(name)
         url = make_url(database_url).set(username=name, password="pw")

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from tests.events import events
+
 from .harness import SinkProcess, log_end_offsets, produce, stored_state, wait_until
 from .test_connect_envelope import KEY_SCHEMA, unscaled
 
@@ -249,3 +251,48 @@ def test_debezium_change_events_make_their_table_from_the_after_struct_and_apply
         found = conn.execute(sa.text(f'SELECT id, amount, note FROM "{schema}".events ORDER BY id'))
         landed = [tuple(row) for row in found]
     assert landed == [(i, Decimal(i), "updated" if i <= 10 else "read") for i in range(1, 41)]
+
+
+def test_on_a_latin1_connection_rows_stay_text_also_after_a_schema_change_rebuilds_the_paths(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    database_url: str,
+    sink_config: Callable[..., Path],
+    sink_role: Callable[..., str],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    """Binary COPY tuples are UTF-8: where the connection's encoding is another, every table's
+    rows go as text, also those of the paths made anew when a schema change derives columns."""
+    plain, changing = new_topic(), new_topic()
+    orders = f'[[tables]]\nschema = "{schema}"\nname = "orders"\ntopics = ["{changing}"]\n'
+    config = sink_config([plain], schema, extra=orders + TABLE)
+    config.write_text(config.read_text().replace(database_url, sink_role(encoding="LATIN1")))
+    produce(kafka_bootstrap, plain, events(100))
+    produce(kafka_bootstrap, changing, [order(1, V1)])
+    worker = start_sink(config)
+
+    def landed(events_count: int, orders_count: int) -> Callable[[], bool]:
+        def check() -> bool:
+            assert worker.running(), worker.output()[-3000:]
+            with engine.connect() as conn:
+                found = [
+                    conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".{name}')).scalar()
+                    if conn.execute(
+                        sa.text("SELECT to_regclass(:t)"), {"t": f'"{schema}".{name}'}
+                    ).scalar()
+                    else 0
+                    for name in ("events", "orders")
+                ]
+            return found == [events_count, orders_count]
+
+        return check
+
+    wait_until(landed(100, 1), 60, "the first rows")
+    produce(kafka_bootstrap, changing, [order(2, V2, channel=3)])  # derives the columns again
+    wait_until(lambda: "adds field 'channel'" in worker.output(), 60, "the schema change")
+    produce(kafka_bootstrap, plain, events(100, start=100))
+    wait_until(landed(200, 2), 60, "the rows after the schema change")
+    assert "rows go as COPY text" in worker.output()
+    assert worker.terminate() == 0
