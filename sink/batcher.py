@@ -308,8 +308,10 @@ class KeyText:
         encoders = copy_encoders(table)
         self._indexes = [i for i, column in enumerate(table.columns) if column.primary_key]
         self._encoders = [encoders[i] for i in self._indexes]
-        # A CopyTuple comes from the native line, whose key columns are integers or text.
-        self._integers = [isinstance(table.columns[i].type, sa.Integer) for i in self._indexes]
+        # A CopyTuple comes from the native line, whose key columns are integers or text:
+        # whether each key column is an integer, by column index.
+        self._integers = {i: isinstance(table.columns[i].type, sa.Integer) for i in self._indexes}
+        self._last_key = max(self._indexes, default=-1)
 
     def of_row(self, row: RowValues) -> tuple[str, ...]:
         """The key of a row tuple, of a line of COPY text or of a binary COPY tuple."""
@@ -322,9 +324,9 @@ class KeyText:
     def _key_values(self, row: bytes) -> dict[int, object]:
         """The key columns' values of a binary COPY tuple, by column index."""
         values: dict[int, object] = {}
-        wanted = dict(zip(self._indexes, self._integers))
+        wanted = self._integers
         at = 2  # past the field count
-        for index in range(max(self._indexes, default=-1) + 1):
+        for index in range(self._last_key + 1):
             size = int.from_bytes(row[at : at + 4], "big", signed=True)
             at += 4
             field = row[at : at + max(size, 0)]

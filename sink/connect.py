@@ -159,17 +159,23 @@ class SchemaWatch:
 
     def __init__(self, changes: Mapping[str, Callable[[Any], str | None]]) -> None:
         self._changes = dict(changes)
-        # By topic: the prefixes of the schemas its table holds, by their `_head`.
+        # By topic: the prefixes of the schemas its table holds, by their `_head`; and the one
+        # its last message had, tried first.
         self._held: dict[str, dict[bytes, bytes]] = {topic: {} for topic in changes}
+        self._latest: dict[str, bytes] = {}
 
     def watches(self, topic: str) -> bool:
         return topic in self._held
 
     def check(self, topic: str, key: bytes | None, value: bytes) -> None:
+        latest = self._latest.get(topic)
+        if latest is not None and value.startswith(latest):
+            return
         held = self._held[topic]
         head = _head(value)
         prefix = held.get(head)
         if prefix is not None and value.startswith(prefix):
+            self._latest[topic] = prefix
             return
         schema = schema_of(value)
         if schema is None:  # not an envelope, or one without a schema: read as such
@@ -182,7 +188,7 @@ class SchemaWatch:
         if prefix is not None:
             if len(held) >= _MAX_PREFIXES:
                 held.clear()
-            held[head] = prefix
+            held[head] = self._latest[topic] = prefix
 
 
 def schema_of(data: bytes) -> Any:
