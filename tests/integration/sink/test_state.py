@@ -89,7 +89,7 @@ def test_exactly_once_under_a_role_whose_default_isolation_is_stricter(
 ) -> None:
     """Three workers, six SIGKILLs and a SIGSTOP zombie over a keyless table: the fence's
     re-read of the stored offsets after taking the lock is only fresh under READ COMMITTED."""
-    total, partitions, kills = 100_000, 6, 6
+    total, extra, partitions, kills = 100_000, 6_000, 6, 6
     topic = new_topic(partitions=partitions)
     config = sink_config([topic], schema, columns=COORDINATE_COLUMNS, max_messages=1000)
     env = {"SINK_POSTGRES__URL": sink_role(level)}
@@ -110,13 +110,15 @@ def test_exactly_once_under_a_role_whose_default_isolation_is_stricter(
         zombie.signal(signal.SIGSTOP)
         try:
             before = count_rows(engine, schema)
+            # Rows for the others to write meanwhile, also where the steady stream has ended.
+            produce(kafka_bootstrap, topic, events(extra, start=total), partitions=partitions)
             wait_until(lambda: count_rows(engine, schema) > before + 2_000, 90, "the others")
             time.sleep(8)
         finally:
             zombie.signal(signal.SIGCONT)
     finally:
         producer.join()
-    wait_until(lambda: count_rows(engine, schema) >= total, 180, f"all {total} rows")
+    wait_until(lambda: count_rows(engine, schema) >= total + extra, 180, "every row")
     time.sleep(2)  # a duplicate would land now
     for worker in workers:
         if worker.running():
