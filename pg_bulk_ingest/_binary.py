@@ -656,9 +656,15 @@ def binary_pays(types: Sequence[PgType]) -> bool:
 def copy_tuple_columns(table: sa.Table) -> Optional[tuple[int, ...]]:
     """None where `ingest` writes the table in text COPY (a column type has no exact binary
     encoding, or binary does not pay for it); else what a `CopyTuple` of the table needs beyond
-    PostgreSQL's send formats: per column, the OID its array field names for its elements (0
-    for a scalar column). On a UTF8 database, `ingest` starts such a table in binary COPY."""
-    types = [column_pg_type(table, column) for column in table.columns]
+    PostgreSQL's send formats: per column a row carries, the OID its array field names for its
+    elements (0 for a scalar column). A GENERATED ALWAYS identity column is not among them:
+    rows leave it out, and PostgreSQL makes its values. On a UTF8 database, `ingest` starts such
+    a table in binary COPY."""
+    types = [
+        column_pg_type(table, column)
+        for column in table.columns
+        if not getattr(getattr(column, "identity", None), "always", False)
+    ]
     if not binary_pays(types) or any(field_encoder(type_) is None for type_ in types):
         return None
     return tuple(

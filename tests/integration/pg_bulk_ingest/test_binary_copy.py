@@ -24,6 +24,7 @@ from pg_bulk_ingest import (
     _binary,
     _ingest,
     copy_encoders,
+    copy_tuple_columns,
     ingest,
 )
 from pg_bulk_ingest._binary import (
@@ -690,6 +691,37 @@ def test_a_value_refused_in_a_later_binary_copy_names_its_row_of_the_batch(
         "value",
         6,
     )
+
+
+def test_copy_tuples_leave_out_a_generated_always_identity_column_as_rows_do(
+    conn: sa.engine.Connection, schema: str, query: Any, copies: list[str]
+) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "numbered",
+        metadata,
+        sa.Column("id", sa.BIGINT, sa.Identity(always=True), primary_key=True),
+        sa.Column("position", sa.INTEGER),
+        sa.Column("tags", pg.ARRAY(sa.TEXT)),
+        schema=schema,
+    )
+    # What a CopyTuple of the table needs: the fields of the columns rows carry, not the id's.
+    assert copy_tuple_columns(table) == (0, 25)
+    written = [c for c in table.columns if c.name != "id"]
+    encode = binary_row_encoder([column_pg_type(table, c) for c in written])
+    assert encode is not None
+    rows = [(table, CopyTuple(encode((p, ["a", None])))) for p in range(3)]
+
+    def batches(_: Any) -> Any:
+        yield 1, iter(rows)
+
+    ingest(conn, metadata, batches)
+    assert query(f'SELECT id, position, tags FROM "{schema}".numbered ORDER BY 2') == [
+        (1, 0, ["a", None]),
+        (2, 1, ["a", None]),
+        (3, 2, ["a", None]),
+    ]
+    assert copies and all(sql.endswith("(FORMAT binary)") for sql in copies)
 
 
 def test_a_copy_tuple_is_refused_where_the_connection_takes_no_binary_copy(
