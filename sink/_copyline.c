@@ -70,6 +70,7 @@ typedef struct {
     PyObject *fallback;
     int key_format;
     int binary;       /* a binary COPY tuple (CopyTuple) per row, not a line of COPY text */
+    int bytes_rows;   /* row_type is a subclass of bytes: rows are made as new_tuple does */
     PyObject *loads;  /* binary mode: orjson's, for jsonb (see put_jsonb_field) */
     PyObject *dumps;
 } Line;
@@ -120,7 +121,25 @@ static void out_free(Out *out) {
 
 typedef struct {
     const unsigned char *p, *end;
+    int inexact; /* a number was read that may not read back as written: see numbers_as_written */
 } Reader;
+
+/* Eight bytes at a time: whether a word holds a byte below 0x20, '"', '\\' or any byte from
+ * 0x80 on (what ends a run of plain ASCII in a JSON string). */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static inline uint64_t word_at(const unsigned char *p) {
+    uint64_t word;
+    memcpy(&word, p, sizeof word);
+    return word;
+}
+static inline int plain_ascii_word(uint64_t word) {
+    uint64_t quote = word ^ (ONES * '"'), backslash = word ^ (ONES * '\\');
+    uint64_t special = (word - ONES * 0x20) | (quote - ONES) | (backslash - ONES);
+    /* A byte below 0x20 or equal to one of the two borrows into its high bit, where the byte
+     * itself has none; bytes from 0x80 on are refused outright. */
+    return ((word | (special & ~word)) & HIGHS) == 0;
+}
 
 static inline void skip_ws(Reader *r) {
     while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\t' || *r->p == '\r'))
@@ -187,6 +206,8 @@ static int scan_string(Reader *r, int *escaped) {
     const unsigned char *p = r->p + 1, *end = r->end;
     *escaped = 0;
     while (p < end) {
+        while (end - p >= 8 && plain_ascii_word(word_at(p))) p += 8;
+        if (p >= end) break;
         unsigned c = *p;
         if (c == '"') {
             r->p = p + 1;
@@ -266,7 +287,9 @@ static int scan_number(Reader *r, int *integral) {
     }
     if (*integral) {
         if (p - digits > MAX_INT_DIGITS) return -1;
+        if (p - digits > 18) r->inexact = 1;
     } else {
+        r->inexact = 1;
         double value;
         if (finite_double(r->p, p, &value) < 0) return -1;
     }
@@ -864,8 +887,10 @@ static int canonical_json(Out *out, Reader *r, int depth) {
 
 /* jsonb: version 1, then the text orjson writes of the value orjson reads, as the general path
  * has it. Only where every number of `exact` (the whole JSON message: else that path reads it
- * again with exact numbers, Decimals written by their str()), or of the value itself when
- * `exact` is empty (an Avro value's JSON, whose decimals are Decimals), reads as written. */
+ * again with exact numbers, Decimals written by their str(); none of it where reading it found
+ * only integers of at most 18 digits, which always read as written), or of the value itself
+ * when `exact.start` is NULL (an Avro value's JSON, whose decimals are Decimals), reads as
+ * written. */
 static int put_jsonb_field(Out *out, const Line *self, Span exact, const unsigned char *p,
                            const unsigned char *end) {
     if (exact.start == NULL) exact = (Span){p, end};
@@ -1078,8 +1103,9 @@ static int put_field(Out *out, const Line *self, Span exact, const Column *colum
 
 /* The spans of the columns' fields in a top-level object; -1 when the document is not a
  * non-empty object, is not valid, or has a key with an escape (it could spell a field). */
-static int read_fields(const Line *self, const unsigned char *p, Py_ssize_t n, Span *spans) {
-    Reader r = {p, p + n};
+static int read_fields(const Line *self, const unsigned char *p, Py_ssize_t n, Span *spans,
+                       int *inexact) {
+    Reader r = {p, p + n, 0};
     int escaped;
     skip_ws(&r);
     if (r.p >= r.end || *r.p != '{') return -1;
@@ -1098,7 +1124,8 @@ static int read_fields(const Line *self, const unsigned char *p, Py_ssize_t n, S
         if (scan_value(&r, 1) < 0) return -1;
         for (Py_ssize_t i = 0; i < self->count; i++) {
             const Column *column = &self->columns[i];
-            if (column->name_len == key_len && memcmp(column->name, key, (size_t)key_len) == 0) {
+            if (column->name_len == key_len && (key_len == 0 || column->name[0] == (char)*key) &&
+                memcmp(column->name, key, (size_t)key_len) == 0) {
                 spans[i].start = start; /* a repeated key: the last one counts, as in orjson */
                 spans[i].end = r.p;
             }
@@ -1113,8 +1140,24 @@ static int read_fields(const Line *self, const unsigned char *p, Py_ssize_t n, S
         if (*r.p != '}') return -1;
         r.p++;
         skip_ws(&r);
+        *inexact = r.inexact;
         return r.p == r.end ? 0 : -1;
     }
+}
+
+/* What `type(bytes)` gives for a subclass of bytes, without the bytes object between and
+ * the call's look-up of __bytes__ (a tenth of a row's time): its storage holds the data and
+ * the NUL after it, and no hash yet. */
+static PyObject *new_tuple(PyTypeObject *type, const char *data, Py_ssize_t n) {
+    PyObject *row = type->tp_alloc(type, n);
+    if (row == NULL) return NULL;
+    memcpy(PyBytes_AS_STRING(row), data, (size_t)n);
+    PyBytes_AS_STRING(row)[n] = '\0';
+    _Py_COMP_DIAG_PUSH
+    _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    ((PyBytesObject *)row)->ob_shash = -1;
+    _Py_COMP_DIAG_POP
+    return row;
 }
 
 static int key_ok(const Line *self, PyObject *key) {
@@ -1139,13 +1182,20 @@ static int line_of(Line *self, PyObject *key, const unsigned char *p, Py_ssize_t
     out.len = 0;
     out.cap = sizeof out.local;
     out.raw = self->binary;
-    if (!key_ok(self, key) || read_fields(self, p, n, spans) < 0) goto not_sure;
+    int inexact;
+    if (!key_ok(self, key) || read_fields(self, p, n, spans, &inexact) < 0) goto not_sure;
     if (self->binary) {
-        Span exact = {message ? p : NULL, message ? p + n : NULL};
+        /* The numbers put_jsonb_field checks: none where every one read is a short integer. */
+        Span exact = {message ? p : NULL, message ? p + (inexact ? n : 0) : NULL};
         set_u16(out.data, (uint16_t)self->count); /* the field count */
         out.len = 2;
         for (Py_ssize_t i = 0; i < self->count; i++)
             if (put_field(&out, self, exact, &self->columns[i], spans[i]) < 0) goto not_sure;
+        if (self->bytes_rows) {
+            *row = new_tuple((PyTypeObject *)self->row_type, out.data, (Py_ssize_t)out.len);
+            out_free(&out);
+            return *row == NULL ? -1 : 1;
+        }
         PyObject *data = PyBytes_FromStringAndSize(out.data, (Py_ssize_t)out.len);
         out_free(&out);
         if (data == NULL) return -1;
@@ -1411,6 +1461,8 @@ static PyObject *Line_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
     Py_XDECREF(extras);
     Py_INCREF(row_type);
     self->row_type = row_type;
+    self->bytes_rows =
+        PyType_Check(row_type) && PyType_IsSubtype((PyTypeObject *)row_type, &PyBytes_Type);
     Py_INCREF(fallback);
     self->fallback = fallback;
     self->key_format = key_format;

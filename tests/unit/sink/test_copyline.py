@@ -431,6 +431,38 @@ def test_what_the_native_line_is_not_sure_of_goes_to_the_python_form(document: b
     )
 
 
+@pytest.mark.parametrize(
+    "special",
+    [
+        b"\x01",
+        b"\x1f",
+        b"\t",
+        b'\\"',
+        b"\\\\",
+        b"\\n",
+        b"\\u00e9",
+        b"\xc3\xa9",
+        b"\xff",
+        b"\xed\xa0\x80",
+        b"\x7f",
+    ],
+)
+def test_a_string_reads_alike_wherever_its_first_special_byte_sits(special: bytes) -> None:
+    # Strings are scanned eight plain ASCII bytes at a time: a byte that ends such a run
+    # (a control character, a quote or backslash, a byte from 0x80 on) counts at every offset.
+    native = Native(Format.STRING)
+    for at in range(20):
+        text = b"a" * at + special + b"b" * (19 - at)
+        for field in (b"body", b"extra", b"tags"):
+            value = b"[" + b'"' + text + b'"]' if field == b"tags" else b'"' + text + b'"'
+            document = b'{"id":1,"' + field + b'":' + value + b"}"
+            assert same_row(native.row(None, document), native.python(None, document)), document
+            assert same_row(
+                native.row(None, document) or native.general(None, document),
+                native.python_or_general(None, document),
+            ), document
+
+
 def test_keys_are_checked_as_their_format_reads_them() -> None:
     value = b'{"id": 1}'
     assert Native(Format.BYTES).row(b"\xff", value) is not None

@@ -95,6 +95,7 @@ def _check(document: bytes) -> bytes | None:
     if native is not None:
         assert type(native) is CopyTuple
         assert native == _general(document), document
+        assert hash(native) == hash(bytes(native))  # made in C: no stale hash
     return native
 
 
