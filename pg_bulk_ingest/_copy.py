@@ -112,25 +112,34 @@ class BatchWriter:
 
     def _encoded(self, rows: Iterable[tuple[sa.Table, Any]]) -> Iterator[Line]:
         targets, run_starts, run_tables = self._targets, self._run_starts, self._run_tables
+        # The table of the run of rows so far, its target (None: skipped) and its encoder of
+        # the moment, looked up once a run.
         current: Any = None
+        target: Optional[Target] = None
+        attempt: Any = None
         for position, (table, row) in enumerate(rows):
             if table is not current:
                 current = table
                 run_starts.append(position)
                 run_tables.append(table)
-            try:
-                target = targets[table]
-            except (KeyError, TypeError):
-                if not isinstance(table, sa.Table):
-                    raise SchemaError(
-                        f"row {position} of the batch is for {table!r}, which is not a table"
-                    ) from None
+                try:
+                    target = targets[table]
+                except (KeyError, TypeError):
+                    if not isinstance(table, sa.Table):
+                        raise SchemaError(
+                            f"row {position} of the batch is for {table!r}, which is not a table"
+                        ) from None
+                    target = None
+                else:
+                    attempt = target.encoder.attempt
+            if target is None:
                 self._skip(table)  # as the public library does: callers share one generator
                 continue
             try:
-                line = target.encoder.attempt(row)
+                line = attempt(row)
             except Exception as error:
                 line = self._after_attempt(target, row, position, error)
+                attempt = target.encoder.attempt  # text, once binary could not carry a row
             yield table, line
 
     def _after_attempt(self, target: Target, row: Any, position: int, error: Exception) -> Encoded:

@@ -279,6 +279,7 @@ class Worker:
                     self.settings.kafka.client_config(), errors.dead_letter_topic
                 )
                 stack.callback(self.dead_letter_producer.close)
+            stack.callback(self._ahead.close)
             # Everything allocated so far lives as long as the process: keep it out of the
             # collector's way, and collect young objects less often, since each message
             # allocates several short-lived ones (about a quarter of the time otherwise).
