@@ -52,6 +52,12 @@ class Db:
                 f"pg_bulk_ingest needs the psycopg or psycopg2 driver, not {conn.dialect.driver!r}"
             )
 
+    @property
+    def server_major(self) -> int:
+        """The server's major version, as SQLAlchemy read it on connecting: 15 for 15.18."""
+        version = self.conn.dialect.server_version_info
+        return int(version[0]) if version else 0
+
     def _cursor(self) -> Any:
         return self.conn.connection.cursor()
 

@@ -3,6 +3,7 @@ the user's table, the column, the value and the row of the batch, never an inter
 
 from __future__ import annotations
 
+import decimal
 import threading
 import time
 from typing import Any, Callable
@@ -25,6 +26,17 @@ from .test_ingest import keyed, one_batch
 
 # How long a test waits for the ingest under test to block on another transaction's row.
 BLOCKED_WITHIN_SECONDS = 10.0
+
+# The merges of a batch whose keys do not all follow the live keys: MERGE (PostgreSQL 15 on),
+# and the INSERT ... ON CONFLICT of older servers, had by making the server look like 14.
+MERGES = ["merge", "on conflict"]
+
+
+@pytest.fixture(params=MERGES)
+def merging(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "on conflict":
+        monkeypatch.setattr(Db, "server_major", property(lambda _: 14))
+    return str(request.param)
 
 
 def priced(schema: str, *, key: bool, amount: sa.types.TypeEngine[Any]) -> sa.Table:
@@ -171,16 +183,19 @@ def test_a_null_upserted_into_a_table_to_swap_in_names_the_live_table(
     )
 
 
-def _wait_until_blocked(query: Callable[[str], list[tuple[Any, ...]]], schema: str) -> None:
+def _wait_until_blocked(
+    query: Callable[[str], list[tuple[Any, ...]]], schema: str, statement: str = "INSERT"
+) -> None:
+    """Waits until a `statement` (INSERT, MERGE) into `schema` waits for a lock."""
     deadline = time.monotonic() + BLOCKED_WITHIN_SECONDS
     while time.monotonic() < deadline:
         if query(
             "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            f"AND query LIKE 'INSERT INTO \"{schema}\".%%'"
+            f"AND query LIKE '{statement} INTO \"{schema}\".%%'"
         ):
             return
         time.sleep(0.02)
-    raise AssertionError("the ingest never waited for the other transaction's row")
+    raise AssertionError(f"the ingest's {statement} never waited for the other transaction's row")
 
 
 def test_a_row_a_concurrent_writer_adds_during_a_first_load_is_updated(
@@ -217,6 +232,124 @@ def test_a_row_a_concurrent_writer_adds_during_a_first_load_is_updated(
         (2, "ours"),
         (3, "c"),
     ]
+
+
+def test_a_row_a_concurrent_writer_adds_during_a_merge_is_updated(
+    conn: sa.engine.Connection,
+    driver_engine: sa.engine.Engine,
+    schema: str,
+    query: Callable[[str], list[tuple[Any, ...]]],
+) -> None:
+    """The batch's keys do not all follow the live ones, so it MERGEs; another writer inserts
+    one of its new keys meanwhile, which MERGE's INSERT waits for and then fails on: the batch
+    still upserts it, as ON CONFLICT would."""
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, one_batch(table, 1, [(5, "live")]))
+    failures: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            with driver_engine.connect() as loading:
+                batch = [(1, "a"), (2, "ours"), (5, "changed")]
+                ingest(loading, metadata, one_batch(table, 2, batch))
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    with driver_engine.connect() as other:
+        other.exec_driver_sql(f"INSERT INTO \"{schema}\".events VALUES (2, 'theirs')")
+        loader = threading.Thread(target=load)
+        loader.start()
+        try:
+            _wait_until_blocked(query, schema, "MERGE")
+        finally:
+            other.commit()
+            loader.join()
+    assert failures == []
+    assert query(f'SELECT id, value FROM "{schema}".events ORDER BY id') == [
+        (1, "a"),
+        (2, "ours"),
+        (5, "changed"),
+    ]
+
+
+def test_a_reload_of_unchanged_rows_neither_rewrites_nor_locks_them(
+    conn: sa.engine.Connection, schema: str, query: Callable[[str], list[tuple[Any, ...]]]
+) -> None:
+    """ON CONFLICT locked each unchanged live row (its xmax became the ingest's transaction)
+    before skipping its update; MERGE only reads it."""
+    metadata, table = keyed(schema)
+    rows = [(i, f"v{i}") for i in range(100)]
+    ingest(conn, metadata, one_batch(table, 1, rows))
+    before = query(f'SELECT id, xmin::text, xmax::text FROM "{schema}".events ORDER BY id')
+    ingest(conn, metadata, one_batch(table, 2, rows))
+    after = query(f'SELECT id, xmin::text, xmax::text FROM "{schema}".events ORDER BY id')
+    assert after == before
+    assert {xmax for _, _, xmax in after} == {"0"}
+
+
+@pytest.mark.usefixtures("merging")
+def test_a_batch_of_unchanged_changed_new_and_repeated_keys_keeps_the_last_row_per_key(
+    conn: sa.engine.Connection, schema: str, query: Callable[[str], list[tuple[Any, ...]]]
+) -> None:
+    """Only the last staged row of a key counts: a key whose last row equals the live one is
+    left as it is even after a differing earlier row, and the other way round. NUMERIC 1.5 and
+    1.50 are equal but not the same value."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "prices",
+        metadata,
+        sa.Column("id", sa.INTEGER, primary_key=True),
+        sa.Column("amount", sa.NUMERIC),
+        sa.Column("note", sa.TEXT),
+        schema=schema,
+    )
+    d = decimal.Decimal
+    live = [(i, d("1.5"), f"n{i}") for i in range(1, 7)] + [(9, d("9"), "n9")]
+    ingest(conn, metadata, one_batch(table, 1, live))
+    versions = dict(query(f'SELECT id, xmin::text FROM "{schema}".prices'))
+    batch = [
+        (1, d("1.5"), "n1"),  # unchanged
+        (2, d("2"), "n2"),  # changed
+        (3, d("1.50"), "n3"),  # the same amount, written otherwise
+        (4, d("4"), "x"),  # changed, then back to the live row
+        (5, d("1.5"), "n5"),  # unchanged, then changed
+        (7, d("7"), "n7"),  # new, between live keys
+        (4, d("1.5"), "n4"),
+        (5, d("5"), "n5"),
+        (7, d("7.0"), "n7"),
+        (6, None, None),  # changed to NULLs
+    ]
+    ingest(conn, metadata, one_batch(table, 2, batch))
+    assert query(f'SELECT id, amount::text, note FROM "{schema}".prices ORDER BY id') == [
+        (1, "1.5", "n1"),
+        (2, "2", "n2"),
+        (3, "1.50", "n3"),
+        (4, "1.5", "n4"),
+        (5, "5", "n5"),
+        (6, None, None),
+        (7, "7.0", "n7"),
+        (9, "9", "n9"),
+    ]
+    now = query(f'SELECT id, xmin::text FROM "{schema}".prices')
+    assert sorted(key for key, xmin in now if xmin != versions.get(key)) == [2, 3, 5, 6, 7]
+
+
+@pytest.mark.usefixtures("merging")
+def test_a_table_of_key_columns_alone_gets_the_new_keys_of_a_batch(
+    conn: sa.engine.Connection, schema: str, query: Callable[[str], list[tuple[Any, ...]]]
+) -> None:
+    table = sa.Table(
+        "pairs",
+        sa.MetaData(),
+        sa.Column("a", sa.INTEGER, primary_key=True),
+        sa.Column("b", sa.TEXT, primary_key=True),
+        schema=schema,
+    )
+    ingest(conn, table.metadata, one_batch(table, 1, [(1, "a"), (3, "c")]))
+    versions = query(f'SELECT a, xmin::text FROM "{schema}".pairs WHERE a = 1')
+    ingest(conn, table.metadata, one_batch(table, 2, [(2, "b"), (1, "a"), (2, "b")]))
+    assert query(f'SELECT a, b FROM "{schema}".pairs ORDER BY a') == [(1, "a"), (2, "b"), (3, "c")]
+    assert query(f'SELECT a, xmin::text FROM "{schema}".pairs WHERE a = 1') == versions
 
 
 def test_a_live_key_column_with_a_collation_of_its_own_is_upserted(
