@@ -53,10 +53,12 @@ class Db:
             )
 
     @property
-    def server_major(self) -> int:
-        """The server's major version, as SQLAlchemy read it on connecting: 15 for 15.18."""
-        version = self.conn.dialect.server_version_info
-        return int(version[0]) if version else 0
+    def server_version(self) -> tuple[int, int]:
+        """The server's version, as SQLAlchemy read it on connecting: (15, 18) for 15.18;
+        (0, 0) where it is not known."""
+        version = self.conn.dialect.server_version_info or ()
+        major, minor, *_ = [*(part for part in version if isinstance(part, int)), 0, 0]
+        return major, minor
 
     def _cursor(self) -> Any:
         return self.conn.connection.cursor()

@@ -30,8 +30,13 @@ _STAGED = ident("staged")
 # runs under.
 _SAVEPOINT = ident("pg_bulk_ingest_insert")
 _UNIQUE_VIOLATION = "23505"
-# The first major server version with MERGE.
-_MERGE_SINCE = 15
+# The first server version whose MERGE gives a row another transaction updated or deleted
+# meanwhile the outcome ON CONFLICT gives it, under READ COMMITTED (15.0 to 15.2 did not).
+_MERGE_SINCE = (15, 3)
+# The isolation level MERGE is used at: under REPEATABLE READ and SERIALIZABLE, where ON CONFLICT
+# fails with a serialization error on a row updated since the snapshot, MERGE skipped such a row
+# until 15.16 and 17.8.
+_MERGE_ISOLATION = "read committed"
 
 
 def staging_name() -> str:
@@ -134,7 +139,8 @@ def merge_sql(table: TableSpec, target: str, staging: str) -> str:
 
 
 def keys_follow_sql(table: TableSpec, target: str, staging: str) -> str:
-    """Whether every staged key sorts after every key of `target` (true when it is empty).
+    """Whether every staged key sorts after every key of `target` (true when it is empty); and
+    the transaction's isolation level.
 
     The greatest live key is one step of the primary key's index, read backwards; each staged
     key is compared to it under the live column's collation (a non-default one wins over the
@@ -148,7 +154,7 @@ def keys_follow_sql(table: TableSpec, target: str, staging: str) -> str:
         f"SELECT NOT EXISTS (SELECT FROM pg_temp.{ident(staging)} AS {_STAGED}, "
         f"(SELECT {idents(key)} FROM {qualified(table.schema, target)} "
         f"ORDER BY {descending} LIMIT 1) AS {_LIVE} "
-        f"WHERE ({staged}) <= ({live}))"
+        f"WHERE ({staged}) <= ({live})), current_setting('transaction_isolation')"
     )
 
 
@@ -159,13 +165,14 @@ def merge(db: Db, table: TableSpec, target: str, staging: str) -> None:
     row can conflict but with a row a concurrent writer adds meanwhile. A plain INSERT then
     spares each row ON CONFLICT's speculative insertion (its extra index probe, lock and WAL
     record: about a third of the merge). Other batches MERGE where the server has it, sparing
-    unchanged rows their lock (`merge_sql`). Should a concurrent writer's new row make either
-    fail (neither turns a conflict into an update as ON CONFLICT does), the upsert runs instead,
-    from a savepoint: the outcome is the upsert's in every case.
+    unchanged rows their lock (`merge_sql`), in READ COMMITTED transactions. Should a concurrent
+    writer's new row make either fail (neither turns a conflict into an update as ON CONFLICT
+    does), the upsert runs instead, from a savepoint: the outcome is the upsert's in every case.
     """
-    if db.value(keys_follow_sql(table, target, staging)):
+    follow, isolation = db.rows(keys_follow_sql(table, target, staging))[0]
+    if follow:
         statement = insert_sql(table, target, staging)
-    elif db.server_major >= _MERGE_SINCE:
+    elif db.server_version >= _MERGE_SINCE and isolation == _MERGE_ISOLATION:
         statement = merge_sql(table, target, staging)
     else:
         db.execute(upsert_sql(table, target, staging))

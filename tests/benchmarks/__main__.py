@@ -73,6 +73,10 @@ TARGET_AVRO_VS_JSON = 0.6
 TARGET_VS_INGEST = 0.7
 # The ingest core's append against raw text COPY of the same rows (binary COPY issue).
 TARGET_INGEST_VS_RAW_COPY = 1.15
+# The sink's steady append rate (after its first row) against raw COPY of the same rows, in
+# the limit section (binary COPY issue): faster than any loader that writes COPY text.
+TARGET_SINK_VS_RAW_TEXT = 1.0
+TARGET_SINK_VS_RAW_BINARY = 0.8
 # The ingest core's upserts against the revision before binary COPY (--baseline).
 TARGET_INGEST_UPSERT_VS_BEFORE = 1.2
 TARGET_RSS_MB = 300.0
@@ -640,10 +644,15 @@ COLUMNS = (
 )
 
 
-def _cells(r: Result) -> tuple[str, ...]:
-    steady = None
+def steady_rate(r: Result) -> float | None:
+    """Events per second after the first row: the run's rate less its start."""
     if r.seconds and r.first_row_seconds is not None and r.seconds > r.first_row_seconds:
-        steady = r.events / (r.seconds - r.first_row_seconds)
+        return r.events / (r.seconds - r.first_row_seconds)
+    return None
+
+
+def _cells(r: Result) -> tuple[str, ...]:
+    steady = steady_rate(r)
     return (
         r.section,
         r.system,
@@ -756,6 +765,19 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
         _find(results, section="avro", system=f"{e2e.SYSTEM} (json)"),
         TARGET_AVRO_VS_JSON,
     )
+    sink = _find(results, mode="append", **one)
+    for kind, goal in (("text", TARGET_SINK_VS_RAW_TEXT), ("binary", TARGET_SINK_VS_RAW_BINARY)):
+        raw = _find(results, section="limit", system=f"raw COPY {kind}")
+        steady = steady_rate(sink) if sink else None
+        value = steady / raw.rate if steady and raw and raw.rate else None
+        checks.append(
+            {
+                "target": f"e2e append, 1 worker, steady / raw {kind} COPY (limit)",
+                "goal": f">= {goal}x",
+                "measured": value,
+                "met": None if value is None else value >= goal,
+            }
+        )
     ratio(
         "ingest core append (ours) / raw text COPY, same rows and run",
         ingest,

@@ -35,7 +35,7 @@ MERGES = ["merge", "on conflict"]
 @pytest.fixture(params=MERGES)
 def merging(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "on conflict":
-        monkeypatch.setattr(Db, "server_major", property(lambda _: 14))
+        monkeypatch.setattr(Db, "server_version", property(lambda _: (14, 9)))
     return str(request.param)
 
 
@@ -270,6 +270,91 @@ def test_a_row_a_concurrent_writer_adds_during_a_merge_is_updated(
         (2, "ours"),
         (5, "changed"),
     ]
+
+
+def _merged_while_another_holds_the_row(
+    driver_engine: sa.engine.Engine,
+    query: Callable[[str], list[tuple[Any, ...]]],
+    schema: str,
+    merging: str,
+    meanwhile: str,
+) -> list[tuple[Any, ...]]:
+    """Live rows 5 and 9; another transaction runs `meanwhile` on row 5 and commits once the
+    batch's merge waits for it. Returns the rows after."""
+    metadata, table = keyed(schema)
+    with driver_engine.connect() as first:
+        ingest(first, metadata, one_batch(table, 1, [(5, "live"), (9, "nine")]))
+    failures: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            with driver_engine.connect() as loading:
+                ingest(loading, metadata, one_batch(table, 2, [(1, "a"), (5, "ours")]))
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    with driver_engine.connect() as other:
+        other.exec_driver_sql(meanwhile.format(table=f'"{schema}".events'))
+        loader = threading.Thread(target=load)
+        loader.start()
+        try:
+            _wait_until_blocked(query, schema, "MERGE" if merging == "merge" else "INSERT")
+        finally:
+            other.commit()
+            loader.join()
+    assert failures == []
+    return query(f'SELECT id, value FROM "{schema}".events ORDER BY id')
+
+
+def test_a_row_another_writer_updates_during_the_merge_gets_the_batch_s_row(
+    driver_engine: sa.engine.Engine,
+    schema: str,
+    query: Callable[[str], list[tuple[Any, ...]]],
+    merging: str,
+) -> None:
+    meanwhile = "UPDATE {table} SET value = 'theirs' WHERE id = 5"
+    rows = _merged_while_another_holds_the_row(driver_engine, query, schema, merging, meanwhile)
+    assert rows == [(1, "a"), (5, "ours"), (9, "nine")]
+
+
+def test_a_row_another_writer_deletes_during_the_merge_is_inserted_again(
+    driver_engine: sa.engine.Engine,
+    schema: str,
+    query: Callable[[str], list[tuple[Any, ...]]],
+    merging: str,
+) -> None:
+    meanwhile = "DELETE FROM {table} WHERE id = 5"
+    rows = _merged_while_another_holds_the_row(driver_engine, query, schema, merging, meanwhile)
+    assert rows == [(1, "a"), (5, "ours"), (9, "nine")]
+
+
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
+def test_merge_runs_at_read_committed_only(
+    driver_engine: sa.engine.Engine,
+    schema: str,
+    query: Callable[[str], list[tuple[Any, ...]]],
+    monkeypatch: pytest.MonkeyPatch,
+    isolation: str,
+) -> None:
+    """Under REPEATABLE READ and SERIALIZABLE, a row updated since the snapshot makes ON
+    CONFLICT fail with a serialization error, where MERGE skipped it on servers before 15.16."""
+    merges: list[str] = []
+    execute = Db.execute
+
+    def spy(self: Db, sql: str, params: Any = None) -> None:
+        if sql.startswith(("MERGE", "INSERT")):
+            merges.append(sql.split(" ", 1)[0])
+        execute(self, sql, params)
+
+    monkeypatch.setattr(Db, "execute", spy)
+    metadata, table = keyed(schema)
+    with driver_engine.connect() as first:
+        ingest(first, metadata, one_batch(table, 1, [(5, "live")]))
+        merges.clear()
+    with driver_engine.connect().execution_options(isolation_level=isolation) as loading:
+        ingest(loading, metadata, one_batch(table, 2, [(1, "a"), (5, "ours")]))
+    assert merges == (["MERGE"] if isolation == "READ COMMITTED" else ["INSERT"])
+    assert query(f'SELECT id, value FROM "{schema}".events ORDER BY id') == [(1, "a"), (5, "ours")]
 
 
 def test_a_reload_of_unchanged_rows_neither_rewrites_nor_locks_them(
