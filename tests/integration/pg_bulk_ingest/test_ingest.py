@@ -48,6 +48,20 @@ def unkeyed(schema: str, name: str = "log") -> tuple[sa.MetaData, sa.Table]:
     return metadata, table
 
 
+def prices(schema: str) -> tuple[sa.MetaData, sa.Table]:
+    """A table keyed on `id`, with a NUMERIC `amount` and a `note`."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "prices",
+        metadata,
+        sa.Column("id", sa.INTEGER, primary_key=True),
+        sa.Column("amount", sa.NUMERIC),
+        sa.Column("note", sa.TEXT),
+        schema=schema,
+    )
+    return metadata, table
+
+
 def one_batch(table: sa.Table, watermark: Any, rows: list[tuple[Any, ...]]) -> Any:
     def batches(_: Any) -> Any:
         yield watermark, ((table, row) for row in rows)
@@ -92,15 +106,7 @@ def test_upsert_keeps_the_last_row_per_key_and_updates_existing_rows(
 def test_upsert_leaves_unchanged_rows_alone_and_rewrites_changed_ones(
     conn: sa.engine.Connection, schema: str, query: Any
 ) -> None:
-    metadata = sa.MetaData()
-    table = sa.Table(
-        "prices",
-        metadata,
-        sa.Column("id", sa.INTEGER, primary_key=True),
-        sa.Column("amount", sa.NUMERIC),
-        sa.Column("note", sa.TEXT),
-        schema=schema,
-    )
+    metadata, table = prices(schema)
     rows = [(1, decimal.Decimal("1.5"), "a"), (2, decimal.Decimal("2"), None)]
     ingest(conn, metadata, one_batch(table, 1, rows))
     before = dict(query(f'SELECT id, xmin::text FROM "{schema}".prices'))

@@ -22,7 +22,7 @@ from pg_bulk_ingest._upsert import (
     keys_follow_sql,
 )
 
-from .test_ingest import keyed, one_batch
+from .test_ingest import keyed, one_batch, prices
 
 # How long a test waits for the ingest under test to block on another transaction's row.
 BLOCKED_WITHIN_SECONDS = 10.0
@@ -198,44 +198,64 @@ def _wait_until_blocked(
     raise AssertionError(f"the ingest's {statement} never waited for the other transaction's row")
 
 
+def _loaded_while_another_writes(
+    driver_engine: sa.engine.Engine,
+    query: Callable[[str], list[tuple[Any, ...]]],
+    schema: str,
+    *,
+    live: list[tuple[Any, ...]],
+    batch: list[tuple[Any, ...]],
+    meanwhile: str,
+    waits_in: str,
+) -> list[tuple[Any, ...]]:
+    """The table's rows once `batch` is ingested over `live`, while another transaction has
+    run `meanwhile` (on `{table}`) and commits only once the batch's `waits_in` statement
+    (INSERT, MERGE) waits for it."""
+    metadata, table = keyed(schema)
+    with driver_engine.connect() as first:
+        ingest(first, metadata, one_batch(table, 1, live))
+    failures: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            with driver_engine.connect() as loading:
+                ingest(loading, metadata, one_batch(table, 2, batch))
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    with driver_engine.connect() as other:
+        other.exec_driver_sql(meanwhile.format(table=f'"{schema}".events'))
+        loader = threading.Thread(target=load)
+        loader.start()
+        try:
+            _wait_until_blocked(query, schema, waits_in)
+        finally:
+            other.commit()
+            loader.join()
+    assert failures == []
+    return query(f'SELECT id, value FROM "{schema}".events ORDER BY id')
+
+
 def test_a_row_a_concurrent_writer_adds_during_a_first_load_is_updated(
-    conn: sa.engine.Connection,
     driver_engine: sa.engine.Engine,
     schema: str,
     query: Callable[[str], list[tuple[Any, ...]]],
 ) -> None:
     """The first load's keys all follow the (no) live keys, but another writer inserts one of
     them before the merge: the batch still upserts it, as ON CONFLICT would."""
-    metadata, table = keyed(schema)
-    ingest(conn, metadata, lambda _: iter(()))
-    failures: list[BaseException] = []
-
-    def load() -> None:
-        try:
-            with driver_engine.connect() as loading:
-                ingest(loading, metadata, one_batch(table, 1, [(1, "a"), (2, "ours"), (3, "c")]))
-        except BaseException as error:  # reported by the main thread
-            failures.append(error)
-
-    with driver_engine.connect() as other:
-        other.exec_driver_sql(f"INSERT INTO \"{schema}\".events VALUES (2, 'theirs')")
-        loader = threading.Thread(target=load)
-        loader.start()
-        try:
-            _wait_until_blocked(query, schema)
-        finally:
-            other.commit()
-            loader.join()
-    assert failures == []
-    assert query(f'SELECT id, value FROM "{schema}".events ORDER BY id') == [
-        (1, "a"),
-        (2, "ours"),
-        (3, "c"),
-    ]
+    rows = _loaded_while_another_writes(
+        driver_engine,
+        query,
+        schema,
+        live=[],
+        batch=[(1, "a"), (2, "ours"), (3, "c")],
+        meanwhile="INSERT INTO {table} VALUES (2, 'theirs')",
+        waits_in="INSERT",
+    )
+    assert rows == [(1, "a"), (2, "ours"), (3, "c")]
 
 
 def test_a_row_a_concurrent_writer_adds_during_a_merge_is_updated(
-    conn: sa.engine.Connection,
     driver_engine: sa.engine.Engine,
     schema: str,
     query: Callable[[str], list[tuple[Any, ...]]],
@@ -243,33 +263,16 @@ def test_a_row_a_concurrent_writer_adds_during_a_merge_is_updated(
     """The batch's keys do not all follow the live ones, so it MERGEs; another writer inserts
     one of its new keys meanwhile, which MERGE's INSERT waits for and then fails on: the batch
     still upserts it, as ON CONFLICT would."""
-    metadata, table = keyed(schema)
-    ingest(conn, metadata, one_batch(table, 1, [(5, "live")]))
-    failures: list[BaseException] = []
-
-    def load() -> None:
-        try:
-            with driver_engine.connect() as loading:
-                batch = [(1, "a"), (2, "ours"), (5, "changed")]
-                ingest(loading, metadata, one_batch(table, 2, batch))
-        except BaseException as error:  # reported by the main thread
-            failures.append(error)
-
-    with driver_engine.connect() as other:
-        other.exec_driver_sql(f"INSERT INTO \"{schema}\".events VALUES (2, 'theirs')")
-        loader = threading.Thread(target=load)
-        loader.start()
-        try:
-            _wait_until_blocked(query, schema, "MERGE")
-        finally:
-            other.commit()
-            loader.join()
-    assert failures == []
-    assert query(f'SELECT id, value FROM "{schema}".events ORDER BY id') == [
-        (1, "a"),
-        (2, "ours"),
-        (5, "changed"),
-    ]
+    rows = _loaded_while_another_writes(
+        driver_engine,
+        query,
+        schema,
+        live=[(5, "live")],
+        batch=[(1, "a"), (2, "ours"), (5, "changed")],
+        meanwhile="INSERT INTO {table} VALUES (2, 'theirs')",
+        waits_in="MERGE",
+    )
+    assert rows == [(1, "a"), (2, "ours"), (5, "changed")]
 
 
 def _merged_while_another_holds_the_row(
@@ -280,30 +283,16 @@ def _merged_while_another_holds_the_row(
     meanwhile: str,
 ) -> list[tuple[Any, ...]]:
     """Live rows 5 and 9; another transaction runs `meanwhile` on row 5 and commits once the
-    batch's merge waits for it. Returns the rows after."""
-    metadata, table = keyed(schema)
-    with driver_engine.connect() as first:
-        ingest(first, metadata, one_batch(table, 1, [(5, "live"), (9, "nine")]))
-    failures: list[BaseException] = []
-
-    def load() -> None:
-        try:
-            with driver_engine.connect() as loading:
-                ingest(loading, metadata, one_batch(table, 2, [(1, "a"), (5, "ours")]))
-        except BaseException as error:  # reported by the main thread
-            failures.append(error)
-
-    with driver_engine.connect() as other:
-        other.exec_driver_sql(meanwhile.format(table=f'"{schema}".events'))
-        loader = threading.Thread(target=load)
-        loader.start()
-        try:
-            _wait_until_blocked(query, schema, "MERGE" if merging == "merge" else "INSERT")
-        finally:
-            other.commit()
-            loader.join()
-    assert failures == []
-    return query(f'SELECT id, value FROM "{schema}".events ORDER BY id')
+    batch's merge (MERGE, or INSERT ... ON CONFLICT) waits for it."""
+    return _loaded_while_another_writes(
+        driver_engine,
+        query,
+        schema,
+        live=[(5, "live"), (9, "nine")],
+        batch=[(1, "a"), (5, "ours")],
+        meanwhile=meanwhile,
+        waits_in="MERGE" if merging == "merge" else "INSERT",
+    )
 
 
 def test_a_row_another_writer_updates_during_the_merge_gets_the_batch_s_row(
@@ -379,15 +368,7 @@ def test_a_batch_of_unchanged_changed_new_and_repeated_keys_keeps_the_last_row_p
     """Only the last staged row of a key counts: a key whose last row equals the live one is
     left as it is even after a differing earlier row, and the other way round. NUMERIC 1.5 and
     1.50 are equal but not the same value."""
-    metadata = sa.MetaData()
-    table = sa.Table(
-        "prices",
-        metadata,
-        sa.Column("id", sa.INTEGER, primary_key=True),
-        sa.Column("amount", sa.NUMERIC),
-        sa.Column("note", sa.TEXT),
-        schema=schema,
-    )
+    metadata, table = prices(schema)
     d = decimal.Decimal
     live = [(i, d("1.5"), f"n{i}") for i in range(1, 7)] + [(9, d("9"), "n9")]
     ingest(conn, metadata, one_batch(table, 1, live))
