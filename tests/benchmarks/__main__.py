@@ -103,7 +103,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     parser.add_argument("--quick", action="store_true", help="100k events, 15 s latency runs")
     parser.add_argument("--events", type=int, help="N for e2e and peer (default 1M; quick 100k)")
     parser.add_argument(
-        "--rounds", type=int, help="rounds of the compared one-worker runs (default 3; quick 1)"
+        "--rounds",
+        type=int,
+        help="rounds of the compared one-worker runs and of the ingest section's repetitions "
+        "(default 3; quick 1)",
     )
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--json", type=Path, help="also write machine, rows and targets here")
@@ -129,7 +132,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
             scaling_events=(events // 10, events, events * 5),
             latency_seconds=15.0 if args.quick else 60.0,
             ingest_rows=100_000 if args.quick else 500_000,
-            ingest_repeat=1 if args.quick else 3,
+            ingest_repeat=rounds,
             rounds=rounds,
             baseline=args.baseline,
         ),
