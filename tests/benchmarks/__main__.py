@@ -19,6 +19,7 @@ import importlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -73,8 +74,9 @@ TARGET_AVRO_VS_JSON = 0.6
 TARGET_VS_INGEST = 0.7
 # The ingest core's append against raw text COPY of the same rows (binary COPY issue).
 TARGET_INGEST_VS_RAW_COPY = 1.15
-# The sink's steady append rate (after its first row) against raw COPY of the same rows, in
-# the limit section (binary COPY issue): faster than any loader that writes COPY text.
+# The sink's steady append rate (after its first commit) against raw COPY of the rows it
+# writes (the e2e events, in the limit section; binary COPY issue): faster than any loader
+# that writes COPY text.
 TARGET_SINK_VS_RAW_TEXT = 1.0
 TARGET_SINK_VS_RAW_BINARY = 0.8
 # The ingest core's upserts against the revision before binary COPY (--baseline).
@@ -353,8 +355,9 @@ def run_ingest(bench: Bench) -> None:
 
 
 def run_limit(bench: Bench) -> None:
-    """The server's side alone: the ingest benchmark's rows, pre-encoded by PostgreSQL as COPY
-    text and as binary COPY, loaded alternately into fresh tables."""
+    """The server's side alone: the ingest benchmark's rows and the e2e section's events (as the
+    sink's table holds them), pre-encoded by PostgreSQL as COPY text and as binary COPY, loaded
+    alternately into fresh tables."""
     module = importlib.import_module("tests.benchmarks.ingest_bench")
 
     def measure() -> list[Result]:
@@ -527,10 +530,15 @@ def median(results: Sequence[Result]) -> Result:
     middle = ordered[(len(ordered) - 1) // 2]
     spread = f"{_rate(ordered[0].rate)}..{_rate(ordered[-1].rate)}"
     note = f"median of {len(results)} (min-max {spread} events/s)"
+    extra = {**middle.extra, "rates": [r.rate for r in results]}
+    steadies = [steady_rate(r) for r in results]
+    if all(steadies) and any("steady_rate" in r.extra for r in results):
+        # The steady column's own median: it need not come from the run of median rate.
+        known = [s for s in steadies if s]
+        extra["steady_rate"] = statistics.median(known)
+        note += f", steady {_rate(min(known))}..{_rate(max(known))}"
     return dataclasses.replace(
-        middle,
-        note=f"{middle.note}, {note}" if middle.note else note,
-        extra={**middle.extra, "rates": [r.rate for r in results]},
+        middle, note=f"{middle.note}, {note}" if middle.note else note, extra=extra
     )
 
 
@@ -648,7 +656,10 @@ COLUMNS = (
 
 
 def steady_rate(r: Result) -> float | None:
-    """Events per second after the first row: the run's rate less its start."""
+    """Events per second after the first row: the run's rate less its start. The sink's runs
+    time it by its stored offsets (every LATENCY_POLL_SECONDS), the others by their polls."""
+    if r.extra.get("steady_rate"):
+        return float(r.extra["steady_rate"])
     if r.seconds and r.first_row_seconds is not None and r.seconds > r.first_row_seconds:
         return r.events / (r.seconds - r.first_row_seconds)
     return None
@@ -770,12 +781,12 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
     )
     sink = _find(results, mode="append", **one)
     for kind, goal in (("text", TARGET_SINK_VS_RAW_TEXT), ("binary", TARGET_SINK_VS_RAW_BINARY)):
-        raw = _find(results, section="limit", system=f"raw COPY {kind}")
+        raw = _find(results, section="limit", system=f"raw COPY {kind}, events")
         steady = steady_rate(sink) if sink else None
         value = steady / raw.rate if steady and raw and raw.rate else None
         checks.append(
             {
-                "target": f"e2e append, 1 worker, steady / raw {kind} COPY (limit)",
+                "target": f"e2e append, 1 worker, steady / raw {kind} COPY of its rows (limit)",
                 "goal": f">= {goal}x",
                 "measured": value,
                 "met": None if value is None else value >= goal,
@@ -913,7 +924,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "\nevents/s: N / wall time from process start until the table holds all N (and, for "
         "the sink, its stored offsets equal the log end offsets); steady/s: N / time after "
-        "the first row; 2nd/1st half: rate over the last half of the rows / over the first half. "
+        "the first row (the sink's: the messages after its first commit / the time from it to "
+        "its last, read off its stored offsets every 20 ms); 2nd/1st half: rate over the last "
+        "half of the rows / over the first half. "
         "Both systems share the same 2 cores with PostgreSQL and Kafka."
     )
     if json_path:

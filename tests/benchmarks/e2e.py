@@ -246,16 +246,17 @@ def run(
     code = baseline.tree if baseline else REPO
     procs = start_workers(config, workers, run_dir, label, code=code)
     try:
-        timing = time_until_complete(
-            procs,
-            started,
-            rows=lambda: row_count(engine, schema, table),
-            estimate=_committed(engine, schema, table, topic),
-            expected=expected,
-            also_done=lambda: reached() and (check is None or check(engine, schema, table)),
-            timeout=timeout or timeout_for(events_count),
-            what=f"sink {label}",
-        )
+        with OffsetTimeline(engine, schema, table, topic) as timeline:
+            timing = time_until_complete(
+                procs,
+                started,
+                rows=lambda: row_count(engine, schema, table),
+                estimate=_committed(engine, schema, table, topic),
+                expected=expected,
+                also_done=lambda: reached() and (check is None or check(engine, schema, table)),
+                timeout=timeout or timeout_for(events_count),
+                what=f"sink {label}",
+            )
     finally:
         for proc in procs:
             proc.stop()
@@ -273,7 +274,11 @@ def run(
         rate=events_count / timing.seconds,
         peak_rss_mb=timing.peak_rss_mb,
         note="exactly-once" + (", peak RSS of the larger worker" if workers > 1 else ""),
-        extra={"rows": timing.rows, "half_ratio": timing.half_ratio},
+        extra={
+            "rows": timing.rows,
+            "half_ratio": timing.half_ratio,
+            "steady_rate": timeline.steady_rate(ends),
+        },
     )
 
 
@@ -324,6 +329,23 @@ class OffsetTimeline:
         offsets = self.offsets.get(partition, [])
         index = bisect.bisect_right(offsets, offset)
         return self.times[partition][index] if index < len(offsets) else None
+
+    def steady_rate(self, ends: dict[int, int]) -> float | None:
+        """Messages per second from the first commit seen to the one that reached `ends`,
+        those of the first commit left out: at the poll's resolution, where the run's own
+        clock stops at a poll of the table every POLL_SECONDS."""
+        if self.error is not None or not all(self.covers(p, end - 1) for p, end in ends.items()):
+            return None
+        first = min(times[0] for times in self.times.values() if times)
+        last = max(self.visible_at(p, end - 1) or first for p, end in ends.items())
+        # The messages committed by the first poll that saw any: none of them counts.
+        at_first = sum(
+            next_offsets[0]
+            for p, next_offsets in self.offsets.items()
+            if next_offsets and self.times[p][0] == first
+        )
+        counted = sum(ends.values()) - at_first
+        return counted / (last - first) if last > first else None
 
     def covers(self, partition: int, offset: int) -> bool:
         offsets = self.offsets.get(partition, [])

@@ -6,7 +6,7 @@ Runs are interleaved (ceiling, ours, ours with binary COPY for every table, publ
 upsert first load, upsert re-load) so that load from other processes on the machine hits all
 of them alike; with a baseline (`python -m tests.benchmarks --baseline REV`), the ingest core of
 that revision's tree runs in the same rounds as `ours@<commit>`. `limit` times the server alone:
-the rows pre-encoded as COPY text and binary.
+the rows pre-encoded as COPY text and binary, and the e2e section's events likewise.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pg_bulk_ingest import HighWatermark, _binary, ingest
 from pg_bulk_ingest._encode import row_encoder
 from pg_bulk_ingest._schema import wanted_table
 from tests.benchmarks.ingest_rows import event_rows
+from tests.events import events
 
 HERE = Path(__file__).parent
 CACHE = HERE.parents[1] / ".cache" / "bench-pgbi013"
@@ -189,30 +190,57 @@ class Bench:
             self.drop(schema)
 
 
-def _limit_payloads(url: str, schema: str, rows: list[tuple[Any, ...]]) -> dict[str, bytes]:
-    """The rows as PostgreSQL itself writes them in COPY text and in binary COPY: loaded once
-    into a table, then read back with `COPY ... TO STDOUT`."""
+def _columns_sql(schema: str) -> str:
     _, table = events_table(schema, keyed=False)
-    spec = wanted_table(table)
-    encode = row_encoder(spec.types)
-    columns = ", ".join(f'"{c.name}" {c.type}' for c in spec.spec.columns)
+    return ", ".join(f'"{c.name}" {c.type}' for c in wanted_table(table).spec.columns)
+
+
+# The e2e section's JSON events as the sink's table holds them, made by PostgreSQL's own casts
+# from each event's JSON: the rows the sink writes, without the sink's code.
+_EVENT_ROWS = """
+    SELECT (v->>'id')::bigint, v->>'key', (v->>'ts')::timestamptz, (v->>'amount')::numeric(12,2),
+           v->>'status', v->'payload', ARRAY(SELECT jsonb_array_elements_text(v->'tags'))
+    FROM {raw}"""
+
+
+def _copied_out(conn: psycopg.Connection[Any], table: str) -> dict[str, bytes]:
+    """The table's rows as PostgreSQL writes them: as COPY text and as binary COPY."""
     payloads = {}
+    for name, options in (("text", ""), ("binary", " (FORMAT binary)")):
+        with conn.cursor().copy(f"COPY {table} TO STDOUT{options}") as copy:
+            payloads[name] = b"".join(bytes(block) for block in copy)
+    return payloads
+
+
+def _limit_payloads(url: str, schema: str, rows: list[tuple[Any, ...]]) -> dict[str, bytes]:
+    """Per row set and format ("ingest text", "events binary", ...): the ingest section's rows
+    and as many of the e2e section's events, loaded once into a table each, then read back
+    with `COPY ... TO STDOUT`."""
+    _, table = events_table(schema, keyed=False)
+    encode = row_encoder(wanted_table(table).types)
+    columns = _columns_sql(schema)
     with psycopg.connect(url) as conn:
         conn.execute(f'CREATE TABLE "{schema}".source ({columns})')
         with conn.cursor().copy(f'COPY "{schema}".source FROM STDIN') as copy:
             copy.write("".join(encode(row) for row in rows))
-        for name, options in (("text", ""), ("binary", " (FORMAT binary)")):
-            sql = f'COPY "{schema}".source TO STDOUT{options}'
-            with conn.cursor().copy(sql) as copy:
-                payloads[name] = b"".join(bytes(block) for block in copy)
+        conn.execute(f'CREATE TABLE "{schema}".raw_events (v jsonb)')
+        with conn.cursor().copy(f'COPY "{schema}".raw_events (v) FROM STDIN') as copy:
+            for _, value in events(len(rows)):
+                copy.write_row((value.decode(),))
+        raw = f'"{schema}".raw_events'
+        conn.execute(f'CREATE TABLE "{schema}".event_rows ({columns})')
+        conn.execute(f'INSERT INTO "{schema}".event_rows {_EVENT_ROWS.format(raw=raw)}')
+        payloads = {}
+        for rows_name, source in (("ingest", "source"), ("events", "event_rows")):
+            for name, payload in _copied_out(conn, f'"{schema}".{source}').items():
+                payloads[f"{rows_name} {name}"] = payload
         conn.rollback()
     return payloads
 
 
 def _limit_load(url: str, schema: str, payload: bytes, binary: bool) -> float:
     """Seconds to COPY the payload into a fresh table, in writes of LIMIT_CHUNK_BYTES."""
-    _, table = events_table(schema, keyed=False)
-    columns = ", ".join(f'"{c.name}" {c.type}' for c in wanted_table(table).spec.columns)
+    columns = _columns_sql(schema)
     name = f"load_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url) as conn:
         conn.execute(f'CREATE TABLE "{schema}"."{name}" ({columns})')
@@ -229,22 +257,33 @@ def _limit_load(url: str, schema: str, payload: bytes, binary: bool) -> float:
     return elapsed
 
 
+# The limit section's rows in the suite's table, by row set and format.
+LIMIT_SYSTEMS = {
+    "ingest text": "raw COPY text",
+    "ingest binary": "raw COPY binary",
+    "events text": "raw COPY text, events",
+    "events binary": "raw COPY binary, events",
+}
+
+
 def limit(rows: int, rounds: int = LIMIT_ROUNDS) -> list[dict[str, Any]]:
     """The server's side alone: the same rows, pre-encoded once by PostgreSQL as COPY text and
-    as binary COPY, loaded into fresh tables, text and binary alternating, `rounds` times."""
+    as binary COPY, loaded into fresh tables, text and binary alternating, `rounds` times.
+    Two row sets: the ingest section's rows (what the ingest core's targets compare with) and
+    the e2e section's events as the sink's table holds them (what the sink's do)."""
     url = os.environ["SINK_TEST_DATABASE_URL"]
     bench = Bench(url, rows)
     schema = bench.schema()
     try:
         payloads = _limit_payloads(url, schema, bench.data)
-        seconds: dict[str, list[float]] = {"text": [], "binary": []}
+        seconds: dict[str, list[float]] = {name: [] for name in LIMIT_SYSTEMS}
         for number in range(rounds):
-            for name in ("text", "binary") if number % 2 == 0 else ("binary", "text"):
-                seconds[name].append(_limit_load(url, schema, payloads[name], name == "binary"))
-                print(
-                    f"# limit round {number + 1} {name:6} {rows / seconds[name][-1]:>9,.0f} rows/s",
-                    file=sys.stderr,
-                )
+            order = list(LIMIT_SYSTEMS) if number % 2 == 0 else list(reversed(LIMIT_SYSTEMS))
+            for name in order:
+                binary = name.endswith("binary")
+                seconds[name].append(_limit_load(url, schema, payloads[name], binary))
+                rate = rows / seconds[name][-1]
+                print(f"# limit round {number + 1} {name:13} {rate:>9,.0f} rows/s", file=sys.stderr)
     finally:
         bench.drop(schema)
     results: list[dict[str, Any]] = []
@@ -252,11 +291,12 @@ def limit(rows: int, rounds: int = LIMIT_ROUNDS) -> list[dict[str, Any]]:
     for name, times in seconds.items():
         median, low, high = summary(times, rows)
         note = f"{len(payloads[name]) / rows:.0f} B/row; min-max {low:,.0f}..{high:,.0f} rows/s"
-        if name == "binary":
-            note += f"; binary/text {rates['binary'] / rates['text']:.2f}x"
+        if name.endswith("binary"):
+            text = name.replace("binary", "text")
+            note += f"; binary/text {rates[name] / rates[text]:.2f}x"
         results.append(
             {
-                "implementation": f"raw COPY {name}",
+                "implementation": LIMIT_SYSTEMS[name],
                 "scenario": "limit",
                 "rows": rows,
                 "batch_rows": rows,
