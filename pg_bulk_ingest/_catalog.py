@@ -10,7 +10,7 @@ import orjson
 
 from ._db import Db
 from ._schema import CheckSpec, ColumnSpec, ForeignKeySpec, IdentitySpec, IndexSpec, TableSpec
-from ._sql import ident, qualified
+from ._sql import ident, literal, qualified
 
 # The key of what pg_bulk_ingest keeps in a COMMENT, on the first table as on an index.
 COMMENT_KEY = "pg-bulk-ingest"
@@ -281,15 +281,24 @@ def schema_exists(db: Db, schema: str) -> bool:
     return bool(db.value("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)))
 
 
+_COMMENT = (
+    "SELECT obj_description(c.oid, 'pg_class') FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = {} AND c.relname = {} AND c.relkind IN ('r', 'p')"
+)
+
+
 def comment(db: Db, schema: str, name: str) -> str | None:
     """The table's comment; None without one or without the table (one round trip: per batch)."""
-    found = db.value(
-        "SELECT obj_description(c.oid, 'pg_class') FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-        (schema, name),
-    )
+    found = db.value(_COMMENT.format("%s", "%s"), (schema, name))
     return str(found) if found is not None else None
+
+
+def comment_after(db: Db, statement: str, schema: str, name: str) -> str | None:
+    """As `comment`, read once `statement` (without parameters) has run, in the same round
+    trip."""
+    found = db.last_rows(statement, _COMMENT.format(literal(schema), literal(name)))
+    return str(found[0][0]) if found and found[0][0] is not None else None
 
 
 def is_empty(db: Db, schema: str, name: str) -> bool:

@@ -72,6 +72,16 @@ class Db:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
 
+    def last_rows(self, *statements: str) -> list[tuple[Any, ...]]:
+        """Runs the statements (without parameters) in one round trip, in order: the rows of
+        the last."""
+        with self._cursor() as cursor:
+            cursor.execute("; ".join(statements))
+            # psycopg (3) stands on the first statement's result; psycopg2 keeps the last.
+            while cursor.description is None and not self.psycopg2 and cursor.nextset():
+                pass
+            return list(cursor.fetchall())
+
     def value(self, sql: str, params: tuple[Any, ...] | None = None) -> Any:
         found = self.rows(sql, params)
         return found[0][0] if found else None

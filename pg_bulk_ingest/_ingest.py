@@ -238,9 +238,9 @@ def _swap_all(
 
 def _save_watermark(db: Db, first: WantedTable, high_watermark: Any) -> None:
     spec = first.spec
-    db.execute(f"LOCK TABLE {qualified(spec.schema, spec.name)} IN SHARE UPDATE EXCLUSIVE MODE")
-    value = high_watermark() if callable(high_watermark) else high_watermark
-    _watermark.save(db, spec.schema, spec.name, value)
+    with _watermark.locked(db, spec.schema, spec.name):
+        value = high_watermark() if callable(high_watermark) else high_watermark
+        _watermark.save(db, spec.schema, spec.name, value)
 
 
 def _skipper(logger: logging.Logger) -> Callable[[sa.Table], None]:

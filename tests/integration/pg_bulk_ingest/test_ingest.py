@@ -18,6 +18,7 @@ from pg_bulk_ingest import (
     SchemaError,
     Upsert,
     WatermarkError,
+    _watermark,
     ingest,
     read_high_watermark,
 )
@@ -323,6 +324,41 @@ def test_callable_watermark_that_raises_rolls_the_batch_back_and_propagates(
         ingest(conn, metadata, one_batch(table, fenced, [(2, "b")]))
     assert query(f'SELECT id FROM "{schema}".events') == [(1,)]
     assert read_high_watermark(conn, table) == 1
+
+
+def test_callable_watermark_reads_the_comment_read_with_the_lock(
+    conn: sa.engine.Connection, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock and the comment are taken in one round trip; the callable's read and the save
+    use that read, and once the batch ends (committed or not) a read asks the table again."""
+    metadata, table = keyed(schema)
+    ingest(conn, metadata, one_batch(table, {"at": 1}, [(1, "a")]))
+    asked: list[Any] = []
+    real = _watermark.comment
+    monkeypatch.setattr(_watermark, "comment", lambda *a: asked.append(a) or real(*a))
+    seen: list[Any] = []
+
+    def next_watermark() -> Any:
+        seen.append((read_high_watermark(conn, table), len(asked)))
+        return {"at": seen[0][0]["at"] + 1}
+
+    ingest(conn, metadata, one_batch(table, next_watermark, [(2, "b")]))
+    ((read, asked_before),) = seen
+    assert read == {"at": 1}
+    assert len(asked) == asked_before  # neither the callable's read nor the save asked again
+    assert read_high_watermark(conn, table) == {"at": 2}
+    assert len(asked) == asked_before + 1
+
+    def fenced() -> Any:
+        read_high_watermark(conn, table)
+        raise RuntimeError("fenced")
+
+    with pytest.raises(RuntimeError, match="fenced"):
+        ingest(conn, metadata, one_batch(table, fenced, [(3, "c")]))
+    stored = '{"pg-bulk-ingest": {"high-watermark": 9}}'
+    with conn.begin():
+        conn.exec_driver_sql(f"COMMENT ON TABLE \"{schema}\".events IS '{stored}'")
+    assert read_high_watermark(conn, table) == 9
 
 
 def test_watermark_keeps_other_keys_of_the_comment(
