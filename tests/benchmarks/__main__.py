@@ -792,6 +792,16 @@ def targets(results: Sequence[Result], plan: Plan) -> list[dict[str, Any]]:
                 "met": None if value is None else value >= goal,
             }
         )
+    batched = next((r for r in results if r.system.startswith("raw COPY binary, events, ")), None)
+    steady = steady_rate(sink) if sink else None
+    checks.append(
+        {
+            "target": "e2e steady / the same rows in batches (reference)",
+            "goal": "x",
+            "measured": steady / batched.rate if steady and batched and batched.rate else None,
+            "met": None,
+        }
+    )
     ratio(
         "ingest core append (ours) / raw text COPY, same rows and run",
         ingest,

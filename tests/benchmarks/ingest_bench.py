@@ -212,10 +212,12 @@ def _copied_out(conn: psycopg.Connection[Any], table: str) -> dict[str, bytes]:
     return payloads
 
 
-def _limit_payloads(url: str, schema: str, rows: list[tuple[Any, ...]]) -> dict[str, bytes]:
+def _limit_payloads(
+    url: str, schema: str, rows: list[tuple[Any, ...]]
+) -> tuple[dict[str, bytes], list[bytes]]:
     """Per row set and format ("ingest text", "events binary", ...): the ingest section's rows
     and as many of the e2e section's events, loaded once into a table each, then read back
-    with `COPY ... TO STDOUT`."""
+    with `COPY ... TO STDOUT`; and the events in binary again, BATCH_ROWS to a payload."""
     _, table = events_table(schema, keyed=False)
     encode = row_encoder(wanted_table(table).types)
     columns = _columns_sql(schema)
@@ -234,8 +236,40 @@ def _limit_payloads(url: str, schema: str, rows: list[tuple[Any, ...]]) -> dict[
         for rows_name, source in (("ingest", "source"), ("events", "event_rows")):
             for name, payload in _copied_out(conn, f'"{schema}".{source}').items():
                 payloads[f"{rows_name} {name}"] = payload
+        batches = []
+        for start in range(0, len(rows), BATCH_ROWS):
+            end = start + BATCH_ROWS
+            query = f'(SELECT * FROM "{schema}".event_rows WHERE id >= {start} AND id < {end})'
+            batches.append(_copied_out(conn, query)["binary"])
         conn.rollback()
-    return payloads
+    return payloads, batches
+
+
+def _batched_load(url: str, schema: str, batches: list[bytes]) -> float:
+    """Seconds to COPY the batches into a fresh table, each in a transaction of its own that
+    then stores a watermark as the sink does: locks a table without columns, reads its
+    comment and writes it."""
+    columns = _columns_sql(schema)
+    name = f"load_{uuid.uuid4().hex[:8]}"
+    state = f'"{schema}"."{name}_state"'
+    with psycopg.connect(url) as conn:
+        conn.execute(f'CREATE TABLE "{schema}"."{name}" ({columns})')
+        conn.execute(f"CREATE TABLE {state} ()")
+        conn.commit()
+        started = time.perf_counter()
+        for number, payload in enumerate(batches):
+            sql = f'COPY "{schema}"."{name}" FROM STDIN (FORMAT binary)'
+            with conn.cursor().copy(sql) as copy:
+                for start in range(0, len(payload), LIMIT_CHUNK_BYTES):
+                    copy.write(payload[start : start + LIMIT_CHUNK_BYTES])
+            conn.execute(f"LOCK TABLE {state} IN SHARE UPDATE EXCLUSIVE MODE")
+            conn.execute(f"SELECT obj_description('{state}'::regclass, 'pg_class')")
+            conn.execute(f"COMMENT ON TABLE {state} IS '{{\"batch\": {number}}}'")
+            conn.commit()
+        elapsed = time.perf_counter() - started
+        conn.execute(f'DROP TABLE "{schema}"."{name}", {state}')
+        conn.commit()
+    return elapsed
 
 
 def _limit_load(url: str, schema: str, payload: bytes, binary: bool) -> float:
@@ -263,6 +297,7 @@ LIMIT_SYSTEMS = {
     "ingest binary": "raw COPY binary",
     "events text": "raw COPY text, events",
     "events binary": "raw COPY binary, events",
+    "events batched": f"raw COPY binary, events, {BATCH_ROWS:,}-row transactions",
 }
 
 
@@ -270,18 +305,23 @@ def limit(rows: int, rounds: int = LIMIT_ROUNDS) -> list[dict[str, Any]]:
     """The server's side alone: the same rows, pre-encoded once by PostgreSQL as COPY text and
     as binary COPY, loaded into fresh tables, text and binary alternating, `rounds` times.
     Two row sets: the ingest section's rows (what the ingest core's targets compare with) and
-    the e2e section's events as the sink's table holds them (what the sink's do)."""
+    the e2e section's events as the sink's table holds them (what the sink's do); and those
+    events again in BATCH_ROWS-row transactions that store a watermark, as the sink writes
+    them: what batching costs the server."""
     url = os.environ["SINK_TEST_DATABASE_URL"]
     bench = Bench(url, rows)
     schema = bench.schema()
     try:
-        payloads = _limit_payloads(url, schema, bench.data)
+        payloads, batches = _limit_payloads(url, schema, bench.data)
         seconds: dict[str, list[float]] = {name: [] for name in LIMIT_SYSTEMS}
         for number in range(rounds):
             order = list(LIMIT_SYSTEMS) if number % 2 == 0 else list(reversed(LIMIT_SYSTEMS))
             for name in order:
-                binary = name.endswith("binary")
-                seconds[name].append(_limit_load(url, schema, payloads[name], binary))
+                if name == "events batched":
+                    seconds[name].append(_batched_load(url, schema, batches))
+                else:
+                    binary = name.endswith("binary")
+                    seconds[name].append(_limit_load(url, schema, payloads[name], binary))
                 rate = rows / seconds[name][-1]
                 print(f"# limit round {number + 1} {name:13} {rate:>9,.0f} rows/s", file=sys.stderr)
     finally:
@@ -290,7 +330,11 @@ def limit(rows: int, rounds: int = LIMIT_ROUNDS) -> list[dict[str, Any]]:
     rates = {name: summary(times, rows)[0] for name, times in seconds.items()}
     for name, times in seconds.items():
         median, low, high = summary(times, rows)
-        note = f"{len(payloads[name]) / rows:.0f} B/row; min-max {low:,.0f}..{high:,.0f} rows/s"
+        note = f"min-max {low:,.0f}..{high:,.0f} rows/s"
+        if name in payloads:
+            note = f"{len(payloads[name]) / rows:.0f} B/row; {note}"
+        else:
+            note += f"; /one COPY {rates[name] / rates['events binary']:.2f}x"
         if name.endswith("binary"):
             text = name.replace("binary", "text")
             note += f"; binary/text {rates[name] / rates[text]:.2f}x"
@@ -299,7 +343,7 @@ def limit(rows: int, rounds: int = LIMIT_ROUNDS) -> list[dict[str, Any]]:
                 "implementation": LIMIT_SYSTEMS[name],
                 "scenario": "limit",
                 "rows": rows,
-                "batch_rows": rows,
+                "batch_rows": BATCH_ROWS if name == "events batched" else rows,
                 "seconds": statistics.median(times),
                 "rows_per_s": median,
                 "note": f"{note} over {rounds}",
