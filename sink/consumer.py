@@ -68,6 +68,12 @@ def consumer_config(
         "bootstrap.servers": bootstrap_servers,
         "group.id": group_id,
         "partition.assignment.strategy": "cooperative-sticky",
+        # A member learns of a rebalance at its next heartbeat. With cooperative-sticky, moving
+        # partitions to a worker that joins takes two rebalances: the moved partitions are
+        # read by no one for one interval, and the new worker reads them two after joining
+        # (3 s and 5 s at librdkafka's 3000 ms). A heartbeat a second costs the broker little.
+        # (Not sent under KIP-848's group protocol, where the broker sets the interval.)
+        "heartbeat.interval.ms": 1000,
         # librdkafka's 500 ms default delays the first fetch after a seek (a retried batch)
         # and adds to end-to-end latency; an idle fetch every 100 ms costs the broker little.
         "fetch.wait.max.ms": 100,

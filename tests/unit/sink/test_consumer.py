@@ -14,6 +14,12 @@ def test_fetching_resumes_soon_after_the_prefetch_queue_fills() -> None:
     assert config["enable.auto.commit"] is False
 
 
+def test_members_hear_of_a_rebalance_within_a_second_unless_the_broker_sets_it() -> None:
+    assert consumer_config("127.0.0.1:9092", "g", {})["heartbeat.interval.ms"] == 1000
+    kip848 = consumer_config("127.0.0.1:9092", "g", {"group.protocol": "consumer"})
+    assert "heartbeat.interval.ms" not in kip848
+
+
 def test_the_users_settings_override_the_defaults_but_not_the_fixed_ones() -> None:
     settings = {"fetch.queue.backoff.ms": 1000, "enable.auto.commit": True}
     config = consumer_config("127.0.0.1:9092", "g", settings)
