@@ -1121,8 +1121,7 @@ ORDER BY 3
 
 def _role_check(db: Db) -> str:
     """pg_has_role's privilege that lets a role give an object to another (SET from 16)."""
-    version = int(db.value("SELECT current_setting('server_version_num')::int"))
-    return "SET" if version >= 160000 else "MEMBER"
+    return "SET" if db.server_version >= (16, 0) else "MEMBER"
 
 
 def _cannot_become(db: Db, roles: Iterable[str]) -> list[str]:
