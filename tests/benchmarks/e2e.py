@@ -254,6 +254,7 @@ def run(
                 estimate=_committed(engine, schema, table, topic),
                 expected=expected,
                 also_done=lambda: reached() and (check is None or check(engine, schema, table)),
+                exact_after=reached,
                 timeout=timeout or timeout_for(events_count),
                 what=f"sink {label}",
             )

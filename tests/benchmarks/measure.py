@@ -270,6 +270,7 @@ def time_until_complete(
     expected: int,
     timeout: float,
     also_done: Callable[[], bool] = lambda: True,
+    exact_after: Callable[[], bool] | None = None,
     what: str,
 ) -> Timing:
     """Polls until `rows()` reaches `expected` and `also_done()` holds; the clock started at
@@ -277,7 +278,10 @@ def time_until_complete(
 
     `rows()` is exact and may scan the table; `estimate()` is cheap and never ahead of it by
     more than rows written and rolled back. `rows()` runs while it is cheap and from the poll
-    where the estimate comes within EXACT_WINDOW_SECONDS of the end, at every poll after."""
+    where the estimate comes within EXACT_WINDOW_SECONDS of the end, at every poll after.
+    With `exact_after` (a system whose progress commits with its rows, as the sink's stored
+    offsets do), `rows()` runs only once that holds: a scan of the table while it loads would
+    take CPU from the system measured."""
     first_row: float | None = None
     samples: list[tuple[float, int]] = []
     deadline = started + timeout
@@ -289,6 +293,8 @@ def time_until_complete(
         count = None
         seen = estimate()
         near = near or _near_end(samples, seen, expected, time.monotonic() - started)
+        if exact_after is not None:
+            cheap, near = False, exact_after()
         if cheap or near:
             counting = time.monotonic()
             count = seen = rows()
