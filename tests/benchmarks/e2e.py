@@ -16,6 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, Message, Producer
 
+from sink.config import BatchSettings
 from tests.events import EVENT_COLUMNS_TOML, events
 from tests.integration.sink.harness import log_end_offsets, produce, stored_offsets
 
@@ -34,7 +35,8 @@ from .measure import (
 )
 
 SYSTEM = "pg-kafka-sink"
-DEFAULT_BATCH = 10_000
+# The sink's own default: the runs are of the sink as it ships.
+DEFAULT_BATCH = BatchSettings().max_messages
 # Latency: how often the stored offsets are read (the resolution of every latency figure), and
 # how many events first prove that the worker has joined and created its table.
 LATENCY_POLL_SECONDS = 0.02

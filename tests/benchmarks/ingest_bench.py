@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql as pg
 from pg_bulk_ingest import HighWatermark, _binary, ingest
 from pg_bulk_ingest._encode import row_encoder
 from pg_bulk_ingest._schema import wanted_table
+from sink.config import BatchSettings
 from tests.benchmarks.ingest_rows import event_rows
 from tests.events import events
 
@@ -46,6 +47,8 @@ PUBLIC_REQUIREMENTS = [
     "sqlalchemy>=2",
 ]
 BATCH_ROWS = 10_000
+# The rows of one of the sink's transactions at its default batch limits.
+SINK_BATCH_ROWS = BatchSettings().max_messages
 MEMORY_ROWS = 2_000_000
 # Bytes per write of the pre-encoded COPY data in the limit runs (as the ingest core writes).
 LIMIT_CHUNK_BYTES = 128 * 1024
@@ -217,7 +220,7 @@ def _limit_payloads(
 ) -> tuple[dict[str, bytes], list[bytes]]:
     """Per row set and format ("ingest text", "events binary", ...): the ingest section's rows
     and as many of the e2e section's events, loaded once into a table each, then read back
-    with `COPY ... TO STDOUT`; and the events in binary again, BATCH_ROWS to a payload."""
+    with `COPY ... TO STDOUT`; and the events in binary again, SINK_BATCH_ROWS to a payload."""
     _, table = events_table(schema, keyed=False)
     encode = row_encoder(wanted_table(table).types)
     columns = _columns_sql(schema)
@@ -237,8 +240,8 @@ def _limit_payloads(
             for name, payload in _copied_out(conn, f'"{schema}".{source}').items():
                 payloads[f"{rows_name} {name}"] = payload
         batches = []
-        for start in range(0, len(rows), BATCH_ROWS):
-            end = start + BATCH_ROWS
+        for start in range(0, len(rows), SINK_BATCH_ROWS):
+            end = start + SINK_BATCH_ROWS
             query = f'(SELECT * FROM "{schema}".event_rows WHERE id >= {start} AND id < {end})'
             batches.append(_copied_out(conn, query)["binary"])
         conn.rollback()
@@ -297,7 +300,7 @@ LIMIT_SYSTEMS = {
     "ingest binary": "raw COPY binary",
     "events text": "raw COPY text, events",
     "events binary": "raw COPY binary, events",
-    "events batched": f"raw COPY binary, events, {BATCH_ROWS:,}-row transactions",
+    "events batched": f"raw COPY binary, events, {SINK_BATCH_ROWS:,}-row transactions",
 }
 
 
@@ -306,8 +309,8 @@ def limit(rows: int, rounds: int = LIMIT_ROUNDS) -> list[dict[str, Any]]:
     as binary COPY, loaded into fresh tables, text and binary alternating, `rounds` times.
     Two row sets: the ingest section's rows (what the ingest core's targets compare with) and
     the e2e section's events as the sink's table holds them (what the sink's do); and those
-    events again in BATCH_ROWS-row transactions that store a watermark, as the sink writes
-    them: what batching costs the server."""
+    events again in SINK_BATCH_ROWS-row transactions (the sink's default batch) that store a
+    watermark, as the sink writes them: what batching costs the server."""
     url = os.environ["SINK_TEST_DATABASE_URL"]
     bench = Bench(url, rows)
     schema = bench.schema()
@@ -343,7 +346,7 @@ def limit(rows: int, rounds: int = LIMIT_ROUNDS) -> list[dict[str, Any]]:
                 "implementation": LIMIT_SYSTEMS[name],
                 "scenario": "limit",
                 "rows": rows,
-                "batch_rows": BATCH_ROWS if name == "events batched" else rows,
+                "batch_rows": SINK_BATCH_ROWS if name == "events batched" else rows,
                 "seconds": statistics.median(times),
                 "rows_per_s": median,
                 "note": f"{note} over {rounds}",

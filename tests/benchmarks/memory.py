@@ -3,7 +3,7 @@
     python -m tests.benchmarks.memory [--messages N] [--size BYTES]
 
 One worker lands N JSON messages of about BYTES each (default: 400 of 1 MB) into a table with
-a JSONB column, at the default batch limits (10,000 messages, 16 MiB, 1 s), and its peak RSS
+a JSONB column, at the default batch limits (50,000 messages, 16 MiB, 1 s), and its peak RSS
 (VmHWM) is printed. `batch.max_bytes` bounds what a batch holds whatever the message size; the
 README gives the bound. Also the `memory` section of `make bench`. Targets the local services
 only.

@@ -24,6 +24,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy.engine import make_url
 
+from sink.config import BatchSettings
 from tests.events import events
 
 from .harness import SinkProcess, log_end_offsets, produce, stored_offsets, wait_until
@@ -552,9 +553,13 @@ def test_one_megabyte_messages_keep_the_worker_under_its_memory_bound(
         producer.produce(topic, value=value, partition=i % 2)
         producer.poll(0)
     assert producer.flush(60) == 0
-    # The default batch limits: 10,000 messages, 16 MiB, 1 s.
+    defaults = BatchSettings()  # the default batch limits: 50,000 messages, 16 MiB, 1 s
     config = sink_config(
-        [topic], schema, columns=COORDINATE_COLUMNS, max_messages=10_000, max_age_seconds=1.0
+        [topic],
+        schema,
+        columns=COORDINATE_COLUMNS,
+        max_messages=defaults.max_messages,
+        max_age_seconds=defaults.max_age_seconds,
     )
     worker = start_sink(config)
     wait_until(

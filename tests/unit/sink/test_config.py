@@ -74,7 +74,7 @@ def test_the_example_config_loads_with_every_section() -> None:
 def test_defaults_apply_to_a_minimal_config(tmp_path: Path) -> None:
     settings = load(tmp_path)
     assert settings.kafka.group_id == "pg-kafka-sink"
-    assert settings.batch.max_messages == 10_000
+    assert settings.batch.max_messages == 50_000
     assert settings.batch.max_bytes == 16 * 1024 * 1024
     assert settings.batch.max_age_seconds == 1.0
     assert settings.postgres.state_table is None
