@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from sink.config import BatchSettings
+from sink.worker import AHEAD_MAX_ROWS
 from tests.events import events
 
 from .harness import (
@@ -130,3 +133,72 @@ def test_sigkill_at_random_moments_neither_loses_nor_duplicates(
     wait_until(lambda: count_rows(engine, schema) >= total, 180, f"all {total} rows")
     assert final.terminate(timeout=30) == 0, final.output()
     assert_exactly_once(engine, kafka_bootstrap, schema, topic, partitions)
+
+
+def test_sigkill_mid_batch_at_the_default_batch_size(
+    engine: sa.engine.Engine,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    schema: str,
+    sink_config: Callable[..., Path],
+    start_sink: Callable[[Path], SinkProcess],
+) -> None:
+    """At the default batch size, on the native path, a batch holds more messages than the
+    worker reads ahead while the batch before it commits: the rows read ahead go first, and
+    the rest of the batch is read on the worker's own thread as its rows stream. Killed at
+    random moments of such batches, workers neither lose nor duplicate a message (each event
+    has an id of its own; the table has no primary key)."""
+    defaults = BatchSettings()
+    assert defaults.max_messages > AHEAD_MAX_ROWS, "the batches would all be read ahead whole"
+    total, partitions, kills = 600_000, 6, 3
+    topic = new_topic(partitions=partitions)
+    config = sink_config(
+        [topic],
+        schema,
+        max_messages=defaults.max_messages,
+        max_age_seconds=defaults.max_age_seconds,
+    )
+    produce(kafka_bootstrap, topic, events(total), partitions=partitions)
+
+    def committed() -> int:
+        return sum(stored_offsets(engine, schema).get(topic, {}).values())
+
+    # The messages each commit added, as seen by polling the stored offsets.
+    steps: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        seen = 0
+        while not stop.is_set():
+            now = committed()
+            if now > seen:
+                steps.append(now - seen)
+                seen = now
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    rng = random.Random(3)
+    try:
+        for _ in range(kills):
+            worker = start_sink(config)
+            before = committed()
+            wait_until(lambda b=before: committed() > b, 60, "progress")
+            time.sleep(rng.uniform(0.0, 0.3))  # a batch takes about 0.1 to 0.3 s here
+            worker.signal(signal.SIGKILL)
+            worker.proc.wait(10)
+        assert committed() < total, "the kills came after the last batch: they prove nothing"
+        final = start_sink(config)
+        wait_until(lambda: committed() == total, 180, f"all {total} messages")
+        assert final.terminate(timeout=30) == 0, final.output()
+    finally:
+        stop.set()
+        watcher.join()
+    assert max(steps) > AHEAD_MAX_ROWS, f"no batch larger than what is read ahead: {steps}"
+    with engine.connect() as conn:
+        rows, ids, low, high = conn.execute(
+            sa.text(f'SELECT count(*), count(DISTINCT id), min(id), max(id) FROM "{schema}".events')
+        ).one()
+    assert (rows, ids, low, high) == (total, total, 0, total - 1)
+    ends = log_end_offsets(kafka_bootstrap, topic, partitions)
+    assert stored_offsets(engine, schema)[topic] == {str(p): n for p, n in ends.items()}
