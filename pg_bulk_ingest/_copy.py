@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import itertools
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -75,6 +76,37 @@ def _copy_context(context: str, relation: str, columns: Iterable[str]) -> tuple[
     return 0, "", ""
 
 
+class _Keys:
+    """The primary keys of an upserted table's rows in the batch so far, kept while no two are
+    equal: `distinct` tells `merge` that the staged rows hold each key once, so they need no
+    sort to keep the last row per key. Rows that are not sequences of values (`CopyRow` lines,
+    `CopyTuple`s) and keys that cannot be hashed make it false. Keys equal in PostgreSQL but not
+    in Python (two NaNs, a case-insensitive collation) only make the insert fail and the upsert
+    run instead (see `merge`)."""
+
+    __slots__ = ("_key", "_seen", "distinct")
+
+    def __init__(self, indexes: list[int]) -> None:
+        self._key = operator.itemgetter(*indexes)
+        self._seen: set[Any] = set()
+        self.distinct = True
+
+    def add(self, row: Any) -> None:
+        if not self.distinct:
+            return
+        seen = self._seen
+        before = len(seen)
+        try:
+            if not isinstance(row, (tuple, list)):
+                raise TypeError("not a row of values")
+            seen.add(self._key(row))
+        except Exception:  # unhashable, or a row too short: its own encoder names the fault
+            before = len(seen)
+        if len(seen) == before:
+            self.distinct = False
+            seen.clear()
+
+
 class BatchWriter:
     """Streams each table's rows with COPY, at most `max_rows` rows per COPY and per buffer."""
 
@@ -98,6 +130,12 @@ class BatchWriter:
         self._run_starts = array.array("q")
         self._run_tables: list[Any] = []
         self.counts: dict[sa.Table, int] = dict.fromkeys(targets, 0)
+        # The keys of each upserted table's rows (a staging table's), while they are distinct.
+        self._keys = {
+            table: _Keys([target.wanted.spec.column_names.index(c) for c in primary_key])
+            for table, target in targets.items()
+            if target.staging and (primary_key := target.wanted.spec.primary_key)
+        }
 
     def write(self, rows: Iterable[tuple[sa.Table, Any]]) -> None:
         lines = self._encoded(rows)
@@ -117,6 +155,7 @@ class BatchWriter:
         current: Any = None
         target: Optional[Target] = None
         attempt: Any = None
+        keys: Optional[_Keys] = None
         for position, (table, row) in enumerate(rows):
             if table is not current:
                 current = table
@@ -132,9 +171,12 @@ class BatchWriter:
                     target = None
                 else:
                     attempt = target.encoder.attempt
+                    keys = self._keys.get(table)
             if target is None:
                 self._skip(table)  # as the public library does: callers share one generator
                 continue
+            if keys is not None:
+                keys.add(row)
             try:
                 line = attempt(row)
             except Exception as error:
@@ -268,7 +310,10 @@ class BatchWriter:
             self._db.copy_in(sql, chunks)
             if target.staging:
                 self._staged.add(table)
-                merge(self._db, spec, target.name, target.staging)
+                keys = self._keys.get(table)
+                merge(
+                    self._db, spec, target.name, target.staging, keys is not None and keys.distinct
+                )
         except Exception as error:
             if not sqlstate(error).startswith(_BAD_VALUE_STATES):
                 raise

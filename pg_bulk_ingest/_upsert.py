@@ -102,12 +102,16 @@ def upsert_sql(table: TableSpec, target: str, staging: str) -> str:
     )
 
 
-def insert_sql(table: TableSpec, target: str, staging: str) -> str:
-    """Plain INSERT of the staging rows into `target`, the last row per key."""
-    return (
-        f"INSERT INTO {qualified(table.schema, target)} ({idents(table.column_names)}) "
-        f"{_last_rows_sql(table, staging)}"
+def insert_sql(table: TableSpec, target: str, staging: str, distinct: bool = False) -> str:
+    """Plain INSERT of the staging rows into `target`, the last row per key; all of them, in
+    the order staged, where the caller knows each key `distinct` (no sort then)."""
+    columns = idents(table.column_names)
+    rows = (
+        f"SELECT {columns} FROM pg_temp.{ident(staging)}"
+        if distinct
+        else _last_rows_sql(table, staging)
     )
+    return f"INSERT INTO {qualified(table.schema, target)} ({columns}) {rows}"
 
 
 def merge_sql(table: TableSpec, target: str, staging: str) -> str:
@@ -158,20 +162,23 @@ def keys_follow_sql(table: TableSpec, target: str, staging: str) -> str:
     )
 
 
-def merge(db: Db, table: TableSpec, target: str, staging: str) -> None:
-    """Merges the staging rows into `target`, as `upsert_sql` does.
+def merge(db: Db, table: TableSpec, target: str, staging: str, distinct: bool = False) -> None:
+    """Merges the staging rows into `target`, as `upsert_sql` does; `distinct`: the caller
+    saw each staged key once (see `insert_sql`).
 
     When every staged key follows every live key (a first load, keys that only grow), no staged
     row can conflict but with a row a concurrent writer adds meanwhile. A plain INSERT then
     spares each row ON CONFLICT's speculative insertion (its extra index probe, lock and WAL
-    record: about a third of the merge). Other batches MERGE where the server has it, sparing
+    record: about a third of the merge), and with `distinct` the sort that keeps the last row
+    per key. Keys the caller took for distinct that PostgreSQL finds equal fail the INSERT like
+    a concurrent writer's row. Other batches MERGE where the server has it, sparing
     unchanged rows their lock (`merge_sql`), in READ COMMITTED transactions. Should a concurrent
     writer's new row make either fail (neither turns a conflict into an update as ON CONFLICT
     does), the upsert runs instead, from a savepoint: the outcome is the upsert's in every case.
     """
     follow, isolation = db.rows(keys_follow_sql(table, target, staging))[0]
     if follow:
-        statement = insert_sql(table, target, staging)
+        statement = insert_sql(table, target, staging, distinct)
     elif db.server_version >= _MERGE_SINCE and isolation == _MERGE_ISOLATION:
         statement = merge_sql(table, target, staging)
     else:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pg_bulk_ingest import DataError, Delete, ingest
+from pg_bulk_ingest import CopyRow, DataError, Delete, ingest
 from pg_bulk_ingest._db import Db
 from pg_bulk_ingest._schema import wanted_table
 from pg_bulk_ingest._upsert import (
@@ -479,3 +479,70 @@ def test_staged_keys_follow_the_live_keys_only_when_each_sorts_after_the_greates
             db.execute("INSERT INTO pg_temp.staged (a, b) VALUES (%s, %s)", row)
         assert db.value(keys_follow_sql(spec, "pairs", "staged")) is follow
         db.execute(drop_staging_sql("staged"))
+
+
+def _merges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The merge statements ingest runs from now on (INSERT, MERGE), as sent."""
+    statements: list[str] = []
+    execute = Db.execute
+
+    def spy(self: Db, sql: str, params: Any = None) -> None:
+        if sql.startswith(("MERGE", "INSERT")):
+            statements.append(sql)
+        execute(self, sql, params)
+
+    monkeypatch.setattr(Db, "execute", spy)
+    return statements
+
+
+@pytest.mark.parametrize(
+    ("rows", "landed", "sorted_"),
+    [
+        ([(1, "a"), (3, "c"), (2, "b")], [(1, "a"), (2, "b"), (3, "c")], False),
+        ([(1, "a"), (2, "b"), (1, "c")], [(1, "c"), (2, "b")], True),
+        ([CopyRow("1\ta\n"), CopyRow("2\tb\n")], [(1, "a"), (2, "b")], True),
+    ],
+    ids=["distinct", "a key twice", "copy lines"],
+)
+def test_a_first_load_sorts_its_staged_rows_only_where_a_key_may_repeat(
+    conn: sa.engine.Connection,
+    schema: str,
+    query: Callable[[str], list[tuple[Any, ...]]],
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[Any],
+    landed: list[tuple[Any, ...]],
+    sorted_: bool,
+) -> None:
+    """Keys that all follow the live ones go in with a plain INSERT; where each of the batch's
+    rows is a value tuple of its own key, the staged rows go in as staged, without the sort
+    that keeps the last row per key."""
+    metadata, table = keyed(schema)
+    merges = _merges(monkeypatch)
+    ingest(conn, metadata, one_batch(table, 1, rows))
+    assert [sql.split(" ", 1)[0] for sql in merges] == ["INSERT"]
+    assert ("DISTINCT ON" in merges[0]) is sorted_
+    assert query(f'SELECT id, value FROM "{schema}".events ORDER BY id') == landed
+
+
+def test_keys_distinct_in_python_but_equal_in_postgresql_keep_the_last_row(
+    conn: sa.engine.Connection,
+    schema: str,
+    query: Callable[[str], list[tuple[Any, ...]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two NaNs are different keys to Python and one to PostgreSQL: the INSERT of rows taken
+    for distinct fails on the second, and the upsert that runs instead keeps the last row."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "events",
+        metadata,
+        sa.Column("id", sa.DOUBLE_PRECISION, primary_key=True),
+        sa.Column("value", sa.TEXT),
+        schema=schema,
+    )
+    merges = _merges(monkeypatch)
+    rows = [(float("nan"), "first"), (1.5, "b"), (float("nan"), "last")]
+    ingest(conn, metadata, one_batch(table, 1, rows))
+    assert "DISTINCT ON" not in merges[0] and "ON CONFLICT" in merges[-1]
+    landed = query(f'SELECT id::text, value FROM "{schema}".events ORDER BY id')
+    assert landed == [("1.5", "b"), ("NaN", "last")]
