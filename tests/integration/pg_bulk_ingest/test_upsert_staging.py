@@ -317,6 +317,20 @@ def test_a_row_another_writer_deletes_during_the_merge_is_inserted_again(
     assert rows == [(1, "a"), (5, "ours"), (9, "nine")]
 
 
+def _merges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The merge statements ingest runs from now on (INSERT, MERGE), as sent."""
+    statements: list[str] = []
+    execute = Db.execute
+
+    def spy(self: Db, sql: str, params: Any = None) -> None:
+        if sql.startswith(("MERGE", "INSERT")):
+            statements.append(sql)
+        execute(self, sql, params)
+
+    monkeypatch.setattr(Db, "execute", spy)
+    return statements
+
+
 @pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
 def test_merge_runs_at_read_committed_only(
     driver_engine: sa.engine.Engine,
@@ -327,22 +341,15 @@ def test_merge_runs_at_read_committed_only(
 ) -> None:
     """Under REPEATABLE READ and SERIALIZABLE, a row updated since the snapshot makes ON
     CONFLICT fail with a serialization error, where MERGE skipped it on servers before 15.16."""
-    merges: list[str] = []
-    execute = Db.execute
-
-    def spy(self: Db, sql: str, params: Any = None) -> None:
-        if sql.startswith(("MERGE", "INSERT")):
-            merges.append(sql.split(" ", 1)[0])
-        execute(self, sql, params)
-
-    monkeypatch.setattr(Db, "execute", spy)
+    merges = _merges(monkeypatch)
     metadata, table = keyed(schema)
     with driver_engine.connect() as first:
         ingest(first, metadata, one_batch(table, 1, [(5, "live")]))
         merges.clear()
     with driver_engine.connect().execution_options(isolation_level=isolation) as loading:
         ingest(loading, metadata, one_batch(table, 2, [(1, "a"), (5, "ours")]))
-    assert merges == (["MERGE"] if isolation == "READ COMMITTED" else ["INSERT"])
+    kinds = [sql.split(" ", 1)[0] for sql in merges]
+    assert kinds == (["MERGE"] if isolation == "READ COMMITTED" else ["INSERT"])
     assert query(f'SELECT id, value FROM "{schema}".events ORDER BY id') == [(1, "a"), (5, "ours")]
 
 
@@ -479,20 +486,6 @@ def test_staged_keys_follow_the_live_keys_only_when_each_sorts_after_the_greates
             db.execute("INSERT INTO pg_temp.staged (a, b) VALUES (%s, %s)", row)
         assert db.value(keys_follow_sql(spec, "pairs", "staged")) is follow
         db.execute(drop_staging_sql("staged"))
-
-
-def _merges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The merge statements ingest runs from now on (INSERT, MERGE), as sent."""
-    statements: list[str] = []
-    execute = Db.execute
-
-    def spy(self: Db, sql: str, params: Any = None) -> None:
-        if sql.startswith(("MERGE", "INSERT")):
-            statements.append(sql)
-        execute(self, sql, params)
-
-    monkeypatch.setattr(Db, "execute", spy)
-    return statements
 
 
 @pytest.mark.parametrize(
