@@ -529,7 +529,7 @@ def test_keys_distinct_in_python_but_equal_in_postgresql_keep_the_last_row(
     table = sa.Table(
         "events",
         metadata,
-        sa.Column("id", sa.DOUBLE_PRECISION, primary_key=True),
+        sa.Column("id", pg.DOUBLE_PRECISION, primary_key=True),
         sa.Column("value", sa.TEXT),
         schema=schema,
     )
